@@ -1,0 +1,52 @@
+# obmem — the two commands a newcomer needs, over CMake:
+#   make demo    build and run the bundled example on obmem with OBMEM_STATS=1
+#   make test    build and run every test: Release, AddressSanitizer+UBSan, ThreadSanitizer
+# and for developers: make build, make bench, make format, make clean.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD ?= build
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build demo test test-release test-asan test-tsan bench format clean
+
+all: build
+
+# Installs the Debian packages the build needs when they are missing (a fresh machine).
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DOBMEM_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+
+demo: build
+	@echo "== examples/demo_alloc.c on obmem, OBMEM_STATS=1 =="
+	OBMEM_STATS=1 ./$(BUILD)/examples/demo_alloc
+
+test-release: build
+	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+
+test-asan: deps
+	cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOBMEM_SANITIZE=address \
+	  -DOBMEM_WERROR=ON >/dev/null
+	cmake --build $(BUILD)-asan -j$(JOBS)
+	ASAN_OPTIONS=detect_leaks=1 OBMEM_TEST_SMALL=1 \
+	  ctest --test-dir $(BUILD)-asan --output-on-failure -j$(JOBS) -L quick
+
+test-tsan: deps
+	cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOBMEM_SANITIZE=thread \
+	  -DOBMEM_WERROR=ON >/dev/null
+	cmake --build $(BUILD)-tsan -j$(JOBS)
+	OBMEM_TEST_SMALL=1 ctest --test-dir $(BUILD)-tsan --output-on-failure -L threads
+
+test: test-release test-asan test-tsan
+	@echo "make test: all suites passed"
+
+bench: build
+	bash bench/run.sh
+
+format:
+	clang-format -i include/*.h include/obmem/*.h src/*.c src/*.h src/*/*.c src/*/*.h \
+	  tests/*.c tests/*.h examples/*.c bench/*.c bench/*.h 2>/dev/null || true
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, the Debian packages that building and testing obmem need, when
+# they are missing.  Run by `make` (every target) and .ci/run; a no-op on a ready machine.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v gcc >/dev/null || need+=(gcc)
+command -v g++ >/dev/null || need+=(g++)
+command -v make >/dev/null || need+=(make)
+command -v python3 >/dev/null || need+=(python3)
+# sanitizer runtimes ship with gcc's libasan/libtsan/libubsan packages
+for lib in libasan.so libtsan.so libubsan.so; do
+  if ! ls /usr/lib/gcc/x86_64-linux-gnu/*/$lib >/dev/null 2>&1 &&
+     ! ls /usr/lib/x86_64-linux-gnu/$lib* >/dev/null 2>&1; then
+    need+=(gcc)
+  fi
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "obmem: missing ${need[*]}; install them (apt-get install ${need[*]})" >&2
+    exit 2
+  fi
+  echo "obmem: installing ${need[*]} with apt-get" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi

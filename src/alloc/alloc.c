@@ -1,0 +1,209 @@
+/* alloc.c — malloc, calloc, realloc and aligned allocation.
+ *
+ * Fast path (small and medium): class = table lookup; pool = heap->pools[class] (CPython's
+ * usedpools[class]); pop pool->free.  No lock, no atomic.  When the pool's free list is empty
+ * the generic path collects cross-thread frees, carves fresh blocks lazily (CPython's
+ * nextoffset/maxnextoffset, a page's worth at a time), moves on to the next pool of the
+ * class, or takes a new pool from the fullest arena.
+ */
+#include "alloc/alloc_internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* Carves up to a page's worth of never-used blocks onto the free list (at least one). */
+static void pool_carve(obm_pool_t *pool) {
+  uint32_t b = pool->block_size;
+  uint32_t n = 4096 / b;
+  if (n == 0) n = 1;
+  uint32_t left = pool->capacity - pool->ncarved;
+  if (n > left) n = left;
+  uint8_t *first = pool->start + (size_t)pool->ncarved * b;
+  uint8_t *p = first;
+  for (uint32_t i = 1; i < n; i++, p += b) ((obm_block_t *)p)->next = (obm_block_t *)(p + b);
+  ((obm_block_t *)p)->next = pool->free;
+  pool->free = (obm_block_t *)first;
+  pool->ncarved += n;
+}
+
+static void pool_init(obm_pool_t *pool, unsigned cls) {
+  pool->block_size = _obm_class_size[cls];
+  pool->capacity = _obm_class_capacity[cls];
+  pool->size_class = (uint8_t)cls;
+  pool->ncarved = 0;
+  pool->nused = 0;
+  pool->free = NULL;
+  pool->in_list = 0;
+  pool->next = pool->prev = NULL;
+  pool->remote_next = NULL;
+  atomic_store_explicit(&pool->remote_free, NULL, memory_order_relaxed);
+}
+
+void *_obm_malloc_generic(obm_heap_t *heap, size_t size, unsigned cls) {
+  if (obm_unlikely(heap->is_empty_heap)) {
+    heap = _obm_heap_init_thread();
+    if (!heap) return NULL;
+  }
+  if (atomic_load_explicit(&heap->remote_pools, memory_order_relaxed))
+    _obm_heap_collect_remote(heap);
+  obm_pool_t *pool = heap->pools[cls];
+  while (pool != &_obm_pool_empty) {
+    if (pool->free) goto pop;
+    if (pool->ncarved < pool->capacity) {
+      pool_carve(pool);
+      goto pop;
+    }
+    _obm_pool_unlink(heap, pool); /* full: leaves the list until a block comes back */
+    pool = heap->pools[cls];
+  }
+  pool = _obm_arena_pool_take(heap, _obm_class_slots[cls]);
+  if (!pool) {
+    /* Memory pressure: reclaim what exited threads left and retry once. */
+    _obm_heap_collect_abandoned();
+    _obm_arena_trim_spares();
+    _obm_large_trim();
+    pool = _obm_arena_pool_take(heap, _obm_class_slots[cls]);
+    if (!pool) {
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  pool_init(pool, cls);
+  _obm_pool_link(heap, pool);
+  pool_carve(pool);
+pop:;
+  obm_block_t *b = pool->free;
+  pool->free = b->next;
+  pool->nused++;
+  heap->nmalloc[cls]++;
+  heap->requested[cls] += size;
+  return b;
+}
+
+OBM_INLINE void *class_malloc(size_t size, unsigned cls) {
+  obm_heap_t *heap = _obm_heap_get();
+  obm_pool_t *pool = heap->pools[cls];
+  obm_block_t *b = pool->free;
+  if (obm_likely(b != NULL)) {
+    pool->free = b->next;
+    pool->nused++;
+    heap->nmalloc[cls]++;
+    heap->requested[cls] += size;
+    return b;
+  }
+  return _obm_malloc_generic(heap, size, cls);
+}
+
+void *_obm_raw_malloc(size_t size) {
+  if (obm_likely(size <= OBM_MEDIUM_MAX)) return class_malloc(size, _obm_size_to_class(size));
+  return _obm_large_alloc(size, OBM_ALIGNMENT, 0);
+}
+
+void *_obm_raw_aligned(size_t alignment, size_t size) {
+  if (alignment <= OBM_ALIGNMENT) return _obm_raw_malloc(size);
+  if (size <= OBM_MEDIUM_MAX && alignment <= OBM_POOL_SIZE) {
+    /* Pools start on 16 KiB boundaries: a class whose size is a multiple of the alignment
+     * has every block aligned. */
+    for (unsigned cls = _obm_size_to_class(size); cls < OBM_NCLASSES; cls++)
+      if (_obm_class_size[cls] % alignment == 0) return class_malloc(size, cls);
+  }
+  return _obm_large_alloc(size, alignment, 0);
+}
+
+static OBM_NOINLINE void *malloc_slow(size_t size) {
+  if (!_obm_initialized) _obm_init();
+  if (_obm_debug_on) return _obm_debug_malloc(size, OBM_ALIGNMENT, 0);
+  return _obm_raw_malloc(size);
+}
+
+void *obm_malloc(size_t size) {
+  if (obm_likely(size <= OBM_MEDIUM_MAX && !_obm_mode_slow))
+    return class_malloc(size, _obm_size_to_class(size));
+  return malloc_slow(size);
+}
+
+void *obm_calloc(size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (!_obm_initialized) _obm_init();
+  if (_obm_debug_on) return _obm_debug_malloc(total, OBM_ALIGNMENT, 1);
+  if (total > OBM_MEDIUM_MAX) return _obm_large_alloc(total, OBM_ALIGNMENT, 1);
+  void *p = class_malloc(total, _obm_size_to_class(total));
+  if (p) memset(p, 0, total);
+  return p;
+}
+
+void *obm_aligned_alloc(size_t alignment, size_t size) {
+  if (alignment == 0 || (alignment & (alignment - 1)) || alignment > OBM_MAX_ALIGNMENT) {
+    errno = EINVAL;
+    return NULL;
+  }
+  if (!_obm_initialized) _obm_init();
+  if (_obm_debug_on) return _obm_debug_malloc(size, alignment, 0);
+  return _obm_raw_aligned(alignment, size);
+}
+
+int obm_posix_memalign(void **out, size_t alignment, size_t size) {
+  if (alignment < sizeof(void *) || (alignment & (alignment - 1)) ||
+      alignment > OBM_MAX_ALIGNMENT)
+    return EINVAL;
+  int saved = errno;
+  void *p = obm_aligned_alloc(alignment, size);
+  if (!p) {
+    errno = saved;
+    return ENOMEM;
+  }
+  *out = p;
+  return 0;
+}
+
+void *obm_realloc(void *ptr, size_t size) {
+  if (ptr == NULL) return obm_malloc(size);
+  obm_segment_t *seg = _obm_pagemap_lookup(ptr);
+  if (obm_unlikely(seg == NULL)) {
+    _obm_report_foreign("realloc", ptr);
+    errno = EINVAL;
+    return NULL;
+  }
+  if (_obm_debug_on) return _obm_debug_realloc(ptr, seg, size);
+  size_t old_size;
+  if (obm_likely(seg->kind == OBM_SEG_ARENA)) {
+    obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, ptr);
+    if (obm_unlikely(pool->kind != OBM_SLOT_HEAD ||
+                     (size_t)((uint8_t *)ptr - pool->start) % pool->block_size != 0)) {
+      _obm_error(OBM_ERR_NOT_BLOCK_START, ptr,
+                 "realloc of an address inside obmem's memory that is not a live block");
+      errno = EINVAL;
+      return NULL;
+    }
+    old_size = pool->block_size;
+    /* CPython's policy: keep the block if the request fits and the shrink would save less
+     * than 25 %, or the smaller class is the same one. */
+    if (size <= old_size &&
+        (size * 4 > old_size * 3 || (size <= OBM_MEDIUM_MAX &&
+                                     _obm_size_to_class(size) == pool->size_class)))
+      return ptr;
+  } else {
+    obm_large_t *large = (obm_large_t *)seg;
+    if (obm_unlikely(!_obm_large_contains(large, ptr) || large->cached ||
+                     (uint8_t *)ptr != large->block)) {
+      _obm_error(OBM_ERR_NOT_BLOCK_START, ptr,
+                 "realloc of an address that is not a live large block");
+      errno = EINVAL;
+      return NULL;
+    }
+    old_size = large->usable_size;
+    if (size > OBM_MEDIUM_MAX) {
+      void *p = _obm_large_realloc(large, size);
+      if (p) return p;
+    }
+  }
+  void *fresh = obm_malloc(size);
+  if (!fresh) return NULL;
+  memcpy(fresh, ptr, old_size < size ? old_size : size);
+  obm_free(ptr);
+  return fresh;
+}

@@ -1,0 +1,261 @@
+/* alloc_internal.h — the allocator's data structures and the inline pieces of its fast paths.
+ *
+ *   address space ──page map──> segment (1 MiB aligned)
+ *      arena   (kind ARENA, 1 MiB): slot 0 = this header + 64 pool descriptors,
+ *              slots 1..63 = 16 KiB pool slots; a pool spans 1..16 contiguous slots
+ *      large   (kind LARGE, >= 1 page): header, then one block
+ *   heap (one per thread) ──pools[class]──> pools with free blocks ──> blocks
+ *
+ * A block is found from a pointer without touching the block: page map -> segment; for an
+ * arena, slot = (p >> 14) & 63, descriptor = arena->pools[slot - head_offset].
+ */
+#ifndef OBM_ALLOC_INTERNAL_H
+#define OBM_ALLOC_INTERNAL_H
+
+#include "internal.h"
+
+#include <pthread.h>
+
+#define OBM_POOL_SHIFT 14
+#define OBM_ARENA_SHIFT 20
+#define OBM_NSLOTS (OBM_ARENA_SIZE / OBM_POOL_SIZE) /* 64, slot 0 is metadata */
+#define OBM_MAX_POOL_SLOTS 16
+#define OBM_LARGE_HEADER 64 /* bytes before the block in a large segment */
+
+typedef struct obm_block_s {
+  struct obm_block_s *next;
+} obm_block_t;
+
+typedef struct obm_heap_s obm_heap_t;
+typedef struct obm_arena_s obm_arena_t;
+
+enum { OBM_SEG_ARENA = 0xA7E4A, OBM_SEG_LARGE = 0x1A76E };
+enum { OBM_SLOT_FREE = 0, OBM_SLOT_HEAD = 1, OBM_SLOT_TAIL = 2, OBM_SLOT_META = 3 };
+
+/* A pool: a run of 1..16 slots holding blocks of one class.  Owned by arena->heap.
+ * Invariants (owner's view, remote list counted as used):
+ *   nused + |free| + (capacity - ncarved) == capacity
+ *   in_list  <=>  the pool is in heap->pools[size_class]  <=>  not full (or sole, empty)
+ *   remote_free != NULL  =>  pool is, or is about to be, on heap->remote_pools exactly once */
+typedef struct obm_pool_s {
+  obm_block_t *free;           /* local free list (owner only) */
+  uint32_t nused;              /* blocks handed out, not freed locally */
+  uint32_t block_size;         /* bytes per block */
+  uint8_t *start;              /* first block; blocks are start + i * block_size */
+  uint32_t ncarved;            /* blocks [0, ncarved) have been carved (lazily, as CPython) */
+  uint32_t capacity;           /* blocks that fit */
+  uint8_t kind;                /* OBM_SLOT_* */
+  uint8_t head_offset;         /* for a TAIL slot: slot - head slot; 0 otherwise */
+  uint8_t nslots;              /* HEAD: slots in this pool */
+  uint8_t size_class;          /* HEAD: class index */
+  uint8_t in_list;             /* HEAD: linked in heap->pools[size_class] */
+  uint8_t pad_[3];
+  struct obm_pool_s *next;     /* in heap->pools[size_class] */
+  struct obm_pool_s *prev;
+  obm_arena_t *arena;
+  _Atomic(obm_block_t *) remote_free; /* pushed by other threads, taken by the owner */
+  struct obm_pool_s *remote_next;     /* link in heap->remote_pools */
+} obm_pool_t;
+
+/* Common first fields of every segment, so that a page-map hit can be classified. */
+typedef struct obm_segment_s {
+  uint32_t kind; /* OBM_SEG_ARENA or OBM_SEG_LARGE */
+} obm_segment_t;
+
+/* An arena: 1 MiB, 1 MiB aligned.  Invariants:
+ *   nfree_slots == popcount(free_slots);  bit 0 of free_slots is never set
+ *   in heap's usable list  <=>  nfree_slots > 0; the list is ordered by nfree_slots ascending
+ *   (allocation comes from the fullest arena, as CPython's usable_arenas) */
+struct obm_arena_s {
+  uint32_t kind;               /* OBM_SEG_ARENA */
+  uint32_t nfree_slots;
+  uint64_t free_slots;         /* bit i set <=> slot i is free */
+  obm_heap_t *heap;            /* owner; stable while any block of the arena is live */
+  obm_arena_t *next, *prev;    /* heap's usable list */
+  obm_arena_t *all_next, *all_prev; /* global list of arenas in use (under _obm_global_lock) */
+  uint8_t in_usable;
+  uint8_t pad_[7];
+  uint64_t pad2_[1];
+  obm_pool_t pools[OBM_NSLOTS];
+};
+
+/* A large segment: one block of more than OBM_MEDIUM_MAX bytes (or a very aligned one).
+ * Invariant: block + usable_size == (uint8_t *)this + mapped_size. */
+typedef struct obm_large_s {
+  uint32_t kind;               /* OBM_SEG_LARGE */
+  uint32_t cached;             /* 1 while in the cache (freed) */
+  size_t mapped_size;          /* bytes mapped, a multiple of the page size */
+  uint8_t *block;              /* the pointer handed out */
+  size_t usable_size;
+  struct obm_large_s *next, *prev; /* live list or cache list */
+  uint64_t pad_;
+} obm_large_t;
+
+/* Per-thread heap.  Fields above `remote_pools` are touched only by the owner thread.
+ * Heaps are never freed: a heap of an exited thread is abandoned, then adopted. */
+struct obm_heap_s {
+  obm_pool_t *pools[OBM_NCLASSES];   /* head of pools with free blocks (or &_obm_pool_empty) */
+  uint64_t nmalloc[OBM_NCLASSES];    /* cumulative allocations per class */
+  uint64_t requested[OBM_NCLASSES];  /* cumulative requested bytes per class */
+  obm_arena_t *usable;               /* arenas with free slots, nfree_slots ascending */
+  obm_arena_t *last_with[OBM_NSLOTS + 1]; /* last arena in `usable` with that nfree (nfp2lasta) */
+  uint64_t thread_id;
+  obm_heap_t *all_next;              /* global list of heaps */
+  obm_heap_t *abandoned_next;
+  int abandoned;
+  int is_empty_heap;                 /* the static placeholder heap before a thread's init */
+  _Alignas(OBM_CACHE_LINE) _Atomic(obm_pool_t *) remote_pools; /* pools with remote frees */
+  char pad_[OBM_CACHE_LINE - sizeof(void *)];
+};
+
+/* ---- globals --------------------------------------------------------------------------- */
+extern OBM_HIDDEN obm_pool_t _obm_pool_empty;  /* placeholder: no free blocks, never full */
+extern OBM_HIDDEN obm_heap_t _obm_heap_empty;  /* placeholder heap of uninitialized threads */
+extern OBM_HIDDEN __thread obm_heap_t *_obm_tls_heap;
+extern OBM_HIDDEN pthread_mutex_t _obm_global_lock; /* arenas list, spares, heaps list */
+extern OBM_HIDDEN int _obm_debug_on;              /* debug mode, fixed at init */
+extern OBM_HIDDEN int _obm_mode_slow;             /* 1 until init, and in debug mode */
+extern OBM_HIDDEN int _obm_initialized;
+
+extern OBM_HIDDEN const uint32_t _obm_class_size[OBM_NCLASSES];
+extern OBM_HIDDEN uint8_t _obm_class_slots[OBM_NCLASSES];   /* slots per pool */
+extern OBM_HIDDEN uint32_t _obm_class_capacity[OBM_NCLASSES];
+extern OBM_HIDDEN const uint8_t _obm_small_class[OBM_NSMALL_CLASSES + 1]; /* by (size+15)>>4 */
+
+/* ---- size classes ---------------------------------------------------------------------- */
+/* Class for size <= OBM_MEDIUM_MAX. */
+OBM_INLINE unsigned _obm_size_to_class(size_t size) {
+  if (obm_likely(size <= OBM_SMALL_MAX)) return _obm_small_class[(size + 15) >> 4];
+  size_t s = size - 1;
+  unsigned msb = 63u - (unsigned)__builtin_clzll(s);
+  return OBM_NSMALL_CLASSES + (msb - 9u) * 4u + (unsigned)((s >> (msb - 2u)) & 3u);
+}
+OBM_HIDDEN void _obm_sizeclass_init(void);
+
+/* ---- page map: chunk (1 MiB) -> segment ------------------------------------------------- */
+#define OBM_PAGEMAP_BITS 48
+#define OBM_PAGEMAP_LEAF_BITS 14
+#define OBM_PAGEMAP_ROOT_BITS (OBM_PAGEMAP_BITS - OBM_ARENA_SHIFT - OBM_PAGEMAP_LEAF_BITS)
+typedef _Atomic(obm_segment_t *) obm_pagemap_leaf_t[1u << OBM_PAGEMAP_LEAF_BITS];
+extern OBM_HIDDEN _Atomic(obm_pagemap_leaf_t *) _obm_pagemap_root[1u << OBM_PAGEMAP_ROOT_BITS];
+
+/* The segment covering p, or NULL when p is not in memory obmem mapped.  Reads only the page
+ * map.  For a large segment, p may lie past its end in the same chunk: check with
+ * _obm_large_contains. */
+OBM_INLINE obm_segment_t *_obm_pagemap_lookup(const void *p) {
+  uintptr_t a = (uintptr_t)p;
+  if (obm_unlikely(a >> OBM_PAGEMAP_BITS)) return NULL;
+  obm_pagemap_leaf_t *leaf = atomic_load_explicit(
+      &_obm_pagemap_root[a >> (OBM_ARENA_SHIFT + OBM_PAGEMAP_LEAF_BITS)], memory_order_acquire);
+  if (obm_unlikely(leaf == NULL)) return NULL;
+  return atomic_load_explicit(&(*leaf)[(a >> OBM_ARENA_SHIFT) & ((1u << OBM_PAGEMAP_LEAF_BITS) - 1)],
+                              memory_order_relaxed);
+}
+/* Points chunks [start, start+size) at seg (NULL clears).  0 or ENOMEM (leaf map failed). */
+OBM_HIDDEN int _obm_pagemap_set(void *start, size_t size, obm_segment_t *seg);
+OBM_HIDDEN size_t _obm_pagemap_bytes(void);
+
+/* ---- pools and blocks ------------------------------------------------------------------- */
+OBM_INLINE obm_pool_t *_obm_pool_of(obm_arena_t *arena, const void *p) {
+  obm_pool_t *pool = &arena->pools[((uintptr_t)p >> OBM_POOL_SHIFT) & (OBM_NSLOTS - 1)];
+  return pool - pool->head_offset;
+}
+/* Index of the block containing p (p inside the pool's carved range). */
+OBM_INLINE size_t _obm_pool_block_index(const obm_pool_t *pool, const void *p) {
+  return (size_t)((const uint8_t *)p - pool->start) / pool->block_size;
+}
+
+/* ---- arena.c --------------------------------------------------------------------------- */
+/* Takes a pool of `nslots` contiguous slots for the heap, from its fullest usable arena or a
+ * new one.  NULL on OS failure. */
+OBM_HIDDEN obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots);
+/* Returns an empty pool's slots to its arena; frees the arena when it becomes empty. */
+OBM_HIDDEN void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool);
+OBM_HIDDEN void _obm_arena_trim_spares(void);
+/* Gives the pages of the heap's free slots back to the OS (they stay mapped). */
+OBM_HIDDEN void _obm_arena_decommit_free(obm_heap_t *heap);
+OBM_HIDDEN extern obm_arena_t *_obm_arenas_all; /* under _obm_global_lock */
+OBM_HIDDEN extern uint64_t _obm_arenas_allocated, _obm_arenas_reclaimed, _obm_arenas_current,
+    _obm_arenas_highwater, _obm_arenas_nspare;
+OBM_HIDDEN extern _Atomic(uint64_t) _obm_bytes_mapped, _obm_bytes_mapped_peak;
+OBM_HIDDEN void _obm_mapped_add(size_t bytes);
+OBM_HIDDEN void _obm_mapped_sub(size_t bytes);
+
+/* ---- heap.c ---------------------------------------------------------------------------- */
+OBM_HIDDEN obm_heap_t *_obm_heap_init_thread(void); /* NULL only on OS failure */
+/* Collects the frees other threads pushed to this heap's pools. */
+OBM_HIDDEN void _obm_heap_collect_remote(obm_heap_t *heap);
+/* Collects the remote frees of abandoned heaps and releases what became empty. */
+OBM_HIDDEN void _obm_heap_collect_abandoned(void);
+/* Releases empty pools kept as the sole pool of a class. */
+OBM_HIDDEN void _obm_heap_release_empty_pools(obm_heap_t *heap);
+OBM_HIDDEN void _obm_heap_thread_done(void *heap); /* pthread key destructor */
+OBM_HIDDEN void _obm_heap_decommit_abandoned(void);
+OBM_HIDDEN extern pthread_key_t _obm_heap_key;
+OBM_HIDDEN extern obm_heap_t *_obm_heaps_all; /* under _obm_global_lock */
+OBM_HIDDEN extern uint64_t _obm_heaps_count, _obm_heaps_abandoned;
+
+OBM_INLINE obm_heap_t *_obm_heap_get(void) {
+  return _obm_tls_heap;
+}
+
+/* Links pool at the front of its class list. */
+OBM_INLINE void _obm_pool_link(obm_heap_t *heap, obm_pool_t *pool) {
+  obm_pool_t *head = heap->pools[pool->size_class];
+  pool->prev = NULL;
+  pool->next = head == &_obm_pool_empty ? NULL : head;
+  if (pool->next) pool->next->prev = pool;
+  heap->pools[pool->size_class] = pool;
+  pool->in_list = 1;
+}
+OBM_INLINE void _obm_pool_unlink(obm_heap_t *heap, obm_pool_t *pool) {
+  if (pool->prev) pool->prev->next = pool->next;
+  else heap->pools[pool->size_class] = pool->next ? pool->next : &_obm_pool_empty;
+  if (pool->next) pool->next->prev = pool->prev;
+  pool->next = pool->prev = NULL;
+  pool->in_list = 0;
+}
+
+/* ---- alloc.c / free.c ------------------------------------------------------------------ */
+/* Raw allocation (no debug wrapping).  `size` <= OBM_MEDIUM_MAX goes to class pools. */
+OBM_HIDDEN void *_obm_malloc_generic(obm_heap_t *heap, size_t size, unsigned cls);
+OBM_HIDDEN void *_obm_raw_malloc(size_t size);
+OBM_HIDDEN void *_obm_raw_aligned(size_t alignment, size_t size);
+OBM_HIDDEN void _obm_raw_free(void *p, obm_segment_t *seg);
+/* Local free slow path: pool was full (relink) or became empty (release). */
+OBM_HIDDEN void _obm_free_local_slow(obm_heap_t *heap, obm_pool_t *pool, obm_block_t *b);
+OBM_HIDDEN void _obm_free_remote(obm_pool_t *pool, obm_block_t *b);
+/* After the owner took `n` blocks off pool's remote list into pool->free. */
+OBM_HIDDEN void _obm_pool_after_collect(obm_heap_t *heap, obm_pool_t *pool, uint32_t n);
+/* Raw usable size of the block at p inside seg, or 0 with an error report. */
+OBM_HIDDEN size_t _obm_raw_usable(const void *p, obm_segment_t *seg);
+/* Start of the raw block containing p (p inside obmem memory), or NULL. */
+OBM_HIDDEN uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_size);
+OBM_HIDDEN OBM_COLD void _obm_report_foreign(const char *op, const void *p);
+
+/* ---- large.c --------------------------------------------------------------------------- */
+OBM_HIDDEN void *_obm_large_alloc(size_t size, size_t alignment, int zero);
+OBM_HIDDEN void _obm_large_free(obm_large_t *seg);
+/* Resizes in place or moves pages; returns the new block or NULL (old still valid). */
+OBM_HIDDEN void *_obm_large_realloc(obm_large_t *seg, size_t size);
+OBM_HIDDEN void _obm_large_trim(void);
+OBM_HIDDEN void _obm_large_stats(obm_stats_t *out);
+OBM_HIDDEN size_t _obm_large_check(void);
+extern OBM_HIDDEN pthread_mutex_t _obm_large_lock;
+extern OBM_HIDDEN obm_large_t *_obm_large_live, *_obm_large_cache;
+OBM_INLINE int _obm_large_contains(const obm_large_t *seg, const void *p) {
+  return (const uint8_t *)p >= (const uint8_t *)seg &&
+         (const uint8_t *)p < (const uint8_t *)seg + seg->mapped_size;
+}
+
+/* ---- debug.c --------------------------------------------------------------------------- */
+OBM_HIDDEN void *_obm_debug_malloc(size_t size, size_t alignment, int zero);
+OBM_HIDDEN void _obm_debug_free(void *p, obm_segment_t *seg);
+OBM_HIDDEN void *_obm_debug_realloc(void *p, obm_segment_t *seg, size_t size);
+OBM_HIDDEN size_t _obm_debug_usable(const void *p, obm_segment_t *seg);
+/* Checks the block at raw (a carved block or large block): 0 if fine or not a debug block. */
+OBM_HIDDEN size_t _obm_debug_check_block(uint8_t *raw, size_t raw_size);
+/* Requested bytes of a live debug block at raw, or 0 (for exact rounding statistics). */
+OBM_HIDDEN size_t _obm_debug_block_requested(const uint8_t *raw, size_t raw_size);
+
+#endif /* OBM_ALLOC_INTERNAL_H */

@@ -1,0 +1,238 @@
+/* arena.c — 1 MiB arenas: carving pools out of slots, the fullest-first arena order, and
+ * giving empty arenas back (one spare kept, OBMEM_ARENA_SPARE).
+ *
+ * As CPython's obmalloc: each heap keeps its arenas with free slots in a list ordered by the
+ * number of free slots, ascending, so pools come from the fullest arena and the emptiest
+ * ones get a chance to become entirely free and go back to the OS.  last_with[n] (CPython's
+ * nfp2lasta) makes a reorder O(1) in the common case.  Unlike CPython a pool may span up to
+ * 16 contiguous slots (medium classes); slots are tracked in a 64-bit bitmap per arena.
+ */
+#include "alloc/alloc_internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+obm_arena_t *_obm_arenas_all;
+uint64_t _obm_arenas_allocated, _obm_arenas_reclaimed, _obm_arenas_current,
+    _obm_arenas_highwater, _obm_arenas_nspare;
+_Atomic(uint64_t) _obm_bytes_mapped, _obm_bytes_mapped_peak;
+static obm_arena_t *spare_arenas; /* linked by next, under _obm_global_lock */
+
+void _obm_mapped_add(size_t bytes) {
+  uint64_t now = atomic_fetch_add_explicit(&_obm_bytes_mapped, bytes, memory_order_relaxed) + bytes;
+  uint64_t peak = atomic_load_explicit(&_obm_bytes_mapped_peak, memory_order_relaxed);
+  while (now > peak && !atomic_compare_exchange_weak_explicit(&_obm_bytes_mapped_peak, &peak, now,
+                                                              memory_order_relaxed,
+                                                              memory_order_relaxed)) {
+  }
+}
+void _obm_mapped_sub(size_t bytes) {
+  atomic_fetch_sub_explicit(&_obm_bytes_mapped, bytes, memory_order_relaxed);
+}
+
+/* ---- the usable list, ordered by nfree_slots ascending ---------------------------------- */
+
+static void usable_remove(obm_heap_t *heap, obm_arena_t *a) {
+  obm_assert(a->in_usable);
+  unsigned n = a->nfree_slots;
+  if (heap->last_with[n] == a)
+    heap->last_with[n] = (a->prev && a->prev->nfree_slots == n) ? a->prev : NULL;
+  if (a->prev) a->prev->next = a->next;
+  else heap->usable = a->next;
+  if (a->next) a->next->prev = a->prev;
+  a->next = a->prev = NULL;
+  a->in_usable = 0;
+}
+
+static void usable_insert(obm_heap_t *heap, obm_arena_t *a) {
+  obm_assert(!a->in_usable && a->nfree_slots > 0);
+  unsigned n = a->nfree_slots;
+  obm_arena_t *after = NULL;
+  for (int m = (int)n; m >= 0; m--) {
+    if (heap->last_with[m]) {
+      after = heap->last_with[m];
+      break;
+    }
+  }
+  if (after) {
+    a->prev = after;
+    a->next = after->next;
+    if (after->next) after->next->prev = a;
+    after->next = a;
+  } else {
+    a->prev = NULL;
+    a->next = heap->usable;
+    if (heap->usable) heap->usable->prev = a;
+    heap->usable = a;
+  }
+  heap->last_with[n] = a;
+  a->in_usable = 1;
+}
+
+/* ---- arenas ------------------------------------------------------------------------------ */
+
+static void arena_init(obm_arena_t *a, obm_heap_t *heap) {
+  memset(a->pools, 0, sizeof a->pools);
+  a->kind = OBM_SEG_ARENA;
+  a->free_slots = ~(uint64_t)1;
+  a->nfree_slots = OBM_NSLOTS - 1;
+  a->heap = heap;
+  a->next = a->prev = NULL;
+  a->in_usable = 0;
+  a->pools[0].kind = OBM_SLOT_META;
+}
+
+static obm_arena_t *arena_new(obm_heap_t *heap) {
+  pthread_mutex_lock(&_obm_global_lock);
+  obm_arena_t *a = spare_arenas;
+  if (a) {
+    spare_arenas = a->next;
+    _obm_arenas_nspare--;
+  }
+  pthread_mutex_unlock(&_obm_global_lock);
+  if (!a) {
+    a = _obm_os_map(OBM_ARENA_SIZE, OBM_ARENA_SIZE);
+    if (!a) return NULL;
+    if (_obm_pagemap_set(a, OBM_ARENA_SIZE, (obm_segment_t *)a) != 0) {
+      _obm_os_unmap(a, OBM_ARENA_SIZE);
+      errno = ENOMEM;
+      return NULL;
+    }
+    _obm_mapped_add(OBM_ARENA_SIZE);
+    pthread_mutex_lock(&_obm_global_lock);
+    _obm_arenas_allocated++;
+    _obm_arenas_current++;
+    if (_obm_arenas_current > _obm_arenas_highwater) _obm_arenas_highwater = _obm_arenas_current;
+    pthread_mutex_unlock(&_obm_global_lock);
+  }
+  arena_init(a, heap);
+  pthread_mutex_lock(&_obm_global_lock);
+  a->all_prev = NULL;
+  a->all_next = _obm_arenas_all;
+  if (_obm_arenas_all) _obm_arenas_all->all_prev = a;
+  _obm_arenas_all = a;
+  pthread_mutex_unlock(&_obm_global_lock);
+  return a;
+}
+
+static void arena_unmap(obm_arena_t *a) {
+  _obm_pagemap_set(a, OBM_ARENA_SIZE, NULL);
+  _obm_os_unmap(a, OBM_ARENA_SIZE);
+  _obm_mapped_sub(OBM_ARENA_SIZE);
+}
+
+/* The arena is entirely free: keep it as a spare or give it back to the OS. */
+static void arena_free(obm_arena_t *a) {
+  obm_assert(a->nfree_slots == OBM_NSLOTS - 1);
+  int unmap = 0;
+  pthread_mutex_lock(&_obm_global_lock);
+  if (a->all_prev) a->all_prev->all_next = a->all_next;
+  else _obm_arenas_all = a->all_next;
+  if (a->all_next) a->all_next->all_prev = a->all_prev;
+  a->heap = NULL;
+  if ((long)_obm_arenas_nspare < _obm_option(OBM_OPTION_ARENA_SPARE)) {
+    a->next = spare_arenas;
+    spare_arenas = a;
+    _obm_arenas_nspare++;
+  } else {
+    _obm_arenas_current--;
+    _obm_arenas_reclaimed++;
+    unmap = 1;
+  }
+  pthread_mutex_unlock(&_obm_global_lock);
+  if (unmap) arena_unmap(a);
+}
+
+void _obm_arena_trim_spares(void) {
+  pthread_mutex_lock(&_obm_global_lock);
+  obm_arena_t *list = spare_arenas;
+  spare_arenas = NULL;
+  for (obm_arena_t *a = list; a; a = a->next) {
+    _obm_arenas_nspare--;
+    _obm_arenas_current--;
+    _obm_arenas_reclaimed++;
+  }
+  pthread_mutex_unlock(&_obm_global_lock);
+  while (list) {
+    obm_arena_t *next = list->next;
+    arena_unmap(list);
+    list = next;
+  }
+}
+
+/* ---- pools ------------------------------------------------------------------------------ */
+
+/* First slot of a run of k free slots, or -1. */
+static int find_run(uint64_t free_slots, unsigned k) {
+  uint64_t m = free_slots;
+  for (unsigned i = 1; i < k && m; i++) m &= free_slots >> i;
+  return m ? __builtin_ctzll(m) : -1;
+}
+
+obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
+  obm_arena_t *a = heap->usable;
+  int slot = -1;
+  for (int tries = 0; a && tries < 64; a = a->next, tries++) {
+    if (a->nfree_slots < nslots) continue;
+    slot = find_run(a->free_slots, nslots);
+    if (slot >= 0) break;
+  }
+  if (slot < 0) {
+    a = arena_new(heap);
+    if (!a) return NULL;
+    slot = 1;
+  } else {
+    usable_remove(heap, a);
+  }
+  uint64_t bits = (nslots == 64 ? ~(uint64_t)0 : (((uint64_t)1 << nslots) - 1)) << slot;
+  a->free_slots &= ~bits;
+  a->nfree_slots -= nslots;
+  if (a->nfree_slots > 0) usable_insert(heap, a);
+  obm_pool_t *pool = &a->pools[slot];
+  pool->kind = OBM_SLOT_HEAD;
+  pool->head_offset = 0;
+  pool->nslots = (uint8_t)nslots;
+  pool->arena = a;
+  pool->start = (uint8_t *)a + (size_t)slot * OBM_POOL_SIZE;
+  for (unsigned i = 1; i < nslots; i++) {
+    a->pools[slot + (int)i].kind = OBM_SLOT_TAIL;
+    a->pools[slot + (int)i].head_offset = (uint8_t)i;
+  }
+  return pool;
+}
+
+void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
+  obm_arena_t *a = pool->arena;
+  obm_assert(pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && !pool->in_list);
+  unsigned slot = (unsigned)(pool - a->pools);
+  unsigned nslots = pool->nslots;
+  for (unsigned i = 0; i < nslots; i++) {
+    obm_pool_t *p = &a->pools[slot + i];
+    p->kind = OBM_SLOT_FREE;
+    p->head_offset = 0;
+    p->free = NULL;
+    p->nused = 0;
+    p->ncarved = 0;
+    p->capacity = 0;
+    p->block_size = 0;
+  }
+  if (a->in_usable) usable_remove(heap, a);
+  a->free_slots |= (((uint64_t)1 << nslots) - 1) << slot;
+  a->nfree_slots += nslots;
+  if (a->nfree_slots == OBM_NSLOTS - 1) arena_free(a);
+  else usable_insert(heap, a);
+}
+
+void _obm_arena_decommit_free(obm_heap_t *heap) {
+  for (obm_arena_t *a = heap->usable; a; a = a->next) {
+    uint64_t m = a->free_slots;
+    while (m) {
+      int s = __builtin_ctzll(m);
+      int e = s;
+      while (e < 64 && (m >> e) & 1) e++;
+      _obm_os_decommit((uint8_t *)a + (size_t)s * OBM_POOL_SIZE,
+                       (size_t)(e - s) * OBM_POOL_SIZE);
+      m &= e == 64 ? 0 : ~((((uint64_t)1 << e) - 1));
+    }
+  }
+}

@@ -1,0 +1,178 @@
+/* free.c — free, usable size and ownership.
+ *
+ * free(p): page map -> segment (NULL: not ours, reported) -> pool descriptor by slot.
+ * Same thread (arena->heap == this thread's heap): push on pool->free, no atomic; the slow
+ * path runs only when the pool was full (relink it, CPython's "pool was full" case) or
+ * becomes empty (return it to its arena, unless it is the class's only pool).
+ * Other thread: one CAS onto pool->remote_free (see heap.c).
+ */
+#include "alloc/alloc_internal.h"
+
+#include <errno.h>
+
+void _obm_report_foreign(const char *op, const void *p) {
+  _obm_error(OBM_ERR_FOREIGN_POINTER, (void *)p,
+             "%s(%p): this address is not in memory obmem handed out (a pointer from another "
+             "allocator, a stack or static address, or a corrupted pointer)",
+             op, p);
+}
+
+/* An empty pool stays when it is the only pool of its class (so that a malloc/free pair
+ * does not take and return a pool each time, as mimalloc's page retire); else it goes back. */
+static void pool_became_empty(obm_heap_t *heap, obm_pool_t *pool) {
+  obm_pool_t *head = heap->pools[pool->size_class];
+  if (head == &_obm_pool_empty || (head == pool && pool->next == NULL)) {
+    if (!pool->in_list) _obm_pool_link(heap, pool);
+    return;
+  }
+  if (pool->in_list) _obm_pool_unlink(heap, pool);
+  _obm_arena_pool_release(heap, pool);
+}
+
+void _obm_free_local_slow(obm_heap_t *heap, obm_pool_t *pool, obm_block_t *b) {
+  b->next = pool->free;
+  pool->free = b;
+  if (--pool->nused == 0) {
+    pool_became_empty(heap, pool);
+  } else if (!pool->in_list) {
+    _obm_pool_link(heap, pool); /* was full: back at the front, as CPython does */
+  }
+}
+
+void _obm_pool_after_collect(obm_heap_t *heap, obm_pool_t *pool, uint32_t n) {
+  obm_assert(pool->nused >= n);
+  pool->nused -= n;
+  if (pool->nused == 0) pool_became_empty(heap, pool);
+  else if (!pool->in_list) _obm_pool_link(heap, pool);
+}
+
+void _obm_free_remote(obm_pool_t *pool, obm_block_t *b) {
+  obm_block_t *old = atomic_load_explicit(&pool->remote_free, memory_order_relaxed);
+  do {
+    b->next = old;
+  } while (!atomic_compare_exchange_weak_explicit(&pool->remote_free, &old, b,
+                                                  memory_order_release, memory_order_relaxed));
+  if (old == NULL) {
+    /* First pending free: queue the pool for its owner.  The pool cannot be released before
+     * the owner collects b, so pool and arena stay valid here. */
+    obm_heap_t *owner = pool->arena->heap;
+    obm_pool_t *top = atomic_load_explicit(&owner->remote_pools, memory_order_relaxed);
+    do {
+      pool->remote_next = top;
+    } while (!atomic_compare_exchange_weak_explicit(&owner->remote_pools, &top, pool,
+                                                    memory_order_release, memory_order_relaxed));
+  }
+}
+
+static OBM_COLD void report_not_block(const char *op, const void *p) {
+  _obm_error(OBM_ERR_NOT_BLOCK_START, (void *)p,
+             "%s(%p): the address is inside obmem's memory but not the start of a live block "
+             "(an interior pointer, a freed pool, or allocator metadata)",
+             op, p);
+}
+
+void _obm_raw_free(void *p, obm_segment_t *seg) {
+  if (obm_unlikely(seg->kind != OBM_SEG_ARENA)) {
+    obm_large_t *large = (obm_large_t *)seg;
+    if (obm_unlikely(!_obm_large_contains(large, p))) {
+      _obm_report_foreign("free", p);
+      return;
+    }
+    if (obm_unlikely(large->cached || (uint8_t *)p != large->block)) {
+      if (large->cached && (uint8_t *)p == large->block)
+        _obm_error(OBM_ERR_DOUBLE_FREE, p, "free(%p): this large block was already freed", p);
+      else report_not_block("free", p);
+      return;
+    }
+    _obm_large_free(large);
+    return;
+  }
+  obm_arena_t *arena = (obm_arena_t *)seg;
+  obm_pool_t *pool = _obm_pool_of(arena, p);
+  if (obm_unlikely(pool->kind != OBM_SLOT_HEAD || (uint8_t *)p < pool->start)) {
+    report_not_block("free", p);
+    return;
+  }
+  obm_block_t *b = p;
+  obm_heap_t *heap = _obm_heap_get();
+  if (obm_likely(arena->heap == heap)) {
+    if (obm_likely(pool->free != NULL && pool->nused > 1)) {
+      b->next = pool->free;
+      pool->free = b;
+      pool->nused--;
+      return;
+    }
+    _obm_free_local_slow(heap, pool, b);
+    return;
+  }
+  _obm_free_remote(pool, b);
+}
+
+void obm_free(void *p) {
+  if (obm_unlikely(p == NULL)) return;
+  obm_segment_t *seg = _obm_pagemap_lookup(p);
+  if (obm_unlikely(seg == NULL)) {
+    _obm_report_foreign("free", p);
+    return;
+  }
+  if (obm_unlikely(_obm_debug_on)) {
+    _obm_debug_free(p, seg);
+    return;
+  }
+  _obm_raw_free(p, seg);
+}
+
+uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_size) {
+  if (seg->kind == OBM_SEG_ARENA) {
+    obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, p);
+    if (pool->kind != OBM_SLOT_HEAD || (const uint8_t *)p < pool->start) return NULL;
+    size_t i = _obm_pool_block_index(pool, p);
+    if (i >= pool->ncarved) return NULL;
+    *block_size = pool->block_size;
+    return pool->start + i * pool->block_size;
+  }
+  obm_large_t *large = (obm_large_t *)seg;
+  if (!_obm_large_contains(large, p) || (const uint8_t *)p < large->block) return NULL;
+  *block_size = large->usable_size;
+  return large->block;
+}
+
+size_t _obm_raw_usable(const void *p, obm_segment_t *seg) {
+  if (seg->kind == OBM_SEG_ARENA) {
+    obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, p);
+    if (pool->kind != OBM_SLOT_HEAD || (const uint8_t *)p < pool->start) {
+      report_not_block("usable_size", p);
+      return 0;
+    }
+    return pool->block_size - (size_t)((const uint8_t *)p - pool->start) % pool->block_size;
+  }
+  obm_large_t *large = (obm_large_t *)seg;
+  if (!_obm_large_contains(large, p) || large->cached || (const uint8_t *)p < large->block) {
+    report_not_block("usable_size", p);
+    return 0;
+  }
+  return large->usable_size - (size_t)((const uint8_t *)p - large->block);
+}
+
+size_t obm_usable_size(const void *p) {
+  if (p == NULL) return 0;
+  obm_segment_t *seg = _obm_pagemap_lookup(p);
+  if (seg == NULL) {
+    _obm_report_foreign("usable_size", p);
+    return 0;
+  }
+  if (_obm_debug_on) return _obm_debug_usable(p, seg);
+  return _obm_raw_usable(p, seg);
+}
+
+int obm_owns(const void *p) {
+  obm_segment_t *seg = _obm_pagemap_lookup(p);
+  if (seg == NULL) return 0;
+  if (seg->kind == OBM_SEG_ARENA) {
+    obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, p);
+    return pool->kind == OBM_SLOT_HEAD && (const uint8_t *)p >= pool->start &&
+           (const uint8_t *)p < pool->start + (size_t)pool->ncarved * pool->block_size;
+  }
+  obm_large_t *large = (obm_large_t *)seg;
+  return _obm_large_contains(large, p) && !large->cached && (const uint8_t *)p >= large->block;
+}

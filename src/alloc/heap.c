@@ -1,0 +1,148 @@
+/* heap.c — per-thread heaps: creation, adoption of heaps left by exited threads, and the
+ * collection of frees that other threads pushed to this heap's pools.
+ *
+ * A thread allocates only from its own heap, without locks or atomics.  A free from another
+ * thread pushes the block on the pool's remote_free list (one CAS); the first push onto an
+ * empty remote list also pushes the pool on heap->remote_pools, so the owner finds it in
+ * O(1) without scanning.  The owner takes the whole heap->remote_pools stack with one
+ * exchange (no ABA: single consumer, take-all).  When a thread exits its heap is abandoned,
+ * not freed: the next new thread adopts it, and obm_trim()/memory pressure collect its
+ * remote frees meanwhile, so nothing is leaked.
+ */
+#include "alloc/alloc_internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+obm_pool_t _obm_pool_empty;
+obm_heap_t _obm_heap_empty = {
+    .pools = {[0 ... OBM_NCLASSES - 1] = &_obm_pool_empty},
+    .is_empty_heap = 1,
+};
+__thread obm_heap_t *_obm_tls_heap __attribute__((tls_model("initial-exec"))) = &_obm_heap_empty;
+
+obm_heap_t *_obm_heaps_all;
+uint64_t _obm_heaps_count, _obm_heaps_abandoned;
+static obm_heap_t *abandoned_heaps;                 /* under abandoned_lock */
+static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_key_t _obm_heap_key;
+
+/* Heap structs come from 64 KiB metadata chunks and are recycled, never freed. */
+static uint8_t *meta_chunk, *meta_end;
+
+static obm_heap_t *heap_new(void) {
+  size_t size = (sizeof(obm_heap_t) + OBM_CACHE_LINE - 1) & ~(size_t)(OBM_CACHE_LINE - 1);
+  pthread_mutex_lock(&_obm_global_lock);
+  if (!meta_chunk || meta_chunk + size > meta_end) {
+    size_t chunk = 64 * 1024;
+    uint8_t *m = _obm_os_map(chunk, 0);
+    if (!m) {
+      pthread_mutex_unlock(&_obm_global_lock);
+      return NULL;
+    }
+    _obm_mapped_add(chunk);
+    meta_chunk = m;
+    meta_end = m + chunk;
+  }
+  obm_heap_t *h = (obm_heap_t *)meta_chunk;
+  meta_chunk += size;
+  memset(h, 0, sizeof *h);
+  for (int c = 0; c < OBM_NCLASSES; c++) h->pools[c] = &_obm_pool_empty;
+  h->all_next = _obm_heaps_all;
+  _obm_heaps_all = h;
+  _obm_heaps_count++;
+  pthread_mutex_unlock(&_obm_global_lock);
+  return h;
+}
+
+obm_heap_t *_obm_heap_init_thread(void) {
+  _obm_init();
+  pthread_mutex_lock(&abandoned_lock);
+  obm_heap_t *h = abandoned_heaps;
+  if (h) {
+    abandoned_heaps = h->abandoned_next;
+    h->abandoned_next = NULL;
+    h->abandoned = 0;
+    _obm_heaps_abandoned--;
+  }
+  pthread_mutex_unlock(&abandoned_lock);
+  if (!h) h = heap_new();
+  if (!h) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  h->thread_id = _obm_os_thread_id();
+  /* Set before pthread_setspecific: it may allocate, and must then find this heap. */
+  _obm_tls_heap = h;
+  pthread_setspecific(_obm_heap_key, h);
+  _obm_heap_collect_remote(h);
+  return h;
+}
+
+/* pthread key destructor: the thread is exiting. */
+void _obm_heap_thread_done(void *arg) {
+  obm_heap_t *h = arg;
+  if (!h || h->is_empty_heap) return;
+  _obm_heap_collect_remote(h);
+  _obm_heap_release_empty_pools(h);
+  _obm_tls_heap = &_obm_heap_empty;
+  pthread_mutex_lock(&abandoned_lock);
+  h->abandoned = 1;
+  h->thread_id = 0;
+  h->abandoned_next = abandoned_heaps;
+  abandoned_heaps = h;
+  _obm_heaps_abandoned++;
+  pthread_mutex_unlock(&abandoned_lock);
+}
+
+void _obm_heap_collect_remote(obm_heap_t *heap) {
+  obm_pool_t *pool = atomic_exchange_explicit(&heap->remote_pools, NULL, memory_order_acquire);
+  while (pool) {
+    /* Read the link first: once remote_free is emptied a pusher may queue the pool again. */
+    obm_pool_t *next = pool->remote_next;
+    obm_block_t *list = atomic_exchange_explicit(&pool->remote_free, NULL, memory_order_acquire);
+    uint32_t n = 0;
+    obm_block_t *tail = NULL;
+    for (obm_block_t *b = list; b; b = b->next) {
+      tail = b;
+      n++;
+    }
+    if (tail) {
+      tail->next = pool->free;
+      pool->free = list;
+      _obm_pool_after_collect(heap, pool, n);
+    }
+    pool = next;
+  }
+}
+
+void _obm_heap_release_empty_pools(obm_heap_t *heap) {
+  for (int c = 0; c < OBM_NCLASSES; c++) {
+    obm_pool_t *pool = heap->pools[c];
+    while (pool != &_obm_pool_empty && pool != NULL) {
+      obm_pool_t *next = pool->next;
+      if (pool->nused == 0) {
+        _obm_pool_unlink(heap, pool);
+        _obm_arena_pool_release(heap, pool);
+      }
+      pool = next;
+    }
+  }
+}
+
+void _obm_heap_collect_abandoned(void) {
+  if (pthread_mutex_trylock(&abandoned_lock) != 0) return;
+  for (obm_heap_t *h = abandoned_heaps; h; h = h->abandoned_next) {
+    /* Holding abandoned_lock makes us the owner: adoption needs the same lock. */
+    _obm_heap_collect_remote(h);
+    _obm_heap_release_empty_pools(h);
+  }
+  pthread_mutex_unlock(&abandoned_lock);
+}
+
+/* Decommits free slots of the heaps of exited threads (obm_trim). */
+void _obm_heap_decommit_abandoned(void) {
+  pthread_mutex_lock(&abandoned_lock);
+  for (obm_heap_t *h = abandoned_heaps; h; h = h->abandoned_next) _obm_arena_decommit_free(h);
+  pthread_mutex_unlock(&abandoned_lock);
+}

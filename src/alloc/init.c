@@ -1,0 +1,53 @@
+/* init.c — process-wide initialization, obm_trim, and statistics at exit. */
+#include "alloc/alloc_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+pthread_mutex_t _obm_global_lock = PTHREAD_MUTEX_INITIALIZER;
+int _obm_debug_on;
+int _obm_mode_slow = 1;
+int _obm_initialized;
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void stats_at_exit(void) {
+  fflush(stdout);
+  if (_obm_option(OBM_OPTION_STATS) == 2) obm_stats_print_json(stderr);
+  else obm_stats_print(stderr);
+}
+
+void _obm_init(void) {
+  if (obm_likely(__atomic_load_n(&_obm_initialized, __ATOMIC_ACQUIRE))) return;
+  pthread_mutex_lock(&init_lock);
+  int first = 0;
+  if (!_obm_initialized) {
+    _obm_options_init();
+    _obm_sizeclass_init();
+    pthread_key_create(&_obm_heap_key, _obm_heap_thread_done);
+    _obm_debug_on = _obm_option(OBM_OPTION_DEBUG) != 0;
+    _obm_mode_slow = _obm_debug_on;
+    __atomic_store_n(&_obm_initialized, 1, __ATOMIC_RELEASE);
+    first = 1;
+  }
+  pthread_mutex_unlock(&init_lock);
+  /* atexit may allocate: only after initialization is complete. */
+  if (first && _obm_option(OBM_OPTION_STATS)) atexit(stats_at_exit);
+}
+
+void obm_trim(void) {
+  _obm_init();
+  obm_heap_t *self = _obm_heap_get();
+  if (!self->is_empty_heap) {
+    _obm_heap_collect_remote(self);
+    _obm_heap_release_empty_pools(self);
+    _obm_arena_decommit_free(self);
+  }
+  _obm_heap_collect_abandoned();
+  _obm_heap_decommit_abandoned();
+  _obm_large_trim();
+  _obm_arena_trim_spares();
+}
+
+__attribute__((constructor)) static void obm_constructor(void) {
+  _obm_init();
+}

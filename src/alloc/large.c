@@ -1,0 +1,279 @@
+/* large.c — blocks above OBM_MEDIUM_MAX: one mapping each, 1 MiB aligned, with a cache.
+ *
+ * A large segment is [header (64 B) | block ... ] mapped on its own.  Freed segments go to a
+ * cache (LRU, at most OBMEM_LARGE_CACHE_MB MiB and 64 entries) with their pages still
+ * committed, so the common "allocate a few MiB, use, free, repeat" pattern costs neither a
+ * system call nor a page fault; the best-fitting cached segment is reused and its excess
+ * tail unmapped.  realloc grows in place with mremap, or moves the pages to a new aligned
+ * address with mremap (no copy).  Everything here is under _obm_large_lock except the system
+ * calls, which run outside it.
+ */
+#include "alloc/alloc_internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define CACHE_MAX_ENTRIES 64
+
+pthread_mutex_t _obm_large_lock = PTHREAD_MUTEX_INITIALIZER;
+obm_large_t *_obm_large_live, *_obm_large_cache; /* doubly linked; cache in LRU order */
+static obm_large_t *cache_tail;
+static size_t cache_bytes, cache_count;
+static uint64_t live_count, live_bytes, live_mapped, nmalloc_total, cache_hits;
+
+static size_t page_round(size_t n) {
+  size_t page = _obm_os_page_size();
+  return (n + page - 1) & ~(page - 1);
+}
+
+static void live_link(obm_large_t *s) {
+  s->prev = NULL;
+  s->next = _obm_large_live;
+  if (_obm_large_live) _obm_large_live->prev = s;
+  _obm_large_live = s;
+  live_count++;
+  live_bytes += s->usable_size;
+  live_mapped += s->mapped_size;
+}
+
+static void live_unlink(obm_large_t *s) {
+  if (s->prev) s->prev->next = s->next;
+  else _obm_large_live = s->next;
+  if (s->next) s->next->prev = s->prev;
+  live_count--;
+  live_bytes -= s->usable_size;
+  live_mapped -= s->mapped_size;
+}
+
+static void cache_unlink(obm_large_t *s) {
+  if (s->prev) s->prev->next = s->next;
+  else _obm_large_cache = s->next;
+  if (s->next) s->next->prev = s->prev;
+  else cache_tail = s->prev;
+  cache_count--;
+  cache_bytes -= s->mapped_size;
+}
+
+static void segment_unmap(obm_large_t *s) {
+  size_t size = s->mapped_size;
+  _obm_pagemap_set(s, size, NULL);
+  _obm_os_unmap(s, size);
+  _obm_mapped_sub(size);
+}
+
+/* Unmaps the part of s beyond new_size (page multiple) and clears the page map there. */
+static void segment_shrink(obm_large_t *s, size_t new_size) {
+  uint8_t *base = (uint8_t *)s;
+  size_t old = s->mapped_size;
+  if (new_size >= old) return;
+  uintptr_t first_free_chunk =
+      ((uintptr_t)base + new_size + OBM_ARENA_SIZE - 1) & ~(uintptr_t)(OBM_ARENA_SIZE - 1);
+  if (first_free_chunk < (uintptr_t)base + old)
+    _obm_pagemap_set((void *)first_free_chunk, (uintptr_t)base + old - first_free_chunk, NULL);
+  _obm_os_remap_inplace(base, old, new_size);
+  s->mapped_size = new_size;
+  _obm_mapped_sub(old - new_size);
+}
+
+void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
+  if (!_obm_initialized) _obm_init();
+  size_t offset = alignment <= OBM_LARGE_HEADER ? OBM_LARGE_HEADER : alignment;
+  if (size > ((size_t)1 << 46) - offset) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  size_t need = page_round(offset + size);
+  size_t map_align = alignment > OBM_ARENA_SIZE ? alignment : OBM_ARENA_SIZE;
+  obm_large_t *s = NULL;
+  if (map_align == OBM_ARENA_SIZE) {
+    pthread_mutex_lock(&_obm_large_lock);
+    obm_large_t *best = NULL;
+    for (obm_large_t *c = _obm_large_cache; c; c = c->next)
+      if (c->mapped_size >= need && c->mapped_size / 2 <= need &&
+          (!best || c->mapped_size < best->mapped_size))
+        best = c;
+    if (best) {
+      cache_unlink(best);
+      cache_hits++;
+    }
+    pthread_mutex_unlock(&_obm_large_lock);
+    s = best;
+    if (s && s->mapped_size - need >= (need >> 3) && s->mapped_size - need >= (64u << 10))
+      segment_shrink(s, need);
+  }
+  if (s) {
+    s->block = (uint8_t *)s + offset;
+    s->usable_size = s->mapped_size - offset;
+    if (zero) memset(s->block, 0, size);
+  } else {
+    s = _obm_os_map(need, map_align);
+    if (!s) return NULL;
+    if (_obm_pagemap_set(s, need, (obm_segment_t *)s) != 0) {
+      _obm_os_unmap(s, need);
+      errno = ENOMEM;
+      return NULL;
+    }
+    _obm_mapped_add(need);
+    s->kind = OBM_SEG_LARGE;
+    s->mapped_size = need;
+    s->block = (uint8_t *)s + offset;
+    s->usable_size = need - offset; /* fresh pages are zero: nothing to clear */
+  }
+  s->cached = 0;
+  pthread_mutex_lock(&_obm_large_lock);
+  live_link(s);
+  nmalloc_total++;
+  pthread_mutex_unlock(&_obm_large_lock);
+  return s->block;
+}
+
+void _obm_large_free(obm_large_t *s) {
+  size_t limit = (size_t)_obm_option(OBM_OPTION_LARGE_CACHE_MB) << 20;
+  obm_large_t *victims = NULL;
+  pthread_mutex_lock(&_obm_large_lock);
+  live_unlink(s);
+  int cacheable = s->mapped_size <= limit && ((uintptr_t)s & (OBM_ARENA_SIZE - 1)) == 0 &&
+                  (s->block - (uint8_t *)s) <= (ptrdiff_t)OBM_ARENA_SIZE;
+  if (cacheable) {
+    s->cached = 1;
+    s->prev = NULL;
+    s->next = _obm_large_cache;
+    if (_obm_large_cache) _obm_large_cache->prev = s;
+    else cache_tail = s;
+    _obm_large_cache = s;
+    cache_count++;
+    cache_bytes += s->mapped_size;
+    while (cache_bytes > limit || cache_count > CACHE_MAX_ENTRIES) {
+      obm_large_t *v = cache_tail;
+      cache_unlink(v);
+      v->next = victims;
+      victims = v;
+    }
+  } else {
+    s->next = victims;
+    victims = s;
+  }
+  pthread_mutex_unlock(&_obm_large_lock);
+  while (victims) {
+    obm_large_t *next = victims->next;
+    segment_unmap(victims);
+    victims = next;
+  }
+}
+
+void *_obm_large_realloc(obm_large_t *s, size_t size) {
+  size_t offset = (size_t)(s->block - (uint8_t *)s);
+  if (size > ((size_t)1 << 46) - offset) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  size_t need = page_round(offset + size);
+  size_t old = s->mapped_size;
+  if (need <= old) {
+    if (need * 4 > old * 3) return s->block; /* saves less than 25 %: keep */
+    pthread_mutex_lock(&_obm_large_lock);
+    live_mapped -= old - need;
+    live_bytes -= old - need;
+    segment_shrink(s, need);
+    s->usable_size = need - offset;
+    pthread_mutex_unlock(&_obm_large_lock);
+    return s->block;
+  }
+  if (_obm_os_remap_inplace(s, old, need) == 0) {
+    if (_obm_pagemap_set(s, need, (obm_segment_t *)s) != 0) {
+      _obm_os_remap_inplace(s, need, old);
+      errno = ENOMEM;
+      return NULL;
+    }
+    _obm_mapped_add(need - old);
+    pthread_mutex_lock(&_obm_large_lock);
+    live_mapped += need - old;
+    live_bytes += need - old;
+    s->mapped_size = need;
+    s->usable_size = need - offset;
+    pthread_mutex_unlock(&_obm_large_lock);
+    return s->block;
+  }
+  /* Move the pages to a new aligned place.  Unlink first: neighbours point at s. */
+  size_t align = offset > OBM_ARENA_SIZE ? offset : OBM_ARENA_SIZE;
+  if (align & (align - 1)) align = OBM_ARENA_SIZE;
+  pthread_mutex_lock(&_obm_large_lock);
+  live_unlink(s);
+  pthread_mutex_unlock(&_obm_large_lock);
+  _obm_pagemap_set(s, old, NULL);
+  obm_large_t *n = _obm_os_remap_move(s, old, need, align);
+  if (n && _obm_pagemap_set(n, need, (obm_segment_t *)n) != 0) {
+    /* cannot describe the new place: leave the block where it was is impossible now; report
+     * failure after moving the pages back */
+    obm_large_t *back = _obm_os_remap_move(n, need, old, align);
+    n = NULL;
+    s = back ? back : s;
+  }
+  if (n) {
+    _obm_mapped_add(need - old);
+    n->mapped_size = need;
+    n->block = (uint8_t *)n + offset;
+    n->usable_size = need - offset;
+    s = n;
+  } else {
+    _obm_pagemap_set(s, s->mapped_size, (obm_segment_t *)s);
+  }
+  pthread_mutex_lock(&_obm_large_lock);
+  live_link(s);
+  pthread_mutex_unlock(&_obm_large_lock);
+  if (!n) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return n->block;
+}
+
+void _obm_large_trim(void) {
+  pthread_mutex_lock(&_obm_large_lock);
+  obm_large_t *list = _obm_large_cache;
+  _obm_large_cache = cache_tail = NULL;
+  cache_bytes = cache_count = 0;
+  pthread_mutex_unlock(&_obm_large_lock);
+  while (list) {
+    obm_large_t *next = list->next;
+    segment_unmap(list);
+    list = next;
+  }
+}
+
+void _obm_large_stats(obm_stats_t *out) {
+  pthread_mutex_lock(&_obm_large_lock);
+  out->large_blocks = live_count;
+  out->large_bytes = live_bytes;
+  out->large_mapped_bytes = live_mapped;
+  out->large_cached_blocks = cache_count;
+  out->large_cached_bytes = cache_bytes;
+  out->large_nmalloc = nmalloc_total;
+  out->large_cache_hits = cache_hits;
+  pthread_mutex_unlock(&_obm_large_lock);
+}
+
+size_t _obm_large_check(void) {
+  size_t problems = 0;
+  pthread_mutex_lock(&_obm_large_lock);
+  for (int list = 0; list < 2; list++) {
+    for (obm_large_t *s = list ? _obm_large_cache : _obm_large_live; s; s = s->next) {
+      const char *what = NULL;
+      if (s->kind != OBM_SEG_LARGE) what = "segment kind is wrong";
+      else if ((int)s->cached != list) what = "cached flag disagrees with its list";
+      else if (s->block + s->usable_size != (uint8_t *)s + s->mapped_size)
+        what = "block + usable_size != end of mapping";
+      else if (_obm_pagemap_lookup(s) != (obm_segment_t *)s ||
+               _obm_pagemap_lookup((uint8_t *)s + s->mapped_size - 1) != (obm_segment_t *)s)
+        what = "page map does not point at the segment";
+      if (what) {
+        problems++;
+        _obm_error(OBM_ERR_CORRUPTION, s, "large segment %p (%zu bytes): %s", (void *)s,
+                   s->mapped_size, what);
+      }
+      if (_obm_debug_on) problems += _obm_debug_check_block(s->block, s->usable_size);
+    }
+  }
+  pthread_mutex_unlock(&_obm_large_lock);
+  return problems;
+}

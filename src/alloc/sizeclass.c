@@ -1,0 +1,54 @@
+/* sizeclass.c — the 60 size classes and the pool geometry of each.
+ *
+ * small  (CPython 3.12's 32 classes, ALIGNMENT 16): 16, 32, ..., 512; pools of one 16 KiB slot.
+ * medium: 4 classes per doubling above 512 (640, 768, 896, 1024, 1280, ..., 65536): the step is
+ *         12.5 %..25 % of the size, so rounding loses 12.5 % on average at most.  A medium pool
+ *         spans the fewest slots (1..16) that hold at least 8 blocks (4 for the largest classes)
+ *         with at most 1/8 of the pool lost to its tail.
+ */
+#include "alloc/alloc_internal.h"
+
+#define M(k) (5u << (k)), (6u << (k)), (7u << (k)), (8u << (k))
+const uint32_t _obm_class_size[OBM_NCLASSES] = {
+    16,  32,  48,  64,  80,  96,  112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
+    272, 288, 304, 320, 336, 352, 368, 384, 400, 416, 432, 448, 464, 480, 496, 512,
+    M(7), M(8), M(9), M(10), M(11), M(12), M(13),
+};
+#undef M
+
+const uint8_t _obm_small_class[OBM_NSMALL_CLASSES + 1] = {
+    0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+    16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+};
+
+uint8_t _obm_class_slots[OBM_NCLASSES];
+uint32_t _obm_class_capacity[OBM_NCLASSES];
+
+void _obm_sizeclass_init(void) {
+  for (int c = 0; c < OBM_NCLASSES; c++) {
+    uint32_t b = _obm_class_size[c];
+    unsigned best = OBM_MAX_POOL_SLOTS;
+    uint32_t max_blocks = OBM_MAX_POOL_SLOTS * OBM_POOL_SIZE / b;
+    uint32_t want = max_blocks < 8 ? max_blocks : 8;
+    for (unsigned k = 1; k <= OBM_MAX_POOL_SLOTS; k++) {
+      uint32_t bytes = k * OBM_POOL_SIZE;
+      uint32_t n = bytes / b;
+      if (n >= want && (bytes - n * b) * 8 <= bytes) {
+        best = k;
+        break;
+      }
+    }
+    _obm_class_slots[c] = (uint8_t)best;
+    _obm_class_capacity[c] = best * OBM_POOL_SIZE / b;
+  }
+}
+
+size_t obm_class_block_size(int class_index) {
+  if (class_index < 0 || class_index >= OBM_NCLASSES) return 0;
+  return _obm_class_size[class_index];
+}
+
+int obm_size_class(size_t size) {
+  if (size > OBM_MEDIUM_MAX) return -1;
+  return (int)_obm_size_to_class(size);
+}

@@ -1,0 +1,95 @@
+/* internal.h — declarations shared by obmem's layers; never included by include/ or tools.
+ *
+ * Naming: `_obm_<module>_<verb>` for hidden cross-file functions (OBM_HIDDEN), `static`
+ * for everything else.  Checks come in levels: obm_assert (debug builds, cheap),
+ * obm_assert_internal (debug builds), obm_assert_expensive (OBM_DEBUG > 2, whole structures).
+ */
+#ifndef OBM_INTERNAL_H
+#define OBM_INTERNAL_H
+
+#include "obmem.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef OBM_DEBUG
+#define OBM_DEBUG 0
+#endif
+#ifndef OBM_DEBUG_DEFAULT
+#define OBM_DEBUG_DEFAULT 0
+#endif
+
+#define OBM_HIDDEN __attribute__((visibility("hidden")))
+#define OBM_INLINE static inline __attribute__((always_inline))
+#define OBM_NOINLINE __attribute__((noinline))
+#define OBM_COLD __attribute__((cold, noinline))
+#define obm_likely(x) __builtin_expect(!!(x), 1)
+#define obm_unlikely(x) __builtin_expect(!!(x), 0)
+#define OBM_CACHE_LINE 64
+
+#define obm_assert(cond)                                                                      \
+  do {                                                                                        \
+    if (OBM_DEBUG > 0 && obm_unlikely(!(cond)))                                               \
+      _obm_assert_fail(#cond, __FILE__, __LINE__);                                            \
+  } while (0)
+#define obm_assert_internal(cond) obm_assert(cond)
+#define obm_assert_expensive(cond)                                                            \
+  do {                                                                                        \
+    if (OBM_DEBUG > 2 && obm_unlikely(!(cond)))                                               \
+      _obm_assert_fail(#cond, __FILE__, __LINE__);                                            \
+  } while (0)
+
+/* ---- error.c --------------------------------------------------------------------------- */
+OBM_HIDDEN OBM_COLD void _obm_assert_fail(const char *cond, const char *file, int line);
+/* The one path for detected misuse and corruption: formats one paragraph and calls the
+ * handler set with obm_set_error_handler() (the default prints it and aborts). */
+OBM_HIDDEN OBM_COLD void _obm_error(obm_error_t code, void *address, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A warning (unknown option, OS failure with OBMEM_VERBOSE): one line on stderr. */
+OBM_HIDDEN OBM_COLD void _obm_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Formats into buf without allocating (safe inside the allocator). */
+OBM_HIDDEN int _obm_snprintf(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Writes all of buf to fd without allocating. */
+OBM_HIDDEN void _obm_write_fd(int fd, const char *buf, size_t len);
+OBM_HIDDEN const char *_obm_program_name(void);
+
+/* ---- options.c ------------------------------------------------------------------------- */
+OBM_HIDDEN void _obm_options_init(void); /* reads the environment once; idempotent */
+extern OBM_HIDDEN long _obm_options[OBM_OPTION_COUNT];
+OBM_INLINE long _obm_option(obm_option_t o) {
+  return _obm_options[o];
+}
+
+/* ---- os/os.c: the only code that talks to the kernel about memory ---------------------- */
+/* Maps size bytes (a multiple of the page size) aligned to `alignment` (a power of two,
+ * >= page size), read-write, zero-filled.  NULL on failure (errno ENOMEM). */
+OBM_HIDDEN void *_obm_os_map(size_t size, size_t alignment);
+OBM_HIDDEN void _obm_os_unmap(void *addr, size_t size);
+/* Gives the physical pages back but keeps the range mapped (reads as zero afterwards). */
+OBM_HIDDEN void _obm_os_decommit(void *addr, size_t size);
+/* Grows or shrinks a mapping in place; 0 on success. */
+OBM_HIDDEN int _obm_os_remap_inplace(void *addr, size_t old_size, size_t new_size);
+/* Moves the pages of [addr, addr+old_size) to a fresh mapping of new_size bytes aligned to
+ * `alignment`, without copying; returns the new address or NULL (the old one still valid). */
+OBM_HIDDEN void *_obm_os_remap_move(void *addr, size_t old_size, size_t new_size,
+                                    size_t alignment);
+OBM_HIDDEN size_t _obm_os_page_size(void);
+OBM_HIDDEN uint64_t _obm_os_thread_id(void);
+OBM_HIDDEN uint64_t _obm_os_clock_ns(void); /* monotonic */
+OBM_HIDDEN size_t _obm_os_rss_bytes(void);  /* resident set size from /proc/self/statm */
+/* Fault injection for tests: the n-th mapping call from now fails (1 = the next one);
+ * 0 turns it off.  _obm_os_fail_every makes every mapping fail while set. */
+OBM_HIDDEN void _obm_os_fail_map_after(long n);
+OBM_HIDDEN uint64_t _obm_os_map_calls(void);
+OBM_HIDDEN uint64_t _obm_os_unmap_calls(void);
+
+/* ---- alloc: entry points used by other layers and tests --------------------------------- */
+OBM_HIDDEN void _obm_init(void); /* process-wide initialization; idempotent, thread-safe */
+/* Whole-structure checker: every heap, arena, pool and the page map; returns problems found
+ * (each reported through _obm_error with OBM_ERR_CORRUPTION).  Caller: no concurrent use. */
+OBM_HIDDEN size_t _obm_heap_check_all(void);
+
+#endif /* OBM_INTERNAL_H */

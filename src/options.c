@@ -1,0 +1,109 @@
+/* options.c — the table of runtime options, read once from OBMEM_* environment variables.
+ * An unknown OBMEM_ variable, or a value that is not a number, gets a warning naming it.
+ * Reading uses no allocation (it may run inside the first malloc of a process).
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct option_desc_s {
+  const char *name;
+  long default_value;
+  long min, max;
+  const char *help;
+} option_desc_t;
+
+/* The README's option table mirrors this one. */
+static const option_desc_t option_table[OBM_OPTION_COUNT] = {
+    [OBM_OPTION_STATS] = {"OBMEM_STATS", 0, 0, 2, "print statistics at exit: 1 text, 2 JSON"},
+    [OBM_OPTION_DEBUG] = {"OBMEM_DEBUG", OBM_DEBUG_DEFAULT, 0, 1,
+                          "guard bytes, fill patterns and serials around every block"},
+    [OBM_OPTION_ARENA_SPARE] = {"OBMEM_ARENA_SPARE", 1, 0, 1024,
+                                "empty 1 MiB arenas kept mapped for reuse"},
+    [OBM_OPTION_LARGE_CACHE_MB] = {"OBMEM_LARGE_CACHE_MB", 64, 0, 1 << 20,
+                                   "MiB of freed large blocks kept mapped for reuse"},
+    [OBM_OPTION_VERBOSE] = {"OBMEM_VERBOSE", 0, 0, 2, "warn about OS failures"},
+};
+
+/* Names other layers and front ends read themselves (no warning for them). */
+static const char *const other_known[] = {
+    "OBMEM_PURGE_DELAY_MS", "OBMEM_PYTHON", "OBMEM_TRACE", "OBMEM_OUTPUT", NULL,
+};
+
+long _obm_options[OBM_OPTION_COUNT];
+static int options_read; /* 0 unread, 1 being read, 2 read */
+
+long obm_option_get(obm_option_t option) {
+  _obm_options_init();
+  if ((unsigned)option >= OBM_OPTION_COUNT) return 0;
+  return _obm_options[option];
+}
+
+const char *obm_option_name(obm_option_t option) {
+  if ((unsigned)option >= OBM_OPTION_COUNT) return NULL;
+  return option_table[option].name;
+}
+
+static int parse_long(const char *s, long *out) {
+  if (!strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on")) return *out = 1, 1;
+  if (!strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off")) return *out = 0, 1;
+  if (!strcmp(s, "json")) return *out = 2, 1;
+  long v = 0;
+  int neg = 0;
+  if (*s == '-') neg = 1, s++;
+  if (!*s) return 0;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9') return 0;
+    if (v > (1L << 40)) return 0;
+    v = v * 10 + (*s - '0');
+  }
+  *out = neg ? -v : v;
+  return 1;
+}
+
+void _obm_options_init(void) {
+  if (__atomic_load_n(&options_read, __ATOMIC_ACQUIRE) == 2) return;
+  int expected = 0;
+  if (!__atomic_compare_exchange_n(&options_read, &expected, 1, 0, __ATOMIC_ACQ_REL,
+                                   __ATOMIC_ACQUIRE)) {
+    while (__atomic_load_n(&options_read, __ATOMIC_ACQUIRE) != 2) sched_yield();
+    return;
+  }
+  for (int i = 0; i < OBM_OPTION_COUNT; i++) {
+    const option_desc_t *d = &option_table[i];
+    long v = d->default_value;
+    const char *s = getenv(d->name);
+    if (s && *s) {
+      long parsed;
+      if (!parse_long(s, &parsed)) {
+        _obm_warning("%s=%s is not a number; using %ld", d->name, s, v);
+      } else if (parsed < d->min || parsed > d->max) {
+        _obm_warning("%s=%s is outside %ld..%ld; using %ld", d->name, s, d->min, d->max, v);
+      } else {
+        v = parsed;
+      }
+    }
+    _obm_options[i] = v;
+  }
+  extern char **environ;
+  for (char **e = environ; e && *e; e++) {
+    if (strncmp(*e, "OBMEM_", 6) != 0) continue;
+    size_t len = strcspn(*e, "=");
+    int known = 0;
+    for (int i = 0; i < OBM_OPTION_COUNT && !known; i++)
+      known = strlen(option_table[i].name) == len && !strncmp(*e, option_table[i].name, len);
+    for (int i = 0; other_known[i] && !known; i++)
+      known = strlen(other_known[i]) == len && !strncmp(*e, other_known[i], len);
+    if (!known) {
+      char name[64];
+      size_t n = len < sizeof name - 1 ? len : sizeof name - 1;
+      memcpy(name, *e, n);
+      name[n] = 0;
+      _obm_warning("unknown option %s ignored (see the README's option table)", name);
+    }
+  }
+  __atomic_store_n(&options_read, 2, __ATOMIC_RELEASE);
+}
