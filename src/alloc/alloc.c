@@ -23,17 +23,18 @@ static void pool_carve(obm_pool_t *pool) {
   for (uint32_t i = 1; i < n; i++, p += b) ((obm_block_t *)p)->next = (obm_block_t *)(p + b);
   ((obm_block_t *)p)->next = pool->free;
   pool->free = (obm_block_t *)first;
-  pool->ncarved += n;
+  pool->ncarved = (uint16_t)(pool->ncarved + n);
 }
 
 static void pool_init(obm_pool_t *pool, unsigned cls) {
   pool->block_size = _obm_class_size[cls];
-  pool->capacity = _obm_class_capacity[cls];
+  pool->capacity = (uint16_t)_obm_class_capacity[cls];
   pool->size_class = (uint8_t)cls;
   pool->ncarved = 0;
   pool->nused = 0;
   pool->free = NULL;
   pool->in_list = 0;
+  pool->retained = 0;
   pool->next = pool->prev = NULL;
   pool->remote_next = NULL;
   atomic_store_explicit(&pool->remote_free, NULL, memory_order_relaxed);

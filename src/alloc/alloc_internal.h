@@ -21,6 +21,9 @@
 #define OBM_NSLOTS (OBM_ARENA_SIZE / OBM_POOL_SIZE) /* 64, slot 0 is metadata */
 #define OBM_MAX_POOL_SLOTS 16
 #define OBM_LARGE_HEADER 64 /* bytes before the block in a large segment */
+/* Empty pools a heap keeps (one per class at most, as mimalloc's page retire), so that a
+ * malloc/free pair does not take and return a pool each time; older ones are released. */
+#define OBM_RETAINED_POOLS 8
 
 typedef struct obm_block_s {
   struct obm_block_s *next;
@@ -39,23 +42,24 @@ enum { OBM_SLOT_FREE = 0, OBM_SLOT_HEAD = 1, OBM_SLOT_TAIL = 2, OBM_SLOT_META = 
  *   remote_free != NULL  =>  pool is, or is about to be, on heap->remote_pools exactly once */
 typedef struct obm_pool_s {
   obm_block_t *free;           /* local free list (owner only) */
-  uint32_t nused;              /* blocks handed out, not freed locally */
-  uint32_t block_size;         /* bytes per block */
   uint8_t *start;              /* first block; blocks are start + i * block_size */
-  uint32_t ncarved;            /* blocks [0, ncarved) have been carved (lazily, as CPython) */
-  uint32_t capacity;           /* blocks that fit */
+  uint16_t nused;              /* blocks handed out, not freed locally */
+  uint16_t ncarved;            /* blocks [0, ncarved) have been carved (lazily, as CPython) */
+  uint16_t capacity;           /* blocks that fit */
   uint8_t kind;                /* OBM_SLOT_* */
   uint8_t head_offset;         /* for a TAIL slot: slot - head slot; 0 otherwise */
+  uint32_t block_size;         /* bytes per block */
   uint8_t nslots;              /* HEAD: slots in this pool */
   uint8_t size_class;          /* HEAD: class index */
   uint8_t in_list;             /* HEAD: linked in heap->pools[size_class] */
-  uint8_t pad_[3];
+  uint8_t retained;            /* HEAD: in heap->retained (kept while empty) */
   struct obm_pool_s *next;     /* in heap->pools[size_class] */
   struct obm_pool_s *prev;
-  obm_arena_t *arena;
   _Atomic(obm_block_t *) remote_free; /* pushed by other threads, taken by the owner */
   struct obm_pool_s *remote_next;     /* link in heap->remote_pools */
 } obm_pool_t;
+
+_Static_assert(sizeof(obm_pool_t) == 64, "a pool descriptor is one cache line");
 
 /* Common first fields of every segment, so that a page-map hit can be classified. */
 typedef struct obm_segment_s {
@@ -75,8 +79,7 @@ struct obm_arena_s {
   obm_arena_t *all_next, *all_prev; /* global list of arenas in use (under _obm_global_lock) */
   uint8_t in_usable;
   uint8_t pad_[7];
-  uint64_t pad2_[1];
-  obm_pool_t pools[OBM_NSLOTS];
+  _Alignas(OBM_CACHE_LINE) obm_pool_t pools[OBM_NSLOTS]; /* one cache line each */
 };
 
 /* A large segment: one block of more than OBM_MEDIUM_MAX bytes (or a very aligned one).
@@ -98,6 +101,8 @@ struct obm_heap_s {
   uint64_t nmalloc[OBM_NCLASSES];    /* cumulative allocations per class */
   uint64_t requested[OBM_NCLASSES];  /* cumulative requested bytes per class */
   obm_arena_t *usable;               /* arenas with free slots, nfree_slots ascending */
+  obm_pool_t *retained[OBM_RETAINED_POOLS]; /* empty pools kept as their class's only pool */
+  unsigned retained_next;            /* ring position */
   obm_arena_t *last_with[OBM_NSLOTS + 1]; /* last arena in `usable` with that nfree (nfp2lasta) */
   uint64_t thread_id;
   obm_heap_t *all_next;              /* global list of heaps */
@@ -120,6 +125,8 @@ extern OBM_HIDDEN int _obm_initialized;
 extern OBM_HIDDEN const uint32_t _obm_class_size[OBM_NCLASSES];
 extern OBM_HIDDEN uint8_t _obm_class_slots[OBM_NCLASSES];   /* slots per pool */
 extern OBM_HIDDEN uint32_t _obm_class_capacity[OBM_NCLASSES];
+/* ceil(2^40 / block_size): block index = (offset * recip) >> 40, exact for offsets < 2^20 */
+extern OBM_HIDDEN uint64_t _obm_class_recip[OBM_NCLASSES];
 extern OBM_HIDDEN const uint8_t _obm_small_class[OBM_NSMALL_CLASSES + 1]; /* by (size+15)>>4 */
 
 /* ---- size classes ---------------------------------------------------------------------- */
@@ -156,6 +163,10 @@ OBM_HIDDEN int _obm_pagemap_set(void *start, size_t size, obm_segment_t *seg);
 OBM_HIDDEN size_t _obm_pagemap_bytes(void);
 
 /* ---- pools and blocks ------------------------------------------------------------------- */
+/* Descriptors live in their arena's first slot, so the arena is the descriptor's 1 MiB frame. */
+OBM_INLINE obm_arena_t *_obm_pool_arena(const obm_pool_t *pool) {
+  return (obm_arena_t *)((uintptr_t)pool & ~(uintptr_t)(OBM_ARENA_SIZE - 1));
+}
 OBM_INLINE obm_pool_t *_obm_pool_of(obm_arena_t *arena, const void *p) {
   obm_pool_t *pool = &arena->pools[((uintptr_t)p >> OBM_POOL_SHIFT) & (OBM_NSLOTS - 1)];
   return pool - pool->head_offset;

@@ -192,7 +192,6 @@ obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
   pool->kind = OBM_SLOT_HEAD;
   pool->head_offset = 0;
   pool->nslots = (uint8_t)nslots;
-  pool->arena = a;
   pool->start = (uint8_t *)a + (size_t)slot * OBM_POOL_SIZE;
   for (unsigned i = 1; i < nslots; i++) {
     a->pools[slot + (int)i].kind = OBM_SLOT_TAIL;
@@ -202,13 +201,17 @@ obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
 }
 
 void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
-  obm_arena_t *a = pool->arena;
+  obm_arena_t *a = _obm_pool_arena(pool);
   obm_assert(pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && !pool->in_list);
+  if (pool->retained) /* the ring must never point into an arena that may be unmapped */
+    for (int i = 0; i < OBM_RETAINED_POOLS; i++)
+      if (heap->retained[i] == pool) heap->retained[i] = NULL;
   unsigned slot = (unsigned)(pool - a->pools);
   unsigned nslots = pool->nslots;
   for (unsigned i = 0; i < nslots; i++) {
     obm_pool_t *p = &a->pools[slot + i];
     p->kind = OBM_SLOT_FREE;
+    p->retained = 0;
     p->head_offset = 0;
     p->free = NULL;
     p->nused = 0;

@@ -19,10 +19,33 @@ void _obm_report_foreign(const char *op, const void *p) {
 
 /* An empty pool stays when it is the only pool of its class (so that a malloc/free pair
  * does not take and return a pool each time, as mimalloc's page retire); else it goes back. */
+static int is_sole_empty(obm_heap_t *heap, obm_pool_t *pool) {
+  return pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && pool->in_list &&
+         heap->pools[pool->size_class] == pool && pool->next == NULL &&
+         _obm_pool_arena(pool)->heap == heap;
+}
+
+static void pool_retain(obm_heap_t *heap, obm_pool_t *pool) {
+  if (pool->retained) return;
+  unsigned i = heap->retained_next;
+  heap->retained_next = (i + 1) % OBM_RETAINED_POOLS;
+  obm_pool_t *old = heap->retained[i];
+  heap->retained[i] = pool;
+  pool->retained = 1;
+  if (old && old != pool && old->retained) {
+    old->retained = 0;
+    if (is_sole_empty(heap, old)) {
+      _obm_pool_unlink(heap, old);
+      _obm_arena_pool_release(heap, old);
+    }
+  }
+}
+
 static void pool_became_empty(obm_heap_t *heap, obm_pool_t *pool) {
   obm_pool_t *head = heap->pools[pool->size_class];
   if (head == &_obm_pool_empty || (head == pool && pool->next == NULL)) {
     if (!pool->in_list) _obm_pool_link(heap, pool);
+    pool_retain(heap, pool);
     return;
   }
   if (pool->in_list) _obm_pool_unlink(heap, pool);
@@ -41,7 +64,7 @@ void _obm_free_local_slow(obm_heap_t *heap, obm_pool_t *pool, obm_block_t *b) {
 
 void _obm_pool_after_collect(obm_heap_t *heap, obm_pool_t *pool, uint32_t n) {
   obm_assert(pool->nused >= n);
-  pool->nused -= n;
+  pool->nused = (uint16_t)(pool->nused - n);
   if (pool->nused == 0) pool_became_empty(heap, pool);
   else if (!pool->in_list) _obm_pool_link(heap, pool);
 }
@@ -55,7 +78,7 @@ void _obm_free_remote(obm_pool_t *pool, obm_block_t *b) {
   if (old == NULL) {
     /* First pending free: queue the pool for its owner.  The pool cannot be released before
      * the owner collects b, so pool and arena stay valid here. */
-    obm_heap_t *owner = pool->arena->heap;
+    obm_heap_t *owner = _obm_pool_arena(pool)->heap;
     obm_pool_t *top = atomic_load_explicit(&owner->remote_pools, memory_order_relaxed);
     do {
       pool->remote_next = top;
@@ -71,41 +94,62 @@ static OBM_COLD void report_not_block(const char *op, const void *p) {
              op, p);
 }
 
-void _obm_raw_free(void *p, obm_segment_t *seg) {
+/* Frees a large block, or reports why p is not one. */
+static OBM_NOINLINE void free_large(void *p, obm_large_t *large) {
+  if (obm_unlikely(!_obm_large_contains(large, p))) {
+    _obm_report_foreign("free", p);
+    return;
+  }
+  if (obm_unlikely(large->cached || (uint8_t *)p != large->block)) {
+    if (large->cached && (uint8_t *)p == large->block)
+      _obm_error(OBM_ERR_DOUBLE_FREE, p, "free(%p): this large block was already freed", p);
+    else report_not_block("free", p);
+    return;
+  }
+  _obm_large_free(large);
+}
+
+/* Everything but the common case: the pool was full or becomes empty, another thread owns
+ * it, or p is not a live block (checked here so that the fast path need not). */
+static OBM_NOINLINE void free_arena_slow(void *p, obm_arena_t *arena, obm_pool_t *pool,
+                                         obm_heap_t *heap) {
+  size_t offset = (size_t)((uint8_t *)p - pool->start);
+  if (obm_unlikely(pool->kind != OBM_SLOT_HEAD || (uint8_t *)p < pool->start ||
+                   offset >= (size_t)pool->ncarved * pool->block_size ||
+                   offset % pool->block_size != 0)) {
+    report_not_block("free", p);
+    return;
+  }
+  if (arena->heap == heap) _obm_free_local_slow(heap, pool, p);
+  else _obm_free_remote(pool, p);
+}
+
+OBM_INLINE void free_block(void *p, obm_segment_t *seg) {
   if (obm_unlikely(seg->kind != OBM_SEG_ARENA)) {
-    obm_large_t *large = (obm_large_t *)seg;
-    if (obm_unlikely(!_obm_large_contains(large, p))) {
-      _obm_report_foreign("free", p);
-      return;
-    }
-    if (obm_unlikely(large->cached || (uint8_t *)p != large->block)) {
-      if (large->cached && (uint8_t *)p == large->block)
-        _obm_error(OBM_ERR_DOUBLE_FREE, p, "free(%p): this large block was already freed", p);
-      else report_not_block("free", p);
-      return;
-    }
-    _obm_large_free(large);
+    free_large(p, (obm_large_t *)seg);
     return;
   }
   obm_arena_t *arena = (obm_arena_t *)seg;
   obm_pool_t *pool = _obm_pool_of(arena, p);
-  if (obm_unlikely(pool->kind != OBM_SLOT_HEAD || (uint8_t *)p < pool->start)) {
-    report_not_block("free", p);
-    return;
-  }
-  obm_block_t *b = p;
   obm_heap_t *heap = _obm_heap_get();
-  if (obm_likely(arena->heap == heap)) {
-    if (obm_likely(pool->free != NULL && pool->nused > 1)) {
-      b->next = pool->free;
-      pool->free = b;
-      pool->nused--;
-      return;
-    }
-    _obm_free_local_slow(heap, pool, b);
+  obm_block_t *free_list = pool->free;
+  size_t offset = (size_t)((uint8_t *)p - pool->start);
+  size_t index = (offset * _obm_class_recip[pool->size_class]) >> 40;
+  /* A free or metadata slot has free == NULL and nused == 0, an interior pointer fails the
+   * index check: both take the slow path, which reports them. */
+  if (obm_likely(arena->heap == heap && free_list != NULL && pool->nused > 1 &&
+                 index * pool->block_size == offset && index < pool->ncarved)) {
+    obm_block_t *b = p;
+    b->next = free_list;
+    pool->free = b;
+    pool->nused--;
     return;
   }
-  _obm_free_remote(pool, b);
+  free_arena_slow(p, arena, pool, heap);
+}
+
+void _obm_raw_free(void *p, obm_segment_t *seg) {
+  free_block(p, seg);
 }
 
 void obm_free(void *p) {
@@ -119,7 +163,7 @@ void obm_free(void *p) {
     _obm_debug_free(p, seg);
     return;
   }
-  _obm_raw_free(p, seg);
+  free_block(p, seg);
 }
 
 uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_size) {

@@ -82,7 +82,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     errno = ENOMEM;
     return NULL;
   }
-  size_t need = page_round(offset + size);
+  size_t need = page_round(offset + (size ? size : 1)); /* the block must lie inside */
   size_t map_align = alignment > OBM_ARENA_SIZE ? alignment : OBM_ARENA_SIZE;
   obm_large_t *s = NULL;
   if (map_align == OBM_ARENA_SIZE) {
@@ -167,7 +167,7 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  size_t need = page_round(offset + size);
+  size_t need = page_round(offset + (size ? size : 1));
   size_t old = s->mapped_size;
   if (need <= old) {
     if (need * 4 > old * 3) return s->block; /* saves less than 25 %: keep */

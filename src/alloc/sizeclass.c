@@ -23,6 +23,7 @@ const uint8_t _obm_small_class[OBM_NSMALL_CLASSES + 1] = {
 
 uint8_t _obm_class_slots[OBM_NCLASSES];
 uint32_t _obm_class_capacity[OBM_NCLASSES];
+uint64_t _obm_class_recip[OBM_NCLASSES];
 
 void _obm_sizeclass_init(void) {
   for (int c = 0; c < OBM_NCLASSES; c++) {
@@ -40,6 +41,7 @@ void _obm_sizeclass_init(void) {
     }
     _obm_class_slots[c] = (uint8_t)best;
     _obm_class_capacity[c] = best * OBM_POOL_SIZE / b;
+    _obm_class_recip[c] = (((uint64_t)1 << 40) + b - 1) / b;
   }
 }
 

@@ -281,7 +281,7 @@ size_t _obm_heap_check_all(void) {
     for (int c = 0; c < OBM_NCLASSES; c++)
       for (obm_pool_t *p = h->pools[c]; p && p != &_obm_pool_empty; p = p->next)
         if (p->kind != OBM_SLOT_HEAD || p->size_class != c || !p->in_list ||
-            p->arena->heap != h)
+            _obm_pool_arena(p)->heap != h)
           problems += corrupt(p, "class list holds a pool that does not belong", (unsigned)c,
                               p->size_class);
   }

@@ -60,9 +60,11 @@ static void *map_raw(size_t size) {
 
 static void unmap_raw(void *addr, size_t size) {
   if (size == 0) return;
+  int saved = errno; /* free() must preserve errno */
   atomic_fetch_add_explicit(&unmap_calls, 1, memory_order_relaxed);
   if (munmap(addr, size) != 0 && _obm_option(OBM_OPTION_VERBOSE))
     _obm_warning("munmap(%p, %zu) failed (errno %d)", addr, size, errno);
+  errno = saved;
 }
 
 void *_obm_os_map(size_t size, size_t alignment) {
@@ -102,7 +104,9 @@ void _obm_os_unmap(void *addr, size_t size) {
 }
 
 void _obm_os_decommit(void *addr, size_t size) {
+  int saved = errno;
   if (size) (void)madvise(addr, size, MADV_DONTNEED);
+  errno = saved;
 }
 
 int _obm_os_remap_inplace(void *addr, size_t old_size, size_t new_size) {

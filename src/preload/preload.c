@@ -16,10 +16,9 @@
 EXPORT void *malloc(size_t size) {
   return obm_malloc(size);
 }
+/* obm_free preserves errno itself (only its system-call paths could change it). */
 EXPORT void free(void *p) {
-  int saved = errno;
   obm_free(p);
-  errno = saved;
 }
 void cfree(void *p);
 EXPORT void cfree(void *p) {
