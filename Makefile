@@ -36,7 +36,7 @@ test-tsan: deps
 	cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOBMEM_SANITIZE=thread \
 	  -DOBMEM_WERROR=ON >/dev/null
 	cmake --build $(BUILD)-tsan -j$(JOBS)
-	OBMEM_TEST_SMALL=1 ctest --test-dir $(BUILD)-tsan --output-on-failure -L threads
+	OBMEM_TEST_SMALL=1 ctest --test-dir $(BUILD)-tsan --output-on-failure -L quick
 
 test: test-release test-asan test-tsan
 	@echo "make test: all suites passed"

@@ -2,18 +2,29 @@
  *
  * Measures: the large-block path — mmap/munmap cost, page faults on fresh memory, and whether
  * the allocator caches freed mappings.  Two slots; each step frees the block in one slot and
- * puts a new one of 1..8 MiB (random, not page-aligned) there, writing one byte per 4 KiB page
- * as a program filling a buffer would.  At most two blocks (16 MiB) are live at once.
- * DESIGN.md: on a long run of this pattern glibc took 3.4 s, mimalloc 20 s, tcmalloc 2.3 s.
- * Usage: bench_large [scale]
+ * puts a new one of random size (not page-aligned) there, writing one byte per 4 KiB page as a
+ * program filling a buffer would.  Two programs are built from this file:
+ *   bench_large  1..8 MiB blocks, 5000 steps: what a cache of freed mappings serves well;
+ *   bench_huge   8..64 MiB blocks (BENCH_HUGE), 100 steps: beyond mimalloc's and jemalloc's
+ *                caching, where mimalloc is slower than glibc (DESIGN.md's multi-MiB churn:
+ *                glibc 3.4 s, mimalloc 20 s, tcmalloc 2.3 s on a long run).
+ * At most two blocks are live at once.
+ * Usage: bench_large [scale], bench_huge [scale]
  */
 #include "common.h"
 
 #define NSLOTS 2
 #define PAGE 4096
-#define MIN_SIZE ((size_t)1 << 20)
-#define MAX_SIZE ((size_t)8 << 20)
+#define MIB ((size_t)1 << 20)
+#ifdef BENCH_HUGE
+#define MIN_SIZE (8 * MIB)
+#define MAX_SIZE (64 * MIB)
+#define BASE_STEPS 100
+#else
+#define MIN_SIZE (1 * MIB)
+#define MAX_SIZE (8 * MIB)
 #define BASE_STEPS 5000
+#endif
 
 int main(int argc, char **argv) {
   double scale = bench_scale(argc, argv);

@@ -24,6 +24,7 @@ import argparse
 import collections
 import math
 import os
+import signal
 import statistics
 import sys
 
@@ -39,6 +40,19 @@ def read_tsv(path):
 
 def geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def describe(status):
+    """signal:11 -> 'crash (SIGSEGV)', exit:3 -> 'exit status 3'."""
+    if status.startswith("signal:"):
+        number = int(status.split(":")[1])
+        try:
+            return f"crash ({signal.Signals(number).name})"
+        except ValueError:
+            return f"crash (signal {number})"
+    if status.startswith("exit:"):
+        return "exit status " + status.split(":")[1]
+    return status
 
 
 def failure_word(status):
@@ -254,7 +268,7 @@ def main():
             cell = cells.get((w, a))
             if cell is None or not cell.failed:
                 continue
-            statuses = collections.Counter(r["status"] for r in cell.failed)
+            statuses = collections.Counter(describe(r["status"]) for r in cell.failed)
             what = ", ".join(f"{st} in {k}/{len(cell.runs)} runs" for st, k in statuses.items())
             messages = [r["message"] for r in cell.failed if r["message"]]
             problems.append(f"{w} under {a}: {what}" + (f" — {messages[0]}" if messages else ""))

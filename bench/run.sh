@@ -15,7 +15,8 @@
 #   BENCH_SCALE=1         multiplies the work of every workload (0.1 for a quick look)
 #   BENCH_WORKLOADS=...   workloads to run, comma- or space-separated (or give them as arguments)
 #   BENCH_ALLOCATORS=...  default "glibc mimalloc jemalloc tcmalloc obmem"
-#   BENCH_TIMEOUT=120     seconds before a run is killed and reported as "timeout"
+#   BENCH_TIMEOUT=60      seconds before a run is killed and reported as "timeout" (default
+#                         60 x max(1, BENCH_SCALE)); a cell that timed out runs no more reps
 #   BENCH_BUILD_DIR=build CMake build directory of the project
 #   BENCH_OBMEM_LIB=...   the obmem preload library (default $BENCH_BUILD_DIR/libobmem-preload.so)
 #   BENCH_NO_INSTALL=1    never call apt-get; allocators that are missing are skipped
@@ -28,10 +29,10 @@ set -u -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 2
 
-ALL_WORKLOADS=(random lifo fifo trees realloc align large threads prodcons server micro)
+ALL_WORKLOADS=(random lifo fifo trees realloc align large huge threads prodcons server micro)
 REPS=${BENCH_REPS:-5}
 SCALE=${BENCH_SCALE:-1}
-TIMEOUT=${BENCH_TIMEOUT:-120}
+TIMEOUT=${BENCH_TIMEOUT:-}
 BUILD=${BENCH_BUILD_DIR:-build}
 OBMEM_LIB=${BENCH_OBMEM_LIB:-$BUILD/libobmem-preload.so}
 RESULTS=bench/results
@@ -52,6 +53,7 @@ die() {
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPS must be a positive integer, not '$REPS'"
 [[ $SCALE =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] && awk -v s="$SCALE" 'BEGIN { exit !(s > 0) }' ||
   die "BENCH_SCALE must be a positive number, not '$SCALE'"
+[[ -n $TIMEOUT ]] || TIMEOUT=$(awk -v s="$SCALE" 'BEGIN { t = 60 * (s > 1 ? s : 1); printf "%d", t == int(t) ? t : int(t) + 1 }')
 [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT must be a positive integer (seconds), not '$TIMEOUT'"
 for w in "${WORKLOADS[@]}"; do
   [[ " ${ALL_WORKLOADS[*]} " == *" $w "* ]] || die "unknown workload '$w' (known: ${ALL_WORKLOADS[*]})"
@@ -154,19 +156,30 @@ if ((!build_ok)); then
 fi
 if wanted obmem; then
   if [[ -z ${BENCH_OBMEM_LIB:-} ]] && ((build_ok)); then
-    cmake --build "$BUILD" -j2 --target obmem-preload >>"$RAW/build.log" 2>&1 ||
-      say "obmem-preload did not build (see $RAW/build.log)"
+    if ! cmake --build "$BUILD" -j2 --target obmem-preload >>"$RAW/build.log" 2>&1; then
+      [[ -f $OBMEM_LIB ]] && note "obmem-preload did not build (see $RAW/build.log): using the older $OBMEM_LIB"
+      [[ -f $OBMEM_LIB ]] || say "obmem-preload did not build (see $RAW/build.log)"
+    fi
   fi
   if [[ ! -f $OBMEM_LIB ]]; then
     note "obmem skipped: $OBMEM_LIB does not exist"
   else
     LIB[obmem]=$(readlink -f "$OBMEM_LIB")
-    preload_works "${LIB[obmem]}" || note "obmem's preload fails even on /bin/true; running it anyway"
+    preload_works "${LIB[obmem]}" || note "obmem's preload fails or prints something on /bin/true; running it anyway"
     VERSION[obmem]=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
     [[ -n $(git -C "$ROOT" status --porcelain -- src include 2>/dev/null) ]] && VERSION[obmem]+="+changes"
   fi
 fi
 MEASURE=$BIN/bench_measure
+if ((build_ok)); then
+  build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt")
+  [[ $build_type == Release || $build_type == RelWithDebInfo ]] ||
+    note "$BUILD is a '${build_type:-no type}' build: obmem's numbers are not representative"
+  grep -q '^OBMEM_DEBUG:BOOL=ON' "$BUILD/CMakeCache.txt" &&
+    note "$BUILD has OBMEM_DEBUG=ON: obmem's numbers are not representative"
+  grep -q '^OBMEM_SANITIZE:STRING=.' "$BUILD/CMakeCache.txt" &&
+    note "$BUILD is a sanitizer build: obmem's numbers are not representative"
+fi
 [[ -x $MEASURE ]] || die "$MEASURE is missing"
 
 RUN_ALLOCATORS=()
@@ -200,10 +213,18 @@ nallocs=${#RUN_ALLOCATORS[@]}
 total=$((REPS * ${#WORKLOADS[@]} * nallocs))
 count=0
 start=$SECONDS
-say "running ${#WORKLOADS[@]} workloads x $nallocs allocators (${RUN_ALLOCATORS[*]}) x $REPS reps, scale $SCALE"
+say "running ${#WORKLOADS[@]} workloads x $nallocs allocators (${RUN_ALLOCATORS[*]}) x $REPS reps, scale $SCALE, timeout $TIMEOUT s"
+
+declare -A TIMED_OUT=() # "workload allocator" -> 1 once a run of that cell hit the timeout
+declare -A REFERENCE=() # workload -> glibc's checksum, for the progress lines only
 
 run_one() { # workload allocator rep
   local w=$1 a=$2 rep=$3 base="$RAW/$1.$2.$3"
+  if [[ -n ${TIMED_OUT["$w $a"]:-} ]]; then
+    count=$((count + 1))
+    printf '[%3d/%d] rep %d  %-9s %-9s skipped: timed out before\n' "$count" "$total" "$rep" "$w" "$a" >&2
+    return
+  fi
   rm -f "$base.res"
   "$MEASURE" -p "${LIB[$a]}" -t "$TIMEOUT" -o "$base.res" -- "$BIN/bench_$w" "$SCALE" \
     >"$base.out" 2>"$base.err"
@@ -218,6 +239,9 @@ run_one() { # workload allocator rep
       "$base.out" >>"$RAW/micro.tsv"
   fi
   [[ -s $base.err ]] || rm -f "$base.err"
+  [[ $status == timeout ]] && TIMED_OUT["$w $a"]=1
+  [[ $a == glibc && $status == ok ]] && REFERENCE[$w]=$checksum
+  [[ $status == ok && -n ${REFERENCE[$w]:-} && $checksum != "${REFERENCE[$w]}" ]] && status="wrong"
   count=$((count + 1))
   printf '[%3d/%d] rep %d  %-9s %-9s %-8s %7.3f s %8.1f MiB\n' "$count" "$total" "$rep" "$w" "$a" \
     "$status" "$wall" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" >&2

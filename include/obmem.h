@@ -94,7 +94,7 @@ typedef struct obm_stats_s {
   uint64_t arenas_reclaimed;     /* cumulative, given back to the OS */
   uint64_t arenas_current;       /* mapped now (in heaps + spare) */
   uint64_t arenas_highwater;     /* most mapped at once */
-  uint64_t arenas_spare;         /* empty, kept for reuse */
+  uint64_t arenas_spare;         /* empty, kept for reuse (OBMEM_ARENA_SPARE + recent ones) */
   /* large blocks (> OBM_MEDIUM_MAX) */
   uint64_t large_blocks;         /* live */
   uint64_t large_bytes;          /* usable bytes of live large blocks */
@@ -170,6 +170,7 @@ typedef enum obm_option_e {
   OBM_OPTION_ARENA_SPARE,      /* OBMEM_ARENA_SPARE: empty arenas kept mapped (default 1) */
   OBM_OPTION_LARGE_CACHE_MB,   /* OBMEM_LARGE_CACHE_MB: freed large mappings kept (MiB) */
   OBM_OPTION_VERBOSE,          /* OBMEM_VERBOSE: print option warnings and OS failures */
+  OBM_OPTION_PURGE_DELAY_MS,   /* OBMEM_PURGE_DELAY_MS: keep freed arenas/large blocks this long */
   OBM_OPTION_COUNT
 } obm_option_t;
 

@@ -197,6 +197,7 @@ void *obm_realloc(void *ptr, size_t size) {
       return NULL;
     }
     old_size = large->usable_size;
+    if (size <= old_size && size * 4 > old_size * 3) return ptr; /* saves < 25 %: keep */
     if (size > OBM_MEDIUM_MAX) {
       void *p = _obm_large_realloc(large, size);
       if (p) return p;

@@ -183,6 +183,8 @@ OBM_HIDDEN obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots);
 /* Returns an empty pool's slots to its arena; frees the arena when it becomes empty. */
 OBM_HIDDEN void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool);
 OBM_HIDDEN void _obm_arena_trim_spares(void);
+/* Unmaps spare arenas that have been empty longer than OBMEM_PURGE_DELAY_MS. */
+OBM_HIDDEN void _obm_arena_purge_expired(void);
 /* Gives the pages of the heap's free slots back to the OS (they stay mapped). */
 OBM_HIDDEN void _obm_arena_decommit_free(obm_heap_t *heap);
 OBM_HIDDEN extern obm_arena_t *_obm_arenas_all; /* under _obm_global_lock */
@@ -253,7 +255,9 @@ OBM_HIDDEN void _obm_large_trim(void);
 OBM_HIDDEN void _obm_large_stats(obm_stats_t *out);
 OBM_HIDDEN size_t _obm_large_check(void);
 extern OBM_HIDDEN pthread_mutex_t _obm_large_lock;
-extern OBM_HIDDEN obm_large_t *_obm_large_live, *_obm_large_cache;
+extern OBM_HIDDEN obm_large_t *_obm_large_live;
+/* Unmaps cached large blocks older than OBMEM_PURGE_DELAY_MS. */
+OBM_HIDDEN void _obm_large_purge_expired(void);
 OBM_INLINE int _obm_large_contains(const obm_large_t *seg, const void *p) {
   return (const uint8_t *)p >= (const uint8_t *)seg &&
          (const uint8_t *)p < (const uint8_t *)seg + seg->mapped_size;

@@ -16,7 +16,42 @@ obm_arena_t *_obm_arenas_all;
 uint64_t _obm_arenas_allocated, _obm_arenas_reclaimed, _obm_arenas_current,
     _obm_arenas_highwater, _obm_arenas_nspare;
 _Atomic(uint64_t) _obm_bytes_mapped, _obm_bytes_mapped_peak;
-static obm_arena_t *spare_arenas; /* linked by next, under _obm_global_lock */
+/* Empty arenas kept mapped, newest first (linked by next, under _obm_global_lock).  The first
+ * OBMEM_ARENA_SPARE stay indefinitely (CPython keeps one); the others are unmapped once they
+ * have been empty for OBMEM_PURGE_DELAY_MS, checked whenever an arena is taken or emptied, so
+ * that a program which frees and refills memory in bursts does not map and fault it in again
+ * each time (mimalloc and jemalloc delay purging for the same reason).  At most
+ * SPARE_MAX recent spares are kept. */
+#define SPARE_MAX 256
+static obm_arena_t *spare_arenas;
+
+/* The empty time of a spare lives in its (unused) pools[1].start field. */
+static uint64_t spare_since(obm_arena_t *a) {
+  return (uint64_t)(uintptr_t)a->pools[1].start;
+}
+
+/* Detaches the spares past the kept ones that are too old (or too many); caller unmaps. */
+static obm_arena_t *spares_expire(uint64_t now) {
+  long keep = _obm_option(OBM_OPTION_ARENA_SPARE);
+  uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
+  obm_arena_t **link = &spare_arenas, *victims = NULL;
+  long i = 0;
+  while (*link) {
+    obm_arena_t *a = *link;
+    if (i >= keep && (now - spare_since(a) >= delay || i >= keep + SPARE_MAX)) {
+      *link = a->next;
+      a->next = victims;
+      victims = a;
+      _obm_arenas_nspare--;
+      _obm_arenas_current--;
+      _obm_arenas_reclaimed++;
+      continue;
+    }
+    link = &a->next;
+    i++;
+  }
+  return victims;
+}
 
 void _obm_mapped_add(size_t bytes) {
   uint64_t now = atomic_fetch_add_explicit(&_obm_bytes_mapped, bytes, memory_order_relaxed) + bytes;
@@ -82,6 +117,16 @@ static void arena_init(obm_arena_t *a, obm_heap_t *heap) {
   a->pools[0].kind = OBM_SLOT_META;
 }
 
+static void arena_unmap(obm_arena_t *a);
+
+static void unmap_list(obm_arena_t *list) {
+  while (list) {
+    obm_arena_t *next = list->next;
+    arena_unmap(list);
+    list = next;
+  }
+}
+
 static obm_arena_t *arena_new(obm_heap_t *heap) {
   pthread_mutex_lock(&_obm_global_lock);
   obm_arena_t *a = spare_arenas;
@@ -89,7 +134,9 @@ static obm_arena_t *arena_new(obm_heap_t *heap) {
     spare_arenas = a->next;
     _obm_arenas_nspare--;
   }
+  obm_arena_t *victims = spare_arenas ? spares_expire(_obm_os_clock_ns()) : NULL;
   pthread_mutex_unlock(&_obm_global_lock);
+  unmap_list(victims);
   if (!a) {
     a = _obm_os_map(OBM_ARENA_SIZE, OBM_ARENA_SIZE);
     if (!a) return NULL;
@@ -124,23 +171,26 @@ static void arena_unmap(obm_arena_t *a) {
 /* The arena is entirely free: keep it as a spare or give it back to the OS. */
 static void arena_free(obm_arena_t *a) {
   obm_assert(a->nfree_slots == OBM_NSLOTS - 1);
-  int unmap = 0;
+  uint64_t now = _obm_os_clock_ns();
   pthread_mutex_lock(&_obm_global_lock);
   if (a->all_prev) a->all_prev->all_next = a->all_next;
   else _obm_arenas_all = a->all_next;
   if (a->all_next) a->all_next->all_prev = a->all_prev;
   a->heap = NULL;
-  if ((long)_obm_arenas_nspare < _obm_option(OBM_OPTION_ARENA_SPARE)) {
-    a->next = spare_arenas;
-    spare_arenas = a;
-    _obm_arenas_nspare++;
-  } else {
-    _obm_arenas_current--;
-    _obm_arenas_reclaimed++;
-    unmap = 1;
-  }
+  a->pools[1].start = (uint8_t *)(uintptr_t)now;
+  a->next = spare_arenas;
+  spare_arenas = a;
+  _obm_arenas_nspare++;
+  obm_arena_t *victims = spares_expire(now);
   pthread_mutex_unlock(&_obm_global_lock);
-  if (unmap) arena_unmap(a);
+  unmap_list(victims);
+}
+
+void _obm_arena_purge_expired(void) {
+  pthread_mutex_lock(&_obm_global_lock);
+  obm_arena_t *victims = spares_expire(_obm_os_clock_ns());
+  pthread_mutex_unlock(&_obm_global_lock);
+  unmap_list(victims);
 }
 
 void _obm_arena_trim_spares(void) {
@@ -153,11 +203,7 @@ void _obm_arena_trim_spares(void) {
     _obm_arenas_reclaimed++;
   }
   pthread_mutex_unlock(&_obm_global_lock);
-  while (list) {
-    obm_arena_t *next = list->next;
-    arena_unmap(list);
-    list = next;
-  }
+  unmap_list(list);
 }
 
 /* ---- pools ------------------------------------------------------------------------------ */

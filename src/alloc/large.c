@@ -1,10 +1,13 @@
 /* large.c — blocks above OBM_MEDIUM_MAX: one mapping each, 1 MiB aligned, with a cache.
  *
  * A large segment is [header (64 B) | block ... ] mapped on its own.  Freed segments go to a
- * cache (LRU, at most OBMEM_LARGE_CACHE_MB MiB and 64 entries) with their pages still
- * committed, so the common "allocate a few MiB, use, free, repeat" pattern costs neither a
- * system call nor a page fault; the best-fitting cached segment is reused and its excess
- * tail unmapped.  realloc grows in place with mremap, or moves the pages to a new aligned
+ * cache with their pages still committed, so the common "allocate a few MiB, use, free,
+ * repeat" pattern costs neither a system call nor a page fault; the best-fitting cached
+ * segment is reused and its excess tail unmapped.  The cache is a compact array (one scan of
+ * contiguous memory, no walk through the segments' own pages), bounded by
+ * OBMEM_LARGE_CACHE_MB and CACHE_MAX_ENTRIES; an entry older than OBMEM_PURGE_DELAY_MS is
+ * unmapped at the next large allocation or free, as is the least recently freed one when the
+ * cache is full.  realloc grows in place with mremap, or moves the pages to a new aligned
  * address with mremap (no copy).  Everything here is under _obm_large_lock except the system
  * calls, which run outside it.
  */
@@ -13,11 +16,17 @@
 #include <errno.h>
 #include <string.h>
 
-#define CACHE_MAX_ENTRIES 64
+#define CACHE_MAX_ENTRIES 256
+
+typedef struct cache_entry_s {
+  obm_large_t *seg;
+  size_t size;    /* seg->mapped_size, copied so that the scan touches only this array */
+  uint64_t since; /* when it was freed (monotonic ns) */
+} cache_entry_t;
 
 pthread_mutex_t _obm_large_lock = PTHREAD_MUTEX_INITIALIZER;
-obm_large_t *_obm_large_live, *_obm_large_cache; /* doubly linked; cache in LRU order */
-static obm_large_t *cache_tail;
+obm_large_t *_obm_large_live; /* doubly linked */
+static cache_entry_t cache[CACHE_MAX_ENTRIES];
 static size_t cache_bytes, cache_count;
 static uint64_t live_count, live_bytes, live_mapped, nmalloc_total, cache_hits;
 
@@ -45,14 +54,37 @@ static void live_unlink(obm_large_t *s) {
   live_mapped -= s->mapped_size;
 }
 
-static void cache_unlink(obm_large_t *s) {
-  if (s->prev) s->prev->next = s->next;
-  else _obm_large_cache = s->next;
-  if (s->next) s->next->prev = s->prev;
-  else cache_tail = s->prev;
-  cache_count--;
-  cache_bytes -= s->mapped_size;
+/* Removes entry i (order is not kept: the scan does not need it). */
+static obm_large_t *cache_take(size_t i) {
+  obm_large_t *s = cache[i].seg;
+  cache_bytes -= cache[i].size;
+  cache[i] = cache[--cache_count];
+  return s;
 }
+
+/* Moves expired entries (and, over the limits, the oldest) to *victims. */
+static void cache_expire(uint64_t now, size_t limit, obm_large_t **victims) {
+  uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
+  for (size_t i = 0; i < cache_count;) {
+    if (now - cache[i].since >= delay) {
+      obm_large_t *v = cache_take(i);
+      v->next = *victims;
+      *victims = v;
+    } else {
+      i++;
+    }
+  }
+  while (cache_count && (cache_bytes > limit || cache_count >= CACHE_MAX_ENTRIES)) {
+    size_t oldest = 0;
+    for (size_t i = 1; i < cache_count; i++)
+      if (cache[i].since < cache[oldest].since) oldest = i;
+    obm_large_t *v = cache_take(oldest);
+    v->next = *victims;
+    *victims = v;
+  }
+}
+
+static void unmap_victims(obm_large_t *victims);
 
 static void segment_unmap(obm_large_t *s) {
   size_t size = s->mapped_size;
@@ -86,18 +118,23 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
   size_t map_align = alignment > OBM_ARENA_SIZE ? alignment : OBM_ARENA_SIZE;
   obm_large_t *s = NULL;
   if (map_align == OBM_ARENA_SIZE) {
+    obm_large_t *victims = NULL;
     pthread_mutex_lock(&_obm_large_lock);
-    obm_large_t *best = NULL;
-    for (obm_large_t *c = _obm_large_cache; c; c = c->next)
-      if (c->mapped_size >= need && c->mapped_size / 2 <= need &&
-          (!best || c->mapped_size < best->mapped_size))
-        best = c;
-    if (best) {
-      cache_unlink(best);
-      cache_hits++;
+    if (cache_count) {
+      size_t best = SIZE_MAX;
+      for (size_t i = 0; i < cache_count; i++)
+        if (cache[i].size >= need && cache[i].size / 2 <= need &&
+            (best == SIZE_MAX || cache[i].size < cache[best].size))
+          best = i;
+      if (best != SIZE_MAX) {
+        s = cache_take(best);
+        cache_hits++;
+      }
+      cache_expire(_obm_os_clock_ns(), (size_t)_obm_option(OBM_OPTION_LARGE_CACHE_MB) << 20,
+                   &victims);
     }
     pthread_mutex_unlock(&_obm_large_lock);
-    s = best;
+    unmap_victims(victims);
     if (s && s->mapped_size - need >= (need >> 3) && s->mapped_size - need >= (64u << 10))
       segment_shrink(s, need);
   }
@@ -135,25 +172,21 @@ void _obm_large_free(obm_large_t *s) {
   int cacheable = s->mapped_size <= limit && ((uintptr_t)s & (OBM_ARENA_SIZE - 1)) == 0 &&
                   (s->block - (uint8_t *)s) <= (ptrdiff_t)OBM_ARENA_SIZE;
   if (cacheable) {
+    uint64_t now = _obm_os_clock_ns();
+    cache_expire(now, limit - s->mapped_size, &victims); /* make room first */
     s->cached = 1;
-    s->prev = NULL;
-    s->next = _obm_large_cache;
-    if (_obm_large_cache) _obm_large_cache->prev = s;
-    else cache_tail = s;
-    _obm_large_cache = s;
-    cache_count++;
+    s->next = s->prev = NULL;
+    cache[cache_count++] = (cache_entry_t){s, s->mapped_size, now};
     cache_bytes += s->mapped_size;
-    while (cache_bytes > limit || cache_count > CACHE_MAX_ENTRIES) {
-      obm_large_t *v = cache_tail;
-      cache_unlink(v);
-      v->next = victims;
-      victims = v;
-    }
   } else {
     s->next = victims;
     victims = s;
   }
   pthread_mutex_unlock(&_obm_large_lock);
+  unmap_victims(victims);
+}
+
+static void unmap_victims(obm_large_t *victims) {
   while (victims) {
     obm_large_t *next = victims->next;
     segment_unmap(victims);
@@ -229,16 +262,24 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
 }
 
 void _obm_large_trim(void) {
+  obm_large_t *victims = NULL;
   pthread_mutex_lock(&_obm_large_lock);
-  obm_large_t *list = _obm_large_cache;
-  _obm_large_cache = cache_tail = NULL;
-  cache_bytes = cache_count = 0;
-  pthread_mutex_unlock(&_obm_large_lock);
-  while (list) {
-    obm_large_t *next = list->next;
-    segment_unmap(list);
-    list = next;
+  while (cache_count) {
+    obm_large_t *v = cache_take(cache_count - 1);
+    v->next = victims;
+    victims = v;
   }
+  pthread_mutex_unlock(&_obm_large_lock);
+  unmap_victims(victims);
+}
+
+void _obm_large_purge_expired(void) {
+  obm_large_t *victims = NULL;
+  pthread_mutex_lock(&_obm_large_lock);
+  cache_expire(_obm_os_clock_ns(), (size_t)_obm_option(OBM_OPTION_LARGE_CACHE_MB) << 20,
+               &victims);
+  pthread_mutex_unlock(&_obm_large_lock);
+  unmap_victims(victims);
 }
 
 void _obm_large_stats(obm_stats_t *out) {
@@ -257,7 +298,9 @@ size_t _obm_large_check(void) {
   size_t problems = 0;
   pthread_mutex_lock(&_obm_large_lock);
   for (int list = 0; list < 2; list++) {
-    for (obm_large_t *s = list ? _obm_large_cache : _obm_large_live; s; s = s->next) {
+    size_t ci = 0;
+    for (obm_large_t *s = list ? (cache_count ? cache[0].seg : NULL) : _obm_large_live; s;
+         s = list ? (++ci < cache_count ? cache[ci].seg : NULL) : s->next) {
       const char *what = NULL;
       if (s->kind != OBM_SEG_LARGE) what = "segment kind is wrong";
       else if ((int)s->cached != list) what = "cached flag disagrees with its list";
