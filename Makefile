@@ -29,14 +29,14 @@ test-asan: deps
 	cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOBMEM_SANITIZE=address \
 	  -DOBMEM_WERROR=ON >/dev/null
 	cmake --build $(BUILD)-asan -j$(JOBS)
-	ASAN_OPTIONS=detect_leaks=1 OBMEM_TEST_SMALL=1 \
+	ASAN_OPTIONS=detect_leaks=1 \
 	  ctest --test-dir $(BUILD)-asan --output-on-failure -j$(JOBS) -L quick
 
 test-tsan: deps
 	cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOBMEM_SANITIZE=thread \
 	  -DOBMEM_WERROR=ON >/dev/null
 	cmake --build $(BUILD)-tsan -j$(JOBS)
-	OBMEM_TEST_SMALL=1 ctest --test-dir $(BUILD)-tsan --output-on-failure -L quick
+	ctest --test-dir $(BUILD)-tsan --output-on-failure -L quick
 
 test: test-release test-asan test-tsan
 	@echo "make test: all suites passed"

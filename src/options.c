@@ -93,6 +93,7 @@ void _obm_options_init(void) {
   extern char **environ;
   for (char **e = environ; e && *e; e++) {
     if (strncmp(*e, "OBMEM_", 6) != 0) continue;
+    if (strncmp(*e, "OBMEM_TEST_", 11) == 0) continue; /* the test suite's own settings */
     size_t len = strcspn(*e, "=");
     int known = 0;
     for (int i = 0; i < OBM_OPTION_COUNT && !known; i++)

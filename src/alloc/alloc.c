@@ -23,7 +23,8 @@ static void pool_carve(obm_pool_t *pool) {
   for (uint32_t i = 1; i < n; i++, p += b) ((obm_block_t *)p)->next = (obm_block_t *)(p + b);
   ((obm_block_t *)p)->next = pool->free;
   pool->free = (obm_block_t *)first;
-  pool->ncarved = (uint16_t)(pool->ncarved + n);
+  /* relaxed store: other threads' frees read ncarved to validate their pointer */
+  __atomic_store_n(&pool->ncarved, (uint16_t)(pool->ncarved + n), __ATOMIC_RELAXED);
 }
 
 static void pool_init(obm_pool_t *pool, unsigned cls) {
@@ -171,7 +172,7 @@ void *obm_realloc(void *ptr, size_t size) {
   }
   if (_obm_debug_on) return _obm_debug_realloc(ptr, seg, size);
   size_t old_size;
-  if (obm_likely(seg->kind == OBM_SEG_ARENA)) {
+  if (obm_likely(seg->kind != OBM_SEG_LARGE)) {
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, ptr);
     if (obm_unlikely(pool->kind != OBM_SLOT_HEAD ||
                      (size_t)((uint8_t *)ptr - pool->start) % pool->block_size != 0)) {

@@ -32,7 +32,9 @@ typedef struct obm_block_s {
 typedef struct obm_heap_s obm_heap_t;
 typedef struct obm_arena_s obm_arena_t;
 
-enum { OBM_SEG_ARENA = 0xA7E4A, OBM_SEG_LARGE = 0x1A76E };
+/* Arenas in debug mode carry OBM_SEG_ARENA_DEBUG, so that free's fast path (kind ==
+ * OBM_SEG_ARENA) needs no separate test of the debug flag. */
+enum { OBM_SEG_ARENA = 0xA7E4A, OBM_SEG_ARENA_DEBUG = 0xA7E4B, OBM_SEG_LARGE = 0x1A76E };
 enum { OBM_SLOT_FREE = 0, OBM_SLOT_HEAD = 1, OBM_SLOT_TAIL = 2, OBM_SLOT_META = 3 };
 
 /* A pool: a run of 1..16 slots holding blocks of one class.  Owned by arena->heap.
@@ -71,7 +73,7 @@ typedef struct obm_segment_s {
  *   in heap's usable list  <=>  nfree_slots > 0; the list is ordered by nfree_slots ascending
  *   (allocation comes from the fullest arena, as CPython's usable_arenas) */
 struct obm_arena_s {
-  uint32_t kind;               /* OBM_SEG_ARENA */
+  uint32_t kind;               /* OBM_SEG_ARENA or OBM_SEG_ARENA_DEBUG */
   uint32_t nfree_slots;
   uint64_t free_slots;         /* bit i set <=> slot i is free */
   obm_heap_t *heap;            /* owner; stable while any block of the arena is live */

@@ -108,7 +108,7 @@ static void usable_insert(obm_heap_t *heap, obm_arena_t *a) {
 
 static void arena_init(obm_arena_t *a, obm_heap_t *heap) {
   memset(a->pools, 0, sizeof a->pools);
-  a->kind = OBM_SEG_ARENA;
+  a->kind = _obm_debug_on ? OBM_SEG_ARENA_DEBUG : OBM_SEG_ARENA;
   a->free_slots = ~(uint64_t)1;
   a->nfree_slots = OBM_NSLOTS - 1;
   a->heap = heap;

@@ -19,9 +19,9 @@ void _obm_report_foreign(const char *op, const void *p) {
 
 /* An empty pool stays when it is the only pool of its class (so that a malloc/free pair
  * does not take and return a pool each time, as mimalloc's page retire); else it goes back. */
-static int is_sole_empty(obm_heap_t *heap, obm_pool_t *pool) {
+/* A retained pool may have become empty on free's fast path, sole in its class or not. */
+static int is_empty_listed(obm_heap_t *heap, obm_pool_t *pool) {
   return pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && pool->in_list &&
-         heap->pools[pool->size_class] == pool && pool->next == NULL &&
          _obm_pool_arena(pool)->heap == heap;
 }
 
@@ -34,7 +34,7 @@ static void pool_retain(obm_heap_t *heap, obm_pool_t *pool) {
   pool->retained = 1;
   if (old && old != pool && old->retained) {
     old->retained = 0;
-    if (is_sole_empty(heap, old)) {
+    if (is_empty_listed(heap, old)) {
       _obm_pool_unlink(heap, old);
       _obm_arena_pool_release(heap, old);
     }
@@ -110,12 +110,15 @@ static OBM_NOINLINE void free_large(void *p, obm_large_t *large) {
 }
 
 /* Everything but the common case: the pool was full or becomes empty, another thread owns
- * it, or p is not a live block (checked here so that the fast path need not). */
+ * it, or p is not a live block (checked here so that the fast path need not).  For another
+ * thread's pool only fields fixed while any of its blocks is live are read, and ncarved with
+ * a relaxed atomic load (the owner may be carving). */
 static OBM_NOINLINE void free_arena_slow(void *p, obm_arena_t *arena, obm_pool_t *pool,
                                          obm_heap_t *heap) {
   size_t offset = (size_t)((uint8_t *)p - pool->start);
+  size_t ncarved = __atomic_load_n(&pool->ncarved, __ATOMIC_RELAXED);
   if (obm_unlikely(pool->kind != OBM_SLOT_HEAD || (uint8_t *)p < pool->start ||
-                   offset >= (size_t)pool->ncarved * pool->block_size ||
+                   offset >= ncarved * (size_t)pool->block_size ||
                    offset % pool->block_size != 0)) {
     report_not_block("free", p);
     return;
@@ -124,32 +127,39 @@ static OBM_NOINLINE void free_arena_slow(void *p, obm_arena_t *arena, obm_pool_t
   else _obm_free_remote(pool, p);
 }
 
-OBM_INLINE void free_block(void *p, obm_segment_t *seg) {
-  if (obm_unlikely(seg->kind != OBM_SEG_ARENA)) {
-    free_large(p, (obm_large_t *)seg);
-    return;
-  }
-  obm_arena_t *arena = (obm_arena_t *)seg;
+OBM_INLINE void free_in_arena(void *p, obm_arena_t *arena) {
   obm_pool_t *pool = _obm_pool_of(arena, p);
   obm_heap_t *heap = _obm_heap_get();
-  obm_block_t *free_list = pool->free;
-  size_t offset = (size_t)((uint8_t *)p - pool->start);
-  size_t index = (offset * _obm_class_recip[pool->size_class]) >> 40;
-  /* A free or metadata slot has free == NULL and nused == 0, an interior pointer fails the
-   * index check: both take the slow path, which reports them. */
-  if (obm_likely(arena->heap == heap && free_list != NULL && pool->nused > 1 &&
-                 index * pool->block_size == offset && index < pool->ncarved)) {
-    obm_block_t *b = p;
-    b->next = free_list;
-    pool->free = b;
-    pool->nused--;
-    return;
+  if (obm_likely(arena->heap == heap)) {
+    /* Only the owner reads the pool's mutable fields. */
+    obm_block_t *free_list = pool->free;
+    size_t offset = (size_t)((uint8_t *)p - pool->start);
+    size_t index = (offset * _obm_class_recip[pool->size_class]) >> 40;
+    /* A free or metadata slot has free == NULL and nused == 0, an interior pointer fails the
+     * index check: both take the slow path, which reports them.  A retained pool may become
+     * empty here without the slow path: the retained ring releases it later if need be. */
+    if (obm_likely(free_list != NULL && (pool->nused > 1 || pool->retained) &&
+                   index * pool->block_size == offset && index < pool->ncarved)) {
+      obm_block_t *b = p;
+      b->next = free_list;
+      pool->free = b;
+      pool->nused--;
+      return;
+    }
   }
   free_arena_slow(p, arena, pool, heap);
 }
 
 void _obm_raw_free(void *p, obm_segment_t *seg) {
-  free_block(p, seg);
+  if (obm_unlikely(seg->kind == OBM_SEG_LARGE)) free_large(p, (obm_large_t *)seg);
+  else free_in_arena(p, (obm_arena_t *)seg);
+}
+
+static OBM_NOINLINE void free_other(void *p, obm_segment_t *seg) {
+  if (_obm_debug_on) _obm_debug_free(p, seg);
+  else if (seg->kind == OBM_SEG_LARGE) free_large(p, (obm_large_t *)seg);
+  else _obm_error(OBM_ERR_CORRUPTION, p, "free(%p): the page map points at %p, which is not an "
+                  "obmem segment", p, (void *)seg);
 }
 
 void obm_free(void *p) {
@@ -159,15 +169,12 @@ void obm_free(void *p) {
     _obm_report_foreign("free", p);
     return;
   }
-  if (obm_unlikely(_obm_debug_on)) {
-    _obm_debug_free(p, seg);
-    return;
-  }
-  free_block(p, seg);
+  if (obm_likely(seg->kind == OBM_SEG_ARENA)) free_in_arena(p, (obm_arena_t *)seg);
+  else free_other(p, seg);
 }
 
 uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_size) {
-  if (seg->kind == OBM_SEG_ARENA) {
+  if (seg->kind != OBM_SEG_LARGE) {
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, p);
     if (pool->kind != OBM_SLOT_HEAD || (const uint8_t *)p < pool->start) return NULL;
     size_t i = _obm_pool_block_index(pool, p);
@@ -182,7 +189,7 @@ uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_s
 }
 
 size_t _obm_raw_usable(const void *p, obm_segment_t *seg) {
-  if (seg->kind == OBM_SEG_ARENA) {
+  if (seg->kind != OBM_SEG_LARGE) {
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, p);
     if (pool->kind != OBM_SLOT_HEAD || (const uint8_t *)p < pool->start) {
       report_not_block("usable_size", p);
@@ -212,7 +219,7 @@ size_t obm_usable_size(const void *p) {
 int obm_owns(const void *p) {
   obm_segment_t *seg = _obm_pagemap_lookup(p);
   if (seg == NULL) return 0;
-  if (seg->kind == OBM_SEG_ARENA) {
+  if (seg->kind != OBM_SEG_LARGE) {
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, p);
     return pool->kind == OBM_SLOT_HEAD && (const uint8_t *)p >= pool->start &&
            (const uint8_t *)p < pool->start + (size_t)pool->ncarved * pool->block_size;

@@ -250,7 +250,7 @@ size_t _obm_heap_check_all(void) {
   size_t problems = 0;
   pthread_mutex_lock(&_obm_global_lock);
   for (obm_arena_t *a = _obm_arenas_all; a; a = a->all_next) {
-    if (a->kind != OBM_SEG_ARENA)
+    if (a->kind != (_obm_debug_on ? OBM_SEG_ARENA_DEBUG : OBM_SEG_ARENA))
       problems += corrupt(a, "arena kind is wrong", a->kind, OBM_SEG_ARENA);
     if (_obm_pagemap_lookup(a) != (obm_segment_t *)a)
       problems += corrupt(a, "page map does not point at the arena", 0, 0);
