@@ -36,7 +36,8 @@ test-tsan: deps
 	cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOBMEM_SANITIZE=thread \
 	  -DOBMEM_WERROR=ON >/dev/null
 	cmake --build $(BUILD)-tsan -j$(JOBS)
-	ctest --test-dir $(BUILD)-tsan --output-on-failure -L quick
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  ctest --test-dir $(BUILD)-tsan --output-on-failure -L quick
 
 test: test-release test-asan test-tsan
 	@echo "make test: all suites passed"

@@ -13,7 +13,7 @@
  */
 #include "common.h"
 
-#define NSLOTS 8192
+#define NSLOTS     8192
 #define BASE_STEPS 6000000
 
 typedef struct slot_s {
@@ -23,11 +23,9 @@ typedef struct slot_s {
 
 static size_t pick_alignment(rng_t *rng) {
   uint64_t p = rng_below(rng, 100);
-  if (p < 80)
-    return (size_t)16 << rng_below(rng, 5); /* 16 .. 256 */
-  if (p < 95)
-    return (size_t)512 << rng_below(rng, 4); /* 512 .. 4096 */
-  return (size_t)8192 << rng_below(rng, 4);  /* 8 KiB .. 64 KiB */
+  if (p < 80) return (size_t)16 << rng_below(rng, 5);  /* 16 .. 256 */
+  if (p < 95) return (size_t)512 << rng_below(rng, 4); /* 512 .. 4096 */
+  return (size_t)8192 << rng_below(rng, 4);            /* 8 KiB .. 64 KiB */
 }
 
 int main(int argc, char **argv) {
@@ -52,15 +50,13 @@ int main(int argc, char **argv) {
     switch (rng_below(&rng, 3)) {
     case 0:
       alignment = pick_alignment(&rng);
-      if (posix_memalign(&p, alignment, size) != 0)
-        bench_fail("posix_memalign failed");
+      if (posix_memalign(&p, alignment, size) != 0) bench_fail("posix_memalign failed");
       break;
     case 1:
       alignment = pick_alignment(&rng);
       size = (size + alignment - 1) & ~(alignment - 1);
       p = aligned_alloc(alignment, size);
-      if (p == NULL)
-        bench_fail("aligned_alloc returned NULL");
+      if (p == NULL) bench_fail("aligned_alloc returned NULL");
       break;
     default:
       /* malloc only promises alignment for the types that fit: mimalloc, jemalloc and

@@ -69,10 +69,8 @@ static inline size_t rng_log_range(rng_t *r, size_t lo, size_t hi) {
   size_t bits = rng_range(r, lo_bits, hi_bits); /* pick a power-of-two bucket */
   size_t base = (size_t)1 << bits;
   size_t size = base + rng_below(r, base);
-  if (size < lo)
-    size = lo;
-  if (size > hi)
-    size = hi;
+  if (size < lo) size = lo;
+  if (size > hi) size = hi;
   return size;
 }
 
@@ -80,12 +78,9 @@ static inline size_t rng_log_range(rng_t *r, size_t lo, size_t hi) {
  * medium (513 B..64 KiB), a few large (64 KiB..max_large; 0 = none). */
 static inline size_t rng_mixed_size(rng_t *r, size_t max_large) {
   uint64_t p = rng_below(r, 1000);
-  if (p < 550)
-    return rng_range(r, 8, 64);
-  if (p < 880)
-    return rng_range(r, 65, 512);
-  if (p < 995 || max_large == 0)
-    return rng_log_range(r, 513, 64 * 1024);
+  if (p < 550) return rng_range(r, 8, 64);
+  if (p < 880) return rng_range(r, 65, 512);
+  if (p < 995 || max_large == 0) return rng_log_range(r, 513, 64 * 1024);
   return rng_log_range(r, 64 * 1024 + 1, max_large);
 }
 
@@ -93,8 +88,7 @@ static inline size_t rng_mixed_size(rng_t *r, size_t max_large) {
 
 /* The scale factor from argv[1] (default 1.0); exits with status 2 on a bad argument. */
 static inline double bench_scale(int argc, char **argv) {
-  if (argc < 2)
-    return 1.0;
+  if (argc < 2) return 1.0;
   char *end = NULL;
   errno = 0;
   double s = strtod(argv[1], &end);
@@ -120,8 +114,7 @@ static inline void bench_fail(const char *what) {
 
 static inline void *xmalloc(size_t size) {
   void *p = malloc(size);
-  if (p == NULL)
-    bench_fail("malloc returned NULL");
+  if (p == NULL) bench_fail("malloc returned NULL");
   return p;
 }
 

@@ -9,7 +9,7 @@
  */
 #include "common.h"
 
-#define QUEUE_LEN 50000
+#define QUEUE_LEN  50000
 #define BASE_STEPS 3000000
 
 int main(int argc, char **argv) {

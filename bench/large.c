@@ -14,15 +14,15 @@
 #include "common.h"
 
 #define NSLOTS 2
-#define PAGE 4096
-#define MIB ((size_t)1 << 20)
+#define PAGE   4096
+#define MIB    ((size_t)1 << 20)
 #ifdef BENCH_HUGE
-#define MIN_SIZE (8 * MIB)
-#define MAX_SIZE (64 * MIB)
+#define MIN_SIZE   (8 * MIB)
+#define MAX_SIZE   (64 * MIB)
 #define BASE_STEPS 100
 #else
-#define MIN_SIZE (1 * MIB)
-#define MAX_SIZE (8 * MIB)
+#define MIN_SIZE   (1 * MIB)
+#define MAX_SIZE   (8 * MIB)
 #define BASE_STEPS 5000
 #endif
 

@@ -8,7 +8,7 @@
  */
 #include "common.h"
 
-#define MAX_DEPTH 4096
+#define MAX_DEPTH   4096
 #define BASE_ROUNDS 4000
 
 int main(int argc, char **argv) {

@@ -70,10 +70,8 @@ int main(int argc, char **argv) {
       usage("unknown option");
     }
   }
-  if (optind < argc && strcmp(argv[optind], "--") == 0)
-    optind++;
-  if (optind >= argc)
-    usage("no command given");
+  if (optind < argc && strcmp(argv[optind], "--") == 0) optind++;
+  if (optind >= argc) usage("no command given");
 
   /* SIGCHLD stays blocked so sigtimedwait() can wait for it with a timeout. */
   sigset_t chld;
@@ -102,8 +100,7 @@ int main(int argc, char **argv) {
       dup2(devnull, 0);
       close(devnull);
     }
-    if (preload != NULL && preload[0] != '\0')
-      setenv("LD_PRELOAD", preload, 1);
+    if (preload != NULL && preload[0] != '\0') setenv("LD_PRELOAD", preload, 1);
     execvp(argv[optind], &argv[optind]);
     int err = errno;
     ssize_t unused = write(exec_pipe[1], &err, sizeof err);
@@ -123,8 +120,7 @@ int main(int argc, char **argv) {
   struct rusage usage_info;
   for (;;) {
     pid_t done = wait4(pid, &status, WNOHANG, &usage_info);
-    if (done == pid)
-      break;
+    if (done == pid) break;
     if (done < 0 && errno != EINTR) {
       perror("bench_measure: wait4");
       return 2;
@@ -163,7 +159,6 @@ int main(int argc, char **argv) {
   fprintf(out, "status %s wall %.6f user %.6f sys %.6f maxrss_kb %ld\n", what, wall,
           timeval_seconds(usage_info.ru_utime), timeval_seconds(usage_info.ru_stime),
           usage_info.ru_maxrss);
-  if (out != stderr)
-    fclose(out);
+  if (out != stderr) fclose(out);
   return strcmp(what, "ok") == 0 ? 0 : 1;
 }

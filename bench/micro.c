@@ -12,8 +12,8 @@
 
 #define BATCH 100
 
-static const size_t sizes[] = {16,        64,         256,        512,        1024,
-                               4 * 1024,  16 * 1024,  64 * 1024,  256 * 1024, 1024 * 1024};
+static const size_t sizes[] = {16,       64,        256,       512,        1024,
+                               4 * 1024, 16 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024};
 #define NSIZES (sizeof sizes / sizeof sizes[0])
 
 /* Pairs per loop, fixed per size and loop so that each takes ~20-150 ms with glibc.  The batch
@@ -24,14 +24,10 @@ static size_t single_pairs(size_t size) {
 }
 
 static size_t batch_pairs(size_t size) {
-  if (size <= 1024)
-    return 1000000;
-  if (size <= 4096)
-    return 100000;
-  if (size <= 16 * 1024)
-    return 50000;
-  if (size <= 64 * 1024)
-    return 30000;
+  if (size <= 1024) return 1000000;
+  if (size <= 4096) return 100000;
+  if (size <= 16 * 1024) return 50000;
+  if (size <= 64 * 1024) return 30000;
   return 20000;
 }
 

@@ -15,13 +15,13 @@
 
 #define NPRODUCERS 2
 #define NCONSUMERS 2
-#define BATCH 64
+#define BATCH      64
 #define BASE_ITEMS 2000000 /* per producer */
 
 typedef struct batch_s {
-  size_t count;         /* 0 < count <= BATCH */
-  void *blocks[BATCH];  /* each holds a tag (see tag_block) ... */
-  size_t sizes[BATCH];  /* ... over sizes[i] bytes */
+  size_t count;        /* 0 < count <= BATCH */
+  void *blocks[BATCH]; /* each holds a tag (see tag_block) ... */
+  size_t sizes[BATCH]; /* ... over sizes[i] bytes */
 } batch_t;
 
 typedef struct worker_s {
@@ -51,8 +51,7 @@ static void *producer(void *arg) {
       batch = NULL;
     }
   }
-  if (batch != NULL)
-    queue_push(w->queue, batch);
+  if (batch != NULL) queue_push(w->queue, batch);
   queue_producer_done(w->queue);
   return NULL;
 }

@@ -8,7 +8,7 @@
  */
 #include "common.h"
 
-#define NSLOTS 20000
+#define NSLOTS     20000
 #define BASE_STEPS 12000000
 
 typedef struct slot_s {
@@ -33,12 +33,10 @@ int main(int argc, char **argv) {
       uint64_t tag = check_block(s->ptr, s->size);
       size_t new_size = rng_mixed_size(&rng, 512 * 1024);
       void *p = realloc(s->ptr, new_size);
-      if (p == NULL)
-        bench_fail("realloc returned NULL");
+      if (p == NULL) bench_fail("realloc returned NULL");
       uint64_t kept;
       memcpy(&kept, p, sizeof kept);
-      if (kept != tag)
-        bench_fail("realloc lost the block's contents");
+      if (kept != tag) bench_fail("realloc lost the block's contents");
       s->ptr = p;
       s->size = new_size;
       tag_block(p, new_size, tag);

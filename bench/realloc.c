@@ -9,16 +9,16 @@
  */
 #include "common.h"
 
-#define NBUFFERS 1000
+#define NBUFFERS   1000
 #define BASE_STEPS 1500000
 
 typedef struct buffer_s {
   unsigned char *data; /* capacity bytes; data == NULL <=> capacity == 0 */
   size_t length;       /* bytes appended; length <= capacity */
   size_t capacity;
-  size_t target;       /* the buffer is retired once length >= target */
-  int doubling;        /* vector-style growth instead of exact */
-  unsigned char next;  /* the byte value the next append starts with */
+  size_t target;      /* the buffer is retired once length >= target */
+  int doubling;       /* vector-style growth instead of exact */
+  unsigned char next; /* the byte value the next append starts with */
 } buffer_t;
 
 static void start_buffer(buffer_t *b, rng_t *rng) {
@@ -33,10 +33,8 @@ static void start_buffer(buffer_t *b, rng_t *rng) {
 static uint64_t finish_buffer(buffer_t *b, unsigned char start) {
   uint64_t h = b->length;
   for (size_t i = 0; i < b->length; i++)
-    if (b->data[i] != (unsigned char)(start + i))
-      bench_fail("realloc lost a buffer's contents");
-  if (b->length > 0)
-    h = mix64(h, b->data[b->length - 1]);
+    if (b->data[i] != (unsigned char)(start + i)) bench_fail("realloc lost a buffer's contents");
+  if (b->length > 0) h = mix64(h, b->data[b->length - 1]);
   free(b->data);
   return h;
 }
@@ -66,8 +64,7 @@ int main(int argc, char **argv) {
           cap *= 2;
       }
       unsigned char *p = realloc(b->data, cap);
-      if (p == NULL)
-        bench_fail("realloc returned NULL");
+      if (p == NULL) bench_fail("realloc returned NULL");
       b->data = p;
       b->capacity = cap;
     }

@@ -1,4 +1,5 @@
-/* server.c — server pattern: worker threads build requests and responses, one other thread frees them.
+/* server.c — server pattern: worker threads build requests and responses, one other thread frees
+ * them.
  *
  * Measures: an xmalloc/sh6bench-like load, written for obmem.  Three worker threads each
  * handle requests.  A request allocates a request buffer (256 B..16 KiB, one in 32 up to
@@ -16,20 +17,20 @@
 
 #include <pthread.h>
 
-#define NWORKERS 3
-#define NSESSIONS 512
-#define MAX_HEADERS 12
-#define BATCH 16
+#define NWORKERS      3
+#define NSESSIONS     512
+#define MAX_HEADERS   12
+#define BATCH         16
 #define BASE_REQUESTS 120000 /* per worker */
 
 typedef struct response_s {
-  struct response_s *next;     /* next response in the same batch, or NULL */
-  void *request;               /* request_size bytes, tagged */
+  struct response_s *next; /* next response in the same batch, or NULL */
+  void *request;           /* request_size bytes, tagged */
   size_t request_size;
-  void *headers[MAX_HEADERS];  /* nheaders small strings, each tagged over header_sizes[i] */
+  void *headers[MAX_HEADERS]; /* nheaders small strings, each tagged over header_sizes[i] */
   size_t header_sizes[MAX_HEADERS];
   size_t nheaders;
-  void *body;                  /* body_size bytes, tagged */
+  void *body; /* body_size bytes, tagged */
   size_t body_size;
 } response_t;
 
@@ -87,8 +88,7 @@ static void *worker(void *arg) {
       nbatch = 0;
     }
   }
-  if (batch != NULL)
-    queue_push(w->queue, batch);
+  if (batch != NULL) queue_push(w->queue, batch);
   queue_producer_done(w->queue);
   for (size_t s = 0; s < NSESSIONS; s++) {
     if (sessions[s] != NULL) {

@@ -1,4 +1,5 @@
-/* threads.c — multi-threaded small-object churn, each thread on its own blocks (larson/mstress-like).
+/* threads.c — multi-threaded small-object churn, each thread on its own blocks
+ * (larson/mstress-like).
  *
  * Measures: scalability of thread-local allocation and the hand-over of a dead thread's
  * blocks.  Four lanes, each with a live set of 4000 slots, run in parallel; each step picks a
@@ -13,16 +14,16 @@
 
 #include <pthread.h>
 
-#define NLANES 4
-#define NROUNDS 8
-#define NSLOTS 4000
+#define NLANES     4
+#define NROUNDS    8
+#define NSLOTS     4000
 #define BASE_STEPS 8000000 /* per lane, over all rounds */
 
 typedef struct lane_s {
   pthread_t thread;
   rng_t rng;
-  size_t nsteps;          /* steps per round */
-  void *ptr[NSLOTS];      /* ptr[i] != NULL => size[i] bytes, tagged */
+  size_t nsteps;     /* steps per round */
+  void *ptr[NSLOTS]; /* ptr[i] != NULL => size[i] bytes, tagged */
   size_t size[NSLOTS];
   uint64_t sum, serial;
 } lane_t;

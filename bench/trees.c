@@ -34,8 +34,7 @@ static node_t *make_tree(unsigned depth, uint64_t value) {
 /* Sums the values (so the tree is read) and counts the nodes. */
 static uint64_t check_tree(const node_t *n, uint64_t *nnodes) {
   (*nnodes)++;
-  if (n->left == NULL)
-    return n->value;
+  if (n->left == NULL) return n->value;
   return n->value + check_tree(n->left, nnodes) + check_tree(n->right, nnodes);
 }
 

@@ -47,13 +47,15 @@ extern "C" {
 
 /* ---- allocation ------------------------------------------------------------------------ */
 
-/* malloc(0) returns a unique pointer (a 16-byte block), as CPython does. */
+/* malloc(0) returns a unique pointer (a 16-byte block); CPython's pymalloc likewise never
+ * returns NULL for 0 (it asks for 1 byte). */
 OBM_API void *obm_malloc(size_t size) OBM_MALLOC_ATTR OBM_ALLOC_SIZE(1);
 /* Zeroed memory; NULL + ENOMEM when count * size overflows. */
 OBM_API void *obm_calloc(size_t count, size_t size) OBM_MALLOC_ATTR OBM_ALLOC_SIZE(1, 2);
 /* In place when the new size fits the block's class (a shrink keeps the block unless the
  * smaller class saves at least 25 %); large blocks grow or move with mremap, without copying.
- * realloc(NULL, n) == malloc(n); realloc(p, 0) frees p and returns a fresh minimum block.
+ * realloc(NULL, n) == malloc(n); realloc(p, 0) returns a minimum block (p itself when p is
+ * already in the smallest class).
  * On failure returns NULL, sets ENOMEM and leaves p untouched. */
 OBM_API void *obm_realloc(void *ptr, size_t size) OBM_ALLOC_SIZE(2);
 /* NULL is a no-op.  A pointer obmem never handed out is reported via the error handler. */
@@ -78,7 +80,8 @@ typedef struct obm_class_stats_s {
   uint32_t pool_size;        /* bytes per pool of this class (a multiple of OBM_POOL_SIZE) */
   uint64_t npools;           /* pools of this class */
   uint64_t nfull_pools;      /* of which full */
-  uint64_t blocks_in_use;    /* allocated, not freed (pending cross-thread frees excluded) */
+  uint64_t blocks_in_use;    /* allocated, not freed; frees still pending on another live
+                                thread's heap count as in use until that thread collects */
   uint64_t blocks_free;      /* carved or not yet carved, in pools of this class */
   uint64_t nmalloc;          /* cumulative allocations served by this class */
   uint64_t requested_bytes;  /* cumulative bytes requested by those allocations */
@@ -105,7 +108,9 @@ typedef struct obm_stats_s {
   uint64_t large_cache_hits;     /* cumulative reuses from the cache */
   uint64_t os_maps;              /* cumulative mmap calls for arenas and large blocks */
   uint64_t os_unmaps;
-  /* byte summary; in_use + free_in_pools + tails + free_pools + metadata == mapped (arenas) */
+  /* byte summary: for arenas, block bytes (in use + free) + tails + free pools + slot 0
+   * == arenas * 1 MiB; bytes_in_use also counts large blocks, bytes_metadata heaps and the
+   * page map (heap structs come from 64 KiB chunks, so mapped is a little more) */
   uint64_t bytes_in_use;         /* block bytes handed out (small + medium + large usable) */
   uint64_t bytes_requested_est;  /* bytes_in_use - rounding (estimate, exact in debug mode) */
   uint64_t bytes_free_in_pools;  /* free blocks inside used pools */
@@ -117,7 +122,10 @@ typedef struct obm_stats_s {
   uint64_t bytes_mapped_peak;    /* the most it had mapped at once */
   uint64_t nheaps;               /* thread heaps that exist (live + abandoned) */
   uint64_t nheaps_abandoned;     /* heaps of exited threads waiting for a new owner */
-  uint64_t remote_frees_pending; /* cross-thread frees not yet collected by their owner */
+  uint64_t remote_frees_pending; /* cross-thread frees that were waiting in the caller's heap
+                                    and exited threads' heaps; obm_stats_get collects them
+                                    (other live threads collect their own at their next
+                                    allocation: until then their blocks count as in use) */
 } obm_stats_t;
 
 /* Fills *out.  Exact when no other thread allocates meanwhile; otherwise a close snapshot. */

@@ -3,7 +3,8 @@
  * Fast path (small and medium): class = table lookup; pool = heap->pools[class] (CPython's
  * usedpools[class]); pop pool->free.  No lock, no atomic.  When the pool's free list is empty
  * the generic path collects cross-thread frees, carves fresh blocks lazily (CPython's
- * nextoffset/maxnextoffset, a page's worth at a time), moves on to the next pool of the
+ * nextoffset/maxnextoffset carve one block at a time; we carve a page's worth onto the free
+ * list at once), moves on to the next pool of the
  * class, or takes a new pool from the fullest arena.
  */
 #include "alloc/alloc_internal.h"
@@ -71,6 +72,9 @@ void *_obm_malloc_generic(obm_heap_t *heap, size_t size, unsigned cls) {
     }
   }
   pool_init(pool, cls);
+  /* Debug mode: headers left by the slots' previous pools must not be taken for freed
+   * blocks of this one. */
+  if (_obm_debug_on) memset(pool->start, 0, (size_t)pool->nslots * OBM_POOL_SIZE);
   _obm_pool_link(heap, pool);
   pool_carve(pool);
 pop:;

@@ -40,7 +40,8 @@ enum { OBM_SLOT_FREE = 0, OBM_SLOT_HEAD = 1, OBM_SLOT_TAIL = 2, OBM_SLOT_META = 
 /* A pool: a run of 1..16 slots holding blocks of one class.  Owned by arena->heap.
  * Invariants (owner's view, remote list counted as used):
  *   nused + |free| + (capacity - ncarved) == capacity
- *   in_list  <=>  the pool is in heap->pools[size_class]  <=>  not full (or sole, empty)
+ *   in_list  <=>  the pool is in heap->pools[size_class]; a pool that is not full is in the
+ *   list (a pool that just became full stays there until the next malloc of its class)
  *   remote_free != NULL  =>  pool is, or is about to be, on heap->remote_pools exactly once */
 typedef struct obm_pool_s {
   obm_block_t *free;           /* local free list (owner only) */
@@ -198,10 +199,11 @@ OBM_HIDDEN void _obm_mapped_sub(size_t bytes);
 
 /* ---- heap.c ---------------------------------------------------------------------------- */
 OBM_HIDDEN obm_heap_t *_obm_heap_init_thread(void); /* NULL only on OS failure */
-/* Collects the frees other threads pushed to this heap's pools. */
-OBM_HIDDEN void _obm_heap_collect_remote(obm_heap_t *heap);
-/* Collects the remote frees of abandoned heaps and releases what became empty. */
-OBM_HIDDEN void _obm_heap_collect_abandoned(void);
+/* Collects the frees other threads pushed to this heap's pools; returns how many. */
+OBM_HIDDEN size_t _obm_heap_collect_remote(obm_heap_t *heap);
+/* Collects the remote frees of abandoned heaps and releases what became empty; returns
+ * how many frees it collected. */
+OBM_HIDDEN size_t _obm_heap_collect_abandoned(void);
 /* Releases empty pools kept as the sole pool of a class. */
 OBM_HIDDEN void _obm_heap_release_empty_pools(obm_heap_t *heap);
 OBM_HIDDEN void _obm_heap_thread_done(void *heap); /* pthread key destructor */

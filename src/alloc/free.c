@@ -70,11 +70,13 @@ void _obm_pool_after_collect(obm_heap_t *heap, obm_pool_t *pool, uint32_t n) {
 }
 
 void _obm_free_remote(obm_pool_t *pool, obm_block_t *b) {
-  obm_block_t *old = atomic_load_explicit(&pool->remote_free, memory_order_relaxed);
+  /* acquire on the old value: when it is NULL, the owner's collecting exchange happened
+   * before, and with it the previous pusher's write of remote_next that we overwrite next */
+  obm_block_t *old = atomic_load_explicit(&pool->remote_free, memory_order_acquire);
   do {
     b->next = old;
   } while (!atomic_compare_exchange_weak_explicit(&pool->remote_free, &old, b,
-                                                  memory_order_release, memory_order_relaxed));
+                                                  memory_order_acq_rel, memory_order_acquire));
   if (old == NULL) {
     /* First pending free: queue the pool for its owner.  The pool cannot be released before
      * the owner collects b, so pool and arena stay valid here. */

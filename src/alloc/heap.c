@@ -95,12 +95,13 @@ void _obm_heap_thread_done(void *arg) {
   pthread_mutex_unlock(&abandoned_lock);
 }
 
-void _obm_heap_collect_remote(obm_heap_t *heap) {
+size_t _obm_heap_collect_remote(obm_heap_t *heap) {
+  size_t total = 0;
   obm_pool_t *pool = atomic_exchange_explicit(&heap->remote_pools, NULL, memory_order_acquire);
   while (pool) {
     /* Read the link first: once remote_free is emptied a pusher may queue the pool again. */
     obm_pool_t *next = pool->remote_next;
-    obm_block_t *list = atomic_exchange_explicit(&pool->remote_free, NULL, memory_order_acquire);
+    obm_block_t *list = atomic_exchange_explicit(&pool->remote_free, NULL, memory_order_acq_rel);
     uint32_t n = 0;
     obm_block_t *tail = NULL;
     for (obm_block_t *b = list; b; b = b->next) {
@@ -111,9 +112,11 @@ void _obm_heap_collect_remote(obm_heap_t *heap) {
       tail->next = pool->free;
       pool->free = list;
       _obm_pool_after_collect(heap, pool, n);
+      total += n;
     }
     pool = next;
   }
+  return total;
 }
 
 void _obm_heap_release_empty_pools(obm_heap_t *heap) {
@@ -130,14 +133,16 @@ void _obm_heap_release_empty_pools(obm_heap_t *heap) {
   }
 }
 
-void _obm_heap_collect_abandoned(void) {
-  if (pthread_mutex_trylock(&abandoned_lock) != 0) return;
+size_t _obm_heap_collect_abandoned(void) {
+  size_t total = 0;
+  if (pthread_mutex_trylock(&abandoned_lock) != 0) return 0;
   for (obm_heap_t *h = abandoned_heaps; h; h = h->abandoned_next) {
     /* Holding abandoned_lock makes us the owner: adoption needs the same lock. */
-    _obm_heap_collect_remote(h);
+    total += _obm_heap_collect_remote(h);
     _obm_heap_release_empty_pools(h);
   }
   pthread_mutex_unlock(&abandoned_lock);
+  return total;
 }
 
 /* Decommits free slots of the heaps of exited threads (obm_trim). */

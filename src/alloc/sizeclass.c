@@ -3,8 +3,9 @@
  * small  (CPython 3.12's 32 classes, ALIGNMENT 16): 16, 32, ..., 512; pools of one 16 KiB slot.
  * medium: 4 classes per doubling above 512 (640, 768, 896, 1024, 1280, ..., 65536): the step is
  *         12.5 %..25 % of the size, so rounding loses 12.5 % on average at most.  A medium pool
- *         spans the fewest slots (1..16) that hold at least 8 blocks (4 for the largest classes)
- *         with at most 1/8 of the pool lost to its tail.
+ *         spans the fewest slots (1..16) that hold at least 8 blocks with at most 1/8 of the
+ *         pool lost to its tail; the classes from 40 KiB up cannot, and get 14..16 slots
+ *         holding 4..6 blocks.
  */
 #include "alloc/alloc_internal.h"
 

@@ -27,8 +27,9 @@ void obm_stats_get(obm_stats_t *out) {
   _obm_init();
   memset(out, 0, sizeof *out);
   obm_heap_t *self = _obm_heap_get();
-  if (!self->is_empty_heap) _obm_heap_collect_remote(self);
-  _obm_heap_collect_abandoned();
+  uint64_t collected = 0;
+  if (!self->is_empty_heap) collected += _obm_heap_collect_remote(self);
+  collected += _obm_heap_collect_abandoned();
   for (int c = 0; c < OBM_NCLASSES; c++) {
     out->classes[c].block_size = _obm_class_size[c];
     out->classes[c].pool_size = (uint32_t)_obm_class_slots[c] * OBM_POOL_SIZE;
@@ -70,6 +71,7 @@ void obm_stats_get(obm_stats_t *out) {
   out->arenas_highwater = _obm_arenas_highwater;
   out->arenas_spare = _obm_arenas_nspare;
   pthread_mutex_unlock(&_obm_global_lock);
+  out->remote_frees_pending = collected;
   class_rounding(out);
   _obm_large_stats(out);
   out->os_maps = _obm_os_map_calls();
