@@ -81,6 +81,25 @@ static __attribute__((unused)) long check_arg_long(int argc, char **argv, int in
   return (s != NULL && *s != '\0') ? strtol(s, NULL, 0) : fallback;
 }
 
+/* Makes sure the environment variable `name` is `value` from the very start of the process:
+ * obmem may read its options before main (a constructor), so when it is not already set
+ * (or differs and `overwrite`), this sets it and re-executes the program with the same
+ * arguments.  Returns only when the variable already had the wanted value. */
+static __attribute__((unused)) void check_env_reexec(char **argv, const char *name,
+                                                     const char *value, int overwrite) {
+  const char *cur = getenv(name);
+  if (cur != NULL && (strcmp(cur, value) == 0 || !overwrite))
+    return;
+  if (setenv(name, value, 1) != 0) {
+    perror("setenv");
+    _exit(1);
+  }
+  fflush(NULL);
+  execv("/proc/self/exe", argv);
+  perror("execv /proc/self/exe");
+  _exit(1);
+}
+
 /* splitmix64: state advances by a constant, output is well mixed. */
 static inline uint64_t check_rand(uint64_t *state) {
   uint64_t z = (*state += 0x9E3779B97F4A7C15ull);

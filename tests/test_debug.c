@@ -1,8 +1,8 @@
 /* test_debug.c — debug mode: guard bytes, fill patterns, serial numbers and error reports.
  *
- * An integration test (only obmem.h).  OBMEM_DEBUG=1 is set with setenv() before the first
- * call into obmem (options are read once, at first use); ctest sets it in the environment
- * as well.  An error handler records every report (code, address, message) and returns, so
+ * An integration test (only obmem.h).  It needs OBMEM_DEBUG=1 from the start of the process
+ * (options are read once, possibly by a constructor before main): ctest sets it, and when it
+ * is missing main sets it and re-executes itself.  An error handler records every report (code, address, message) and returns, so
  * the operation is abandoned and the test goes on.  Each kind of damage is done to a small,
  * a medium and a large block, the report is checked (code, address, the block's address in
  * the text as a hex number, its serial number as a decimal word), the damage is repaired
@@ -411,8 +411,7 @@ static void test_write_after_free(void) {
 }
 
 int main(int argc, char **argv) {
-  /* Before anything touches obmem: options are read once, at first use. */
-  setenv("OBMEM_DEBUG", "1", 1);
+  check_env_reexec(argv, "OBMEM_DEBUG", "1", 1);
   check_seed_init("test_debug", argc, argv, 1, 1);
   obm_set_error_handler(on_error, NULL);
   CHECKF(obm_debug_enabled(), "OBMEM_DEBUG=1 did not turn debug mode on");

@@ -12,6 +12,11 @@
  * also drops the spares: within TRIM_SLACK (8 MiB).
  * Phase 3 does the same with large blocks, whose freed mappings sit in a cache until
  * obm_trim() empties it.
+ * The no-trim bound holds only once the purge delay has passed: arenas beyond the spares
+ * stay mapped for OBMEM_PURGE_DELAY_MS (default 100 ms) after they empty, so a burst of
+ * frees is not followed by a burst of faults.  To keep the test free of timing, it runs with
+ * OBMEM_PURGE_DELAY_MS=0 (unless the environment already sets it; main re-executes itself
+ * with the variable set, since obmem may read its options before main).
  * The pointer arrays come from mmap, not malloc, so the test's own bookkeeping leaves no
  * resident trace.  Not run under sanitizers (their shadow memory dominates the RSS).
  *
@@ -134,6 +139,7 @@ static void churn(uint64_t *rng, size_t live_bytes, enum size_mix mix, int round
 }
 
 int main(int argc, char **argv) {
+  check_env_reexec(argv, "OBMEM_PURGE_DELAY_MS", "0", 0);
   check_seed_init("test_rss", argc, argv, 1, 7);
   obm_set_error_handler(on_error, NULL);
   uint64_t rng = check_seed;
@@ -143,7 +149,8 @@ int main(int argc, char **argv) {
   CHECK(warm != NULL);
   obm_free(warm);
   obm_trim();
-  printf("test_rss: seed %" PRIu64 "\n", check_seed);
+  printf("test_rss: seed %" PRIu64 ", purge delay %ld ms, %ld spare arenas\n", check_seed,
+         obm_option_get(OBM_OPTION_PURGE_DELAY_MS), obm_option_get(OBM_OPTION_ARENA_SPARE));
   print_state("start", rss_bytes());
   size_t base = rss_bytes();
   size_t peak = base;

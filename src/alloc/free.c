@@ -180,7 +180,7 @@ uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_s
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, p);
     if (pool->kind != OBM_SLOT_HEAD || (const uint8_t *)p < pool->start) return NULL;
     size_t i = _obm_pool_block_index(pool, p);
-    if (i >= pool->ncarved) return NULL;
+    if (i >= __atomic_load_n(&pool->ncarved, __ATOMIC_RELAXED)) return NULL; /* owner carves */
     *block_size = pool->block_size;
     return pool->start + i * pool->block_size;
   }
@@ -224,7 +224,9 @@ int obm_owns(const void *p) {
   if (seg->kind != OBM_SEG_LARGE) {
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, p);
     return pool->kind == OBM_SLOT_HEAD && (const uint8_t *)p >= pool->start &&
-           (const uint8_t *)p < pool->start + (size_t)pool->ncarved * pool->block_size;
+           (const uint8_t *)p < pool->start + (size_t)__atomic_load_n(&pool->ncarved,
+                                                                       __ATOMIC_RELAXED) *
+                                                  pool->block_size;
   }
   obm_large_t *large = (obm_large_t *)seg;
   return _obm_large_contains(large, p) && !large->cached && (const uint8_t *)p >= large->block;
