@@ -107,36 +107,6 @@ static void segment_shrink(obm_large_t *s, size_t new_size) {
   _obm_mapped_sub(old - new_size);
 }
 
-/* Grows a cached (unlisted) segment to `need` bytes in place or by moving its pages to a new
- * 1 MiB-aligned place; on failure unmaps it and returns NULL. */
-static obm_large_t *segment_grow(obm_large_t *s, size_t need) {
-  size_t old = s->mapped_size;
-  if (_obm_os_remap_inplace(s, old, need) == 0) {
-    if (_obm_pagemap_set(s, need, (obm_segment_t *)s) == 0) {
-      s->mapped_size = need;
-      _obm_mapped_add(need - old);
-      return s;
-    }
-    _obm_os_remap_inplace(s, need, old);
-  } else {
-    _obm_pagemap_set(s, old, NULL);
-    obm_large_t *n = _obm_os_remap_move(s, old, need, OBM_ARENA_SIZE);
-    if (n && _obm_pagemap_set(n, need, (obm_segment_t *)n) == 0) {
-      n->mapped_size = need;
-      _obm_mapped_add(need - old);
-      return n;
-    }
-    if (n) { /* the page map could not describe it: give it back */
-      _obm_os_unmap(n, need);
-      _obm_mapped_sub(old);
-      return NULL;
-    }
-    _obm_pagemap_set(s, old, (obm_segment_t *)s);
-  }
-  segment_unmap(s);
-  return NULL;
-}
-
 void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
   if (!_obm_initialized) _obm_init();
   size_t offset = alignment <= OBM_LARGE_HEADER ? OBM_LARGE_HEADER : alignment;
@@ -146,7 +116,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
   }
   size_t need = page_round(offset + (size ? size : 1)); /* the block must lie inside */
   size_t map_align = alignment > OBM_ARENA_SIZE ? alignment : OBM_ARENA_SIZE;
-  obm_large_t *s = NULL, *grow = NULL;
+  obm_large_t *s = NULL;
   if (map_align == OBM_ARENA_SIZE) {
     obm_large_t *victims = NULL;
     pthread_mutex_lock(&_obm_large_lock);
@@ -159,21 +129,12 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
       if (best != SIZE_MAX) {
         s = cache_take(best);
         cache_hits++;
-      } else {
-        /* No cached segment is big enough: grow the largest one instead of mapping afresh,
-         * so that its pages (already faulted in) are reused and the cache does not pile up
-         * next to new mappings. */
-        size_t largest = 0;
-        for (size_t i = 1; i < cache_count; i++)
-          if (cache[i].size > cache[largest].size) largest = i;
-        grow = cache_take(largest);
       }
       cache_expire(_obm_os_clock_ns(), (size_t)_obm_option(OBM_OPTION_LARGE_CACHE_MB) << 20,
                    &victims);
     }
     pthread_mutex_unlock(&_obm_large_lock);
     unmap_victims(victims);
-    if (grow) s = segment_grow(grow, need);
     if (s && s->mapped_size - need >= (need >> 3) && s->mapped_size - need >= (64u << 10))
       segment_shrink(s, need);
   }
