@@ -120,8 +120,8 @@ static void test_size_zero(void) {
   CHECK(p != q);
   CHECK(aligned_to(p, OBM_ALIGNMENT) && aligned_to(q, OBM_ALIGNMENT));
   CHECK(obm_owns(p) && obm_owns(q));
-  /* A 16-byte block, as CPython: the caller may not use it, but it is a real block. */
-  CHECK(obm_usable_size(p) >= 1);
+  /* A 16-byte block, as CPython: the caller may not use it, but it is a real block.  (In
+   * debug mode the usable size is the request, 0, so that guards sit right after it.) */
   if (!obm_debug_enabled())
     CHECKF(obm_usable_size(p) == 16, "usable_size(malloc(0)) = %zu", obm_usable_size(p));
   void *many[64];
@@ -427,15 +427,17 @@ static void test_realloc_edges(void) {
     void *q = obm_realloc(p, 0);
     CHECKF(q != NULL, "realloc(%zu-byte block, 0) = NULL", tier_sizes[i]);
     CHECK(obm_owns(q));
-    CHECK(obm_usable_size(q) >= 1);
+    CHECK(obm_debug_enabled() || obm_usable_size(q) >= 1); /* debug: the request, 0 */
     obm_free(q);
   }
   CHECKF(small_medium_in_use() == in_use, "realloc(p, 0) leaked: %" PRIu64 " -> %" PRIu64,
          in_use, small_medium_in_use());
 }
 
-/* In place: growing within the usable size, and shrinking to more than 75 % of it. */
+/* In place: growing within the usable size, and shrinking to more than 75 % of it.  (Debug
+ * mode may move any block, to keep its guards and serials; contents are checked anyway.) */
 static void test_realloc_in_place(void) {
+  bool debug = obm_debug_enabled() != 0;
   const size_t sizes[] = {16,   20,    48,    100,   300,   512,      513,     700,
                           1000, 3000,  4096,  10000, 40000, 65536,    65537,   100000,
                           MiB,  3 * MiB + 100};
@@ -449,21 +451,23 @@ static void test_realloc_in_place(void) {
     uintptr_t addr = (uintptr_t)p;
 
     unsigned char *q = obm_realloc(p, usable); /* grow to the usable size */
-    CHECKF((uintptr_t)q == addr, "realloc(%zu-byte block, usable %zu) moved", n, usable);
-    CHECK(first_bad(q, usable, i) == usable);
+    CHECKF(debug || (uintptr_t)q == addr, "realloc(%zu-byte block, usable %zu) moved", n, usable);
+    CHECK(q != NULL && first_bad(q, usable, i) == usable);
+    addr = (uintptr_t)q;
 
     size_t target = usable - usable / 4 + 1; /* 4 * target > 3 * usable */
     if (target > usable)
       target = usable;
     q = obm_realloc(q, target);
-    CHECKF((uintptr_t)q == addr,
+    CHECKF(debug || (uintptr_t)q == addr,
            "realloc shrink %zu -> %zu (> 75 %% of usable %zu) moved the block", n, target,
            usable);
     CHECK(first_bad(q, target, i) == target);
     CHECK(obm_usable_size(q) >= target);
+    addr = (uintptr_t)q;
 
     q = obm_realloc(q, n); /* and back up to the original request */
-    CHECKF((uintptr_t)q == addr, "realloc back to %zu moved the block", n);
+    CHECKF(debug || (uintptr_t)q == addr, "realloc back to %zu moved the block", n);
     CHECK(first_bad(q, target < n ? target : n, i) == (target < n ? target : n));
     obm_free(q);
   }

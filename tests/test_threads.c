@@ -226,8 +226,8 @@ static uint64_t blocks_in_use(const obm_stats_t *st) {
 
 int main(int argc, char **argv) {
   nthreads = check_arg_long(argc, argv, 1, NULL, 8);
-  scale = check_arg_long(argc, argv, 2, NULL, 200);
-  iterations = check_arg_long(argc, argv, 3, NULL, 20);
+  scale = check_arg_long(argc, argv, 2, NULL, 300);
+  iterations = check_arg_long(argc, argv, 3, NULL, 30);
   check_seed_init("test_threads", argc, argv, 4, 42);
   CHECK(nthreads >= 1 && scale >= 1 && iterations >= 1);
   obm_set_error_handler(on_error, NULL);
