@@ -107,6 +107,38 @@ static void segment_shrink(obm_large_t *s, size_t new_size) {
   _obm_mapped_sub(old - new_size);
 }
 
+/* Grows a cached (unlisted) segment to `need` bytes in place, or by moving its pages to a new
+ * 1 MiB-aligned place (no copy); on failure unmaps it and returns NULL. */
+static obm_large_t *segment_grow(obm_large_t *s, size_t need) {
+  size_t old = s->mapped_size;
+  size_t block_offset = (size_t)(s->block - (uint8_t *)s);
+  if (_obm_os_remap_inplace(s, old, need) == 0) {
+    if (_obm_pagemap_set(s, need, (obm_segment_t *)s) == 0) {
+      s->mapped_size = need;
+      _obm_mapped_add(need - old);
+      return s;
+    }
+    _obm_os_remap_inplace(s, need, old);
+  } else {
+    _obm_pagemap_set(s, old, NULL);
+    obm_large_t *n = _obm_os_remap_move(s, old, need, OBM_ARENA_SIZE);
+    if (n && _obm_pagemap_set(n, need, (obm_segment_t *)n) == 0) {
+      n->mapped_size = need;
+      n->block = (uint8_t *)n + block_offset; /* the header moved with the pages */
+      _obm_mapped_add(need - old);
+      return n;
+    }
+    if (n) {
+      _obm_os_unmap(n, need);
+      _obm_mapped_sub(old);
+      return NULL;
+    }
+    _obm_pagemap_set(s, old, (obm_segment_t *)s);
+  }
+  segment_unmap(s);
+  return NULL;
+}
+
 void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
   if (!_obm_initialized) _obm_init();
   size_t offset = alignment <= OBM_LARGE_HEADER ? OBM_LARGE_HEADER : alignment;
@@ -116,18 +148,25 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
   }
   size_t need = page_round(offset + (size ? size : 1)); /* the block must lie inside */
   size_t map_align = alignment > OBM_ARENA_SIZE ? alignment : OBM_ARENA_SIZE;
-  obm_large_t *s = NULL;
+  obm_large_t *s = NULL, *grow = NULL;
   if (map_align == OBM_ARENA_SIZE) {
     obm_large_t *victims = NULL;
     pthread_mutex_lock(&_obm_large_lock);
     if (cache_count) {
       size_t best = SIZE_MAX;
       for (size_t i = 0; i < cache_count; i++)
-        if (cache[i].size >= need && cache[i].size / 2 <= need &&
-            (best == SIZE_MAX || cache[i].size < cache[best].size))
+        if (cache[i].size >= need && (best == SIZE_MAX || cache[i].size < cache[best].size))
           best = i;
       if (best != SIZE_MAX) {
         s = cache_take(best);
+        cache_hits++;
+      } else {
+        /* Nothing is big enough: grow the largest cached segment rather than map beside the
+         * cache; its pages are reused and only the extension is new. */
+        size_t largest = 0;
+        for (size_t i = 1; i < cache_count; i++)
+          if (cache[i].size > cache[largest].size) largest = i;
+        grow = cache_take(largest);
         cache_hits++;
       }
       cache_expire(_obm_os_clock_ns(), (size_t)_obm_option(OBM_OPTION_LARGE_CACHE_MB) << 20,
@@ -135,7 +174,11 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     }
     pthread_mutex_unlock(&_obm_large_lock);
     unmap_victims(victims);
-    if (s && s->mapped_size - need >= (need >> 3) && s->mapped_size - need >= (64u << 10))
+    if (grow) s = segment_grow(grow, need);
+    /* Keep a bigger segment whole (its pages are resident already and the next request may
+     * need them: trimming and growing back costs a page fault per page) unless it is more
+     * than 8x the request and the excess at least 8 MiB. */
+    if (s && s->mapped_size / 8 > need && s->mapped_size - need >= 8 * OBM_ARENA_SIZE)
       segment_shrink(s, need);
   }
   if (s) {
