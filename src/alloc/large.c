@@ -177,8 +177,9 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     if (grow) s = segment_grow(grow, need);
     /* Keep a bigger segment whole (its pages are resident already and the next request may
      * need them: trimming and growing back costs a page fault per page) unless it is more
-     * than 8x the request and the excess at least 8 MiB. */
-    if (s && s->mapped_size / 8 > need && s->mapped_size - need >= 8 * OBM_ARENA_SIZE)
+     * than 8x the request or more than 64 MiB too big. */
+    if (s && s->mapped_size - need >= OBM_ARENA_SIZE &&
+        (s->mapped_size / 8 > need || s->mapped_size - need > 64 * OBM_ARENA_SIZE))
       segment_shrink(s, need);
   }
   if (s) {
