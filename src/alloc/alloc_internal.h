@@ -152,14 +152,23 @@ extern OBM_HIDDEN _Atomic(obm_pagemap_leaf_t *) _obm_pagemap_root[1u << OBM_PAGE
 /* The segment covering p, or NULL when p is not in memory obmem mapped.  Reads only the page
  * map.  For a large segment, p may lie past its end in the same chunk: check with
  * _obm_large_contains. */
-OBM_INLINE obm_segment_t *_obm_pagemap_lookup(const void *p) {
+/* The same without the range test: an address above 2^48 aliases one below.  Only for callers
+ * that then check p against the segment's own range (free's fast path: a block index or
+ * _obm_large_contains), which an aliased address always fails. */
+OBM_INLINE obm_segment_t *_obm_pagemap_lookup_masked(const void *p) {
   uintptr_t a = (uintptr_t)p;
-  if (obm_unlikely(a >> OBM_PAGEMAP_BITS)) return NULL;
   obm_pagemap_leaf_t *leaf = atomic_load_explicit(
-      &_obm_pagemap_root[a >> (OBM_ARENA_SHIFT + OBM_PAGEMAP_LEAF_BITS)], memory_order_acquire);
+      &_obm_pagemap_root[(a >> (OBM_ARENA_SHIFT + OBM_PAGEMAP_LEAF_BITS)) &
+                         ((1u << OBM_PAGEMAP_ROOT_BITS) - 1)],
+      memory_order_acquire);
   if (obm_unlikely(leaf == NULL)) return NULL;
   return atomic_load_explicit(&(*leaf)[(a >> OBM_ARENA_SHIFT) & ((1u << OBM_PAGEMAP_LEAF_BITS) - 1)],
                               memory_order_relaxed);
+}
+OBM_INLINE obm_segment_t *_obm_pagemap_lookup(const void *p) {
+  uintptr_t a = (uintptr_t)p;
+  if (obm_unlikely(a >> OBM_PAGEMAP_BITS)) return NULL;
+  return _obm_pagemap_lookup_masked(p);
 }
 /* Points chunks [start, start+size) at seg (NULL clears).  0 or ENOMEM (leaf map failed). */
 OBM_HIDDEN int _obm_pagemap_set(void *start, size_t size, obm_segment_t *seg);

@@ -165,10 +165,11 @@ static OBM_NOINLINE void free_other(void *p, obm_segment_t *seg) {
 }
 
 void obm_free(void *p) {
-  if (obm_unlikely(p == NULL)) return;
-  obm_segment_t *seg = _obm_pagemap_lookup(p);
+  /* NULL (chunk 0 is never ours) and addresses above 2^48 (aliases, refused by the range
+   * checks that follow) need no test of their own here. */
+  obm_segment_t *seg = _obm_pagemap_lookup_masked(p);
   if (obm_unlikely(seg == NULL)) {
-    _obm_report_foreign("free", p);
+    if (p != NULL) _obm_report_foreign("free", p);
     return;
   }
   if (obm_likely(seg->kind == OBM_SEG_ARENA)) free_in_arena(p, (obm_arena_t *)seg);
