@@ -80,8 +80,10 @@ OBM_HIDDEN size_t _obm_os_page_size(void);
 OBM_HIDDEN uint64_t _obm_os_thread_id(void);
 OBM_HIDDEN uint64_t _obm_os_clock_ns(void); /* monotonic */
 OBM_HIDDEN size_t _obm_os_rss_bytes(void);  /* resident set size from /proc/self/statm */
-/* Fault injection for tests: the n-th mapping call from now fails (1 = the next one);
- * 0 turns it off.  _obm_os_fail_every makes every mapping fail while set. */
+/* Fault injection for tests: the n-th fallible OS request from now fails (1 = the next one);
+ * 0 turns it off.  Requests are calls of _obm_os_map (one however many mmaps it makes) and
+ * in-place growth in _obm_os_remap_inplace.  _obm_os_map_calls counts raw mmap system calls,
+ * so the two counts differ. */
 OBM_HIDDEN void _obm_os_fail_map_after(long n);
 OBM_HIDDEN uint64_t _obm_os_map_calls(void);
 OBM_HIDDEN uint64_t _obm_os_unmap_calls(void);

@@ -107,6 +107,7 @@ struct obm_heap_s {
   obm_pool_t *retained[OBM_RETAINED_POOLS]; /* empty pools kept as their class's only pool */
   unsigned retained_next;            /* ring position */
   obm_arena_t *last_with[OBM_NSLOTS + 1]; /* last arena in `usable` with that nfree (nfp2lasta) */
+  uint64_t last_with_mask;           /* bit n set <=> last_with[n] != NULL (n < 64) */
   uint64_t thread_id;
   obm_heap_t *all_next;              /* global list of heaps */
   obm_heap_t *abandoned_next;

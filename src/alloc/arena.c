@@ -70,8 +70,10 @@ void _obm_mapped_sub(size_t bytes) {
 static void usable_remove(obm_heap_t *heap, obm_arena_t *a) {
   obm_assert(a->in_usable);
   unsigned n = a->nfree_slots;
-  if (heap->last_with[n] == a)
+  if (heap->last_with[n] == a) {
     heap->last_with[n] = (a->prev && a->prev->nfree_slots == n) ? a->prev : NULL;
+    if (!heap->last_with[n]) heap->last_with_mask &= ~((uint64_t)1 << n);
+  }
   if (a->prev) a->prev->next = a->next;
   else heap->usable = a->next;
   if (a->next) a->next->prev = a->prev;
@@ -82,13 +84,10 @@ static void usable_remove(obm_heap_t *heap, obm_arena_t *a) {
 static void usable_insert(obm_heap_t *heap, obm_arena_t *a) {
   obm_assert(!a->in_usable && a->nfree_slots > 0);
   unsigned n = a->nfree_slots;
+  /* after the last arena with the largest count <= n: one bit search, not a scan */
   obm_arena_t *after = NULL;
-  for (int m = (int)n; m >= 0; m--) {
-    if (heap->last_with[m]) {
-      after = heap->last_with[m];
-      break;
-    }
-  }
+  uint64_t below = heap->last_with_mask & (n >= 63 ? ~(uint64_t)0 : (((uint64_t)2 << n) - 1));
+  if (below) after = heap->last_with[63 - __builtin_clzll(below)];
   if (after) {
     a->prev = after;
     a->next = after->next;
@@ -101,6 +100,7 @@ static void usable_insert(obm_heap_t *heap, obm_arena_t *a) {
     heap->usable = a;
   }
   heap->last_with[n] = a;
+  heap->last_with_mask |= (uint64_t)1 << n;
   a->in_usable = 1;
 }
 

@@ -47,7 +47,3 @@ void obm_trim(void) {
   _obm_large_trim();
   _obm_arena_trim_spares();
 }
-
-__attribute__((constructor)) static void obm_constructor(void) {
-  _obm_init();
-}
