@@ -116,6 +116,8 @@ void *_obm_raw_aligned(size_t alignment, size_t size) {
   return _obm_large_alloc(size, alignment, 0);
 }
 
+/* Everything but a small request served from the free list of its class's first pool:
+ * medium sizes, size 0, large, an empty free list, the first call of a thread, debug mode. */
 static OBM_NOINLINE void *malloc_slow(size_t size) {
   if (!_obm_initialized) _obm_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, OBM_ALIGNMENT, 0);
@@ -123,8 +125,21 @@ static OBM_NOINLINE void *malloc_slow(size_t size) {
 }
 
 void *obm_malloc(size_t size) {
-  if (obm_likely(size <= OBM_MEDIUM_MAX && !_obm_mode_slow))
-    return class_malloc(size, _obm_size_to_class(size));
+  /* size - 1 < 512: sizes 1..512, one compare (0 wraps around and goes the slow way) */
+  size_t s1 = size - 1;
+  if (obm_likely(s1 < OBM_SMALL_MAX)) {
+    obm_heap_t *heap = _obm_tls_fast_heap;
+    unsigned cls = (unsigned)(s1 >> 4);
+    obm_pool_t *pool = heap->pools[cls];
+    obm_block_t *b = pool->free;
+    if (obm_likely(b != NULL)) {
+      pool->free = b->next;
+      pool->nused++;
+      heap->nmalloc[cls]++;
+      heap->requested[cls] += size;
+      return b;
+    }
+  }
   return malloc_slow(size);
 }
 

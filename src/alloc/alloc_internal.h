@@ -100,6 +100,9 @@ typedef struct obm_large_s {
 /* Per-thread heap.  Fields above `remote_pools` are touched only by the owner thread.
  * Heaps are never freed: a heap of an exited thread is abandoned, then adopted. */
 struct obm_heap_s {
+  obm_arena_t *free_hint;            /* an arena of this heap that free() met last, so the
+                                        next free there skips the page map; OBM_NO_HINT when
+                                        none (cleared before the arena is given up) */
   obm_pool_t *pools[OBM_NCLASSES];   /* head of pools with free blocks (or &_obm_pool_empty) */
   uint64_t nmalloc[OBM_NCLASSES];    /* cumulative allocations per class */
   uint64_t requested[OBM_NCLASSES];  /* cumulative requested bytes per class */
@@ -117,13 +120,19 @@ struct obm_heap_s {
   char pad_[OBM_CACHE_LINE - sizeof(void *)];
 };
 
+/* Never the 1 MiB frame of a pointer (frames are multiples of 1 MiB), NULL's included. */
+#define OBM_NO_HINT ((obm_arena_t *)(uintptr_t)1)
+
 /* ---- globals --------------------------------------------------------------------------- */
 extern OBM_HIDDEN obm_pool_t _obm_pool_empty;  /* placeholder: no free blocks, never full */
 extern OBM_HIDDEN obm_heap_t _obm_heap_empty;  /* placeholder heap of uninitialized threads */
 extern OBM_HIDDEN __thread obm_heap_t *_obm_tls_heap;
+/* The heap obm_malloc's inline path uses: the thread's heap, or &_obm_heap_empty before the
+ * thread's first allocation and always in debug mode, so that those take the slow path with
+ * no test of their own. */
+extern OBM_HIDDEN __thread obm_heap_t *_obm_tls_fast_heap;
 extern OBM_HIDDEN pthread_mutex_t _obm_global_lock; /* arenas list, spares, heaps list */
 extern OBM_HIDDEN int _obm_debug_on;              /* debug mode, fixed at init */
-extern OBM_HIDDEN int _obm_mode_slow;             /* 1 until init, and in debug mode */
 extern OBM_HIDDEN int _obm_initialized;
 
 extern OBM_HIDDEN const uint32_t _obm_class_size[OBM_NCLASSES];

@@ -268,7 +268,10 @@ void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
   if (a->in_usable) usable_remove(heap, a);
   a->free_slots |= (((uint64_t)1 << nslots) - 1) << slot;
   a->nfree_slots += nslots;
-  if (a->nfree_slots == OBM_NSLOTS - 1) arena_free(a);
+  if (a->nfree_slots == OBM_NSLOTS - 1) {
+    if (heap->free_hint == a) heap->free_hint = OBM_NO_HINT;
+    arena_free(a);
+  }
   else usable_insert(heap, a);
 }
 

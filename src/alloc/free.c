@@ -129,27 +129,34 @@ static OBM_NOINLINE void free_arena_slow(void *p, obm_arena_t *arena, obm_pool_t
   else _obm_free_remote(pool, p);
 }
 
-OBM_INLINE void free_in_arena(void *p, obm_arena_t *arena) {
+/* arena is owned by heap, the calling thread's: only the owner reads the pool's mutable
+ * fields. */
+OBM_INLINE void free_local(void *p, obm_arena_t *arena, obm_heap_t *heap) {
   obm_pool_t *pool = _obm_pool_of(arena, p);
-  obm_heap_t *heap = _obm_heap_get();
-  if (obm_likely(arena->heap == heap)) {
-    /* Only the owner reads the pool's mutable fields. */
-    obm_block_t *free_list = pool->free;
-    size_t offset = (size_t)((uint8_t *)p - pool->start);
-    size_t index = (offset * _obm_class_recip[pool->size_class]) >> 40;
-    /* A free or metadata slot has free == NULL and nused == 0, an interior pointer fails the
-     * index check: both take the slow path, which reports them.  A retained pool may become
-     * empty here without the slow path: the retained ring releases it later if need be. */
-    if (obm_likely(free_list != NULL && (pool->nused > 1 || pool->retained) &&
-                   index * pool->block_size == offset && index < pool->ncarved)) {
-      obm_block_t *b = p;
-      b->next = free_list;
-      pool->free = b;
-      pool->nused--;
-      return;
-    }
+  obm_block_t *free_list = pool->free;
+  size_t offset = (size_t)((uint8_t *)p - pool->start);
+  size_t index = (offset * _obm_class_recip[pool->size_class]) >> 40;
+  /* A free or metadata slot has free == NULL and nused == 0, an interior pointer fails the
+   * index check: both take the slow path, which reports them.  A retained pool may become
+   * empty here without the slow path: the retained ring releases it later if need be. */
+  if (obm_likely(free_list != NULL && (pool->nused > 1 || pool->retained) &&
+                 index * pool->block_size == offset && index < pool->ncarved)) {
+    obm_block_t *b = p;
+    b->next = free_list;
+    pool->free = b;
+    pool->nused--;
+    return;
   }
   free_arena_slow(p, arena, pool, heap);
+}
+
+OBM_INLINE void free_in_arena(void *p, obm_arena_t *arena) {
+  obm_heap_t *heap = _obm_heap_get();
+  if (obm_likely(arena->heap == heap)) {
+    free_local(p, arena, heap);
+    return;
+  }
+  free_arena_slow(p, arena, _obm_pool_of(arena, p), heap);
 }
 
 void _obm_raw_free(void *p, obm_segment_t *seg) {
@@ -165,6 +172,14 @@ static OBM_NOINLINE void free_other(void *p, obm_segment_t *seg) {
 }
 
 void obm_free(void *p) {
+  obm_heap_t *heap = _obm_heap_get();
+  obm_arena_t *frame = (obm_arena_t *)((uintptr_t)p & ~(uintptr_t)(OBM_ARENA_SIZE - 1));
+  /* The arena free() met last in this thread (an arena of ours, not given up since): no
+   * page-map lookup.  Never set in debug mode. */
+  if (obm_likely(frame == heap->free_hint)) {
+    free_local(p, frame, heap);
+    return;
+  }
   /* NULL (chunk 0 is never ours) and addresses above 2^48 (aliases, refused by the range
    * checks that follow) need no test of their own here. */
   obm_segment_t *seg = _obm_pagemap_lookup_masked(p);
@@ -172,8 +187,17 @@ void obm_free(void *p) {
     if (p != NULL) _obm_report_foreign("free", p);
     return;
   }
-  if (obm_likely(seg->kind == OBM_SEG_ARENA)) free_in_arena(p, (obm_arena_t *)seg);
-  else free_other(p, seg);
+  if (obm_likely(seg->kind == OBM_SEG_ARENA)) {
+    obm_arena_t *arena = (obm_arena_t *)seg;
+    if (obm_likely(arena->heap == heap)) {
+      heap->free_hint = arena;
+      free_local(p, arena, heap);
+    } else {
+      free_arena_slow(p, arena, _obm_pool_of(arena, p), heap);
+    }
+    return;
+  }
+  free_other(p, seg);
 }
 
 uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_size) {

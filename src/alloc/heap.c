@@ -16,10 +16,13 @@
 
 obm_pool_t _obm_pool_empty;
 obm_heap_t _obm_heap_empty = {
+    .free_hint = OBM_NO_HINT,
     .pools = {[0 ... OBM_NCLASSES - 1] = &_obm_pool_empty},
     .is_empty_heap = 1,
 };
 __thread obm_heap_t *_obm_tls_heap __attribute__((tls_model("initial-exec"))) = &_obm_heap_empty;
+__thread obm_heap_t *_obm_tls_fast_heap
+    __attribute__((tls_model("initial-exec"))) = &_obm_heap_empty;
 
 obm_heap_t *_obm_heaps_all;
 uint64_t _obm_heaps_count, _obm_heaps_abandoned;
@@ -48,6 +51,7 @@ static obm_heap_t *heap_new(void) {
   meta_chunk += size;
   memset(h, 0, sizeof *h);
   for (int c = 0; c < OBM_NCLASSES; c++) h->pools[c] = &_obm_pool_empty;
+  h->free_hint = OBM_NO_HINT;
   h->all_next = _obm_heaps_all;
   _obm_heaps_all = h;
   _obm_heaps_count++;
@@ -74,6 +78,7 @@ obm_heap_t *_obm_heap_init_thread(void) {
   h->thread_id = _obm_os_thread_id();
   /* Set before pthread_setspecific: it may allocate, and must then find this heap. */
   _obm_tls_heap = h;
+  _obm_tls_fast_heap = _obm_debug_on ? &_obm_heap_empty : h;
   pthread_setspecific(_obm_heap_key, h);
   _obm_heap_collect_remote(h);
   return h;
@@ -86,6 +91,7 @@ void _obm_heap_thread_done(void *arg) {
   _obm_heap_collect_remote(h);
   _obm_heap_release_empty_pools(h);
   _obm_tls_heap = &_obm_heap_empty;
+  _obm_tls_fast_heap = &_obm_heap_empty;
   pthread_mutex_lock(&abandoned_lock);
   h->abandoned = 1;
   h->thread_id = 0;
