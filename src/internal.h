@@ -79,6 +79,8 @@ OBM_HIDDEN void *_obm_os_remap_move(void *addr, size_t old_size, size_t new_size
 OBM_HIDDEN size_t _obm_os_page_size(void);
 OBM_HIDDEN uint64_t _obm_os_thread_id(void);
 OBM_HIDDEN uint64_t _obm_os_clock_ns(void); /* monotonic */
+/* Monotonic with the kernel tick's resolution (a few ms), a few ns to read: purge timing. */
+OBM_HIDDEN uint64_t _obm_os_clock_coarse_ns(void);
 OBM_HIDDEN size_t _obm_os_rss_bytes(void);  /* resident set size from /proc/self/statm */
 /* Fault injection for tests: the n-th fallible OS request from now fails (1 = the next one);
  * 0 turns it off.  Requests are calls of _obm_os_map (one however many mmaps it makes) and

@@ -134,7 +134,7 @@ static obm_arena_t *arena_new(obm_heap_t *heap) {
     spare_arenas = a->next;
     _obm_arenas_nspare--;
   }
-  obm_arena_t *victims = spare_arenas ? spares_expire(_obm_os_clock_ns()) : NULL;
+  obm_arena_t *victims = spare_arenas ? spares_expire(_obm_os_clock_coarse_ns()) : NULL;
   pthread_mutex_unlock(&_obm_global_lock);
   unmap_list(victims);
   if (!a) {
@@ -171,7 +171,7 @@ static void arena_unmap(obm_arena_t *a) {
 /* The arena is entirely free: keep it as a spare or give it back to the OS. */
 static void arena_free(obm_arena_t *a) {
   obm_assert(a->nfree_slots == OBM_NSLOTS - 1);
-  uint64_t now = _obm_os_clock_ns();
+  uint64_t now = _obm_os_clock_coarse_ns();
   pthread_mutex_lock(&_obm_global_lock);
   if (a->all_prev) a->all_prev->all_next = a->all_next;
   else _obm_arenas_all = a->all_next;
@@ -188,7 +188,7 @@ static void arena_free(obm_arena_t *a) {
 
 void _obm_arena_purge_expired(void) {
   pthread_mutex_lock(&_obm_global_lock);
-  obm_arena_t *victims = spares_expire(_obm_os_clock_ns());
+  obm_arena_t *victims = spares_expire(_obm_os_clock_coarse_ns());
   pthread_mutex_unlock(&_obm_global_lock);
   unmap_list(victims);
 }

@@ -29,6 +29,15 @@ obm_large_t *_obm_large_live; /* doubly linked */
 static cache_entry_t cache[CACHE_MAX_ENTRIES];
 static size_t cache_bytes, cache_count;
 static uint64_t live_count, live_bytes, live_mapped, nmalloc_total, cache_hits;
+static uint64_t live_mapped_highwater; /* since start or the last obm_trim */
+
+/* The cache may hold OBMEM_LARGE_CACHE_MB, or as much as the most large-block memory the
+ * program had live at once, whichever is more: a program that frees and reallocates a batch
+ * of big blocks finds them all again (the purge delay still bounds how long). */
+static size_t cache_limit(void) {
+  size_t opt = (size_t)_obm_option(OBM_OPTION_LARGE_CACHE_MB) << 20;
+  return live_mapped_highwater > opt ? (size_t)live_mapped_highwater : opt;
+}
 
 static size_t page_round(size_t n) {
   size_t page = _obm_os_page_size();
@@ -43,6 +52,7 @@ static void live_link(obm_large_t *s) {
   live_count++;
   live_bytes += s->usable_size;
   live_mapped += s->mapped_size;
+  if (live_mapped > live_mapped_highwater) live_mapped_highwater = live_mapped;
 }
 
 static void live_unlink(obm_large_t *s) {
@@ -107,6 +117,13 @@ static void segment_shrink(obm_large_t *s, size_t new_size) {
   _obm_mapped_sub(old - new_size);
 }
 
+/* A reused segment is kept whole (its pages are resident already and the next request may
+ * need them: trimming and growing back costs a page fault per page) unless it is more than
+ * 8x the request or more than 64 MiB too big. */
+#define LARGE_NEEDS_SHRINK(s, need)                                                           \
+  ((s)->mapped_size - (need) >= OBM_ARENA_SIZE &&                                             \
+   ((s)->mapped_size / 8 > (need) || (s)->mapped_size - (need) > 64 * OBM_ARENA_SIZE))
+
 /* Grows a cached (unlisted) segment to `need` bytes in place, or by moving its pages to a new
  * 1 MiB-aligned place (no copy); on failure unmaps it and returns NULL. */
 static obm_large_t *segment_grow(obm_large_t *s, size_t need) {
@@ -149,6 +166,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
   size_t need = page_round(offset + (size ? size : 1)); /* the block must lie inside */
   size_t map_align = alignment > OBM_ARENA_SIZE ? alignment : OBM_ARENA_SIZE;
   obm_large_t *s = NULL, *grow = NULL;
+  int linked = 0;
   if (map_align == OBM_ARENA_SIZE) {
     obm_large_t *victims = NULL;
     pthread_mutex_lock(&_obm_large_lock);
@@ -160,6 +178,18 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
       if (best != SIZE_MAX) {
         s = cache_take(best);
         cache_hits++;
+        if (!LARGE_NEEDS_SHRINK(s, need)) {
+          /* the common hit: finish it under this one lock */
+          if (_obm_debug_on && s->block != (uint8_t *)s + offset &&
+              s->block + OBM_LARGE_HEADER <= (uint8_t *)s + s->mapped_size)
+            memset(s->block, 0, OBM_LARGE_HEADER);
+          s->block = (uint8_t *)s + offset;
+          s->usable_size = s->mapped_size - offset;
+          s->cached = 0;
+          live_link(s);
+          nmalloc_total++;
+          linked = 1;
+        }
       } else {
         /* Nothing is big enough: grow the largest cached segment rather than map beside the
          * cache; its pages are reused and only the extension is new. */
@@ -169,18 +199,17 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
         grow = cache_take(largest);
         cache_hits++;
       }
-      cache_expire(_obm_os_clock_ns(), (size_t)_obm_option(OBM_OPTION_LARGE_CACHE_MB) << 20,
+      cache_expire(_obm_os_clock_coarse_ns(), cache_limit(),
                    &victims);
     }
     pthread_mutex_unlock(&_obm_large_lock);
     unmap_victims(victims);
     if (grow) s = segment_grow(grow, need);
-    /* Keep a bigger segment whole (its pages are resident already and the next request may
-     * need them: trimming and growing back costs a page fault per page) unless it is more
-     * than 8x the request or more than 64 MiB too big. */
-    if (s && s->mapped_size - need >= OBM_ARENA_SIZE &&
-        (s->mapped_size / 8 > need || s->mapped_size - need > 64 * OBM_ARENA_SIZE))
-      segment_shrink(s, need);
+    if (s && !linked && LARGE_NEEDS_SHRINK(s, need)) segment_shrink(s, need);
+  }
+  if (linked) {
+    if (zero) memset(s->block, 0, size);
+    return s->block;
   }
   if (s) {
     /* Debug mode reads a freed block's header when its raw block is handed out again: if the
@@ -214,14 +243,14 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
 }
 
 void _obm_large_free(obm_large_t *s) {
-  size_t limit = (size_t)_obm_option(OBM_OPTION_LARGE_CACHE_MB) << 20;
   obm_large_t *victims = NULL;
   pthread_mutex_lock(&_obm_large_lock);
+  size_t limit = cache_limit();
   live_unlink(s);
   int cacheable = s->mapped_size <= limit && ((uintptr_t)s & (OBM_ARENA_SIZE - 1)) == 0 &&
                   (s->block - (uint8_t *)s) <= (ptrdiff_t)OBM_ARENA_SIZE;
   if (cacheable) {
-    uint64_t now = _obm_os_clock_ns();
+    uint64_t now = _obm_os_clock_coarse_ns();
     cache_expire(now, limit - s->mapped_size, &victims); /* make room first */
     s->cached = 1;
     s->next = s->prev = NULL;
@@ -313,6 +342,7 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
 void _obm_large_trim(void) {
   obm_large_t *victims = NULL;
   pthread_mutex_lock(&_obm_large_lock);
+  live_mapped_highwater = live_mapped;
   while (cache_count) {
     obm_large_t *v = cache_take(cache_count - 1);
     v->next = victims;
@@ -325,7 +355,7 @@ void _obm_large_trim(void) {
 void _obm_large_purge_expired(void) {
   obm_large_t *victims = NULL;
   pthread_mutex_lock(&_obm_large_lock);
-  cache_expire(_obm_os_clock_ns(), (size_t)_obm_option(OBM_OPTION_LARGE_CACHE_MB) << 20,
+  cache_expire(_obm_os_clock_coarse_ns(), cache_limit(),
                &victims);
   pthread_mutex_unlock(&_obm_large_lock);
   unmap_victims(victims);
