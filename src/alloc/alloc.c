@@ -1,31 +1,24 @@
 /* alloc.c — malloc, calloc, realloc and aligned allocation.
  *
- * Fast path (small and medium): class = table lookup; pool = heap->pools[class] (CPython's
+ * Fast path (small): class = (size - 1) >> 4 after one range compare; pool = heap->pools[class] (CPython's
  * usedpools[class]); pop pool->free.  No lock, no atomic.  When the pool's free list is empty
- * the generic path collects cross-thread frees, carves fresh blocks lazily (CPython's
- * nextoffset/maxnextoffset carve one block at a time; we carve a page's worth onto the free
- * list at once), moves on to the next pool of the
- * class, or takes a new pool from the fullest arena.
+ * the inline path hands out the pool's next never-used block (CPython's nextoffset bump, no
+ * write to the block); when the pool is full the generic path collects cross-thread frees,
+ * moves on to the next pool of the class, or takes a new pool from the fullest arena.
+ * Medium sizes take the same pools through malloc_slow (one call more).
  */
 #include "alloc/alloc_internal.h"
 
 #include <errno.h>
 #include <string.h>
 
-/* Carves up to a page's worth of never-used blocks onto the free list (at least one). */
-static void pool_carve(obm_pool_t *pool) {
-  uint32_t b = pool->block_size;
-  uint32_t n = 4096 / b;
-  if (n == 0) n = 1;
-  uint32_t left = pool->capacity - pool->ncarved;
-  if (n > left) n = left;
-  uint8_t *first = pool->start + (size_t)pool->ncarved * b;
-  uint8_t *p = first;
-  for (uint32_t i = 1; i < n; i++, p += b) ((obm_block_t *)p)->next = (obm_block_t *)(p + b);
-  ((obm_block_t *)p)->next = pool->free;
-  pool->free = (obm_block_t *)first;
-  /* relaxed store: other threads' frees read ncarved to validate their pointer */
-  __atomic_store_n(&pool->ncarved, (uint16_t)(pool->ncarved + n), __ATOMIC_RELAXED);
+/* Hands out the next never-used block (CPython's nextoffset bump): nothing is written to the
+ * block, so fresh memory is touched only by the program.  ncarved is stored with a relaxed
+ * atomic: other threads' frees read it to validate their pointer. */
+OBM_INLINE obm_block_t *pool_bump(obm_pool_t *pool) {
+  unsigned n = pool->ncarved;
+  __atomic_store_n(&pool->ncarved, (uint16_t)(n + 1), __ATOMIC_RELAXED);
+  return (obm_block_t *)(pool->start + (size_t)n * pool->block_size);
 }
 
 static void pool_init(obm_pool_t *pool, unsigned cls) {
@@ -50,11 +43,12 @@ void *_obm_malloc_generic(obm_heap_t *heap, size_t size, unsigned cls) {
   if (atomic_load_explicit(&heap->remote_pools, memory_order_relaxed))
     _obm_heap_collect_remote(heap);
   obm_pool_t *pool = heap->pools[cls];
+  obm_block_t *b;
   while (pool != &_obm_pool_empty) {
     if (pool->free) goto pop;
     if (pool->ncarved < pool->capacity) {
-      pool_carve(pool);
-      goto pop;
+      b = pool_bump(pool);
+      goto done;
     }
     _obm_pool_unlink(heap, pool); /* full: leaves the list until a block comes back */
     pool = heap->pools[cls];
@@ -76,10 +70,30 @@ void *_obm_malloc_generic(obm_heap_t *heap, size_t size, unsigned cls) {
    * blocks of this one. */
   if (_obm_debug_on) memset(pool->start, 0, (size_t)pool->nslots * OBM_POOL_SIZE);
   _obm_pool_link(heap, pool);
-  pool_carve(pool);
-pop:;
-  obm_block_t *b = pool->free;
+  b = pool_bump(pool);
+  goto done;
+pop:
+  b = pool->free;
   pool->free = b->next;
+done:
+  pool->nused++;
+  heap->nmalloc[cls]++;
+  heap->requested[cls] += size;
+  return b;
+}
+
+/* Pops the class's first pool's free list, or bumps into its never-used blocks (the
+ * empty-pool placeholder has capacity 0); NULL sends the caller to the generic path. */
+OBM_INLINE void *heap_class_alloc(obm_heap_t *heap, size_t size, unsigned cls) {
+  obm_pool_t *pool = heap->pools[cls];
+  obm_block_t *b = pool->free;
+  if (obm_likely(b != NULL)) {
+    pool->free = b->next;
+  } else if (pool->ncarved < pool->capacity) {
+    b = pool_bump(pool);
+  } else {
+    return NULL;
+  }
   pool->nused++;
   heap->nmalloc[cls]++;
   heap->requested[cls] += size;
@@ -88,15 +102,8 @@ pop:;
 
 OBM_INLINE void *class_malloc(size_t size, unsigned cls) {
   obm_heap_t *heap = _obm_heap_get();
-  obm_pool_t *pool = heap->pools[cls];
-  obm_block_t *b = pool->free;
-  if (obm_likely(b != NULL)) {
-    pool->free = b->next;
-    pool->nused++;
-    heap->nmalloc[cls]++;
-    heap->requested[cls] += size;
-    return b;
-  }
+  void *b = heap_class_alloc(heap, size, cls);
+  if (obm_likely(b != NULL)) return b;
   return _obm_malloc_generic(heap, size, cls);
 }
 
@@ -128,17 +135,8 @@ void *obm_malloc(size_t size) {
   /* size - 1 < 512: sizes 1..512, one compare (0 wraps around and goes the slow way) */
   size_t s1 = size - 1;
   if (obm_likely(s1 < OBM_SMALL_MAX)) {
-    obm_heap_t *heap = _obm_tls_fast_heap;
-    unsigned cls = (unsigned)(s1 >> 4);
-    obm_pool_t *pool = heap->pools[cls];
-    obm_block_t *b = pool->free;
-    if (obm_likely(b != NULL)) {
-      pool->free = b->next;
-      pool->nused++;
-      heap->nmalloc[cls]++;
-      heap->requested[cls] += size;
-      return b;
-    }
+    void *b = heap_class_alloc(_obm_tls_fast_heap, size, (unsigned)(s1 >> 4));
+    if (obm_likely(b != NULL)) return b;
   }
   return malloc_slow(size);
 }
