@@ -21,9 +21,9 @@
 #define OBM_NSLOTS (OBM_ARENA_SIZE / OBM_POOL_SIZE) /* 64, slot 0 is metadata */
 #define OBM_MAX_POOL_SLOTS 16
 #define OBM_LARGE_HEADER 64 /* bytes before the block in a large segment */
-/* Empty pools a heap keeps (one per class at most, as mimalloc's page retire), so that a
- * malloc/free pair does not take and return a pool each time; older ones are released. */
-#define OBM_RETAINED_POOLS 8
+/* Empty pools a heap keeps (free.c, pool_became_empty), so that a malloc/free pair or a
+ * stack-like program does not take and return a pool each time; older ones are released. */
+#define OBM_RETAINED_POOLS 64
 
 typedef struct obm_block_s {
   struct obm_block_s *next;
@@ -82,6 +82,8 @@ struct obm_arena_s {
   obm_arena_t *all_next, *all_prev; /* global list of arenas in use (under _obm_global_lock) */
   uint8_t in_usable;
   uint8_t pad_[7];
+  uint64_t sparse_since;       /* sparse (few slots used) with resident free slots since then
+                                  (coarse clock); 0 when not waiting to be decommitted */
   _Alignas(OBM_CACHE_LINE) obm_pool_t pools[OBM_NSLOTS]; /* one cache line each */
 };
 
@@ -107,10 +109,11 @@ struct obm_heap_s {
   uint64_t nmalloc[OBM_NCLASSES];    /* cumulative allocations per class */
   uint64_t requested[OBM_NCLASSES];  /* cumulative requested bytes per class */
   obm_arena_t *usable;               /* arenas with free slots, nfree_slots ascending */
-  obm_pool_t *retained[OBM_RETAINED_POOLS]; /* empty pools kept as their class's only pool */
+  obm_pool_t *retained[OBM_RETAINED_POOLS]; /* recently emptied pools kept (free.c) */
   unsigned retained_next;            /* ring position */
   obm_arena_t *last_with[OBM_NSLOTS + 1]; /* last arena in `usable` with that nfree (nfp2lasta) */
   uint64_t last_with_mask;           /* bit n set <=> last_with[n] != NULL (n < 64) */
+  uint64_t last_purge_check;         /* coarse clock of the last sparse-arena decommit pass */
   uint64_t thread_id;
   obm_heap_t *all_next;              /* global list of heaps */
   obm_heap_t *abandoned_next;

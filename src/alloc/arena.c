@@ -114,6 +114,7 @@ static void arena_init(obm_arena_t *a, obm_heap_t *heap) {
   a->heap = heap;
   a->next = a->prev = NULL;
   a->in_usable = 0;
+  a->sparse_since = 0;
   a->pools[0].kind = OBM_SLOT_META;
 }
 
@@ -206,6 +207,40 @@ void _obm_arena_trim_spares(void) {
   unmap_list(list);
 }
 
+#define SPARSE_USED 8
+
+/* A sparse arena (at most SPARSE_USED slots in use) gives the pages of its free slots back
+ * once it has stayed sparse for OBMEM_PURGE_DELAY_MS: what keeps it alive may be a few
+ * kept-empty or long-lived pools, and its free pages should not stay resident for them; the
+ * delay spares programs that empty and refill an arena over and over.  Checked at most once
+ * per delay, when a pool is taken or released. */
+static void arena_decommit_free(obm_arena_t *a);
+
+static void heap_purge_sparse(obm_heap_t *heap) {
+  uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
+  uint64_t now = _obm_os_clock_coarse_ns();
+  if (now - heap->last_purge_check < delay) return;
+  heap->last_purge_check = now;
+  for (obm_arena_t *a = heap->usable; a; a = a->next) {
+    if (a->sparse_since == 0 || now - a->sparse_since < delay) continue;
+    if (OBM_NSLOTS - 1 - a->nfree_slots <= SPARSE_USED) arena_decommit_free(a);
+    a->sparse_since = 0;
+  }
+}
+
+/* Gives the pages of every free slot of the arena back to the OS (they stay mapped). */
+static void arena_decommit_free(obm_arena_t *a) {
+  a->sparse_since = 0;
+  uint64_t m = a->free_slots;
+  while (m) {
+    int s = __builtin_ctzll(m);
+    int e = s;
+    while (e < 64 && (m >> e) & 1) e++;
+    _obm_os_decommit((uint8_t *)a + (size_t)s * OBM_POOL_SIZE, (size_t)(e - s) * OBM_POOL_SIZE);
+    m &= e == 64 ? 0 : ~((((uint64_t)1 << e) - 1));
+  }
+}
+
 /* ---- pools ------------------------------------------------------------------------------ */
 
 /* First slot of a run of k free slots, or -1. */
@@ -216,6 +251,7 @@ static int find_run(uint64_t free_slots, unsigned k) {
 }
 
 obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
+  heap_purge_sparse(heap);
   obm_arena_t *a = heap->usable;
   int slot = -1;
   for (int tries = 0; a && tries < 64; a = a->next, tries++) {
@@ -247,6 +283,7 @@ obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
 }
 
 void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
+  heap_purge_sparse(heap);
   obm_arena_t *a = _obm_pool_arena(pool);
   obm_assert(pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && !pool->in_list);
   if (pool->retained) /* the ring must never point into an arena that may be unmapped */
@@ -268,6 +305,14 @@ void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
   if (a->in_usable) usable_remove(heap, a);
   a->free_slots |= (((uint64_t)1 << nslots) - 1) << slot;
   a->nfree_slots += nslots;
+  /* A sparse arena (at most SPARSE_USED slots in use) gives the released pool's pages back
+   * now: what keeps it alive may be a few kept-empty or long-lived pools, and its free pages
+   * should not stay resident for them. */
+  unsigned used = OBM_NSLOTS - 1 - a->nfree_slots;
+  if (used > 0 && used <= SPARSE_USED) {
+    if (_obm_option(OBM_OPTION_PURGE_DELAY_MS) == 0) arena_decommit_free(a);
+    else if (a->sparse_since == 0) a->sparse_since = _obm_os_clock_coarse_ns();
+  }
   if (a->nfree_slots == OBM_NSLOTS - 1) {
     if (heap->free_hint == a) heap->free_hint = OBM_NO_HINT;
     arena_free(a);
@@ -276,15 +321,5 @@ void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
 }
 
 void _obm_arena_decommit_free(obm_heap_t *heap) {
-  for (obm_arena_t *a = heap->usable; a; a = a->next) {
-    uint64_t m = a->free_slots;
-    while (m) {
-      int s = __builtin_ctzll(m);
-      int e = s;
-      while (e < 64 && (m >> e) & 1) e++;
-      _obm_os_decommit((uint8_t *)a + (size_t)s * OBM_POOL_SIZE,
-                       (size_t)(e - s) * OBM_POOL_SIZE);
-      m &= e == 64 ? 0 : ~((((uint64_t)1 << e) - 1));
-    }
-  }
+  for (obm_arena_t *a = heap->usable; a; a = a->next) arena_decommit_free(a);
 }

@@ -41,9 +41,15 @@ static void pool_retain(obm_heap_t *heap, obm_pool_t *pool) {
   }
 }
 
+/* CPython returns an empty pool to its arena at once.  We keep the last OBM_RETAINED_POOLS
+ * emptied pools of up to 4 slots (and any class's only pool) in a ring, still linked in their
+ * class lists, so that stack- and queue-like programs which empty and refill pools reuse them
+ * warm instead of releasing and taking them each time.  The oldest is released when the ring
+ * moves on; obm_trim and thread exit release them all.  A kept pool may hold an otherwise
+ * empty arena: _obm_arena_pool_release decommits the free slots of such sparse arenas. */
 static void pool_became_empty(obm_heap_t *heap, obm_pool_t *pool) {
   obm_pool_t *head = heap->pools[pool->size_class];
-  if (head == &_obm_pool_empty || (head == pool && pool->next == NULL)) {
+  if (head == &_obm_pool_empty || (head == pool && pool->next == NULL) || pool->nslots <= 4) {
     if (!pool->in_list) _obm_pool_link(heap, pool);
     pool_retain(heap, pool);
     return;
