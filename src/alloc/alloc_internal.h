@@ -135,6 +135,9 @@ extern OBM_HIDDEN __thread obm_heap_t *_obm_tls_heap;
  * no test of their own. */
 extern OBM_HIDDEN __thread obm_heap_t *_obm_tls_fast_heap;
 extern OBM_HIDDEN pthread_mutex_t _obm_global_lock; /* arenas list, spares, heaps list */
+/* Lock order (fork takes them all in this order): init, abandoned, global, pagemap, large. */
+extern OBM_HIDDEN pthread_mutex_t _obm_abandoned_lock; /* heaps of exited threads */
+extern OBM_HIDDEN pthread_mutex_t _obm_pagemap_lock;   /* creating page-map leaves */
 extern OBM_HIDDEN int _obm_debug_on;              /* debug mode, fixed at init */
 extern OBM_HIDDEN int _obm_initialized;
 
@@ -230,6 +233,9 @@ OBM_HIDDEN size_t _obm_heap_collect_abandoned(void);
 OBM_HIDDEN void _obm_heap_release_empty_pools(obm_heap_t *heap);
 OBM_HIDDEN void _obm_heap_thread_done(void *heap); /* pthread key destructor */
 OBM_HIDDEN void _obm_heap_decommit_abandoned(void);
+/* In a forked child: the heaps of the threads that did not survive the fork become abandoned
+ * (their blocks stay valid; a new thread adopts them).  Caller holds no lock. */
+OBM_HIDDEN void _obm_heap_after_fork_child(void);
 OBM_HIDDEN extern pthread_key_t _obm_heap_key;
 OBM_HIDDEN extern obm_heap_t *_obm_heaps_all; /* under _obm_global_lock */
 OBM_HIDDEN extern uint64_t _obm_heaps_count, _obm_heaps_abandoned;

@@ -26,8 +26,8 @@ __thread obm_heap_t *_obm_tls_fast_heap
 
 obm_heap_t *_obm_heaps_all;
 uint64_t _obm_heaps_count, _obm_heaps_abandoned;
-static obm_heap_t *abandoned_heaps;                 /* under abandoned_lock */
-static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
+static obm_heap_t *abandoned_heaps;                 /* under _obm_abandoned_lock */
+pthread_mutex_t _obm_abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_key_t _obm_heap_key;
 
 /* Heap structs come from 64 KiB metadata chunks and are recycled, never freed. */
@@ -61,7 +61,7 @@ static obm_heap_t *heap_new(void) {
 
 obm_heap_t *_obm_heap_init_thread(void) {
   _obm_init();
-  pthread_mutex_lock(&abandoned_lock);
+  pthread_mutex_lock(&_obm_abandoned_lock);
   obm_heap_t *h = abandoned_heaps;
   if (h) {
     abandoned_heaps = h->abandoned_next;
@@ -69,7 +69,7 @@ obm_heap_t *_obm_heap_init_thread(void) {
     h->abandoned = 0;
     _obm_heaps_abandoned--;
   }
-  pthread_mutex_unlock(&abandoned_lock);
+  pthread_mutex_unlock(&_obm_abandoned_lock);
   if (!h) h = heap_new();
   if (!h) {
     errno = ENOMEM;
@@ -92,13 +92,13 @@ void _obm_heap_thread_done(void *arg) {
   _obm_heap_release_empty_pools(h);
   _obm_tls_heap = &_obm_heap_empty;
   _obm_tls_fast_heap = &_obm_heap_empty;
-  pthread_mutex_lock(&abandoned_lock);
+  pthread_mutex_lock(&_obm_abandoned_lock);
   h->abandoned = 1;
   h->thread_id = 0;
   h->abandoned_next = abandoned_heaps;
   abandoned_heaps = h;
   _obm_heaps_abandoned++;
-  pthread_mutex_unlock(&abandoned_lock);
+  pthread_mutex_unlock(&_obm_abandoned_lock);
 }
 
 size_t _obm_heap_collect_remote(obm_heap_t *heap) {
@@ -141,19 +141,37 @@ void _obm_heap_release_empty_pools(obm_heap_t *heap) {
 
 size_t _obm_heap_collect_abandoned(void) {
   size_t total = 0;
-  if (pthread_mutex_trylock(&abandoned_lock) != 0) return 0;
+  if (pthread_mutex_trylock(&_obm_abandoned_lock) != 0) return 0;
   for (obm_heap_t *h = abandoned_heaps; h; h = h->abandoned_next) {
-    /* Holding abandoned_lock makes us the owner: adoption needs the same lock. */
+    /* Holding _obm_abandoned_lock makes us the owner: adoption needs the same lock. */
     total += _obm_heap_collect_remote(h);
     _obm_heap_release_empty_pools(h);
   }
-  pthread_mutex_unlock(&abandoned_lock);
+  pthread_mutex_unlock(&_obm_abandoned_lock);
   return total;
 }
 
 /* Decommits free slots of the heaps of exited threads (obm_trim). */
 void _obm_heap_decommit_abandoned(void) {
-  pthread_mutex_lock(&abandoned_lock);
+  pthread_mutex_lock(&_obm_abandoned_lock);
   for (obm_heap_t *h = abandoned_heaps; h; h = h->abandoned_next) _obm_arena_decommit_free(h);
-  pthread_mutex_unlock(&abandoned_lock);
+  pthread_mutex_unlock(&_obm_abandoned_lock);
+}
+
+void _obm_heap_after_fork_child(void) {
+  obm_heap_t *self = _obm_tls_heap;
+  pthread_mutex_lock(&_obm_global_lock);
+  obm_heap_t *all = _obm_heaps_all;
+  pthread_mutex_unlock(&_obm_global_lock);
+  pthread_mutex_lock(&_obm_abandoned_lock);
+  for (obm_heap_t *h = all; h; h = h->all_next) {
+    if (h == self || h->abandoned) continue;
+    h->abandoned = 1;
+    h->thread_id = 0;
+    h->abandoned_next = abandoned_heaps;
+    abandoned_heaps = h;
+    _obm_heaps_abandoned++;
+  }
+  pthread_mutex_unlock(&_obm_abandoned_lock);
+  if (!self->is_empty_heap) self->thread_id = _obm_os_thread_id();
 }

@@ -15,6 +15,29 @@ static void stats_at_exit(void) {
   else obm_stats_print(stderr);
 }
 
+/* fork: take every lock so that the child does not inherit one held by a thread that no
+ * longer exists there (a child forked while other threads allocate can allocate). */
+static void fork_prepare(void) {
+  pthread_mutex_lock(&init_lock);
+  pthread_mutex_lock(&_obm_abandoned_lock);
+  pthread_mutex_lock(&_obm_global_lock);
+  pthread_mutex_lock(&_obm_pagemap_lock);
+  pthread_mutex_lock(&_obm_large_lock);
+}
+
+static void fork_parent(void) {
+  pthread_mutex_unlock(&_obm_large_lock);
+  pthread_mutex_unlock(&_obm_pagemap_lock);
+  pthread_mutex_unlock(&_obm_global_lock);
+  pthread_mutex_unlock(&_obm_abandoned_lock);
+  pthread_mutex_unlock(&init_lock);
+}
+
+static void fork_child(void) {
+  fork_parent(); /* the forking thread owns them in the child too */
+  _obm_heap_after_fork_child();
+}
+
 void _obm_init(void) {
   if (obm_likely(__atomic_load_n(&_obm_initialized, __ATOMIC_ACQUIRE))) return;
   pthread_mutex_lock(&init_lock);
@@ -28,8 +51,11 @@ void _obm_init(void) {
     first = 1;
   }
   pthread_mutex_unlock(&init_lock);
-  /* atexit may allocate: only after initialization is complete. */
-  if (first && _obm_option(OBM_OPTION_STATS)) atexit(stats_at_exit);
+  /* atexit and pthread_atfork may allocate: only after initialization is complete. */
+  if (first) {
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    if (_obm_option(OBM_OPTION_STATS)) atexit(stats_at_exit);
+  }
 }
 
 void obm_trim(void) {

@@ -5,21 +5,21 @@
  * 48-bit addresses: root index = bits 47..34 (16384 entries, static, 128 KiB of zero pages
  * until used), leaf index = bits 33..20 (16384 entries, 128 KiB mapped on first use, each
  * covering 16 GiB).  Readers take no lock; writers (arena and large-block creation) hold
- * pagemap_lock only to create leaves.  Leaves are never freed.
+ * _obm_pagemap_lock only to create leaves.  Leaves are never freed.
  */
 #include "alloc/alloc_internal.h"
 
 #include <errno.h>
 
 _Atomic(obm_pagemap_leaf_t *) _obm_pagemap_root[1u << OBM_PAGEMAP_ROOT_BITS];
-static pthread_mutex_t pagemap_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t _obm_pagemap_lock = PTHREAD_MUTEX_INITIALIZER;
 static size_t pagemap_leaf_count;
 
 static obm_pagemap_leaf_t *leaf_get(uintptr_t a) {
   size_t i = a >> (OBM_ARENA_SHIFT + OBM_PAGEMAP_LEAF_BITS);
   obm_pagemap_leaf_t *leaf = atomic_load_explicit(&_obm_pagemap_root[i], memory_order_acquire);
   if (leaf) return leaf;
-  pthread_mutex_lock(&pagemap_lock);
+  pthread_mutex_lock(&_obm_pagemap_lock);
   leaf = atomic_load_explicit(&_obm_pagemap_root[i], memory_order_acquire);
   if (!leaf) {
     leaf = _obm_os_map(sizeof(obm_pagemap_leaf_t), 0);
@@ -29,7 +29,7 @@ static obm_pagemap_leaf_t *leaf_get(uintptr_t a) {
       atomic_store_explicit(&_obm_pagemap_root[i], leaf, memory_order_release);
     }
   }
-  pthread_mutex_unlock(&pagemap_lock);
+  pthread_mutex_unlock(&_obm_pagemap_lock);
   return leaf;
 }
 
