@@ -1,6 +1,6 @@
 /* alloc.c — malloc, calloc, realloc and aligned allocation.
  *
- * Fast path (small): class = (size - 1) >> 4 after one range compare; pool = heap->pools[class] (CPython's
+ * Fast path (small): class = (size - 1) >> 4 after one range compare; pool = heap->cls[class].pool (CPython's
  * usedpools[class]); pop pool->free.  No lock, no atomic.  When the pool's free list is empty
  * the inline path hands out the pool's next never-used block (CPython's nextoffset bump, no
  * write to the block); when the pool is full the generic path collects cross-thread frees,
@@ -42,7 +42,7 @@ void *_obm_malloc_generic(obm_heap_t *heap, size_t size, unsigned cls) {
   }
   if (atomic_load_explicit(&heap->remote_pools, memory_order_relaxed))
     _obm_heap_collect_remote(heap);
-  obm_pool_t *pool = heap->pools[cls];
+  obm_pool_t *pool = heap->cls[cls].pool;
   obm_block_t *b;
   while (pool != &_obm_pool_empty) {
     if (pool->free) goto pop;
@@ -51,7 +51,7 @@ void *_obm_malloc_generic(obm_heap_t *heap, size_t size, unsigned cls) {
       goto done;
     }
     _obm_pool_unlink(heap, pool); /* full: leaves the list until a block comes back */
-    pool = heap->pools[cls];
+    pool = heap->cls[cls].pool;
   }
   pool = _obm_arena_pool_take(heap, _obm_class_slots[cls]);
   if (!pool) {
@@ -77,15 +77,16 @@ pop:
   pool->free = b->next;
 done:
   pool->nused++;
-  heap->nmalloc[cls]++;
-  heap->requested[cls] += size;
+  heap->cls[cls].nmalloc++;
+  heap->cls[cls].requested += size;
   return b;
 }
 
 /* Pops the class's first pool's free list, or bumps into its never-used blocks (the
  * empty-pool placeholder has capacity 0); NULL sends the caller to the generic path. */
-OBM_INLINE void *heap_class_alloc(obm_heap_t *heap, size_t size, unsigned cls) {
-  obm_pool_t *pool = heap->pools[cls];
+OBM_INLINE void *heap_class_alloc(obm_heap_t *heap, size_t size, size_t cls) {
+  obm_heap_class_t *hc = &heap->cls[cls];
+  obm_pool_t *pool = hc->pool;
   obm_block_t *b = pool->free;
   if (obm_likely(b != NULL)) {
     pool->free = b->next;
@@ -95,8 +96,8 @@ OBM_INLINE void *heap_class_alloc(obm_heap_t *heap, size_t size, unsigned cls) {
     return NULL;
   }
   pool->nused++;
-  heap->nmalloc[cls]++;
-  heap->requested[cls] += size;
+  hc->nmalloc++;
+  hc->requested += size;
   return b;
 }
 
@@ -135,7 +136,7 @@ void *obm_malloc(size_t size) {
   /* size - 1 < 512: sizes 1..512, one compare (0 wraps around and goes the slow way) */
   size_t s1 = size - 1;
   if (obm_likely(s1 < OBM_SMALL_MAX)) {
-    void *b = heap_class_alloc(_obm_tls_fast_heap, size, (unsigned)(s1 >> 4));
+    void *b = heap_class_alloc(_obm_tls_fast_heap, size, s1 >> 4);
     if (obm_likely(b != NULL)) return b;
   }
   return malloc_slow(size);

@@ -4,7 +4,7 @@
  *      arena   (kind ARENA, 1 MiB): slot 0 = this header + 64 pool descriptors,
  *              slots 1..63 = 16 KiB pool slots; a pool spans 1..16 contiguous slots
  *      large   (kind LARGE, >= 1 page): header, then one block
- *   heap (one per thread) ──pools[class]──> pools with free blocks ──> blocks
+ *   heap (one per thread) ──cls[class].pool──> pools with free blocks ──> blocks
  *
  * A block is found from a pointer without touching the block: page map -> segment; for an
  * arena, slot = (p >> 14) & 63, descriptor = arena->pools[slot - head_offset].
@@ -40,7 +40,7 @@ enum { OBM_SLOT_FREE = 0, OBM_SLOT_HEAD = 1, OBM_SLOT_TAIL = 2, OBM_SLOT_META = 
 /* A pool: a run of 1..16 slots holding blocks of one class.  Owned by arena->heap.
  * Invariants (owner's view, remote list counted as used):
  *   nused + |free| + (capacity - ncarved) == capacity
- *   in_list  <=>  the pool is in heap->pools[size_class]; a pool that is not full is in the
+ *   in_list  <=>  the pool is in heap->cls[size_class].pool's list; a pool that is not full is in the
  *   list (a pool that just became full stays there until the next malloc of its class)
  *   remote_free != NULL  =>  pool is, or is about to be, on heap->remote_pools exactly once */
 typedef struct obm_pool_s {
@@ -54,9 +54,9 @@ typedef struct obm_pool_s {
   uint32_t block_size;         /* bytes per block */
   uint8_t nslots;              /* HEAD: slots in this pool */
   uint8_t size_class;          /* HEAD: class index */
-  uint8_t in_list;             /* HEAD: linked in heap->pools[size_class] */
+  uint8_t in_list;             /* HEAD: linked in heap->cls[size_class] */
   uint8_t retained;            /* HEAD: in heap->retained (kept while empty) */
-  struct obm_pool_s *next;     /* in heap->pools[size_class] */
+  struct obm_pool_s *next;     /* in heap->cls[size_class] */
   struct obm_pool_s *prev;
   _Atomic(obm_block_t *) remote_free; /* pushed by other threads, taken by the owner */
   struct obm_pool_s *remote_next;     /* link in heap->remote_pools */
@@ -99,15 +99,22 @@ typedef struct obm_large_s {
   uint64_t pad_;
 } obm_large_t;
 
+/* A heap's per-class state, in one place so that a malloc touches one cache line of it. */
+typedef struct obm_heap_class_s {
+  struct obm_pool_s *pool; /* head of pools with free blocks (or &_obm_pool_empty): CPython's
+                              usedpools[class] */
+  uint64_t nmalloc;        /* cumulative allocations */
+  uint64_t requested;      /* cumulative requested bytes */
+  uint64_t pad_;
+} obm_heap_class_t;
+
 /* Per-thread heap.  Fields above `remote_pools` are touched only by the owner thread.
  * Heaps are never freed: a heap of an exited thread is abandoned, then adopted. */
 struct obm_heap_s {
   obm_arena_t *free_hint;            /* an arena of this heap that free() met last, so the
                                         next free there skips the page map; OBM_NO_HINT when
                                         none (cleared before the arena is given up) */
-  obm_pool_t *pools[OBM_NCLASSES];   /* head of pools with free blocks (or &_obm_pool_empty) */
-  uint64_t nmalloc[OBM_NCLASSES];    /* cumulative allocations per class */
-  uint64_t requested[OBM_NCLASSES];  /* cumulative requested bytes per class */
+  obm_heap_class_t cls[OBM_NCLASSES]; /* per class: what malloc's fast path touches, together */
   obm_arena_t *usable;               /* arenas with free slots, nfree_slots ascending */
   obm_pool_t *retained[OBM_RETAINED_POOLS]; /* recently emptied pools kept (free.c) */
   unsigned retained_next;            /* ring position */
@@ -246,16 +253,16 @@ OBM_INLINE obm_heap_t *_obm_heap_get(void) {
 
 /* Links pool at the front of its class list. */
 OBM_INLINE void _obm_pool_link(obm_heap_t *heap, obm_pool_t *pool) {
-  obm_pool_t *head = heap->pools[pool->size_class];
+  obm_pool_t *head = heap->cls[pool->size_class].pool;
   pool->prev = NULL;
   pool->next = head == &_obm_pool_empty ? NULL : head;
   if (pool->next) pool->next->prev = pool;
-  heap->pools[pool->size_class] = pool;
+  heap->cls[pool->size_class].pool = pool;
   pool->in_list = 1;
 }
 OBM_INLINE void _obm_pool_unlink(obm_heap_t *heap, obm_pool_t *pool) {
   if (pool->prev) pool->prev->next = pool->next;
-  else heap->pools[pool->size_class] = pool->next ? pool->next : &_obm_pool_empty;
+  else heap->cls[pool->size_class].pool = pool->next ? pool->next : &_obm_pool_empty;
   if (pool->next) pool->next->prev = pool->prev;
   pool->next = pool->prev = NULL;
   pool->in_list = 0;

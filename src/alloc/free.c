@@ -48,7 +48,7 @@ static void pool_retain(obm_heap_t *heap, obm_pool_t *pool) {
  * moves on; obm_trim and thread exit release them all.  A kept pool may hold an otherwise
  * empty arena: _obm_arena_pool_release decommits the free slots of such sparse arenas. */
 static void pool_became_empty(obm_heap_t *heap, obm_pool_t *pool) {
-  obm_pool_t *head = heap->pools[pool->size_class];
+  obm_pool_t *head = heap->cls[pool->size_class].pool;
   if (head == &_obm_pool_empty || (head == pool && pool->next == NULL) || pool->nslots <= 4) {
     if (!pool->in_list) _obm_pool_link(heap, pool);
     pool_retain(heap, pool);
@@ -142,10 +142,11 @@ OBM_INLINE void free_local(void *p, obm_arena_t *arena, obm_heap_t *heap) {
   obm_block_t *free_list = pool->free;
   size_t offset = (size_t)((uint8_t *)p - pool->start);
   size_t index = (offset * _obm_class_recip[pool->size_class]) >> 40;
-  /* A free or metadata slot has free == NULL and nused == 0, an interior pointer fails the
-   * index check: both take the slow path, which reports them.  A retained pool may become
-   * empty here without the slow path: the retained ring releases it later if need be. */
-  if (obm_likely(free_list != NULL && (pool->nused > 1 || pool->retained) &&
+  /* A pool that is not in its class list was full (the slow path links it back); a free or
+   * metadata slot is never in a list, and an interior pointer fails the index check: both
+   * take the slow path, which reports them.  A retained pool may become empty here without
+   * the slow path: the retained ring releases it later if need be. */
+  if (obm_likely(pool->in_list && (pool->nused > 1 || pool->retained) &&
                  index * pool->block_size == offset && index < pool->ncarved)) {
     obm_block_t *b = p;
     b->next = free_list;

@@ -17,7 +17,7 @@
 obm_pool_t _obm_pool_empty;
 obm_heap_t _obm_heap_empty = {
     .free_hint = OBM_NO_HINT,
-    .pools = {[0 ... OBM_NCLASSES - 1] = &_obm_pool_empty},
+    .cls = {[0 ... OBM_NCLASSES - 1] = {.pool = &_obm_pool_empty}},
     .is_empty_heap = 1,
 };
 __thread obm_heap_t *_obm_tls_heap __attribute__((tls_model("initial-exec"))) = &_obm_heap_empty;
@@ -50,7 +50,7 @@ static obm_heap_t *heap_new(void) {
   obm_heap_t *h = (obm_heap_t *)meta_chunk;
   meta_chunk += size;
   memset(h, 0, sizeof *h);
-  for (int c = 0; c < OBM_NCLASSES; c++) h->pools[c] = &_obm_pool_empty;
+  for (int c = 0; c < OBM_NCLASSES; c++) h->cls[c].pool = &_obm_pool_empty;
   h->free_hint = OBM_NO_HINT;
   h->all_next = _obm_heaps_all;
   _obm_heaps_all = h;
@@ -127,7 +127,7 @@ size_t _obm_heap_collect_remote(obm_heap_t *heap) {
 
 void _obm_heap_release_empty_pools(obm_heap_t *heap) {
   for (int c = 0; c < OBM_NCLASSES; c++) {
-    obm_pool_t *pool = heap->pools[c];
+    obm_pool_t *pool = heap->cls[c].pool;
     while (pool != &_obm_pool_empty && pool != NULL) {
       obm_pool_t *next = pool->next;
       if (pool->nused == 0) {

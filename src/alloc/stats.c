@@ -58,8 +58,8 @@ void obm_stats_get(obm_stats_t *out) {
   }
   for (obm_heap_t *h = _obm_heaps_all; h; h = h->all_next) {
     for (int c = 0; c < OBM_NCLASSES; c++) {
-      out->classes[c].nmalloc += h->nmalloc[c];
-      out->classes[c].requested_bytes += h->requested[c];
+      out->classes[c].nmalloc += h->cls[c].nmalloc;
+      out->classes[c].requested_bytes += h->cls[c].requested;
     }
     out->bytes_metadata += sizeof(obm_heap_t);
   }
@@ -237,7 +237,7 @@ static size_t check_pool(obm_arena_t *a, int s) {
     problems += corrupt(p, "nused + |free| + uncarved != capacity", nfree + p->nused,
                         p->ncarved);
   if (a->heap && p->in_list) {
-    obm_pool_t *q = a->heap->pools[p->size_class];
+    obm_pool_t *q = a->heap->cls[p->size_class].pool;
     while (q && q != &_obm_pool_empty && q != p) q = q->next;
     if (q != p) problems += corrupt(p, "pool marked in_list is not in its class list", 0, 0);
   }
@@ -281,7 +281,7 @@ size_t _obm_heap_check_all(void) {
       last = a->nfree_slots;
     }
     for (int c = 0; c < OBM_NCLASSES; c++)
-      for (obm_pool_t *p = h->pools[c]; p && p != &_obm_pool_empty; p = p->next)
+      for (obm_pool_t *p = h->cls[c].pool; p && p != &_obm_pool_empty; p = p->next)
         if (p->kind != OBM_SLOT_HEAD || p->size_class != c || !p->in_list ||
             _obm_pool_arena(p)->heap != h)
           problems += corrupt(p, "class list holds a pool that does not belong", (unsigned)c,
