@@ -178,7 +178,8 @@ typedef enum obm_option_e {
   OBM_OPTION_ARENA_SPARE,      /* OBMEM_ARENA_SPARE: empty arenas kept mapped (default 1) */
   OBM_OPTION_LARGE_CACHE_MB,   /* OBMEM_LARGE_CACHE_MB: freed large mappings kept (MiB) */
   OBM_OPTION_VERBOSE,          /* OBMEM_VERBOSE: print option warnings and OS failures */
-  OBM_OPTION_PURGE_DELAY_MS,   /* OBMEM_PURGE_DELAY_MS: keep freed arenas/large blocks this long */
+  OBM_OPTION_PURGE_DELAY_MS,   /* OBMEM_PURGE_DELAY_MS: keep free arena memory this long (large
+                                  blocks 10x) before giving it back to the OS */
   OBM_OPTION_COUNT
 } obm_option_t;
 

@@ -26,7 +26,7 @@ static const option_desc_t option_table[OBM_OPTION_COUNT] = {
     [OBM_OPTION_LARGE_CACHE_MB] = {"OBMEM_LARGE_CACHE_MB", 64, 0, 1 << 20,
                                    "MiB of freed large blocks kept mapped for reuse"},
     [OBM_OPTION_VERBOSE] = {"OBMEM_VERBOSE", 0, 0, 2, "warn about OS failures"},
-    [OBM_OPTION_PURGE_DELAY_MS] = {"OBMEM_PURGE_DELAY_MS", 100, 0, 1000000,
+    [OBM_OPTION_PURGE_DELAY_MS] = {"OBMEM_PURGE_DELAY_MS", 10, 0, 1000000,
                                    "ms a freed arena or large block stays mapped for reuse"},
 };
 

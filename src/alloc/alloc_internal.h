@@ -82,8 +82,8 @@ struct obm_arena_s {
   obm_arena_t *all_next, *all_prev; /* global list of arenas in use (under _obm_global_lock) */
   uint8_t in_usable;
   uint8_t pad_[7];
-  uint64_t sparse_since;       /* sparse (few slots used) with resident free slots since then
-                                  (coarse clock); 0 when not waiting to be decommitted */
+  uint64_t dirty_slots;        /* free slots released since the last purge (maybe resident) */
+  uint64_t dirty_since;        /* coarse clock when dirty_slots became non-empty, or 0 */
   _Alignas(OBM_CACHE_LINE) obm_pool_t pools[OBM_NSLOTS]; /* one cache line each */
 };
 
@@ -120,7 +120,7 @@ struct obm_heap_s {
   unsigned retained_next;            /* ring position */
   obm_arena_t *last_with[OBM_NSLOTS + 1]; /* last arena in `usable` with that nfree (nfp2lasta) */
   uint64_t last_with_mask;           /* bit n set <=> last_with[n] != NULL (n < 64) */
-  uint64_t last_purge_check;         /* coarse clock of the last sparse-arena decommit pass */
+  uint64_t last_purge_check;         /* coarse clock of the last purge pass (arena.c) */
   uint64_t thread_id;
   obm_heap_t *all_next;              /* global list of heaps */
   obm_heap_t *abandoned_next;

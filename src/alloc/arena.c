@@ -114,7 +114,8 @@ static void arena_init(obm_arena_t *a, obm_heap_t *heap) {
   a->heap = heap;
   a->next = a->prev = NULL;
   a->in_usable = 0;
-  a->sparse_since = 0;
+  a->dirty_slots = 0;
+  a->dirty_since = 0;
   a->pools[0].kind = OBM_SLOT_META;
 }
 
@@ -207,31 +208,13 @@ void _obm_arena_trim_spares(void) {
   unmap_list(list);
 }
 
-#define SPARSE_USED 8
-
-/* A sparse arena (at most SPARSE_USED slots in use) gives the pages of its free slots back
- * once it has stayed sparse for OBMEM_PURGE_DELAY_MS: what keeps it alive may be a few
- * kept-empty or long-lived pools, and its free pages should not stay resident for them; the
- * delay spares programs that empty and refill an arena over and over.  Checked at most once
- * per delay, when a pool is taken or released. */
-static void arena_decommit_free(obm_arena_t *a);
-
-static void heap_purge_sparse(obm_heap_t *heap) {
-  uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
-  uint64_t now = _obm_os_clock_coarse_ns();
-  if (now - heap->last_purge_check < delay) return;
-  heap->last_purge_check = now;
-  for (obm_arena_t *a = heap->usable; a; a = a->next) {
-    if (a->sparse_since == 0 || now - a->sparse_since < delay) continue;
-    if (OBM_NSLOTS - 1 - a->nfree_slots <= SPARSE_USED) arena_decommit_free(a);
-    a->sparse_since = 0;
-  }
-}
-
-/* Gives the pages of every free slot of the arena back to the OS (they stay mapped). */
-static void arena_decommit_free(obm_arena_t *a) {
-  a->sparse_since = 0;
-  uint64_t m = a->free_slots;
+/* Purging, as mimalloc and jemalloc do it: a released pool's slots become dirty (free, and
+ * possibly resident); once an arena has had dirty slots for OBMEM_PURGE_DELAY_MS their pages
+ * go back to the OS (MADV_DONTNEED; the slots stay mapped and read as zero).  Slots taken
+ * again within the delay are never purged, so a program that empties and refills pools pays
+ * nothing.  Checked at most once per delay, when a pool is taken or released; 0 purges at
+ * once. */
+static void decommit_slots(obm_arena_t *a, uint64_t m) {
   while (m) {
     int s = __builtin_ctzll(m);
     int e = s;
@@ -239,6 +222,26 @@ static void arena_decommit_free(obm_arena_t *a) {
     _obm_os_decommit((uint8_t *)a + (size_t)s * OBM_POOL_SIZE, (size_t)(e - s) * OBM_POOL_SIZE);
     m &= e == 64 ? 0 : ~((((uint64_t)1 << e) - 1));
   }
+}
+
+static void heap_purge(obm_heap_t *heap) {
+  uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
+  uint64_t now = _obm_os_clock_coarse_ns();
+  if (now - heap->last_purge_check < delay) return;
+  heap->last_purge_check = now;
+  for (obm_arena_t *a = heap->usable; a; a = a->next) {
+    if (a->dirty_since == 0 || now - a->dirty_since < delay) continue;
+    decommit_slots(a, a->dirty_slots & a->free_slots);
+    a->dirty_slots = 0;
+    a->dirty_since = 0;
+  }
+}
+
+/* Gives the pages of every free slot of the arena back to the OS (they stay mapped). */
+static void arena_decommit_free(obm_arena_t *a) {
+  decommit_slots(a, a->free_slots);
+  a->dirty_slots = 0;
+  a->dirty_since = 0;
 }
 
 /* ---- pools ------------------------------------------------------------------------------ */
@@ -251,7 +254,7 @@ static int find_run(uint64_t free_slots, unsigned k) {
 }
 
 obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
-  heap_purge_sparse(heap);
+  heap_purge(heap);
   obm_arena_t *a = heap->usable;
   int slot = -1;
   for (int tries = 0; a && tries < 64; a = a->next, tries++) {
@@ -268,6 +271,7 @@ obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
   }
   uint64_t bits = (nslots == 64 ? ~(uint64_t)0 : (((uint64_t)1 << nslots) - 1)) << slot;
   a->free_slots &= ~bits;
+  a->dirty_slots &= ~bits;
   a->nfree_slots -= nslots;
   if (a->nfree_slots > 0) usable_insert(heap, a);
   obm_pool_t *pool = &a->pools[slot];
@@ -283,7 +287,7 @@ obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
 }
 
 void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
-  heap_purge_sparse(heap);
+  heap_purge(heap);
   obm_arena_t *a = _obm_pool_arena(pool);
   obm_assert(pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && !pool->in_list);
   if (pool->retained) /* the ring must never point into an arena that may be unmapped */
@@ -305,13 +309,12 @@ void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
   if (a->in_usable) usable_remove(heap, a);
   a->free_slots |= (((uint64_t)1 << nslots) - 1) << slot;
   a->nfree_slots += nslots;
-  /* A sparse arena (at most SPARSE_USED slots in use) gives the released pool's pages back
-   * now: what keeps it alive may be a few kept-empty or long-lived pools, and its free pages
-   * should not stay resident for them. */
-  unsigned used = OBM_NSLOTS - 1 - a->nfree_slots;
-  if (used > 0 && used <= SPARSE_USED) {
-    if (_obm_option(OBM_OPTION_PURGE_DELAY_MS) == 0) arena_decommit_free(a);
-    else if (a->sparse_since == 0) a->sparse_since = _obm_os_clock_coarse_ns();
+  uint64_t bits = (((uint64_t)1 << nslots) - 1) << slot;
+  if (_obm_option(OBM_OPTION_PURGE_DELAY_MS) == 0 && a->nfree_slots < OBM_NSLOTS - 1) {
+    decommit_slots(a, bits);
+  } else {
+    a->dirty_slots |= bits;
+    if (a->dirty_since == 0) a->dirty_since = _obm_os_clock_coarse_ns();
   }
   if (a->nfree_slots == OBM_NSLOTS - 1) {
     if (heap->free_hint == a) heap->free_hint = OBM_NO_HINT;

@@ -46,7 +46,7 @@ static void pool_retain(obm_heap_t *heap, obm_pool_t *pool) {
  * class lists, so that stack- and queue-like programs which empty and refill pools reuse them
  * warm instead of releasing and taking them each time.  The oldest is released when the ring
  * moves on; obm_trim and thread exit release them all.  A kept pool may hold an otherwise
- * empty arena: _obm_arena_pool_release decommits the free slots of such sparse arenas. */
+ * empty arena: its free slots are purged after OBMEM_PURGE_DELAY_MS (arena.c). */
 static void pool_became_empty(obm_heap_t *heap, obm_pool_t *pool) {
   obm_pool_t *head = heap->cls[pool->size_class].pool;
   if (head == &_obm_pool_empty || (head == pool && pool->next == NULL) || pool->nslots <= 4) {

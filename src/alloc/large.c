@@ -5,7 +5,8 @@
  * repeat" pattern costs neither a system call nor a page fault; the best-fitting cached
  * segment is reused and its excess tail unmapped.  The cache is a compact array (one scan of
  * contiguous memory, no walk through the segments' own pages), bounded by
- * OBMEM_LARGE_CACHE_MB and CACHE_MAX_ENTRIES; an entry older than OBMEM_PURGE_DELAY_MS is
+ * OBMEM_LARGE_CACHE_MB and CACHE_MAX_ENTRIES; an entry older than 10 x OBMEM_PURGE_DELAY_MS
+ * (a large block is worth more page faults than a pool slot) is
  * unmapped at the next large allocation or free, as is the least recently freed one when the
  * cache is full.  realloc grows in place with mremap, or moves the pages to a new aligned
  * address with mremap (no copy).  Everything here is under _obm_large_lock except the system
@@ -74,7 +75,7 @@ static obm_large_t *cache_take(size_t i) {
 
 /* Moves expired entries (and, over the limits, the oldest) to *victims. */
 static void cache_expire(uint64_t now, size_t limit, obm_large_t **victims) {
-  uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
+  uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 10000000u; /* 10x, ns */
   for (size_t i = 0; i < cache_count;) {
     if (now - cache[i].since >= delay) {
       obm_large_t *v = cache_take(i);
