@@ -23,7 +23,7 @@
 #define OBM_LARGE_HEADER 64 /* bytes before the block in a large segment */
 /* Empty pools a heap keeps (free.c, pool_became_empty), so that a malloc/free pair or a
  * stack-like program does not take and return a pool each time; older ones are released. */
-#define OBM_RETAINED_POOLS 64
+#define OBM_RETAINED_POOLS 16
 
 typedef struct obm_block_s {
   struct obm_block_s *next;
