@@ -5,7 +5,7 @@
  * the inline path hands out the pool's next never-used block (CPython's nextoffset bump, no
  * write to the block); when the pool is full the generic path collects cross-thread frees,
  * moves on to the next pool of the class, or takes a new pool from the fullest arena.
- * Medium sizes take the same pools through malloc_slow (one call more).
+ * Medium sizes take the same path after a bit-scan class computation.
  */
 #include "alloc/alloc_internal.h"
 
@@ -137,6 +137,9 @@ void *obm_malloc(size_t size) {
   size_t s1 = size - 1;
   if (obm_likely(s1 < OBM_SMALL_MAX)) {
     void *b = heap_class_alloc(_obm_tls_fast_heap, size, s1 >> 4);
+    if (obm_likely(b != NULL)) return b;
+  } else if (s1 < OBM_MEDIUM_MAX) {
+    void *b = heap_class_alloc(_obm_tls_fast_heap, size, _obm_size_to_class(size));
     if (obm_likely(b != NULL)) return b;
   }
   return malloc_slow(size);

@@ -125,6 +125,8 @@ struct obm_heap_s {
   obm_heap_t *all_next;              /* global list of heaps */
   obm_heap_t *abandoned_next;
   int abandoned;
+  int orphaned;                      /* in a forked child: its thread did not survive the fork
+                                        and may have been mid-update; never adopted */
   int is_empty_heap;                 /* the static placeholder heap before a thread's init */
   _Alignas(OBM_CACHE_LINE) _Atomic(obm_pool_t *) remote_pools; /* pools with remote frees */
   char pad_[OBM_CACHE_LINE - sizeof(void *)];
@@ -240,8 +242,10 @@ OBM_HIDDEN size_t _obm_heap_collect_abandoned(void);
 OBM_HIDDEN void _obm_heap_release_empty_pools(obm_heap_t *heap);
 OBM_HIDDEN void _obm_heap_thread_done(void *heap); /* pthread key destructor */
 OBM_HIDDEN void _obm_heap_decommit_abandoned(void);
-/* In a forked child: the heaps of the threads that did not survive the fork become abandoned
- * (their blocks stay valid; a new thread adopts them).  Caller holds no lock. */
+/* In a forked child: the heaps of the threads that did not survive the fork become orphans.
+ * Such a thread may have been in the middle of changing its heap, so nobody adopts or checks
+ * them; their blocks stay valid and may be freed (those frees are never collected: the
+ * memory stays with the orphan).  Caller holds no lock. */
 OBM_HIDDEN void _obm_heap_after_fork_child(void);
 OBM_HIDDEN extern pthread_key_t _obm_heap_key;
 OBM_HIDDEN extern obm_heap_t *_obm_heaps_all; /* under _obm_global_lock */

@@ -161,17 +161,8 @@ void _obm_heap_decommit_abandoned(void) {
 void _obm_heap_after_fork_child(void) {
   obm_heap_t *self = _obm_tls_heap;
   pthread_mutex_lock(&_obm_global_lock);
-  obm_heap_t *all = _obm_heaps_all;
+  for (obm_heap_t *h = _obm_heaps_all; h; h = h->all_next)
+    if (h != self && !h->abandoned) h->orphaned = 1;
   pthread_mutex_unlock(&_obm_global_lock);
-  pthread_mutex_lock(&_obm_abandoned_lock);
-  for (obm_heap_t *h = all; h; h = h->all_next) {
-    if (h == self || h->abandoned) continue;
-    h->abandoned = 1;
-    h->thread_id = 0;
-    h->abandoned_next = abandoned_heaps;
-    abandoned_heaps = h;
-    _obm_heaps_abandoned++;
-  }
-  pthread_mutex_unlock(&_obm_abandoned_lock);
   if (!self->is_empty_heap) self->thread_id = _obm_os_thread_id();
 }

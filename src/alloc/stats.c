@@ -252,6 +252,7 @@ size_t _obm_heap_check_all(void) {
   size_t problems = 0;
   pthread_mutex_lock(&_obm_global_lock);
   for (obm_arena_t *a = _obm_arenas_all; a; a = a->all_next) {
+    if (a->heap && a->heap->orphaned) continue; /* may have been mid-update at fork */
     if (a->kind != (_obm_debug_on ? OBM_SEG_ARENA_DEBUG : OBM_SEG_ARENA))
       problems += corrupt(a, "arena kind is wrong", a->kind, OBM_SEG_ARENA);
     if (_obm_pagemap_lookup(a) != (obm_segment_t *)a)
@@ -272,6 +273,7 @@ size_t _obm_heap_check_all(void) {
     }
   }
   for (obm_heap_t *h = _obm_heaps_all; h; h = h->all_next) {
+    if (h->orphaned) continue;
     unsigned last = 0;
     for (obm_arena_t *a = h->usable; a; a = a->next) {
       if (a->nfree_slots < last)
