@@ -105,7 +105,7 @@ typedef struct obm_heap_class_s {
                               usedpools[class] */
   uint64_t nmalloc;        /* cumulative allocations */
   uint64_t requested;      /* cumulative requested bytes */
-  uint64_t pad_;
+  struct obm_pool_s *tail; /* last pool of the list (NULL when empty) */
 } obm_heap_class_t;
 
 /* Per-thread heap.  Fields above `remote_pools` are touched only by the owner thread.
@@ -257,17 +257,36 @@ OBM_INLINE obm_heap_t *_obm_heap_get(void) {
 
 /* Links pool at the front of its class list. */
 OBM_INLINE void _obm_pool_link(obm_heap_t *heap, obm_pool_t *pool) {
-  obm_pool_t *head = heap->cls[pool->size_class].pool;
+  obm_heap_class_t *hc = &heap->cls[pool->size_class];
+  obm_pool_t *head = hc->pool;
   pool->prev = NULL;
   pool->next = head == &_obm_pool_empty ? NULL : head;
   if (pool->next) pool->next->prev = pool;
-  heap->cls[pool->size_class].pool = pool;
+  else hc->tail = pool;
+  hc->pool = pool;
+  pool->in_list = 1;
+}
+/* Links pool at the end of its class list: a pool that was full gets a few blocks back one at
+ * a time; at the front it would hand out one block and be full again (mimalloc appends such
+ * pages too), at the end it gathers free blocks before its turn. */
+OBM_INLINE void _obm_pool_link_tail(obm_heap_t *heap, obm_pool_t *pool) {
+  obm_heap_class_t *hc = &heap->cls[pool->size_class];
+  if (hc->pool == &_obm_pool_empty) {
+    _obm_pool_link(heap, pool);
+    return;
+  }
+  pool->next = NULL;
+  pool->prev = hc->tail;
+  hc->tail->next = pool;
+  hc->tail = pool;
   pool->in_list = 1;
 }
 OBM_INLINE void _obm_pool_unlink(obm_heap_t *heap, obm_pool_t *pool) {
+  obm_heap_class_t *hc = &heap->cls[pool->size_class];
   if (pool->prev) pool->prev->next = pool->next;
-  else heap->cls[pool->size_class].pool = pool->next ? pool->next : &_obm_pool_empty;
+  else hc->pool = pool->next ? pool->next : &_obm_pool_empty;
   if (pool->next) pool->next->prev = pool->prev;
+  else hc->tail = pool->prev;
   pool->next = pool->prev = NULL;
   pool->in_list = 0;
 }

@@ -64,7 +64,7 @@ void _obm_free_local_slow(obm_heap_t *heap, obm_pool_t *pool, obm_block_t *b) {
   if (--pool->nused == 0) {
     pool_became_empty(heap, pool);
   } else if (!pool->in_list) {
-    _obm_pool_link(heap, pool); /* was full: back at the front, as CPython does */
+    _obm_pool_link_tail(heap, pool); /* was full (CPython relinks at the front) */
   }
 }
 
@@ -72,7 +72,7 @@ void _obm_pool_after_collect(obm_heap_t *heap, obm_pool_t *pool, uint32_t n) {
   obm_assert(pool->nused >= n);
   pool->nused = (uint16_t)(pool->nused - n);
   if (pool->nused == 0) pool_became_empty(heap, pool);
-  else if (!pool->in_list) _obm_pool_link(heap, pool);
+  else if (!pool->in_list) _obm_pool_link_tail(heap, pool);
 }
 
 void _obm_free_remote(obm_pool_t *pool, obm_block_t *b) {

@@ -282,12 +282,18 @@ size_t _obm_heap_check_all(void) {
       if (a->heap != h) problems += corrupt(a, "arena in a heap's list has another owner", 0, 0);
       last = a->nfree_slots;
     }
-    for (int c = 0; c < OBM_NCLASSES; c++)
-      for (obm_pool_t *p = h->cls[c].pool; p && p != &_obm_pool_empty; p = p->next)
+    for (int c = 0; c < OBM_NCLASSES; c++) {
+      obm_pool_t *prev_pool = NULL;
+      for (obm_pool_t *p = h->cls[c].pool; p && p != &_obm_pool_empty; p = p->next) {
         if (p->kind != OBM_SLOT_HEAD || p->size_class != c || !p->in_list ||
-            _obm_pool_arena(p)->heap != h)
+            _obm_pool_arena(p)->heap != h || p->prev != prev_pool)
           problems += corrupt(p, "class list holds a pool that does not belong", (unsigned)c,
                               p->size_class);
+        prev_pool = p;
+      }
+      if (h->cls[c].tail != prev_pool)
+        problems += corrupt(h, "class list tail is not its last pool", (unsigned)c, 0);
+    }
   }
   pthread_mutex_unlock(&_obm_global_lock);
   return problems + _obm_large_check();
