@@ -127,7 +127,7 @@ void *_obm_raw_aligned(size_t alignment, size_t size) {
 /* Everything but a small request served from the free list of its class's first pool:
  * medium sizes, size 0, large, an empty free list, the first call of a thread, debug mode. */
 static OBM_NOINLINE void *malloc_slow(size_t size) {
-  if (!_obm_initialized) _obm_init();
+  _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, OBM_ALIGNMENT, 0);
   return _obm_raw_malloc(size);
 }
@@ -151,7 +151,7 @@ void *obm_calloc(size_t count, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  if (!_obm_initialized) _obm_init();
+  _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(total, OBM_ALIGNMENT, 1);
   if (total > OBM_MEDIUM_MAX) return _obm_large_alloc(total, OBM_ALIGNMENT, 1);
   void *p = class_malloc(total, _obm_size_to_class(total));
@@ -164,7 +164,7 @@ void *obm_aligned_alloc(size_t alignment, size_t size) {
     errno = EINVAL;
     return NULL;
   }
-  if (!_obm_initialized) _obm_init();
+  _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, alignment, 0);
   return _obm_raw_aligned(alignment, size);
 }

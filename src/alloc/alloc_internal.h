@@ -149,6 +149,10 @@ extern OBM_HIDDEN pthread_mutex_t _obm_abandoned_lock; /* heaps of exited thread
 extern OBM_HIDDEN pthread_mutex_t _obm_pagemap_lock;   /* creating page-map leaves */
 extern OBM_HIDDEN int _obm_debug_on;              /* debug mode, fixed at init */
 extern OBM_HIDDEN int _obm_initialized;
+/* _obm_init when needed; the test is one acquire load (threads may race to the first call). */
+OBM_INLINE void _obm_ensure_init(void) {
+  if (obm_unlikely(!__atomic_load_n(&_obm_initialized, __ATOMIC_ACQUIRE))) _obm_init();
+}
 
 extern OBM_HIDDEN const uint32_t _obm_class_size[OBM_NCLASSES];
 extern OBM_HIDDEN uint8_t _obm_class_slots[OBM_NCLASSES];   /* slots per pool */

@@ -158,7 +158,7 @@ static obm_large_t *segment_grow(obm_large_t *s, size_t need) {
 }
 
 void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
-  if (!_obm_initialized) _obm_init();
+  _obm_ensure_init();
   size_t offset = alignment <= OBM_LARGE_HEADER ? OBM_LARGE_HEADER : alignment;
   if (size > ((size_t)1 << 46) - offset) {
     errno = ENOMEM;
