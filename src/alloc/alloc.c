@@ -119,7 +119,7 @@ void *_obm_raw_aligned(size_t alignment, size_t size) {
     /* Pools start on 16 KiB boundaries: a class whose size is a multiple of the alignment
      * has every block aligned. */
     for (unsigned cls = _obm_size_to_class(size); cls < OBM_NCLASSES; cls++)
-      if (_obm_class_size[cls] % alignment == 0) return class_malloc(size, cls);
+      if ((_obm_class_size[cls] & (alignment - 1)) == 0) return class_malloc(size, cls);
   }
   return _obm_large_alloc(size, alignment, 0);
 }
