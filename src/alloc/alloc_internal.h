@@ -121,6 +121,7 @@ struct obm_heap_s {
   obm_arena_t *last_with[OBM_NSLOTS + 1]; /* last arena in `usable` with that nfree (nfp2lasta) */
   uint64_t last_with_mask;           /* bit n set <=> last_with[n] != NULL (n < 64) */
   uint64_t last_purge_check;         /* coarse clock of the last purge pass (arena.c) */
+  unsigned purge_tick;               /* pool events since the clock was last read */
   uint64_t thread_id;
   obm_heap_t *all_next;              /* global list of heaps */
   obm_heap_t *abandoned_next;

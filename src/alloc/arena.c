@@ -225,6 +225,7 @@ static void decommit_slots(obm_arena_t *a, uint64_t m) {
 }
 
 static void heap_purge(obm_heap_t *heap) {
+  if (++heap->purge_tick & 15) return; /* the clock is read every 16th pool event */
   uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
   uint64_t now = _obm_os_clock_coarse_ns();
   if (now - heap->last_purge_check < delay) return;
