@@ -27,7 +27,8 @@ static const option_desc_t option_table[OBM_OPTION_COUNT] = {
                                    "MiB of freed large blocks kept mapped for reuse"},
     [OBM_OPTION_VERBOSE] = {"OBMEM_VERBOSE", 0, 0, 2, "warn about OS failures"},
     [OBM_OPTION_PURGE_DELAY_MS] = {"OBMEM_PURGE_DELAY_MS", 10, 0, 1000000,
-                                   "ms a freed arena or large block stays mapped for reuse"},
+                                   "ms before free pool slots, empty arenas (and, 10x, cached "
+                                   "large blocks) go back to the OS"},
 };
 
 /* Names other layers and front ends read themselves (no warning for them). */

@@ -124,8 +124,8 @@ void *_obm_raw_aligned(size_t alignment, size_t size) {
   return _obm_large_alloc(size, alignment, 0);
 }
 
-/* Everything but a small request served from the free list of its class's first pool:
- * medium sizes, size 0, large, an empty free list, the first call of a thread, debug mode. */
+/* Everything obm_malloc's inline path does not serve: size 0, large sizes, a class whose
+ * first pool is full (or none), the first call of a thread, debug mode. */
 static OBM_NOINLINE void *malloc_slow(size_t size) {
   _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, OBM_ALIGNMENT, 0);

@@ -66,7 +66,7 @@ _Static_assert(sizeof(obm_pool_t) == 64, "a pool descriptor is one cache line");
 
 /* Common first fields of every segment, so that a page-map hit can be classified. */
 typedef struct obm_segment_s {
-  uint32_t kind; /* OBM_SEG_ARENA or OBM_SEG_LARGE */
+  uint32_t kind; /* OBM_SEG_ARENA, OBM_SEG_ARENA_DEBUG or OBM_SEG_LARGE */
 } obm_segment_t;
 
 /* An arena: 1 MiB, 1 MiB aligned.  Invariants:
@@ -108,7 +108,11 @@ typedef struct obm_heap_class_s {
   struct obm_pool_s *tail; /* last pool of the list (NULL when empty) */
 } obm_heap_class_t;
 
-/* Per-thread heap.  Fields above `remote_pools` are touched only by the owner thread.
+/* Per-thread heap.  The allocation state (cls, usable, last_with, free_hint, retained ring)
+ * is touched only by the owner thread (or, for an exited thread's heap, by whoever holds
+ * _obm_abandoned_lock); abandoned/orphaned/abandoned_next change under the locks; other
+ * threads only push on remote_pools; obm_stats_get reads the counters unsynchronized
+ * (documented as a snapshot).
  * Heaps are never freed: a heap of an exited thread is abandoned, then adopted. */
 struct obm_heap_s {
   obm_arena_t *free_hint;            /* an arena of this heap that free() met last, so the
@@ -179,9 +183,6 @@ OBM_HIDDEN void _obm_sizeclass_init(void);
 typedef _Atomic(obm_segment_t *) obm_pagemap_leaf_t[1u << OBM_PAGEMAP_LEAF_BITS];
 extern OBM_HIDDEN _Atomic(obm_pagemap_leaf_t *) _obm_pagemap_root[1u << OBM_PAGEMAP_ROOT_BITS];
 
-/* The segment covering p, or NULL when p is not in memory obmem mapped.  Reads only the page
- * map.  For a large segment, p may lie past its end in the same chunk: check with
- * _obm_large_contains. */
 /* The same without the range test: an address above 2^48 aliases one below.  Only for callers
  * that then check p against the segment's own range (free's fast path: a block index or
  * _obm_large_contains), which an aliased address always fails. */
@@ -195,6 +196,9 @@ OBM_INLINE obm_segment_t *_obm_pagemap_lookup_masked(const void *p) {
   return atomic_load_explicit(&(*leaf)[(a >> OBM_ARENA_SHIFT) & ((1u << OBM_PAGEMAP_LEAF_BITS) - 1)],
                               memory_order_relaxed);
 }
+/* The segment covering p, or NULL when p is not in memory obmem mapped.  Reads only the page
+ * map.  For a large segment, p may lie past its end in the same chunk: check with
+ * _obm_large_contains. */
 OBM_INLINE obm_segment_t *_obm_pagemap_lookup(const void *p) {
   uintptr_t a = (uintptr_t)p;
   if (obm_unlikely(a >> OBM_PAGEMAP_BITS)) return NULL;
@@ -243,7 +247,7 @@ OBM_HIDDEN size_t _obm_heap_collect_remote(obm_heap_t *heap);
 /* Collects the remote frees of abandoned heaps and releases what became empty; returns
  * how many frees it collected. */
 OBM_HIDDEN size_t _obm_heap_collect_abandoned(void);
-/* Releases empty pools kept as the sole pool of a class. */
+/* Releases every empty pool still linked in the heap's class lists (the retained ones). */
 OBM_HIDDEN void _obm_heap_release_empty_pools(obm_heap_t *heap);
 OBM_HIDDEN void _obm_heap_thread_done(void *heap); /* pthread key destructor */
 OBM_HIDDEN void _obm_heap_decommit_abandoned(void);

@@ -230,6 +230,9 @@ static void heap_purge(obm_heap_t *heap) {
   uint64_t now = _obm_os_clock_coarse_ns();
   if (now - heap->last_purge_check < delay) return;
   heap->last_purge_check = now;
+  /* the global caches expire on this heap's clock too, not only on arena or large events */
+  _obm_arena_purge_expired();
+  _obm_large_purge_expired();
   for (obm_arena_t *a = heap->usable; a; a = a->next) {
     if (a->dirty_since == 0 || now - a->dirty_since < delay) continue;
     decommit_slots(a, a->dirty_slots & a->free_slots);

@@ -1,9 +1,10 @@
 /* free.c — free, usable size and ownership.
  *
- * free(p): page map -> segment (NULL: not ours, reported) -> pool descriptor by slot.
- * Same thread (arena->heap == this thread's heap): push on pool->free, no atomic; the slow
- * path runs only when the pool was full (relink it, CPython's "pool was full" case) or
- * becomes empty (return it to its arena, unless it is the class's only pool).
+ * free(p): the arena free() met last in this thread (heap->free_hint), else page map ->
+ * segment (NULL: not ours, reported) -> pool descriptor by slot.  Same thread
+ * (arena->heap == this thread's heap): push on pool->free, no atomic; the slow path runs only
+ * when the pool was full (relink it at its list's tail) or becomes empty (keep it in the
+ * retained ring, or return it to its arena: pool_became_empty).
  * Other thread: one CAS onto pool->remote_free (see heap.c).
  */
 #include "alloc/alloc_internal.h"
@@ -17,8 +18,6 @@ void _obm_report_foreign(const char *op, const void *p) {
              op, p);
 }
 
-/* An empty pool stays when it is the only pool of its class (so that a malloc/free pair
- * does not take and return a pool each time, as mimalloc's page retire); else it goes back. */
 /* A retained pool may have become empty on free's fast path, sole in its class or not. */
 static int is_empty_listed(obm_heap_t *heap, obm_pool_t *pool) {
   return pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && pool->in_list &&

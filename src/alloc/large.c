@@ -3,9 +3,11 @@
  * A large segment is [header (64 B) | block ... ] mapped on its own.  Freed segments go to a
  * cache with their pages still committed, so the common "allocate a few MiB, use, free,
  * repeat" pattern costs neither a system call nor a page fault; the best-fitting cached
- * segment is reused and its excess tail unmapped.  The cache is a compact array (one scan of
- * contiguous memory, no walk through the segments' own pages), bounded by
- * OBMEM_LARGE_CACHE_MB and CACHE_MAX_ENTRIES; an entry older than 10 x OBMEM_PURGE_DELAY_MS
+ * segment is reused (its tail unmapped only when it is more than 8x or 64 MiB too big), and
+ * when none is big enough the largest is grown with mremap.  The cache is a compact array
+ * (one scan of contiguous memory, no walk through the segments' own pages), bounded by the
+ * larger of OBMEM_LARGE_CACHE_MB and the large-block high-water mark, and by
+ * CACHE_MAX_ENTRIES; an entry older than 10 x OBMEM_PURGE_DELAY_MS
  * (a large block is worth more page faults than a pool slot) is
  * unmapped at the next large allocation or free, as is the least recently freed one when the
  * cache is full.  realloc grows in place with mremap, or moves the pages to a new aligned
