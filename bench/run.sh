@@ -262,3 +262,20 @@ say ""
 python3 bench/report.py "$RAW" --out "$RESULTS/latest.md" --base obmem || die "report.py failed"
 say ""
 say "written to $RESULTS/latest.md"
+
+# ---- CPython as a client: bench/run_python.sh ----------------------------------------------
+# The Python workloads of bench/python/ under pymalloc and PYTHONMALLOC=malloc on each
+# allocator (table in bench/results/python.md).  BENCH_PYTHON=0 skips them, BENCH_PYTHON=1
+# runs them always; by default they run when no C workload was picked (no arguments and no
+# BENCH_WORKLOADS).  BENCH_REPS, BENCH_SCALE, BENCH_BUILD_DIR, BENCH_OBMEM_LIB and
+# BENCH_NO_INSTALL apply to them too.
+python_bench=${BENCH_PYTHON:-auto}
+if [[ $python_bench == auto ]]; then
+  python_bench=0
+  (($# == 0)) && [[ -z ${BENCH_WORKLOADS:-} ]] && python_bench=1
+fi
+if [[ $python_bench == 1 ]] && ((!interrupted)); then
+  say ""
+  say "CPython workloads (bench/run_python.sh; BENCH_PYTHON=0 skips them) ..."
+  bash bench/run_python.sh || die "bench/run_python.sh failed"
+fi

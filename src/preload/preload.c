@@ -43,7 +43,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define EXPORT __attribute__((visibility("default")))
+#define EXPORT      __attribute__((visibility("default")))
 #define ALIAS(name) __attribute__((alias(#name), copy(name), visibility("default")))
 
 /* Referenced by preload_cxx.cpp so that linking the archive for the C++ operators also

@@ -36,7 +36,7 @@ void *allocate(std::size_t size, std::size_t alignment) noexcept {
 
 /* The new-handler loop, reached only after a failed allocation. */
 __attribute__((noinline, cold)) void *allocate_or_throw_slow(std::size_t size,
-                                                              std::size_t alignment) {
+                                                             std::size_t alignment) {
   for (;;) {
     std::new_handler handler = std::get_new_handler();
     if (handler == nullptr) throw std::bad_alloc();
@@ -53,7 +53,7 @@ inline void *allocate_or_throw(std::size_t size, std::size_t alignment) {
 }
 
 __attribute__((noinline, cold)) void *allocate_nothrow_slow(std::size_t size,
-                                                             std::size_t alignment) noexcept {
+                                                            std::size_t alignment) noexcept {
   try {
     return allocate_or_throw_slow(size, alignment);
   } catch (...) {
