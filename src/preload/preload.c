@@ -17,7 +17,7 @@
  *   glibc's extras  malloc_trim (obm_trim), malloc_stats (obm_stats_print), mallopt (accepted
  *                   and ignored), mallinfo / mallinfo2 (from obm_stats_get), so that programs
  *                   that report on their heap see obmem's, not glibc's empty one.
- * The C++ operators are in preload_cxx.cpp.
+ * The C++ operators are in preload_new.c.
  *
  * Rules kept (as every malloc replacement must): no dlsym and no lazy lookup on the
  * allocation path (each function is a direct call into obmem, bound inside the library);
@@ -46,7 +46,7 @@
 #define EXPORT      __attribute__((visibility("default")))
 #define ALIAS(name) __attribute__((alias(#name), copy(name), visibility("default")))
 
-/* Referenced by preload_cxx.cpp so that linking the archive for the C++ operators also
+/* Referenced by preload_new.c so that linking the archive for the C++ operators also
  * brings in this object: the whole family then comes from obmem or none of it does. */
 __attribute__((visibility("hidden"))) const char _obm_preload_c_family[] = "obmem";
 

@@ -84,6 +84,20 @@ static void check_resolution(void) {
   }
 }
 
+/* A C program run on obmem does not load the C++ runtime: the C++ operators reference
+ * libstdc++ weakly (src/preload/preload_new.c), because loading it costs every C program
+ * about 1 MiB of resident memory. */
+static void check_no_cxx_runtime(void) {
+  FILE *maps = fopen("/proc/self/maps", "r");
+  CHECK(maps != NULL);
+  char line[512];
+  int found = 0;
+  while (fgets(line, sizeof line, maps))
+    if (strstr(line, "libstdc++") || strstr(line, "libgcc_s")) found = 1;
+  fclose(maps);
+  CHECKF(!found, "%s", "libstdc++ or libgcc_s is mapped in a C program");
+}
+
 static int is_aligned(const void *p, size_t alignment) {
   return ((uintptr_t)p & (alignment - 1)) == 0;
 }
@@ -383,6 +397,7 @@ int main(int argc, char **argv) {
   CHECK(((unsigned char *)before_main_block)[999] == 0x3C);
   free(before_main_block);
   check_resolution();
+  check_no_cxx_runtime();
   check_malloc_calloc_realloc();
   check_aligned();
   check_glibc_names();
