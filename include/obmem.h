@@ -173,13 +173,16 @@ OBM_API uint64_t obm_debug_serial(const void *ptr);
 
 /* Options are read once from OBMEM_* environment variables at first use (see README). */
 typedef enum obm_option_e {
-  OBM_OPTION_STATS = 0,        /* OBMEM_STATS: print statistics at exit (1 = text, 2 = JSON) */
+  OBM_OPTION_STATS = 0,        /* OBMEM_STATS: print statistics at exit (1 = text, 2 = JSON;
+                                  where: OBMEM_STATS_FILE, else stderr) */
   OBM_OPTION_DEBUG,            /* OBMEM_DEBUG: guard bytes, fill patterns, serials */
   OBM_OPTION_ARENA_SPARE,      /* OBMEM_ARENA_SPARE: empty arenas kept mapped (default 1) */
   OBM_OPTION_LARGE_CACHE_MB,   /* OBMEM_LARGE_CACHE_MB: freed large mappings kept (MiB) */
   OBM_OPTION_VERBOSE,          /* OBMEM_VERBOSE: print option warnings and OS failures */
   OBM_OPTION_PURGE_DELAY_MS,   /* OBMEM_PURGE_DELAY_MS: keep free arena memory this long (large
                                   blocks 10x) before giving it back to the OS */
+  OBM_OPTION_STATS_SIGNAL,     /* OBMEM_STATS_SIGNAL: print statistics on a signal (1 = SIGUSR2,
+                                  n > 1 = signal n), in OBMEM_STATS's format */
   OBM_OPTION_COUNT
 } obm_option_t;
 

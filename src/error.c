@@ -29,7 +29,8 @@ void _obm_write_fd(int fd, const char *buf, size_t len) {
 }
 
 /* A small printf: %s %d %u %ld %lu %zu %zd %llu %lld %x %lx %zx %p %c %%, with width for
- * numbers (e.g. %8zu, %-12s).  Never allocates. */
+ * numbers (e.g. %8zu, %-12s).  Never allocates, takes no lock and touches no global state,
+ * so it may run at exit after stdio is gone, or in a signal handler. */
 static size_t fmt_unsigned(char *tmp, unsigned long long v, unsigned base) {
   size_t n = 0;
   do {
@@ -40,7 +41,7 @@ static size_t fmt_unsigned(char *tmp, unsigned long long v, unsigned base) {
   return n;
 }
 
-static int obm_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap) {
+int _obm_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap) {
   size_t pos = 0;
 #define PUT(c)                                                                                \
   do {                                                                                        \
@@ -137,7 +138,7 @@ static int obm_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap) {
 int _obm_snprintf(char *buf, size_t size, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int n = obm_vsnprintf(buf, size, fmt, ap);
+  int n = _obm_vsnprintf(buf, size, fmt, ap);
   va_end(ap);
   return n;
 }
@@ -166,7 +167,7 @@ void _obm_error(obm_error_t code, void *address, const char *fmt, ...) {
   char detail[768];
   va_list ap;
   va_start(ap, fmt);
-  obm_vsnprintf(detail, sizeof detail, fmt, ap);
+  _obm_vsnprintf(detail, sizeof detail, fmt, ap);
   va_end(ap);
   char msg[1024];
   _obm_snprintf(msg, sizeof msg, "obmem: %s in %s (pid %d) at %p: %s\n", error_name(code),
@@ -184,7 +185,7 @@ void _obm_warning(const char *fmt, ...) {
   char detail[512];
   va_list ap;
   va_start(ap, fmt);
-  obm_vsnprintf(detail, sizeof detail, fmt, ap);
+  _obm_vsnprintf(detail, sizeof detail, fmt, ap);
   va_end(ap);
   char msg[600];
   int n = _obm_snprintf(msg, sizeof msg, "obmem: warning: %s\n", detail);

@@ -9,6 +9,7 @@
 
 #include "obmem.h"
 
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -49,9 +50,12 @@ OBM_HIDDEN OBM_COLD void _obm_error(obm_error_t code, void *address, const char 
     __attribute__((format(printf, 3, 4)));
 /* A warning (unknown option, OS failure with OBMEM_VERBOSE): one line on stderr. */
 OBM_HIDDEN OBM_COLD void _obm_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Formats into buf without allocating (safe inside the allocator). */
+/* Formats into buf without allocating (safe inside the allocator, at exit and in a signal
+ * handler); returns the length the whole text needs, as snprintf. */
 OBM_HIDDEN int _obm_snprintf(char *buf, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+OBM_HIDDEN int _obm_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 /* Writes all of buf to fd without allocating. */
 OBM_HIDDEN void _obm_write_fd(int fd, const char *buf, size_t len);
 OBM_HIDDEN const char *_obm_program_name(void);
@@ -62,6 +66,13 @@ extern OBM_HIDDEN long _obm_options[OBM_OPTION_COUNT];
 OBM_INLINE long _obm_option(obm_option_t o) {
   return _obm_options[o];
 }
+/* Options whose value is text (not in the public enum: obm_option_get returns a number). */
+typedef enum obm_string_option_e {
+  OBM_STRING_OPTION_STATS_FILE, /* OBMEM_STATS_FILE: statistics to this file, %p = pid */
+  OBM_STRING_OPTION_COUNT
+} obm_string_option_t;
+/* The value read by _obm_options_init (a copy), or NULL when unset or empty. */
+OBM_HIDDEN const char *_obm_option_string(obm_string_option_t o);
 
 /* ---- os/os.c: the only code that talks to the kernel about memory ---------------------- */
 /* Maps size bytes (a multiple of the page size) aligned to `alignment` (a power of two,
@@ -92,6 +103,14 @@ OBM_HIDDEN uint64_t _obm_os_unmap_calls(void);
 
 /* ---- alloc: entry points used by other layers and tests --------------------------------- */
 OBM_HIDDEN void _obm_init(void); /* process-wide initialization; idempotent, thread-safe */
+/* alloc/stats.c: statistics reports (OBMEM_STATS at exit, OBMEM_STATS_SIGNAL, OBMEM_STATS_FILE).
+ * _obm_stats_report_init runs once, from _obm_init after initialization (it may allocate);
+ * the fork hooks run from init.c's pthread_atfork handlers, before every allocator lock is
+ * taken and after they are released. */
+OBM_HIDDEN void _obm_stats_report_init(void);
+OBM_HIDDEN void _obm_stats_fork_prepare(void);
+OBM_HIDDEN void _obm_stats_fork_parent(void);
+OBM_HIDDEN void _obm_stats_fork_child(void);
 /* Whole-structure checker: every heap, arena, pool and the page map; returns problems found
  * (each reported through _obm_error with OBM_ERR_CORRUPTION).  Caller: no concurrent use. */
 OBM_HIDDEN size_t _obm_heap_check_all(void);

@@ -1,5 +1,7 @@
 /* options.c — the table of runtime options, read once from OBMEM_* environment variables.
- * An unknown OBMEM_ variable, or a value that is not a number, gets a warning naming it.
+ * Numeric options in one table (the public obm_option_t), text options (paths) in a second
+ * one, copied at reading.  An unknown OBMEM_ variable, or a value that is not a number, gets
+ * a warning naming it.
  * Reading uses no allocation (it may run inside the first malloc of a process).
  */
 #define _GNU_SOURCE
@@ -19,6 +21,8 @@ typedef struct option_desc_s {
 /* The README's option table mirrors this one. */
 static const option_desc_t option_table[OBM_OPTION_COUNT] = {
     [OBM_OPTION_STATS] = {"OBMEM_STATS", 0, 0, 2, "print statistics at exit: 1 text, 2 JSON"},
+    [OBM_OPTION_STATS_SIGNAL] = {"OBMEM_STATS_SIGNAL", 0, 0, 64,
+                                 "print statistics on a signal: 1 SIGUSR2, n > 1 signal n"},
     [OBM_OPTION_DEBUG] = {"OBMEM_DEBUG", OBM_DEBUG_DEFAULT, 0, 1,
                           "guard bytes, fill patterns and serials around every block"},
     [OBM_OPTION_ARENA_SPARE] = {"OBMEM_ARENA_SPARE", 1, 0, 1024,
@@ -30,6 +34,15 @@ static const option_desc_t option_table[OBM_OPTION_COUNT] = {
                                    "ms before free pool slots, empty arenas (and, 10x, cached "
                                    "large blocks) go back to the OS"},
 };
+
+/* Options with a text value (a path): copied at reading, so that a later setenv or
+ * clearenv of the program does not change them, and read with secure_getenv: a set-user-ID
+ * program does not write where its caller's environment says (as glibc's MALLOC_TRACE). */
+static const char *const string_option_names[OBM_STRING_OPTION_COUNT] = {
+    [OBM_STRING_OPTION_STATS_FILE] = "OBMEM_STATS_FILE",
+};
+enum { STRING_OPTION_MAX = 4096 }; /* bytes with the final 0, like PATH_MAX */
+static char string_options[OBM_STRING_OPTION_COUNT][STRING_OPTION_MAX];
 
 /* Names other layers and front ends read themselves (no warning for them). */
 static const char *const other_known[] = {
@@ -48,6 +61,12 @@ long obm_option_get(obm_option_t option) {
 const char *obm_option_name(obm_option_t option) {
   if ((unsigned)option >= OBM_OPTION_COUNT) return NULL;
   return option_table[option].name;
+}
+
+const char *_obm_option_string(obm_string_option_t option) {
+  _obm_options_init();
+  if ((unsigned)option >= OBM_STRING_OPTION_COUNT || !string_options[option][0]) return NULL;
+  return string_options[option];
 }
 
 static int parse_long(const char *s, long *out) {
@@ -91,6 +110,16 @@ void _obm_options_init(void) {
     }
     _obm_options[i] = v;
   }
+  for (int i = 0; i < OBM_STRING_OPTION_COUNT; i++) {
+    const char *s = secure_getenv(string_option_names[i]);
+    if (!s || !*s) continue;
+    size_t len = strlen(s);
+    if (len >= STRING_OPTION_MAX)
+      _obm_warning("%s is longer than %d bytes; ignored", string_option_names[i],
+                   STRING_OPTION_MAX - 1);
+    else
+      memcpy(string_options[i], s, len + 1);
+  }
   extern char **environ;
   for (char **e = environ; e && *e; e++) {
     if (strncmp(*e, "OBMEM_", 6) != 0) continue;
@@ -99,6 +128,8 @@ void _obm_options_init(void) {
     int known = 0;
     for (int i = 0; i < OBM_OPTION_COUNT && !known; i++)
       known = strlen(option_table[i].name) == len && !strncmp(*e, option_table[i].name, len);
+    for (int i = 0; i < OBM_STRING_OPTION_COUNT && !known; i++)
+      known = strlen(string_option_names[i]) == len && !strncmp(*e, string_option_names[i], len);
     for (int i = 0; other_known[i] && !known; i++)
       known = strlen(other_known[i]) == len && !strncmp(*e, other_known[i], len);
     if (!known) {

@@ -1,4 +1,5 @@
-/* init.c — process-wide initialization, obm_trim, and statistics at exit. */
+/* init.c — process-wide initialization, fork handlers, and obm_trim.  The statistics
+ * reports (OBMEM_STATS at exit, OBMEM_STATS_SIGNAL) are set up here and live in stats.c. */
 #include "alloc/alloc_internal.h"
 
 #include <stdio.h>
@@ -9,15 +10,10 @@ int _obm_debug_on;
 int _obm_initialized;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void stats_at_exit(void) {
-  fflush(stdout);
-  if (_obm_option(OBM_OPTION_STATS) == 2) obm_stats_print_json(stderr);
-  else obm_stats_print(stderr);
-}
-
 /* fork: take every lock so that the child does not inherit one held by a thread that no
  * longer exists there (a child forked while other threads allocate can allocate). */
 static void fork_prepare(void) {
+  _obm_stats_fork_prepare();  /* outermost: a report takes the allocator's locks */
   pthread_mutex_lock(&init_lock);
   pthread_mutex_lock(&_obm_abandoned_lock);
   pthread_mutex_lock(&_obm_global_lock);
@@ -25,7 +21,7 @@ static void fork_prepare(void) {
   pthread_mutex_lock(&_obm_large_lock);
 }
 
-static void fork_parent(void) {
+static void unlock_all(void) {
   pthread_mutex_unlock(&_obm_large_lock);
   pthread_mutex_unlock(&_obm_pagemap_lock);
   pthread_mutex_unlock(&_obm_global_lock);
@@ -33,9 +29,15 @@ static void fork_parent(void) {
   pthread_mutex_unlock(&init_lock);
 }
 
+static void fork_parent(void) {
+  unlock_all();
+  _obm_stats_fork_parent();
+}
+
 static void fork_child(void) {
-  fork_parent(); /* the forking thread owns them in the child too */
+  unlock_all(); /* the forking thread owns them in the child too */
   _obm_heap_after_fork_child();
+  _obm_stats_fork_child();
 }
 
 void _obm_init(void) {
@@ -51,10 +53,11 @@ void _obm_init(void) {
     first = 1;
   }
   pthread_mutex_unlock(&init_lock);
-  /* atexit and pthread_atfork may allocate: only after initialization is complete. */
+  /* pthread_atfork, and the stats thread of OBMEM_STATS_SIGNAL, may allocate: only after
+   * initialization is complete. */
   if (first) {
     pthread_atfork(fork_prepare, fork_parent, fork_child);
-    if (_obm_option(OBM_OPTION_STATS)) atexit(stats_at_exit);
+    _obm_stats_report_init();
   }
 }
 

@@ -1,15 +1,58 @@
-/* stats.c — statistics (obm_stats_get/print/print_json) and the whole-structure checkers.
+/* stats.c — statistics (obm_stats_get/print/print_json), the reports that OBMEM_STATS,
+ * OBMEM_STATS_SIGNAL and OBMEM_STATS_FILE ask for, and the whole-structure checkers.
  *
  * Statistics walk every arena's pool descriptors under _obm_global_lock, in the spirit of
  * CPython's _PyObject_DebugMallocStats(): per class the pools, blocks in use and free, and
  * where the mapped bytes went (blocks in use, free blocks, pool tails, free pools, metadata).
  * Before walking, the caller's own heap and the heaps of exited threads have their pending
  * cross-thread frees collected, so a quiescent program gets exact numbers.
+ *
+ * Printing: one formatter (_obm_vsnprintf into a 4 KiB buffer, no stdio, no allocation)
+ * serves the public printers, which fwrite the buffer to their FILE, and the reports, which
+ * write(2) it to a file descriptor, so that a report works after the program has closed
+ * stdout and stderr.
+ *
+ * Reports (set up by _obm_stats_report_init at the first allocation when OBMEM_STATS or
+ * OBMEM_STATS_SIGNAL is set; one at a time, under report_lock):
+ *   where   OBMEM_STATS_FILE (made absolute then; opened for appending at each process's
+ *           first report, %p = its pid), else a copy of fd 2 taken at initialization
+ *           (F_DUPFD_CLOEXEC, fd >= 100): gnulib's close_stdout, in coreutils and many GNU
+ *           programs, closes fd 2 in an atexit handler, and daemons point fd 2 elsewhere.
+ *           The copy is used while it still is the same file (device and inode: a program
+ *           may close every fd and reuse the number), else the fd 2 of the moment, if open.
+ *           A reader that has gone (prog 2>&1 | head) makes write fail with EPIPE, without
+ *           the SIGPIPE that would kill the program at exit.
+ *   exit    a destructor, not atexit: ld.so's _dl_fini, which runs the destructors, is the
+ *           exit handler glibc registers first (before main), so it runs after every atexit
+ *           handler and C++ static destructor of the program, whose frees are then counted;
+ *           an atexit handler registered at the first allocation would run before those the
+ *           program registers earlier, and after those it registers later.  Nothing runs at
+ *           _exit, _Exit, quick_exit, abort or a fatal signal (OBMEM_STATS_SIGNAL still
+ *           reports from a running program).
+ *   signal  the handler only counts the request and posts a semaphore (sem_post is
+ *           async-signal-safe); a thread of ours, with every signal blocked, waits on it and
+ *           prints as any thread may, taking the allocator's locks.  Printing in the handler
+ *           would deadlock on a lock held by the thread it interrupted, or read that thread's
+ *           heap in mid-update.  Installed only over SIG_DFL.  A request still pending at exit
+ *           is printed then, before the exit report.  A forked child has no thread: its
+ *           requests wait for its exit.  The thread wakes once a second to see whether the
+ *           program has ended (main returned through pthread_exit and every other thread but
+ *           obmem's ended): then it calls exit(0), as glibc does when the last thread ends,
+ *           instead of keeping the process alive.
  */
+#define _GNU_SOURCE
 #include "alloc/alloc_internal.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static void class_rounding(obm_stats_t *out) {
@@ -93,78 +136,115 @@ void obm_stats_get(obm_stats_t *out) {
   out->bytes_mapped_peak = atomic_load_explicit(&_obm_bytes_mapped_peak, memory_order_relaxed);
 }
 
-static void print_bytes_line(FILE *f, const char *what, uint64_t bytes) {
-  fprintf(f, "# %-44s = %15" PRIu64 "\n", what, bytes);
+/* ---- printing ---------------------------------------------------------------------------- */
+
+/* Text on its way to a FILE (file != NULL) or to a file descriptor. */
+typedef struct stats_out_s {
+  FILE *file;
+  int fd;
+  size_t len; /* bytes waiting in buf */
+  char buf[4096];
+} stats_out_t;
+
+static void out_flush(stats_out_t *o) {
+  if (o->len == 0) return;
+  if (o->file)
+    fwrite(o->buf, 1, o->len, o->file);
+  else
+    _obm_write_fd(o->fd, o->buf, o->len);
+  o->len = 0;
 }
 
-void obm_stats_print(FILE *f) {
-  if (!f) f = stderr;
-  obm_stats_t st;
-  obm_stats_get(&st);
-  fprintf(f, "obmem %s allocator statistics (pid %d)\n", OBM_VERSION_STRING, (int)getpid());
-  fprintf(f, "class  block  pool  # pools  # full  # blocks in use  # free blocks"
-             "   # allocs  mean req\n");
-  fprintf(f, "-----  -----  ----  -------  ------  ---------------  -------------"
-             "  ---------  --------\n");
+/* Appends formatted text (a piece longer than the whole buffer would be cut; the longest,
+ * one JSON class, is about 250 bytes). */
+__attribute__((format(printf, 2, 3))) static void out_printf(stats_out_t *o, const char *fmt, ...) {
+  for (int attempt = 0;; attempt++) {
+    size_t room = sizeof o->buf - o->len;
+    va_list ap;
+    va_start(ap, fmt);
+    size_t n = (size_t)_obm_vsnprintf(o->buf + o->len, room, fmt, ap);
+    va_end(ap);
+    if (n < room || attempt > 0) {
+      o->len += n < room ? n : room - 1;
+      return;
+    }
+    out_flush(o);
+  }
+}
+
+static void print_bytes_line(stats_out_t *o, const char *what, uint64_t bytes) {
+  out_printf(o, "# %-44s = %15" PRIu64 "\n", what, bytes);
+}
+
+/* event: < 0 none (the public printers), 0 the exit report, > 0 the signal's number. */
+static void print_text(stats_out_t *o, const obm_stats_t *st, int event) {
+  out_printf(o, "obmem %s allocator statistics (pid %d", OBM_VERSION_STRING, (int)getpid());
+  if (event == 0) out_printf(o, ", at exit");
+  if (event > 0) out_printf(o, ", on signal %d", event);
+  out_printf(o, ")\n");
+  out_printf(o, "class  block  pool  # pools  # full  # blocks in use  # free blocks"
+                "   # allocs  mean req\n");
+  out_printf(o, "-----  -----  ----  -------  ------  ---------------  -------------"
+                "  ---------  --------\n");
   for (int c = 0; c < OBM_NCLASSES; c++) {
-    obm_class_stats_t *cs = &st.classes[c];
+    const obm_class_stats_t *cs = &st->classes[c];
     if (cs->npools == 0 && cs->nmalloc == 0) continue;
-    fprintf(f, "%5d  %5u  %3uK  %7" PRIu64 "  %6" PRIu64 "  %15" PRIu64 "  %13" PRIu64 "  %9" PRIu64
+    out_printf(o,
+               "%5d  %5u  %3uK  %7" PRIu64 "  %6" PRIu64 "  %15" PRIu64 "  %13" PRIu64 "  %9" PRIu64
                "  %8" PRIu64 "\n",
-            c, cs->block_size, cs->pool_size / 1024, cs->npools, cs->nfull_pools,
-            cs->blocks_in_use, cs->blocks_free, cs->nmalloc,
-            cs->nmalloc ? cs->requested_bytes / cs->nmalloc : 0);
+               c, cs->block_size, cs->pool_size / 1024, cs->npools, cs->nfull_pools,
+               cs->blocks_in_use, cs->blocks_free, cs->nmalloc,
+               cs->nmalloc ? cs->requested_bytes / cs->nmalloc : 0);
   }
-  fputc('\n', f);
-  fprintf(f, "# arenas allocated total           = %" PRIu64 "\n", st.arenas_allocated);
-  fprintf(f, "# arenas reclaimed                 = %" PRIu64 "\n", st.arenas_reclaimed);
-  fprintf(f, "# arenas highwater mark            = %" PRIu64 "\n", st.arenas_highwater);
-  fprintf(f, "# arenas allocated current         = %" PRIu64 " (%" PRIu64 " spare)\n",
-          st.arenas_current, st.arenas_spare);
-  fprintf(f, "%" PRIu64 " arenas * %d bytes/arena       = %" PRIu64 "\n", st.arenas_current,
-          OBM_ARENA_SIZE, st.arenas_current * (uint64_t)OBM_ARENA_SIZE);
-  fprintf(f, "# large blocks live                = %" PRIu64 " (%" PRIu64 " bytes)\n",
-          st.large_blocks, st.large_bytes);
-  fprintf(f, "# large blocks cached              = %" PRIu64 " (%" PRIu64 " bytes)\n",
-          st.large_cached_blocks, st.large_cached_bytes);
-  fprintf(f, "# large allocations / cache hits   = %" PRIu64 " / %" PRIu64 "\n",
-          st.large_nmalloc, st.large_cache_hits);
-  fprintf(f, "# heaps (abandoned)                = %" PRIu64 " (%" PRIu64 ")\n", st.nheaps,
-          st.nheaps_abandoned);
-  fputc('\n', f);
-  print_bytes_line(f, "bytes in allocated blocks", st.bytes_in_use);
-  print_bytes_line(f, "bytes requested (estimate)", st.bytes_requested_est);
-  print_bytes_line(f, "bytes lost to size-class rounding", st.bytes_rounding);
-  print_bytes_line(f, "bytes in available blocks", st.bytes_free_in_pools);
-  print_bytes_line(f, "bytes lost to unused pool tails", st.bytes_pool_tails);
-  print_bytes_line(f, "bytes in free pools", st.bytes_free_pools);
-  print_bytes_line(f, "bytes in cached large blocks", st.large_cached_bytes);
-  print_bytes_line(f, "bytes in metadata", st.bytes_metadata);
-  print_bytes_line(f, "total mapped", st.bytes_mapped);
-  print_bytes_line(f, "peak mapped", st.bytes_mapped_peak);
-  fflush(f);
+  out_printf(o, "\n");
+  out_printf(o, "# arenas allocated total           = %" PRIu64 "\n", st->arenas_allocated);
+  out_printf(o, "# arenas reclaimed                 = %" PRIu64 "\n", st->arenas_reclaimed);
+  out_printf(o, "# arenas highwater mark            = %" PRIu64 "\n", st->arenas_highwater);
+  out_printf(o, "# arenas allocated current         = %" PRIu64 " (%" PRIu64 " spare)\n",
+             st->arenas_current, st->arenas_spare);
+  out_printf(o, "%" PRIu64 " arenas * %d bytes/arena       = %" PRIu64 "\n", st->arenas_current,
+             OBM_ARENA_SIZE, st->arenas_current * (uint64_t)OBM_ARENA_SIZE);
+  out_printf(o, "# large blocks live                = %" PRIu64 " (%" PRIu64 " bytes)\n",
+             st->large_blocks, st->large_bytes);
+  out_printf(o, "# large blocks cached              = %" PRIu64 " (%" PRIu64 " bytes)\n",
+             st->large_cached_blocks, st->large_cached_bytes);
+  out_printf(o, "# large allocations / cache hits   = %" PRIu64 " / %" PRIu64 "\n",
+             st->large_nmalloc, st->large_cache_hits);
+  out_printf(o, "# heaps (abandoned)                = %" PRIu64 " (%" PRIu64 ")\n", st->nheaps,
+             st->nheaps_abandoned);
+  out_printf(o, "\n");
+  print_bytes_line(o, "bytes in allocated blocks", st->bytes_in_use);
+  print_bytes_line(o, "bytes requested (estimate)", st->bytes_requested_est);
+  print_bytes_line(o, "bytes lost to size-class rounding", st->bytes_rounding);
+  print_bytes_line(o, "bytes in available blocks", st->bytes_free_in_pools);
+  print_bytes_line(o, "bytes lost to unused pool tails", st->bytes_pool_tails);
+  print_bytes_line(o, "bytes in free pools", st->bytes_free_pools);
+  print_bytes_line(o, "bytes in cached large blocks", st->large_cached_bytes);
+  print_bytes_line(o, "bytes in metadata", st->bytes_metadata);
+  print_bytes_line(o, "total mapped", st->bytes_mapped);
+  print_bytes_line(o, "peak mapped", st->bytes_mapped_peak);
 }
 
-void obm_stats_print_json(FILE *f) {
-  if (!f) f = stderr;
-  obm_stats_t st;
-  obm_stats_get(&st);
-  fprintf(f, "{\"version\": \"%s\", \"pid\": %d, \"classes\": [", OBM_VERSION_STRING,
-          (int)getpid());
+/* One JSON object; the reports add "event": "exit" or "signal" (with "signal": its number). */
+static void print_json(stats_out_t *o, const obm_stats_t *st, int event) {
+  out_printf(o, "{\"version\": \"%s\", \"pid\": %d, ", OBM_VERSION_STRING, (int)getpid());
+  if (event == 0) out_printf(o, "\"event\": \"exit\", ");
+  if (event > 0) out_printf(o, "\"event\": \"signal\", \"signal\": %d, ", event);
+  out_printf(o, "\"classes\": [");
   for (int c = 0; c < OBM_NCLASSES; c++) {
-    obm_class_stats_t *cs = &st.classes[c];
-    fprintf(f,
-            "%s\n  {\"class\": %d, \"block_size\": %u, \"pool_size\": %u, \"pools\": %" PRIu64
-            ", \"full_pools\": %" PRIu64 ", \"blocks_in_use\": %" PRIu64
-            ", \"blocks_free\": %" PRIu64 ", \"nmalloc\": %" PRIu64
-            ", \"requested_bytes\": %" PRIu64 ", \"rounding_bytes\": %" PRIu64
-            ", \"tail_bytes\": %" PRIu64 "}",
-            c ? "," : "", c, cs->block_size, cs->pool_size, cs->npools, cs->nfull_pools,
-            cs->blocks_in_use, cs->blocks_free, cs->nmalloc, cs->requested_bytes,
-            cs->rounding_bytes, cs->tail_bytes);
+    const obm_class_stats_t *cs = &st->classes[c];
+    out_printf(o,
+               "%s\n  {\"class\": %d, \"block_size\": %u, \"pool_size\": %u, \"pools\": %" PRIu64
+               ", \"full_pools\": %" PRIu64 ", \"blocks_in_use\": %" PRIu64
+               ", \"blocks_free\": %" PRIu64 ", \"nmalloc\": %" PRIu64
+               ", \"requested_bytes\": %" PRIu64 ", \"rounding_bytes\": %" PRIu64
+               ", \"tail_bytes\": %" PRIu64 "}",
+               c ? "," : "", c, cs->block_size, cs->pool_size, cs->npools, cs->nfull_pools,
+               cs->blocks_in_use, cs->blocks_free, cs->nmalloc, cs->requested_bytes,
+               cs->rounding_bytes, cs->tail_bytes);
   }
-  fprintf(f, "],\n");
-#define J(field) fprintf(f, " \"%s\": %" PRIu64 ",\n", #field, st.field)
+  out_printf(o, "],\n");
+#define J(field) out_printf(o, " \"%s\": %" PRIu64 ",\n", #field, st->field)
   J(arenas_allocated);
   J(arenas_reclaimed);
   J(arenas_current);
@@ -191,8 +271,333 @@ void obm_stats_print_json(FILE *f) {
   J(nheaps);
   J(nheaps_abandoned);
 #undef J
-  fprintf(f, " \"remote_frees_pending\": %" PRIu64 "}\n", st.remote_frees_pending);
+  out_printf(o, " \"remote_frees_pending\": %" PRIu64 "}\n", st->remote_frees_pending);
+}
+
+void obm_stats_print(FILE *f) {
+  if (!f) f = stderr;
+  obm_stats_t st;
+  obm_stats_get(&st);
+  stats_out_t o;
+  o.file = f;
+  o.fd = -1;
+  o.len = 0;
+  print_text(&o, &st, -1);
+  out_flush(&o);
   fflush(f);
+}
+
+void obm_stats_print_json(FILE *f) {
+  if (!f) f = stderr;
+  obm_stats_t st;
+  obm_stats_get(&st);
+  stats_out_t o;
+  o.file = f;
+  o.fd = -1;
+  o.len = 0;
+  print_json(&o, &st, -1);
+  out_flush(&o);
+  fflush(f);
+}
+
+/* ---- reports: OBMEM_STATS at exit, OBMEM_STATS_SIGNAL, OBMEM_STATS_FILE -------------------
+ * Invariants: report_on is set once, before any report; every report and every access to the
+ * fields below it (except the handler's counter) is under report_lock, the outermost lock
+ * (taken with no allocator lock held; fork takes it first);
+ * signal_served <= signal_requests (a request is pending while they differ). */
+
+static pthread_mutex_t report_lock = PTHREAD_MUTEX_INITIALIZER;
+static int report_on;         /* reports are configured (release/acquire) */
+static int report_closed;     /* the exit report is done: no report after it */
+static int stderr_copy = -1;  /* fd 2 as it was at initialization, or -1 */
+static dev_t stderr_copy_dev; /* ... and the file it is */
+static ino_t stderr_copy_ino;
+static char file_pattern[4096]; /* OBMEM_STATS_FILE made absolute, "" when unset */
+static int file_fd = -1;        /* file_pattern opened by process file_pid, or -1 */
+static pid_t file_pid;
+static dev_t file_dev;
+static ino_t file_ino;
+static obm_stats_t report_stats; /* static: the signal thread's stack stays small */
+static stats_out_t report_out;
+
+static int signal_number;             /* the signal that asks for a report; 0 none */
+static unsigned long signal_requests; /* signals received (the handler adds, atomically) */
+static unsigned long signal_served;   /* signal_requests when the last signal report began */
+static sem_t signal_sem;              /* posted by the handler and at exit */
+static pthread_t signal_thread;
+static int signal_thread_running; /* in this process (a forked child has none) */
+static int signal_thread_stop;    /* set at exit: the thread returns */
+
+static int fd_is(int fd, dev_t dev, ino_t ino) {
+  struct stat st;
+  return fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+/* pattern with each %p replaced by pid and %% by %; -1 when the result does not fit. */
+static int expand_path(char *out, size_t size, const char *pattern, int pid) {
+  size_t n = 0;
+  for (const char *p = pattern; *p; p++) {
+    char number[24];
+    const char *piece = p;
+    size_t len = 1;
+    if (p[0] == '%' && p[1] == 'p') {
+      len = (size_t)_obm_snprintf(number, sizeof number, "%d", pid);
+      piece = number;
+      p++;
+    } else if (p[0] == '%' && p[1] == '%') {
+      piece = ++p;
+    }
+    if (n + len >= size) return -1;
+    memcpy(out + n, piece, len);
+    n += len;
+  }
+  out[n] = 0;
+  return 0;
+}
+
+/* The descriptor this report goes to, or -1 (see the top of the file). */
+static int report_fd(void) {
+  if (file_pattern[0]) {
+    pid_t pid = getpid();
+    if (file_fd >= 0 && file_pid == pid && fd_is(file_fd, file_dev, file_ino)) return file_fd;
+    /* a forked child inherited the parent's file: it has one of its own (%p); an fd that is
+     * no longer our file belongs to the program now and is left alone */
+    if (file_fd >= 0 && fd_is(file_fd, file_dev, file_ino)) close(file_fd);
+    file_fd = -1;
+    char path[sizeof file_pattern + 64];
+    if (expand_path(path, sizeof path, file_pattern, (int)pid) != 0) {
+      _obm_warning("OBMEM_STATS_FILE=%s is too long with the pid; statistics go to stderr",
+                   file_pattern);
+    } else {
+      int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+      struct stat st;
+      if (fd >= 0 && fstat(fd, &st) == 0) {
+        file_fd = fd;
+        file_pid = pid;
+        file_dev = st.st_dev;
+        file_ino = st.st_ino;
+        return file_fd;
+      }
+      const char *why = strerrorname_np(errno);
+      if (fd >= 0) close(fd);
+      _obm_warning("OBMEM_STATS_FILE: cannot open %s (%s); statistics go to stderr", path,
+                   why ? why : "error");
+    }
+  }
+  if (fd_is(stderr_copy, stderr_copy_dev, stderr_copy_ino)) return stderr_copy;
+  if (fcntl(2, F_GETFD) >= 0) return 2;
+  return -1;
+}
+
+/* Prints one report in OBMEM_STATS's format (2 JSON, else text).  Caller holds report_lock. */
+static void report(int event) {
+  int fd = report_fd();
+  if (fd < 0) return;
+  obm_stats_get(&report_stats);
+  /* SIGPIPE blocked while writing; one that the writes raise is taken back before the mask
+   * is restored, unless one was already pending */
+  sigset_t pipe_only, saved, pending;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_only, &saved);
+  sigpending(&pending);
+  int was_pending = sigismember(&pending, SIGPIPE);
+  report_out.file = NULL;
+  report_out.fd = fd;
+  report_out.len = 0;
+  if (_obm_option(OBM_OPTION_STATS) == 2)
+    print_json(&report_out, &report_stats, event);
+  else
+    print_text(&report_out, &report_stats, event);
+  out_flush(&report_out);
+  if (!was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+    struct timespec zero = {0, 0};
+    sigtimedwait(&pipe_only, NULL, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &saved, NULL);
+}
+
+/* The signal report, if a signal came since the last one.  Caller holds report_lock. */
+static void serve_signal_requests(void) {
+  unsigned long requests = __atomic_load_n(&signal_requests, __ATOMIC_ACQUIRE);
+  if (requests == signal_served || report_closed) return;
+  signal_served = requests;
+  report(signal_number);
+}
+
+/* Async-signal-safe: an atomic add and sem_post; errno is kept. */
+static void signal_handler(int signo) {
+  (void)signo;
+  int saved_errno = errno;
+  __atomic_fetch_add(&signal_requests, 1, __ATOMIC_RELEASE);
+  sem_post(&signal_sem);
+  errno = saved_errno;
+}
+
+/* Reads /proc/self/<path> (a stat file) into buf; the text after the command name, which may
+ * hold spaces and parentheses, starts at *fields (field 3, the state); 0 on failure. */
+static int read_stat(const char *path, char *buf, size_t size, const char **fields,
+                     const char **name) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, size - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  char *open_paren = strchr(buf, '('), *close_paren = strrchr(buf, ')');
+  if (!open_paren || !close_paren || close_paren < open_paren || close_paren[1] != ' ') return 0;
+  *close_paren = 0;
+  *name = open_paren + 1;
+  *fields = close_paren + 2;
+  return 1;
+}
+
+/* 1 when no thread of the program is left running: the main thread, which stays a zombie
+ * until the process ends, returned through pthread_exit, and every other thread still
+ * alive is one of obmem's (named "obmem-...": this one and the purge thread). */
+static int only_obmem_threads_left(void) {
+  char buf[1024], path[64];
+  const char *fields, *name;
+  if (!read_stat("/proc/self/stat", buf, sizeof buf, &fields, &name) || fields[0] != 'Z')
+    return 0; /* the main thread runs (the common case: one read a second) */
+  DIR *dir = opendir("/proc/self/task");
+  if (!dir) return 0;
+  int program_threads = 0;
+  for (struct dirent *e; (e = readdir(dir)) != NULL && !program_threads;) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    _obm_snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+    if (read_stat(path, buf, sizeof buf, &fields, &name) && fields[0] != 'Z' && fields[0] != 'X' &&
+        strncmp(name, "obmem-", 6) != 0)
+      program_threads++;
+  }
+  closedir(dir);
+  return !program_threads;
+}
+
+static void *signal_thread_main(void *arg) {
+  (void)arg;
+  for (;;) {
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 1;
+    int woken = sem_timedwait(&signal_sem, &deadline) == 0;
+    if (__atomic_load_n(&signal_thread_stop, __ATOMIC_ACQUIRE)) return NULL;
+    if (woken) {
+      pthread_mutex_lock(&report_lock);
+      serve_signal_requests();
+      pthread_mutex_unlock(&report_lock);
+    } else if (only_obmem_threads_left()) {
+      exit(0); /* what glibc does when the last thread ends; our destructor reports */
+    }
+  }
+}
+
+static void signal_start(int signo) {
+  struct sigaction old, action;
+  if (sigaction(signo, NULL, &old) != 0) {
+    _obm_warning("OBMEM_STATS_SIGNAL=%d is not a signal; ignored", signo);
+    return;
+  }
+  if ((old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL) {
+    _obm_warning("OBMEM_STATS_SIGNAL: signal %d already has a handler or is ignored; "
+                 "no statistics on it",
+                 signo);
+    return;
+  }
+  sem_init(&signal_sem, 0, 0);
+  signal_number = signo;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = signal_handler;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  if (sigaction(signo, &action, NULL) != 0) {
+    _obm_warning("OBMEM_STATS_SIGNAL: signal %d cannot be caught; no statistics on it", signo);
+    signal_number = 0;
+    return;
+  }
+  /* the thread starts with every signal blocked: the program's signals are not its business */
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &saved);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  int rc = pthread_create(&signal_thread, &attr, signal_thread_main, NULL);
+  if (rc != 0) rc = pthread_create(&signal_thread, NULL, signal_thread_main, NULL);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &saved, NULL);
+  if (rc != 0) {
+    sigaction(signo, &old, NULL);
+    signal_number = 0;
+    _obm_warning("OBMEM_STATS_SIGNAL: no thread to print with (error %d); no statistics on "
+                 "signal %d",
+                 rc, signo);
+    return;
+  }
+  pthread_setname_np(signal_thread, "obmem-stats");
+  signal_thread_running = 1;
+}
+
+void _obm_stats_report_init(void) {
+  long signal_option = _obm_option(OBM_OPTION_STATS_SIGNAL);
+  if (!_obm_option(OBM_OPTION_STATS) && !signal_option) return;
+  const char *file = _obm_option_string(OBM_STRING_OPTION_STATS_FILE);
+  if (file) {
+    size_t len = strlen(file), cwd_len;
+    if (file[0] != '/' && getcwd(file_pattern, sizeof file_pattern) &&
+        (cwd_len = strlen(file_pattern)) + 1 + len < sizeof file_pattern) {
+      file_pattern[cwd_len] = '/';
+      memcpy(file_pattern + cwd_len + 1, file, len + 1);
+    } else {
+      memcpy(file_pattern, file, len + 1); /* fits: options keep at most this size */
+    }
+  }
+  stderr_copy = fcntl(2, F_DUPFD_CLOEXEC, 100);
+  if (stderr_copy < 0) stderr_copy = fcntl(2, F_DUPFD_CLOEXEC, 3);
+  struct stat st;
+  if (stderr_copy >= 0 && fstat(stderr_copy, &st) == 0) {
+    stderr_copy_dev = st.st_dev;
+    stderr_copy_ino = st.st_ino;
+  } else if (stderr_copy >= 0) {
+    close(stderr_copy);
+    stderr_copy = -1;
+  }
+  __atomic_store_n(&report_on, 1, __ATOMIC_RELEASE);
+  if (signal_option) signal_start(signal_option == 1 ? SIGUSR2 : (int)signal_option);
+}
+
+/* At exit (see the top of the file): a pending signal report, then the exit report. */
+__attribute__((destructor)) static void report_at_exit(void) {
+  if (!__atomic_load_n(&report_on, __ATOMIC_ACQUIRE)) return;
+  fflush(stdout); /* the program's own output first, when both go to one terminal */
+  pthread_mutex_lock(&report_lock);
+  serve_signal_requests();
+  if (_obm_option(OBM_OPTION_STATS) && !report_closed) report(0);
+  report_closed = 1;
+  int stop_thread = signal_thread_running && !pthread_equal(pthread_self(), signal_thread);
+  signal_thread_running = 0;
+  pthread_mutex_unlock(&report_lock);
+  if (stop_thread) { /* so that nothing of ours runs on if this is a dlclose */
+    __atomic_store_n(&signal_thread_stop, 1, __ATOMIC_RELEASE);
+    sem_post(&signal_sem);
+    pthread_join(signal_thread, NULL);
+  }
+}
+
+void _obm_stats_fork_prepare(void) {
+  pthread_mutex_lock(&report_lock);
+}
+
+void _obm_stats_fork_parent(void) {
+  pthread_mutex_unlock(&report_lock);
+}
+
+void _obm_stats_fork_child(void) {
+  pthread_mutex_unlock(&report_lock);
+  if (signal_thread_running) { /* not forked: requests wait for the child's exit */
+    signal_thread_running = 0;
+    sem_init(&signal_sem, 0, 0);
+  }
 }
 
 /* ---- checkers ---------------------------------------------------------------------------- */
