@@ -181,6 +181,8 @@ typedef enum obm_option_e {
   OBM_OPTION_VERBOSE,          /* OBMEM_VERBOSE: print option warnings and OS failures */
   OBM_OPTION_PURGE_DELAY_MS,   /* OBMEM_PURGE_DELAY_MS: keep free arena memory this long (large
                                   blocks 10x) before giving it back to the OS */
+  OBM_OPTION_PURGE_THREAD,     /* OBMEM_PURGE_THREAD: a thread purges on schedule while the
+                                  program does not allocate (default 1) */
   OBM_OPTION_STATS_SIGNAL,     /* OBMEM_STATS_SIGNAL: print statistics on a signal (1 = SIGUSR2,
                                   n > 1 = signal n), in OBMEM_STATS's format */
   OBM_OPTION_COUNT

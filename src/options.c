@@ -33,6 +33,9 @@ static const option_desc_t option_table[OBM_OPTION_COUNT] = {
     [OBM_OPTION_PURGE_DELAY_MS] = {"OBMEM_PURGE_DELAY_MS", 10, 0, 1000000,
                                    "ms before free pool slots, empty arenas (and, 10x, cached "
                                    "large blocks) go back to the OS"},
+    [OBM_OPTION_PURGE_THREAD] = {"OBMEM_PURGE_THREAD", 1, 0, 1,
+                                 "a thread purges on schedule while the program does not "
+                                 "allocate"},
 };
 
 /* Options with a text value (a path): copied at reading, so that a later setenv or

@@ -16,11 +16,11 @@
 
 #include <pthread.h>
 
-#define OBM_POOL_SHIFT 14
-#define OBM_ARENA_SHIFT 20
-#define OBM_NSLOTS (OBM_ARENA_SIZE / OBM_POOL_SIZE) /* 64, slot 0 is metadata */
+#define OBM_POOL_SHIFT     14
+#define OBM_ARENA_SHIFT    20
+#define OBM_NSLOTS         (OBM_ARENA_SIZE / OBM_POOL_SIZE) /* 64, slot 0 is metadata */
 #define OBM_MAX_POOL_SLOTS 16
-#define OBM_LARGE_HEADER 64 /* bytes before the block in a large segment */
+#define OBM_LARGE_HEADER   64 /* bytes before the block in a large segment */
 /* Empty pools a heap keeps (free.c, pool_became_empty), so that a malloc/free pair or a
  * stack-like program does not take and return a pool each time; older ones are released. */
 #define OBM_RETAINED_POOLS 16
@@ -40,23 +40,23 @@ enum { OBM_SLOT_FREE = 0, OBM_SLOT_HEAD = 1, OBM_SLOT_TAIL = 2, OBM_SLOT_META = 
 /* A pool: a run of 1..16 slots holding blocks of one class.  Owned by arena->heap.
  * Invariants (owner's view, remote list counted as used):
  *   nused + |free| + (capacity - ncarved) == capacity
- *   in_list  <=>  the pool is in heap->cls[size_class].pool's list; a pool that is not full is in the
- *   list (a pool that just became full stays there until the next malloc of its class)
+ *   in_list  <=>  the pool is in heap->cls[size_class].pool's list; a pool that is not full is in
+ * the list (a pool that just became full stays there until the next malloc of its class)
  *   remote_free != NULL  =>  pool is, or is about to be, on heap->remote_pools exactly once */
 typedef struct obm_pool_s {
-  obm_block_t *free;           /* local free list (owner only) */
-  uint8_t *start;              /* first block; blocks are start + i * block_size */
-  uint16_t nused;              /* blocks handed out, not freed locally */
-  uint16_t ncarved;            /* blocks [0, ncarved) have been carved (lazily, as CPython) */
-  uint16_t capacity;           /* blocks that fit */
-  uint8_t kind;                /* OBM_SLOT_* */
-  uint8_t head_offset;         /* for a TAIL slot: slot - head slot; 0 otherwise */
-  uint32_t block_size;         /* bytes per block */
-  uint8_t nslots;              /* HEAD: slots in this pool */
-  uint8_t size_class;          /* HEAD: class index */
-  uint8_t in_list;             /* HEAD: linked in heap->cls[size_class] */
-  uint8_t retained;            /* HEAD: in heap->retained (kept while empty) */
-  struct obm_pool_s *next;     /* in heap->cls[size_class] */
+  obm_block_t *free;       /* local free list (owner only) */
+  uint8_t *start;          /* first block; blocks are start + i * block_size */
+  uint16_t nused;          /* blocks handed out, not freed locally */
+  uint16_t ncarved;        /* blocks [0, ncarved) have been carved (lazily, as CPython) */
+  uint16_t capacity;       /* blocks that fit */
+  uint8_t kind;            /* OBM_SLOT_* */
+  uint8_t head_offset;     /* for a TAIL slot: slot - head slot; 0 otherwise */
+  uint32_t block_size;     /* bytes per block */
+  uint8_t nslots;          /* HEAD: slots in this pool */
+  uint8_t size_class;      /* HEAD: class index */
+  uint8_t in_list;         /* HEAD: linked in heap->cls[size_class] */
+  uint8_t retained;        /* HEAD: in heap->retained (kept while empty) */
+  struct obm_pool_s *next; /* in heap->cls[size_class] */
   struct obm_pool_s *prev;
   _Atomic(obm_block_t *) remote_free; /* pushed by other threads, taken by the owner */
   struct obm_pool_s *remote_next;     /* link in heap->remote_pools */
@@ -74,26 +74,26 @@ typedef struct obm_segment_s {
  *   in heap's usable list  <=>  nfree_slots > 0; the list is ordered by nfree_slots ascending
  *   (allocation comes from the fullest arena, as CPython's usable_arenas) */
 struct obm_arena_s {
-  uint32_t kind;               /* OBM_SEG_ARENA or OBM_SEG_ARENA_DEBUG */
+  uint32_t kind; /* OBM_SEG_ARENA or OBM_SEG_ARENA_DEBUG */
   uint32_t nfree_slots;
-  uint64_t free_slots;         /* bit i set <=> slot i is free */
-  obm_heap_t *heap;            /* owner; stable while any block of the arena is live */
-  obm_arena_t *next, *prev;    /* heap's usable list */
+  uint64_t free_slots;              /* bit i set <=> slot i is free */
+  obm_heap_t *heap;                 /* owner; stable while any block of the arena is live */
+  obm_arena_t *next, *prev;         /* heap's usable list */
   obm_arena_t *all_next, *all_prev; /* global list of arenas in use (under _obm_global_lock) */
   uint8_t in_usable;
   uint8_t pad_[7];
-  uint64_t dirty_slots;        /* free slots released since the last purge (maybe resident) */
-  uint64_t dirty_since;        /* coarse clock when dirty_slots became non-empty, or 0 */
+  uint64_t dirty_slots; /* free slots released since the last purge (maybe resident) */
+  uint64_t dirty_since; /* coarse clock when dirty_slots became non-empty, or 0 */
   _Alignas(OBM_CACHE_LINE) obm_pool_t pools[OBM_NSLOTS]; /* one cache line each */
 };
 
 /* A large segment: one block of more than OBM_MEDIUM_MAX bytes (or a very aligned one).
  * Invariant: block + usable_size == (uint8_t *)this + mapped_size. */
 typedef struct obm_large_s {
-  uint32_t kind;               /* OBM_SEG_LARGE */
-  uint32_t cached;             /* 1 while in the cache (freed) */
-  size_t mapped_size;          /* bytes mapped, a multiple of the page size */
-  uint8_t *block;              /* the pointer handed out */
+  uint32_t kind;      /* OBM_SEG_LARGE */
+  uint32_t cached;    /* 1 while in the cache (freed) */
+  size_t mapped_size; /* bytes mapped, a multiple of the page size */
+  uint8_t *block;     /* the pointer handed out */
   size_t usable_size;
   struct obm_large_s *next, *prev; /* live list or cache list */
   uint64_t pad_;
@@ -115,24 +115,28 @@ typedef struct obm_heap_class_s {
  * (documented as a snapshot).
  * Heaps are never freed: a heap of an exited thread is abandoned, then adopted. */
 struct obm_heap_s {
-  obm_arena_t *free_hint;            /* an arena of this heap that free() met last, so the
-                                        next free there skips the page map; OBM_NO_HINT when
-                                        none (cleared before the arena is given up) */
+  obm_arena_t *free_hint;             /* an arena of this heap that free() met last, so the
+                                         next free there skips the page map; OBM_NO_HINT when
+                                         none (cleared before the arena is given up) */
   obm_heap_class_t cls[OBM_NCLASSES]; /* per class: what malloc's fast path touches, together */
-  obm_arena_t *usable;               /* arenas with free slots, nfree_slots ascending */
+  obm_arena_t *usable;                /* arenas with free slots, nfree_slots ascending */
   obm_pool_t *retained[OBM_RETAINED_POOLS]; /* recently emptied pools kept (free.c) */
-  unsigned retained_next;            /* ring position */
-  obm_arena_t *last_with[OBM_NSLOTS + 1]; /* last arena in `usable` with that nfree (nfp2lasta) */
-  uint64_t last_with_mask;           /* bit n set <=> last_with[n] != NULL (n < 64) */
-  uint64_t last_purge_check;         /* coarse clock of the last purge pass (arena.c) */
-  unsigned purge_tick;               /* pool events since the clock was last read */
+  unsigned retained_next;                   /* ring position */
+  obm_arena_t *last_with[OBM_NSLOTS + 1];   /* last arena in `usable` with that nfree (nfp2lasta) */
+  uint64_t last_with_mask;                  /* bit n set <=> last_with[n] != NULL (n < 64) */
+  uint64_t last_purge_check;                /* coarse clock of the last purge pass (arena.c) */
+  /* Held by the owner while it changes its arenas' slots (taking or releasing a pool, and
+   * trim), and by the purge thread while it decommits them (purge.c): the only state another
+   * thread touches outside remote frees.  Never taken on malloc's or free's fast path. */
+  _Atomic(int) arena_lock;
+  unsigned purge_tick; /* pool events since the clock was last read */
   uint64_t thread_id;
-  obm_heap_t *all_next;              /* global list of heaps */
+  obm_heap_t *all_next; /* global list of heaps */
   obm_heap_t *abandoned_next;
   int abandoned;
-  int orphaned;                      /* in a forked child: its thread did not survive the fork
-                                        and may have been mid-update; never adopted */
-  int is_empty_heap;                 /* the static placeholder heap before a thread's init */
+  int orphaned;      /* in a forked child: its thread did not survive the fork
+                        and may have been mid-update; never adopted */
+  int is_empty_heap; /* the static placeholder heap before a thread's init */
   _Alignas(OBM_CACHE_LINE) _Atomic(obm_pool_t *) remote_pools; /* pools with remote frees */
   char pad_[OBM_CACHE_LINE - sizeof(void *)];
 };
@@ -141,8 +145,8 @@ struct obm_heap_s {
 #define OBM_NO_HINT ((obm_arena_t *)(uintptr_t)1)
 
 /* ---- globals --------------------------------------------------------------------------- */
-extern OBM_HIDDEN obm_pool_t _obm_pool_empty;  /* placeholder: no free blocks, never full */
-extern OBM_HIDDEN obm_heap_t _obm_heap_empty;  /* placeholder heap of uninitialized threads */
+extern OBM_HIDDEN obm_pool_t _obm_pool_empty; /* placeholder: no free blocks, never full */
+extern OBM_HIDDEN obm_heap_t _obm_heap_empty; /* placeholder heap of uninitialized threads */
 extern OBM_HIDDEN __thread obm_heap_t *_obm_tls_heap;
 /* The heap obm_malloc's inline path uses: the thread's heap, or &_obm_heap_empty before the
  * thread's first allocation and always in debug mode, so that those take the slow path with
@@ -152,7 +156,7 @@ extern OBM_HIDDEN pthread_mutex_t _obm_global_lock; /* arenas list, spares, heap
 /* Lock order (fork takes them all in this order): init, abandoned, global, pagemap, large. */
 extern OBM_HIDDEN pthread_mutex_t _obm_abandoned_lock; /* heaps of exited threads */
 extern OBM_HIDDEN pthread_mutex_t _obm_pagemap_lock;   /* creating page-map leaves */
-extern OBM_HIDDEN int _obm_debug_on;              /* debug mode, fixed at init */
+extern OBM_HIDDEN int _obm_debug_on;                   /* debug mode, fixed at init */
 extern OBM_HIDDEN int _obm_initialized;
 /* _obm_init when needed; the test is one acquire load (threads may race to the first call). */
 OBM_INLINE void _obm_ensure_init(void) {
@@ -160,7 +164,7 @@ OBM_INLINE void _obm_ensure_init(void) {
 }
 
 extern OBM_HIDDEN const uint32_t _obm_class_size[OBM_NCLASSES];
-extern OBM_HIDDEN uint8_t _obm_class_slots[OBM_NCLASSES];   /* slots per pool */
+extern OBM_HIDDEN uint8_t _obm_class_slots[OBM_NCLASSES]; /* slots per pool */
 extern OBM_HIDDEN uint32_t _obm_class_capacity[OBM_NCLASSES];
 /* ceil(2^40 / block_size): block index = (offset * recip) >> 40, exact for offsets < 2^20 */
 extern OBM_HIDDEN uint64_t _obm_class_recip[OBM_NCLASSES];
@@ -177,7 +181,7 @@ OBM_INLINE unsigned _obm_size_to_class(size_t size) {
 OBM_HIDDEN void _obm_sizeclass_init(void);
 
 /* ---- page map: chunk (1 MiB) -> segment ------------------------------------------------- */
-#define OBM_PAGEMAP_BITS 48
+#define OBM_PAGEMAP_BITS      48
 #define OBM_PAGEMAP_LEAF_BITS 14
 #define OBM_PAGEMAP_ROOT_BITS (OBM_PAGEMAP_BITS - OBM_ARENA_SHIFT - OBM_PAGEMAP_LEAF_BITS)
 typedef _Atomic(obm_segment_t *) obm_pagemap_leaf_t[1u << OBM_PAGEMAP_LEAF_BITS];
@@ -188,13 +192,13 @@ extern OBM_HIDDEN _Atomic(obm_pagemap_leaf_t *) _obm_pagemap_root[1u << OBM_PAGE
  * _obm_large_contains), which an aliased address always fails. */
 OBM_INLINE obm_segment_t *_obm_pagemap_lookup_masked(const void *p) {
   uintptr_t a = (uintptr_t)p;
-  obm_pagemap_leaf_t *leaf = atomic_load_explicit(
-      &_obm_pagemap_root[(a >> (OBM_ARENA_SHIFT + OBM_PAGEMAP_LEAF_BITS)) &
-                         ((1u << OBM_PAGEMAP_ROOT_BITS) - 1)],
-      memory_order_acquire);
+  obm_pagemap_leaf_t *leaf =
+      atomic_load_explicit(&_obm_pagemap_root[(a >> (OBM_ARENA_SHIFT + OBM_PAGEMAP_LEAF_BITS)) &
+                                              ((1u << OBM_PAGEMAP_ROOT_BITS) - 1)],
+                           memory_order_acquire);
   if (obm_unlikely(leaf == NULL)) return NULL;
-  return atomic_load_explicit(&(*leaf)[(a >> OBM_ARENA_SHIFT) & ((1u << OBM_PAGEMAP_LEAF_BITS) - 1)],
-                              memory_order_relaxed);
+  return atomic_load_explicit(
+      &(*leaf)[(a >> OBM_ARENA_SHIFT) & ((1u << OBM_PAGEMAP_LEAF_BITS) - 1)], memory_order_relaxed);
 }
 /* The segment covering p, or NULL when p is not in memory obmem mapped.  Reads only the page
  * map.  For a large segment, p may lie past its end in the same chunk: check with
@@ -229,8 +233,13 @@ OBM_HIDDEN obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots);
 /* Returns an empty pool's slots to its arena; frees the arena when it becomes empty. */
 OBM_HIDDEN void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool);
 OBM_HIDDEN void _obm_arena_trim_spares(void);
-/* Unmaps spare arenas that have been empty longer than OBMEM_PURGE_DELAY_MS. */
-OBM_HIDDEN void _obm_arena_purge_expired(void);
+/* Unmaps spare arenas that have been empty longer than OBMEM_PURGE_DELAY_MS; returns
+ * whether spares that will expire later remain. */
+OBM_HIDDEN int _obm_arena_purge_expired(void);
+/* The purge thread's pass over one heap (which it does not own): decommits the slots that
+ * have been dirty for the delay, unless the owner holds the heap's arena lock.  Returns
+ * whether dirty slots remain (or the heap was busy). */
+OBM_HIDDEN int _obm_arena_purge_heap(obm_heap_t *heap, uint64_t now);
 /* Gives the pages of the heap's free slots back to the OS (they stay mapped). */
 OBM_HIDDEN void _obm_arena_decommit_free(obm_heap_t *heap);
 OBM_HIDDEN extern obm_arena_t *_obm_arenas_all; /* under _obm_global_lock */
@@ -264,14 +273,30 @@ OBM_INLINE obm_heap_t *_obm_heap_get(void) {
   return _obm_tls_heap;
 }
 
+OBM_HIDDEN OBM_COLD void _obm_heap_lock_wait(obm_heap_t *heap);
+OBM_INLINE void _obm_heap_lock(obm_heap_t *heap) {
+  if (obm_unlikely(atomic_exchange_explicit(&heap->arena_lock, 1, memory_order_acquire))) {
+    _obm_heap_lock_wait(heap);
+  }
+}
+OBM_INLINE int _obm_heap_trylock(obm_heap_t *heap) {
+  return atomic_load_explicit(&heap->arena_lock, memory_order_relaxed) == 0 &&
+         atomic_exchange_explicit(&heap->arena_lock, 1, memory_order_acquire) == 0;
+}
+OBM_INLINE void _obm_heap_unlock(obm_heap_t *heap) {
+  atomic_store_explicit(&heap->arena_lock, 0, memory_order_release);
+}
+
 /* Links pool at the front of its class list. */
 OBM_INLINE void _obm_pool_link(obm_heap_t *heap, obm_pool_t *pool) {
   obm_heap_class_t *hc = &heap->cls[pool->size_class];
   obm_pool_t *head = hc->pool;
   pool->prev = NULL;
   pool->next = head == &_obm_pool_empty ? NULL : head;
-  if (pool->next) pool->next->prev = pool;
-  else hc->tail = pool;
+  if (pool->next)
+    pool->next->prev = pool;
+  else
+    hc->tail = pool;
   hc->pool = pool;
   pool->in_list = 1;
 }
@@ -292,10 +317,14 @@ OBM_INLINE void _obm_pool_link_tail(obm_heap_t *heap, obm_pool_t *pool) {
 }
 OBM_INLINE void _obm_pool_unlink(obm_heap_t *heap, obm_pool_t *pool) {
   obm_heap_class_t *hc = &heap->cls[pool->size_class];
-  if (pool->prev) pool->prev->next = pool->next;
-  else hc->pool = pool->next ? pool->next : &_obm_pool_empty;
-  if (pool->next) pool->next->prev = pool->prev;
-  else hc->tail = pool->prev;
+  if (pool->prev)
+    pool->prev->next = pool->next;
+  else
+    hc->pool = pool->next ? pool->next : &_obm_pool_empty;
+  if (pool->next)
+    pool->next->prev = pool->prev;
+  else
+    hc->tail = pool->prev;
   pool->next = pool->prev = NULL;
   pool->in_list = 0;
 }
@@ -327,8 +356,24 @@ OBM_HIDDEN void _obm_large_stats(obm_stats_t *out);
 OBM_HIDDEN size_t _obm_large_check(void);
 extern OBM_HIDDEN pthread_mutex_t _obm_large_lock;
 extern OBM_HIDDEN obm_large_t *_obm_large_live;
-/* Unmaps cached large blocks older than OBMEM_PURGE_DELAY_MS. */
-OBM_HIDDEN void _obm_large_purge_expired(void);
+/* Unmaps cached large blocks older than 10x OBMEM_PURGE_DELAY_MS; returns whether the
+ * cache still holds blocks. */
+OBM_HIDDEN int _obm_large_purge_expired(void);
+
+/* ---- purge.c: the purge thread ---------------------------------------------------------- */
+/* Memory became purgeable later (dirty slots, a spare arena, a cached large block): makes
+ * sure the purge thread will look (starts it the first time).  One relaxed load when it is
+ * already due to look.  Call with no allocator lock held. */
+OBM_HIDDEN void _obm_purger_poke_slow(void);
+extern OBM_HIDDEN _Atomic(int) _obm_purger_pending;
+OBM_INLINE void _obm_purger_poke(void) {
+  if (!atomic_load_explicit(&_obm_purger_pending, memory_order_relaxed)) _obm_purger_poke_slow();
+}
+/* The last thread with a heap has exited: the purge thread must not keep the process alive. */
+OBM_HIDDEN void _obm_purger_threads_gone(void);
+OBM_HIDDEN void _obm_purger_fork_prepare(void);
+OBM_HIDDEN void _obm_purger_fork_parent(void);
+OBM_HIDDEN void _obm_purger_fork_child(void);
 OBM_INLINE int _obm_large_contains(const obm_large_t *seg, const void *p) {
   return (const uint8_t *)p >= (const uint8_t *)seg &&
          (const uint8_t *)p < (const uint8_t *)seg + seg->mapped_size;

@@ -13,8 +13,8 @@
 #include <string.h>
 
 obm_arena_t *_obm_arenas_all;
-uint64_t _obm_arenas_allocated, _obm_arenas_reclaimed, _obm_arenas_current,
-    _obm_arenas_highwater, _obm_arenas_nspare;
+uint64_t _obm_arenas_allocated, _obm_arenas_reclaimed, _obm_arenas_current, _obm_arenas_highwater,
+    _obm_arenas_nspare;
 _Atomic(uint64_t) _obm_bytes_mapped, _obm_bytes_mapped_peak;
 /* Empty arenas kept mapped, newest first (linked by next, under _obm_global_lock).  The first
  * OBMEM_ARENA_SPARE stay indefinitely (CPython keeps one); the others are unmapped once they
@@ -30,8 +30,9 @@ static uint64_t spare_since(obm_arena_t *a) {
   return (uint64_t)(uintptr_t)a->pools[1].start;
 }
 
-/* Detaches the spares past the kept ones that are too old (or too many); caller unmaps. */
-static obm_arena_t *spares_expire(uint64_t now) {
+/* Detaches the spares past the kept ones that are too old (or too many); caller unmaps.
+ * *left (if not NULL) tells whether spares that will expire later remain. */
+static obm_arena_t *spares_expire(uint64_t now, int *left) {
   long keep = _obm_option(OBM_OPTION_ARENA_SPARE);
   uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
   obm_arena_t **link = &spare_arenas, *victims = NULL;
@@ -50,15 +51,16 @@ static obm_arena_t *spares_expire(uint64_t now) {
     link = &a->next;
     i++;
   }
+  if (left) *left = i > keep;
   return victims;
 }
 
 void _obm_mapped_add(size_t bytes) {
   uint64_t now = atomic_fetch_add_explicit(&_obm_bytes_mapped, bytes, memory_order_relaxed) + bytes;
   uint64_t peak = atomic_load_explicit(&_obm_bytes_mapped_peak, memory_order_relaxed);
-  while (now > peak && !atomic_compare_exchange_weak_explicit(&_obm_bytes_mapped_peak, &peak, now,
-                                                              memory_order_relaxed,
-                                                              memory_order_relaxed)) {
+  while (now > peak &&
+         !atomic_compare_exchange_weak_explicit(&_obm_bytes_mapped_peak, &peak, now,
+                                                memory_order_relaxed, memory_order_relaxed)) {
   }
 }
 void _obm_mapped_sub(size_t bytes) {
@@ -74,8 +76,10 @@ static void usable_remove(obm_heap_t *heap, obm_arena_t *a) {
     heap->last_with[n] = (a->prev && a->prev->nfree_slots == n) ? a->prev : NULL;
     if (!heap->last_with[n]) heap->last_with_mask &= ~((uint64_t)1 << n);
   }
-  if (a->prev) a->prev->next = a->next;
-  else heap->usable = a->next;
+  if (a->prev)
+    a->prev->next = a->next;
+  else
+    heap->usable = a->next;
   if (a->next) a->next->prev = a->prev;
   a->next = a->prev = NULL;
   a->in_usable = 0;
@@ -136,7 +140,7 @@ static obm_arena_t *arena_new(obm_heap_t *heap) {
     spare_arenas = a->next;
     _obm_arenas_nspare--;
   }
-  obm_arena_t *victims = spare_arenas ? spares_expire(_obm_os_clock_coarse_ns()) : NULL;
+  obm_arena_t *victims = spare_arenas ? spares_expire(_obm_os_clock_coarse_ns(), NULL) : NULL;
   pthread_mutex_unlock(&_obm_global_lock);
   unmap_list(victims);
   if (!a) {
@@ -175,24 +179,28 @@ static void arena_free(obm_arena_t *a) {
   obm_assert(a->nfree_slots == OBM_NSLOTS - 1);
   uint64_t now = _obm_os_clock_coarse_ns();
   pthread_mutex_lock(&_obm_global_lock);
-  if (a->all_prev) a->all_prev->all_next = a->all_next;
-  else _obm_arenas_all = a->all_next;
+  if (a->all_prev)
+    a->all_prev->all_next = a->all_next;
+  else
+    _obm_arenas_all = a->all_next;
   if (a->all_next) a->all_next->all_prev = a->all_prev;
   a->heap = NULL;
   a->pools[1].start = (uint8_t *)(uintptr_t)now;
   a->next = spare_arenas;
   spare_arenas = a;
   _obm_arenas_nspare++;
-  obm_arena_t *victims = spares_expire(now);
+  obm_arena_t *victims = spares_expire(now, NULL);
   pthread_mutex_unlock(&_obm_global_lock);
   unmap_list(victims);
 }
 
-void _obm_arena_purge_expired(void) {
+int _obm_arena_purge_expired(void) {
+  int left = 0;
   pthread_mutex_lock(&_obm_global_lock);
-  obm_arena_t *victims = spares_expire(_obm_os_clock_coarse_ns());
+  obm_arena_t *victims = spares_expire(_obm_os_clock_coarse_ns(), &left);
   pthread_mutex_unlock(&_obm_global_lock);
   unmap_list(victims);
+  return left;
 }
 
 void _obm_arena_trim_spares(void) {
@@ -218,10 +226,28 @@ static void decommit_slots(obm_arena_t *a, uint64_t m) {
   while (m) {
     int s = __builtin_ctzll(m);
     int e = s;
-    while (e < 64 && (m >> e) & 1) e++;
+    while (e < 64 && (m >> e) & 1)
+      e++;
     _obm_os_decommit((uint8_t *)a + (size_t)s * OBM_POOL_SIZE, (size_t)(e - s) * OBM_POOL_SIZE);
     m &= e == 64 ? 0 : ~((((uint64_t)1 << e) - 1));
   }
+}
+
+/* Decommits the dirty slots of the heap's arenas that have been dirty for `delay`; returns
+ * whether dirty slots remain.  Caller holds the heap's arena lock. */
+static int purge_aged(obm_heap_t *heap, uint64_t now, uint64_t delay) {
+  int left = 0;
+  for (obm_arena_t *a = heap->usable; a; a = a->next) {
+    if (a->dirty_since == 0) continue;
+    if (now - a->dirty_since < delay) {
+      left = 1;
+      continue;
+    }
+    decommit_slots(a, a->dirty_slots & a->free_slots);
+    a->dirty_slots = 0;
+    a->dirty_since = 0;
+  }
+  return left;
 }
 
 static void heap_purge(obm_heap_t *heap) {
@@ -233,12 +259,17 @@ static void heap_purge(obm_heap_t *heap) {
   /* the global caches expire on this heap's clock too, not only on arena or large events */
   _obm_arena_purge_expired();
   _obm_large_purge_expired();
-  for (obm_arena_t *a = heap->usable; a; a = a->next) {
-    if (a->dirty_since == 0 || now - a->dirty_since < delay) continue;
-    decommit_slots(a, a->dirty_slots & a->free_slots);
-    a->dirty_slots = 0;
-    a->dirty_since = 0;
-  }
+  purge_aged(heap, now, delay);
+}
+
+/* The purge thread's pass (purge.c), for a heap whose owner may be idle: the same, under
+ * the heap's arena lock, skipped when the owner holds it (it is busy and purges itself). */
+int _obm_arena_purge_heap(obm_heap_t *heap, uint64_t now) {
+  if (!_obm_heap_trylock(heap)) return 1;
+  uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
+  int left = purge_aged(heap, now, delay);
+  _obm_heap_unlock(heap);
+  return left;
 }
 
 /* Gives the pages of every free slot of the arena back to the OS (they stay mapped). */
@@ -253,11 +284,13 @@ static void arena_decommit_free(obm_arena_t *a) {
 /* First slot of a run of k free slots, or -1. */
 static int find_run(uint64_t free_slots, unsigned k) {
   uint64_t m = free_slots;
-  for (unsigned i = 1; i < k && m; i++) m &= free_slots >> i;
+  for (unsigned i = 1; i < k && m; i++)
+    m &= free_slots >> i;
   return m ? __builtin_ctzll(m) : -1;
 }
 
 obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
+  _obm_heap_lock(heap);
   heap_purge(heap);
   obm_arena_t *a = heap->usable;
   int slot = -1;
@@ -268,7 +301,10 @@ obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
   }
   if (slot < 0) {
     a = arena_new(heap);
-    if (!a) return NULL;
+    if (!a) {
+      _obm_heap_unlock(heap);
+      return NULL;
+    }
     slot = 1;
   } else {
     usable_remove(heap, a);
@@ -287,10 +323,12 @@ obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
     a->pools[slot + (int)i].kind = OBM_SLOT_TAIL;
     a->pools[slot + (int)i].head_offset = (uint8_t)i;
   }
+  _obm_heap_unlock(heap);
   return pool;
 }
 
 void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
+  _obm_heap_lock(heap);
   heap_purge(heap);
   obm_arena_t *a = _obm_pool_arena(pool);
   obm_assert(pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && !pool->in_list);
@@ -323,10 +361,15 @@ void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
   if (a->nfree_slots == OBM_NSLOTS - 1) {
     if (heap->free_hint == a) heap->free_hint = OBM_NO_HINT;
     arena_free(a);
-  }
-  else usable_insert(heap, a);
+  } else
+    usable_insert(heap, a);
+  _obm_heap_unlock(heap);
+  _obm_purger_poke(); /* dirty slots or a spare arena: purgeable later */
 }
 
 void _obm_arena_decommit_free(obm_heap_t *heap) {
-  for (obm_arena_t *a = heap->usable; a; a = a->next) arena_decommit_free(a);
+  _obm_heap_lock(heap);
+  for (obm_arena_t *a = heap->usable; a; a = a->next)
+    arena_decommit_free(a);
+  _obm_heap_unlock(heap);
 }

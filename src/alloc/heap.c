@@ -21,14 +21,16 @@ obm_heap_t _obm_heap_empty = {
     .is_empty_heap = 1,
 };
 __thread obm_heap_t *_obm_tls_heap __attribute__((tls_model("initial-exec"))) = &_obm_heap_empty;
-__thread obm_heap_t *_obm_tls_fast_heap
-    __attribute__((tls_model("initial-exec"))) = &_obm_heap_empty;
+__thread obm_heap_t *_obm_tls_fast_heap __attribute__((tls_model("initial-exec"))) =
+    &_obm_heap_empty;
 
 obm_heap_t *_obm_heaps_all;
 uint64_t _obm_heaps_count, _obm_heaps_abandoned;
-static obm_heap_t *abandoned_heaps;                 /* under _obm_abandoned_lock */
+static obm_heap_t *abandoned_heaps; /* under _obm_abandoned_lock */
 pthread_mutex_t _obm_abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_key_t _obm_heap_key;
+/* Threads that have a heap now (the purge thread must exit when none is left). */
+static _Atomic(uint64_t) heaps_live;
 
 /* Heap structs come from 64 KiB metadata chunks and are recycled, never freed. */
 static uint8_t *meta_chunk, *meta_end;
@@ -50,7 +52,8 @@ static obm_heap_t *heap_new(void) {
   obm_heap_t *h = (obm_heap_t *)meta_chunk;
   meta_chunk += size;
   memset(h, 0, sizeof *h);
-  for (int c = 0; c < OBM_NCLASSES; c++) h->cls[c].pool = &_obm_pool_empty;
+  for (int c = 0; c < OBM_NCLASSES; c++)
+    h->cls[c].pool = &_obm_pool_empty;
   h->free_hint = OBM_NO_HINT;
   h->all_next = _obm_heaps_all;
   _obm_heaps_all = h;
@@ -76,6 +79,7 @@ obm_heap_t *_obm_heap_init_thread(void) {
     return NULL;
   }
   h->thread_id = _obm_os_thread_id();
+  atomic_fetch_add_explicit(&heaps_live, 1, memory_order_relaxed);
   /* Set before pthread_setspecific: it may allocate, and must then find this heap. */
   _obm_tls_heap = h;
   _obm_tls_fast_heap = _obm_debug_on ? &_obm_heap_empty : h;
@@ -99,6 +103,8 @@ void _obm_heap_thread_done(void *arg) {
   abandoned_heaps = h;
   _obm_heaps_abandoned++;
   pthread_mutex_unlock(&_obm_abandoned_lock);
+  if (atomic_fetch_sub_explicit(&heaps_live, 1, memory_order_acq_rel) == 1)
+    _obm_purger_threads_gone();
 }
 
 size_t _obm_heap_collect_remote(obm_heap_t *heap) {
@@ -154,7 +160,8 @@ size_t _obm_heap_collect_abandoned(void) {
 /* Decommits free slots of the heaps of exited threads (obm_trim). */
 void _obm_heap_decommit_abandoned(void) {
   pthread_mutex_lock(&_obm_abandoned_lock);
-  for (obm_heap_t *h = abandoned_heaps; h; h = h->abandoned_next) _obm_arena_decommit_free(h);
+  for (obm_heap_t *h = abandoned_heaps; h; h = h->abandoned_next)
+    _obm_arena_decommit_free(h);
   pthread_mutex_unlock(&_obm_abandoned_lock);
 }
 
@@ -165,4 +172,5 @@ void _obm_heap_after_fork_child(void) {
     if (h != self && !h->abandoned) h->orphaned = 1;
   pthread_mutex_unlock(&_obm_global_lock);
   if (!self->is_empty_heap) self->thread_id = _obm_os_thread_id();
+  atomic_store_explicit(&heaps_live, self->is_empty_heap ? 0 : 1, memory_order_relaxed);
 }

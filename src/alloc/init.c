@@ -14,6 +14,7 @@ static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
  * longer exists there (a child forked while other threads allocate can allocate). */
 static void fork_prepare(void) {
   _obm_stats_fork_prepare();  /* outermost: a report takes the allocator's locks */
+  _obm_purger_fork_prepare(); /* before the allocator locks: no purge pass holds a heap lock */
   pthread_mutex_lock(&init_lock);
   pthread_mutex_lock(&_obm_abandoned_lock);
   pthread_mutex_lock(&_obm_global_lock);
@@ -31,11 +32,13 @@ static void unlock_all(void) {
 
 static void fork_parent(void) {
   unlock_all();
+  _obm_purger_fork_parent();
   _obm_stats_fork_parent();
 }
 
 static void fork_child(void) {
   unlock_all(); /* the forking thread owns them in the child too */
+  _obm_purger_fork_child();
   _obm_heap_after_fork_child();
   _obm_stats_fork_child();
 }

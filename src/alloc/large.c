@@ -59,8 +59,10 @@ static void live_link(obm_large_t *s) {
 }
 
 static void live_unlink(obm_large_t *s) {
-  if (s->prev) s->prev->next = s->next;
-  else _obm_large_live = s->next;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    _obm_large_live = s->next;
   if (s->next) s->next->prev = s->prev;
   live_count--;
   live_bytes -= s->usable_size;
@@ -123,8 +125,8 @@ static void segment_shrink(obm_large_t *s, size_t new_size) {
 /* A reused segment is kept whole (its pages are resident already and the next request may
  * need them: trimming and growing back costs a page fault per page) unless it is more than
  * 8x the request or more than 64 MiB too big. */
-#define LARGE_NEEDS_SHRINK(s, need)                                                           \
-  ((s)->mapped_size - (need) >= OBM_ARENA_SIZE &&                                             \
+#define LARGE_NEEDS_SHRINK(s, need)                                                                \
+  ((s)->mapped_size - (need) >= OBM_ARENA_SIZE &&                                                  \
    ((s)->mapped_size / 8 > (need) || (s)->mapped_size - (need) > 64 * OBM_ARENA_SIZE))
 
 /* Grows a cached (unlisted) segment to `need` bytes in place, or by moving its pages to a new
@@ -202,8 +204,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
         grow = cache_take(largest);
         cache_hits++;
       }
-      cache_expire(_obm_os_clock_coarse_ns(), cache_limit(),
-                   &victims);
+      cache_expire(_obm_os_clock_coarse_ns(), cache_limit(), &victims);
     }
     pthread_mutex_unlock(&_obm_large_lock);
     unmap_victims(victims);
@@ -265,6 +266,7 @@ void _obm_large_free(obm_large_t *s) {
   }
   pthread_mutex_unlock(&_obm_large_lock);
   unmap_victims(victims);
+  if (cacheable) _obm_purger_poke(); /* the cached block expires later */
 }
 
 static void unmap_victims(obm_large_t *victims) {
@@ -355,13 +357,14 @@ void _obm_large_trim(void) {
   unmap_victims(victims);
 }
 
-void _obm_large_purge_expired(void) {
+int _obm_large_purge_expired(void) {
   obm_large_t *victims = NULL;
   pthread_mutex_lock(&_obm_large_lock);
-  cache_expire(_obm_os_clock_coarse_ns(), cache_limit(),
-               &victims);
+  cache_expire(_obm_os_clock_coarse_ns(), cache_limit(), &victims);
+  int left = cache_count > 0;
   pthread_mutex_unlock(&_obm_large_lock);
   unmap_victims(victims);
+  return left;
 }
 
 void _obm_large_stats(obm_stats_t *out) {
@@ -384,8 +387,10 @@ size_t _obm_large_check(void) {
     for (obm_large_t *s = list ? (cache_count ? cache[0].seg : NULL) : _obm_large_live; s;
          s = list ? (++ci < cache_count ? cache[ci].seg : NULL) : s->next) {
       const char *what = NULL;
-      if (s->kind != OBM_SEG_LARGE) what = "segment kind is wrong";
-      else if ((int)s->cached != list) what = "cached flag disagrees with its list";
+      if (s->kind != OBM_SEG_LARGE)
+        what = "segment kind is wrong";
+      else if ((int)s->cached != list)
+        what = "cached flag disagrees with its list";
       else if (s->block + s->usable_size != (uint8_t *)s + s->mapped_size)
         what = "block + usable_size != end of mapping";
       else if (_obm_pagemap_lookup(s) != (obm_segment_t *)s ||
