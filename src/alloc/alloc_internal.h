@@ -82,8 +82,8 @@ struct obm_arena_s {
   obm_arena_t *all_next, *all_prev; /* global list of arenas in use (under _obm_global_lock) */
   uint8_t in_usable;
   uint8_t pad_[7];
-  uint64_t dirty_slots; /* free slots released since the last purge (maybe resident) */
-  uint64_t dirty_since; /* coarse clock when dirty_slots became non-empty, or 0 */
+  uint64_t dirty_slots; /* free slots released since the heap's last purge pass (resident) */
+  uint64_t dirty_old;   /* free slots already dirty at that pass: purged at the next one */
   _Alignas(OBM_CACHE_LINE) obm_pool_t pools[OBM_NSLOTS]; /* one cache line each */
 };
 

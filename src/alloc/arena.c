@@ -119,7 +119,7 @@ static void arena_init(obm_arena_t *a, obm_heap_t *heap) {
   a->next = a->prev = NULL;
   a->in_usable = 0;
   a->dirty_slots = 0;
-  a->dirty_since = 0;
+  a->dirty_old = 0;
   a->pools[0].kind = OBM_SLOT_META;
 }
 
@@ -217,11 +217,15 @@ void _obm_arena_trim_spares(void) {
 }
 
 /* Purging, as mimalloc and jemalloc do it: a released pool's slots become dirty (free, and
- * possibly resident); once an arena has had dirty slots for OBMEM_PURGE_DELAY_MS their pages
- * go back to the OS (MADV_DONTNEED; the slots stay mapped and read as zero).  Slots taken
- * again within the delay are never purged, so a program that empties and refills pools pays
- * nothing.  Checked at most once per delay, when a pool is taken or released; 0 purges at
- * once. */
+ * resident); dirty slots go back to the OS (MADV_DONTNEED; they stay mapped and read as zero)
+ * between one and two OBMEM_PURGE_DELAY_MS after their release.  Each heap makes a pass once
+ * per delay (when it releases a pool, or from the purge thread when it is idle): the slots
+ * that were already dirty at the previous pass (dirty_old) are purged, and those released
+ * since (dirty_slots) become the old ones — two generations, so that a slot released just
+ * before a pass is never purged at once.  Slots taken again before that are never purged, and
+ * a pool take prefers dirty slots, so a program that empties and refills pools pays nothing;
+ * taking a pool never purges (it would purge just what the program is about to need).
+ * OBMEM_PURGE_DELAY_MS=0 purges at once. */
 static void decommit_slots(obm_arena_t *a, uint64_t m) {
   while (m) {
     int s = __builtin_ctzll(m);
@@ -233,33 +237,32 @@ static void decommit_slots(obm_arena_t *a, uint64_t m) {
   }
 }
 
-/* Decommits the dirty slots of the heap's arenas that have been dirty for `delay`; returns
- * whether dirty slots remain.  Caller holds the heap's arena lock. */
-static int purge_aged(obm_heap_t *heap, uint64_t now, uint64_t delay) {
+/* The heap's purge pass, if a delay has passed since the last one; returns whether dirty
+ * slots remain (purgeable at a later pass).  Caller holds the heap's arena lock. */
+static int purge_pass(obm_heap_t *heap, uint64_t now, uint64_t delay) {
   int left = 0;
+  int due = now - heap->last_purge_check >= delay;
+  if (due) heap->last_purge_check = now;
   for (obm_arena_t *a = heap->usable; a; a = a->next) {
-    if (a->dirty_since == 0) continue;
-    if (now - a->dirty_since < delay) {
-      left = 1;
-      continue;
+    if (due) {
+      if (a->dirty_old & a->free_slots) decommit_slots(a, a->dirty_old & a->free_slots);
+      a->dirty_old = a->dirty_slots & a->free_slots;
+      a->dirty_slots = 0;
     }
-    decommit_slots(a, a->dirty_slots & a->free_slots);
-    a->dirty_slots = 0;
-    a->dirty_since = 0;
+    left |= (a->dirty_old | a->dirty_slots) != 0;
   }
   return left;
 }
 
 static void heap_purge(obm_heap_t *heap) {
-  if (++heap->purge_tick & 15) return; /* the clock is read every 16th pool event */
+  if (++heap->purge_tick & 15) return; /* the clock is read every 16th release */
   uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
   uint64_t now = _obm_os_clock_coarse_ns();
   if (now - heap->last_purge_check < delay) return;
-  heap->last_purge_check = now;
+  purge_pass(heap, now, delay);
   /* the global caches expire on this heap's clock too, not only on arena or large events */
   _obm_arena_purge_expired();
   _obm_large_purge_expired();
-  purge_aged(heap, now, delay);
 }
 
 /* The purge thread's pass (purge.c), for a heap whose owner may be idle: the same, under
@@ -267,7 +270,7 @@ static void heap_purge(obm_heap_t *heap) {
 int _obm_arena_purge_heap(obm_heap_t *heap, uint64_t now) {
   if (!_obm_heap_trylock(heap)) return 1;
   uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
-  int left = purge_aged(heap, now, delay);
+  int left = purge_pass(heap, now, delay);
   _obm_heap_unlock(heap);
   return left;
 }
@@ -276,7 +279,7 @@ int _obm_arena_purge_heap(obm_heap_t *heap, uint64_t now) {
 static void arena_decommit_free(obm_arena_t *a) {
   decommit_slots(a, a->free_slots);
   a->dirty_slots = 0;
-  a->dirty_since = 0;
+  a->dirty_old = 0;
 }
 
 /* ---- pools ------------------------------------------------------------------------------ */
@@ -291,12 +294,14 @@ static int find_run(uint64_t free_slots, unsigned k) {
 
 obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
   _obm_heap_lock(heap);
-  heap_purge(heap);
   obm_arena_t *a = heap->usable;
   int slot = -1;
   for (int tries = 0; a && tries < 64; a = a->next, tries++) {
     if (a->nfree_slots < nslots) continue;
-    slot = find_run(a->free_slots, nslots);
+    /* resident slots first: the others fault in again */
+    uint64_t dirty = a->free_slots & (a->dirty_slots | a->dirty_old);
+    if (dirty) slot = find_run(dirty, nslots);
+    if (slot < 0) slot = find_run(a->free_slots, nslots);
     if (slot >= 0) break;
   }
   if (slot < 0) {
@@ -312,6 +317,7 @@ obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
   uint64_t bits = (nslots == 64 ? ~(uint64_t)0 : (((uint64_t)1 << nslots) - 1)) << slot;
   a->free_slots &= ~bits;
   a->dirty_slots &= ~bits;
+  a->dirty_old &= ~bits;
   a->nfree_slots -= nslots;
   if (a->nfree_slots > 0) usable_insert(heap, a);
   obm_pool_t *pool = &a->pools[slot];
@@ -356,7 +362,6 @@ void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
     decommit_slots(a, bits);
   } else {
     a->dirty_slots |= bits;
-    if (a->dirty_since == 0) a->dirty_since = _obm_os_clock_coarse_ns();
   }
   if (a->nfree_slots == OBM_NSLOTS - 1) {
     if (heap->free_hint == a) heap->free_hint = OBM_NO_HINT;
