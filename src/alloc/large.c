@@ -2,17 +2,27 @@
  *
  * A large segment is [header (64 B) | block ... ] mapped on its own.  Freed segments go to a
  * cache with their pages still committed, so the common "allocate a few MiB, use, free,
- * repeat" pattern costs neither a system call nor a page fault; the best-fitting cached
- * segment is reused (its tail unmapped only when it is more than 8x or 64 MiB too big), and
- * when none is big enough the largest is grown with mremap.  The cache is a compact array
- * (one scan of contiguous memory, no walk through the segments' own pages), bounded by the
- * larger of OBMEM_LARGE_CACHE_MB and the large-block high-water mark, and by
- * CACHE_MAX_ENTRIES; an entry older than 10 x OBMEM_PURGE_DELAY_MS
- * (a large block is worth more page faults than a pool slot) is
- * unmapped at the next large allocation or free, as is the least recently freed one when the
- * cache is full.  realloc grows in place with mremap, or moves the pages to a new aligned
- * address with mremap (no copy).  Everything here is under _obm_large_lock except the system
- * calls, which run outside it.
+ * repeat" pattern costs neither a system call nor a page fault.  A request takes the
+ * best-fitting cached segment whole when it is less than 1 MiB too big; otherwise it grows the
+ * largest smaller cached segment with mremap (its pages are reused, only the extension is new),
+ * so that a big segment stays whole for a request of its size; with nothing smaller cached it
+ * takes a segment at most 8x the request whole, and beside only bigger ones it maps a fresh
+ * segment (cache_choose).  A cached segment is never trimmed for a smaller request: the pages
+ * cut off are resident, and the next request of the segment's size would fault them in again
+ * (only slack beyond 64 MiB is unmapped).  The cache is a compact array (one scan of contiguous
+ * memory, no walk through the segments' own pages), bounded by the larger of
+ * OBMEM_LARGE_CACHE_MB and the large-block high-water mark, and by CACHE_MAX_ENTRIES; an entry
+ * older than 10 x OBMEM_PURGE_DELAY_MS (a large block is worth more page faults than a pool
+ * slot) is unmapped at the next large allocation or free, as is the least recently freed one
+ * when the cache is full.
+ *
+ * realloc grows in place with mremap, or moves the pages to a new aligned address with mremap
+ * (no copy); a growth past the mapping maps at least a quarter more (realloc_growth), so that
+ * a block grown a few bytes at a time costs O(log n) mremaps, not one per page.  A realloc to
+ * a size at least the one asked for last keeps the block, whatever its slack (a segment taken
+ * whole from the cache is not cut back by the first growth of the block in it); a smaller size
+ * gives the tail back when that saves 25 % or more of the mapping.  Everything here is under
+ * _obm_large_lock except the system calls, which run outside it.
  */
 #include "alloc/alloc_internal.h"
 
@@ -20,6 +30,16 @@
 #include <string.h>
 
 #define CACHE_MAX_ENTRIES 256
+
+/* large.c's view of a segment header: obm_large_t, then the size of the last malloc or realloc
+ * of its block that reached large.c (realloc's in-place cases in alloc.c do not), in the header
+ * bytes obm_large_t leaves free.  Meaningless while the segment is cached. */
+typedef struct large_header_s {
+  obm_large_t seg;
+  size_t requested_size;
+} large_header_t;
+_Static_assert(sizeof(large_header_t) <= OBM_LARGE_HEADER, "requested_size fits in the header");
+#define REQUESTED_SIZE(s) (((large_header_t *)(s))->requested_size)
 
 typedef struct cache_entry_s {
   obm_large_t *seg;
@@ -122,12 +142,31 @@ static void segment_shrink(obm_large_t *s, size_t new_size) {
   _obm_mapped_sub(old - new_size);
 }
 
-/* A reused segment is kept whole (its pages are resident already and the next request may
- * need them: trimming and growing back costs a page fault per page) unless it is more than
- * 8x the request or more than 64 MiB too big. */
-#define LARGE_NEEDS_SHRINK(s, need)                                                                \
-  ((s)->mapped_size - (need) >= OBM_ARENA_SIZE &&                                                  \
-   ((s)->mapped_size / 8 > (need) || (s)->mapped_size - (need) > 64 * OBM_ARENA_SIZE))
+/* A cached segment serves a request whole when it is less than CACHE_SLACK_MAX too big, or,
+ * when no smaller segment can be grown instead, at most CACHE_FIT_RATIO times the request.
+ * 8x, not 2x or 4x: in a churn of random sizes (bench/large.c, 1-8 MiB and 8-64 MiB) every
+ * cached segment is within 8x of every request; with 4x, the few requests under a quarter of
+ * every cached segment mapped fresh ones beside the cache, and each stayed there, resident,
+ * until it expired: +23 % peak RSS (17.5 -> 21.5 MiB, 128 -> 157 MiB).  Segments more than 8x
+ * the request are another kind of buffer (CPython's str.lower() works in a 3-code-point UCS4
+ * buffer, 12x the 1-byte string it returns, and needs it again for the next string) and stay
+ * whole for it. */
+#define CACHE_SLACK_MAX ((size_t)OBM_ARENA_SIZE)
+#define CACHE_FIT_RATIO 8
+
+/* A segment taken whole keeps at most 64 MiB of slack; the tail beyond is unmapped. */
+#define LARGE_NEEDS_SHRINK(s, need) ((s)->mapped_size - (need) > 64 * (size_t)OBM_ARENA_SIZE)
+
+/* A realloc past the mapping maps at least old + old / 4 bytes (at most 64 MiB more than asked
+ * for), so that a block grown a few bytes at a time (CPython's `s += t` on a string it holds
+ * the only reference to) costs O(log n) mremaps, not one per page.  The extra pages are the
+ * block's usable size; they cost no memory until the program writes there.  A quarter stays
+ * below what the 25 % shrink rule takes back: a realloc back to the size asked for saves 20 %
+ * and keeps the block, so growing and shrinking never alternate. */
+#define REALLOC_GROWTH_MAX (64 * (size_t)OBM_ARENA_SIZE)
+static size_t realloc_growth(size_t old) {
+  return old / 4 < REALLOC_GROWTH_MAX ? old / 4 : REALLOC_GROWTH_MAX;
+}
 
 /* Grows a cached (unlisted) segment to `need` bytes in place, or by moving its pages to a new
  * 1 MiB-aligned place (no copy); on failure unmaps it and returns NULL. */
@@ -161,6 +200,31 @@ static obm_large_t *segment_grow(obm_large_t *s, size_t need) {
   return NULL;
 }
 
+/* The cache entry a request of `need` bytes uses (under _obm_large_lock), in this order:
+ *   1. the smallest segment >= need, if less than CACHE_SLACK_MAX too big: taken whole;
+ *   2. the largest segment < need: grown to need (*grow = 1) rather than a bigger one taken with
+ *      a MiB or more of slack, which stays whole for a request its size;
+ *   3. the smallest segment >= need, if at most CACHE_FIT_RATIO times need: taken whole;
+ *   4. none (SIZE_MAX): only much bigger segments are cached, and a fresh one is mapped. */
+static size_t cache_choose(size_t need, int *grow) {
+  size_t fit = SIZE_MAX, below = SIZE_MAX;
+  for (size_t i = 0; i < cache_count; i++) {
+    size_t size = cache[i].size;
+    if (size >= need) {
+      if (fit == SIZE_MAX || size < cache[fit].size) fit = i;
+    } else if (below == SIZE_MAX || size > cache[below].size) {
+      below = i;
+    }
+  }
+  if (fit != SIZE_MAX && cache[fit].size - need < CACHE_SLACK_MAX) return fit;
+  if (below != SIZE_MAX) {
+    *grow = 1;
+    return below;
+  }
+  if (fit != SIZE_MAX && cache[fit].size / CACHE_FIT_RATIO <= need) return fit;
+  return SIZE_MAX;
+}
+
 void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
   _obm_ensure_init();
   size_t offset = alignment <= OBM_LARGE_HEADER ? OBM_LARGE_HEADER : alignment;
@@ -176,14 +240,15 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     obm_large_t *victims = NULL;
     pthread_mutex_lock(&_obm_large_lock);
     if (cache_count) {
-      size_t best = SIZE_MAX;
-      for (size_t i = 0; i < cache_count; i++)
-        if (cache[i].size >= need && (best == SIZE_MAX || cache[i].size < cache[best].size))
-          best = i;
-      if (best != SIZE_MAX) {
-        s = cache_take(best);
+      int grow_it = 0;
+      size_t i = cache_choose(need, &grow_it);
+      if (i != SIZE_MAX) {
+        s = cache_take(i);
         cache_hits++;
-        if (!LARGE_NEEDS_SHRINK(s, need)) {
+        if (grow_it) {
+          grow = s;
+          s = NULL;
+        } else if (!LARGE_NEEDS_SHRINK(s, need)) {
           /* the common hit: finish it under this one lock */
           if (_obm_debug_on && s->block != (uint8_t *)s + offset &&
               s->block + OBM_LARGE_HEADER <= (uint8_t *)s + s->mapped_size)
@@ -195,14 +260,6 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
           nmalloc_total++;
           linked = 1;
         }
-      } else {
-        /* Nothing is big enough: grow the largest cached segment rather than map beside the
-         * cache; its pages are reused and only the extension is new. */
-        size_t largest = 0;
-        for (size_t i = 1; i < cache_count; i++)
-          if (cache[i].size > cache[largest].size) largest = i;
-        grow = cache_take(largest);
-        cache_hits++;
       }
       cache_expire(_obm_os_clock_coarse_ns(), cache_limit(), &victims);
     }
@@ -212,6 +269,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     if (s && !linked && LARGE_NEEDS_SHRINK(s, need)) segment_shrink(s, need);
   }
   if (linked) {
+    REQUESTED_SIZE(s) = size;
     if (zero) memset(s->block, 0, size);
     return s->block;
   }
@@ -239,6 +297,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     s->usable_size = need - offset; /* fresh pages are zero: nothing to clear */
   }
   s->cached = 0;
+  REQUESTED_SIZE(s) = size;
   pthread_mutex_lock(&_obm_large_lock);
   live_link(s);
   nmalloc_total++;
@@ -286,7 +345,9 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
   size_t need = page_round(offset + (size ? size : 1));
   size_t old = s->mapped_size;
   if (need <= old) {
-    if (need * 4 > old * 3) return s->block; /* saves less than 25 %: keep */
+    size_t previous = REQUESTED_SIZE(s);
+    REQUESTED_SIZE(s) = size;
+    if (size >= previous || need * 4 > old * 3) return s->block; /* grew, or saves < 25 % */
     pthread_mutex_lock(&_obm_large_lock);
     live_mapped -= old - need;
     live_bytes -= old - need;
@@ -295,6 +356,8 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
     pthread_mutex_unlock(&_obm_large_lock);
     return s->block;
   }
+  size_t step = realloc_growth(old);
+  if (need - old < step && old + step <= ((size_t)1 << 46)) need = page_round(old + step);
   if (_obm_os_remap_inplace(s, old, need) == 0) {
     if (_obm_pagemap_set(s, need, (obm_segment_t *)s) != 0) {
       _obm_os_remap_inplace(s, need, old);
@@ -305,9 +368,11 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
     pthread_mutex_lock(&_obm_large_lock);
     live_mapped += need - old;
     live_bytes += need - old;
+    if (live_mapped > live_mapped_highwater) live_mapped_highwater = live_mapped;
     s->mapped_size = need;
     s->usable_size = need - offset;
     pthread_mutex_unlock(&_obm_large_lock);
+    REQUESTED_SIZE(s) = size;
     return s->block;
   }
   /* Move the pages to a new aligned place.  Unlink first: neighbours point at s. */
@@ -330,6 +395,7 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
     n->mapped_size = need;
     n->block = (uint8_t *)n + offset;
     n->usable_size = need - offset;
+    REQUESTED_SIZE(n) = size;
     s = n;
   } else {
     _obm_pagemap_set(s, s->mapped_size, (obm_segment_t *)s);
