@@ -96,7 +96,9 @@ typedef struct obm_large_s {
   uint8_t *block;     /* the pointer handed out */
   size_t usable_size;
   struct obm_large_s *next, *prev; /* live list or cache list */
-  uint64_t pad_;
+  size_t requested_size; /* size of the last malloc or realloc of the block that reached
+                            large.c (realloc's in-place cases in alloc.c do not); meaningless
+                            while cached */
 } obm_large_t;
 
 /* A heap's per-class state, in one place so that a malloc touches one cache line of it. */

@@ -31,15 +31,7 @@
 
 #define CACHE_MAX_ENTRIES 256
 
-/* large.c's view of a segment header: obm_large_t, then the size of the last malloc or realloc
- * of its block that reached large.c (realloc's in-place cases in alloc.c do not), in the header
- * bytes obm_large_t leaves free.  Meaningless while the segment is cached. */
-typedef struct large_header_s {
-  obm_large_t seg;
-  size_t requested_size;
-} large_header_t;
-_Static_assert(sizeof(large_header_t) <= OBM_LARGE_HEADER, "requested_size fits in the header");
-#define REQUESTED_SIZE(s) (((large_header_t *)(s))->requested_size)
+_Static_assert(sizeof(obm_large_t) <= OBM_LARGE_HEADER, "a large header fits before the block");
 
 typedef struct cache_entry_s {
   obm_large_t *seg;
@@ -269,7 +261,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     if (s && !linked && LARGE_NEEDS_SHRINK(s, need)) segment_shrink(s, need);
   }
   if (linked) {
-    REQUESTED_SIZE(s) = size;
+    s->requested_size = size;
     if (zero) memset(s->block, 0, size);
     return s->block;
   }
@@ -297,7 +289,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     s->usable_size = need - offset; /* fresh pages are zero: nothing to clear */
   }
   s->cached = 0;
-  REQUESTED_SIZE(s) = size;
+  s->requested_size = size;
   pthread_mutex_lock(&_obm_large_lock);
   live_link(s);
   nmalloc_total++;
@@ -345,8 +337,8 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
   size_t need = page_round(offset + (size ? size : 1));
   size_t old = s->mapped_size;
   if (need <= old) {
-    size_t previous = REQUESTED_SIZE(s);
-    REQUESTED_SIZE(s) = size;
+    size_t previous = s->requested_size;
+    s->requested_size = size;
     if (size >= previous || need * 4 > old * 3) return s->block; /* grew, or saves < 25 % */
     pthread_mutex_lock(&_obm_large_lock);
     live_mapped -= old - need;
@@ -372,7 +364,7 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
     s->mapped_size = need;
     s->usable_size = need - offset;
     pthread_mutex_unlock(&_obm_large_lock);
-    REQUESTED_SIZE(s) = size;
+    s->requested_size = size;
     return s->block;
   }
   /* Move the pages to a new aligned place.  Unlink first: neighbours point at s. */
@@ -395,7 +387,7 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
     n->mapped_size = need;
     n->block = (uint8_t *)n + offset;
     n->usable_size = need - offset;
-    REQUESTED_SIZE(n) = size;
+    n->requested_size = size;
     s = n;
   } else {
     _obm_pagemap_set(s, s->mapped_size, (obm_segment_t *)s);
