@@ -3,7 +3,7 @@
  * alive.
  *
  * Usage: test_purge MODE [SEED]
- *   idle      (OBMEM_PURGE_THREAD=1, OBMEM_PURGE_DELAY_MS=200) fill ~48 MiB with small
+ *   idle      (OBMEM_PURGE_THREAD=1, OBMEM_PURGE_DELAY_MS=200) fill ~12 MiB with small
  *             blocks, free all but one block in every 4000 (so the arenas stay, partly used,
  *             and their free slots become dirty rather than the arenas going back whole), then
  *             make no allocator call: the RSS must fall by at least 3/4 of what is resident
@@ -12,6 +12,10 @@
  *   nothread  (OBMEM_PURGE_THREAD=0) the same; with no thread and no allocator call nothing
  *             may be purged: the RSS stays up for the 1 s watched, 5x the delay (the control
  *             that shows the thread is what purges)
+ *   budget    (OBMEM_PURGE_THREAD=0, OBMEM_PURGE_DELAY_MS=1000000: time never purges) fill
+ *             ~96 MiB, free all but one block in 4000: the release volume alone makes purge
+ *             passes, so what stays resident beyond the pools in use is at most about twice
+ *             the budget (16 MiB per heap while it holds less than that)
  *   exit      a thread makes purgeable memory (the purge thread starts and is seen by name
  *             in /proc/self/task), then main() ends with pthread_exit: the process must end
  *             (a hang is the failure; ctest's timeout catches it)
@@ -85,7 +89,7 @@ static void run_idle(int thread_on) {
   CHECKF(obm_option_get(OBM_OPTION_PURGE_DELAY_MS) > 0, "%s",
          "OBMEM_PURGE_DELAY_MS must not be 0 here");
   size_t before = _obm_os_rss_bytes();
-  size_t fill = 48u << 20;
+  size_t fill = 12u << 20; /* below the volume budget (16 MiB): only time purges it */
   fill_and_free(fill, 4000);
   size_t after_free = _obm_os_rss_bytes();
   /* what must stay: the pools (and arena headers) that still hold a kept block */
@@ -128,6 +132,36 @@ static void run_idle(int thread_on) {
   obm_free(kept);
 }
 
+static void run_budget(void) {
+  CHECKF(obm_option_get(OBM_OPTION_PURGE_THREAD) == 0 &&
+             obm_option_get(OBM_OPTION_PURGE_DELAY_MS) >= 100000,
+         "%s", "run with OBMEM_PURGE_THREAD=0 OBMEM_PURGE_DELAY_MS=1000000");
+  size_t before = _obm_os_rss_bytes();
+  size_t fill = 96u << 20;
+  fill_and_free(fill, 4000);
+  size_t after_free = _obm_os_rss_bytes();
+  size_t live = 0;
+  for (size_t i = 0; i < nkept; i++) {
+    int new_pool = 1, new_arena = 1;
+    for (size_t j = 0; j < i; j++) {
+      if ((uintptr_t)kept[j] >> 14 == (uintptr_t)kept[i] >> 14) new_pool = 0;
+      if ((uintptr_t)kept[j] >> 20 == (uintptr_t)kept[i] >> 20) new_arena = 0;
+    }
+    live += (size_t)(new_pool + new_arena) * (16u << 10);
+  }
+  /* 2 x 16 MiB of dirty slots, the retained pools, the freed pointer array (~12 MiB, a
+   * cached large block) and the spare arena */
+  size_t bound = before + live + (48u << 20);
+  printf("rss: %.1f MiB before, %.1f MiB after filling %.0f MiB and freeing all but %zu "
+         "blocks (in pools of %.1f MiB); bound %.1f MiB\n",
+         before / MiB, after_free / MiB, fill / MiB, nkept, live / MiB, bound / MiB);
+  CHECKF(after_free <= bound, "%.1f MiB resident after the frees, with no purge by time",
+         after_free / MiB);
+  for (size_t i = 0; i < nkept; i++)
+    obm_free(kept[i]);
+  obm_free(kept);
+}
+
 static void *make_purgeable(void *arg) {
   (void)arg;
   fill_and_free(8u << 20, 1000000);
@@ -158,8 +192,10 @@ int main(int argc, char **argv) {
     run_idle(0);
   else if (strcmp(mode, "exit") == 0)
     run_exit();
+  else if (strcmp(mode, "budget") == 0)
+    run_budget();
   else {
-    fprintf(stderr, "usage: test_purge idle|nothread|exit [SEED]\n");
+    fprintf(stderr, "usage: test_purge idle|nothread|budget|exit [SEED]\n");
     return 2;
   }
   return check_done();

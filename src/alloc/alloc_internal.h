@@ -96,9 +96,9 @@ typedef struct obm_large_s {
   uint8_t *block;     /* the pointer handed out */
   size_t usable_size;
   struct obm_large_s *next, *prev; /* live list or cache list */
-  size_t requested_size; /* size of the last malloc or realloc of the block that reached
-                            large.c (realloc's in-place cases in alloc.c do not); meaningless
-                            while cached */
+  size_t requested_size;           /* size of the last malloc or realloc of the block that reached
+                                      large.c (realloc's in-place cases in alloc.c do not); meaningless
+                                      while cached */
 } obm_large_t;
 
 /* A heap's per-class state, in one place so that a malloc touches one cache line of it. */
@@ -131,7 +131,9 @@ struct obm_heap_s {
    * trim), and by the purge thread while it decommits them (purge.c): the only state another
    * thread touches outside remote frees.  Never taken on malloc's or free's fast path. */
   _Atomic(int) arena_lock;
-  unsigned purge_tick; /* pool events since the clock was last read */
+  unsigned purge_tick;          /* pool events since the clock was last read */
+  uint32_t slots_in_use;        /* pool slots this heap holds (arena.c) */
+  uint32_t released_since_pass; /* pool slots released since its last purge pass */
   uint64_t thread_id;
   obm_heap_t *all_next; /* global list of heaps */
   obm_heap_t *abandoned_next;

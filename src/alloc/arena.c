@@ -242,7 +242,10 @@ static void decommit_slots(obm_arena_t *a, uint64_t m) {
 static int purge_pass(obm_heap_t *heap, uint64_t now, uint64_t delay) {
   int left = 0;
   int due = now - heap->last_purge_check >= delay;
-  if (due) heap->last_purge_check = now;
+  if (due) {
+    heap->last_purge_check = now;
+    heap->released_since_pass = 0;
+  }
   for (obm_arena_t *a = heap->usable; a; a = a->next) {
     if (due) {
       if (a->dirty_old & a->free_slots) decommit_slots(a, a->dirty_old & a->free_slots);
@@ -254,12 +257,24 @@ static int purge_pass(obm_heap_t *heap, uint64_t now, uint64_t delay) {
   return left;
 }
 
+/* Volume, not only time: a heap that releases more than this many slots between two passes
+ * (a quarter of what it holds, at least 4 MiB) makes a pass at once, so that a program that
+ * frees memory fast holds at most about twice that dirty, not its whole throughput of one
+ * delay. */
+#ifndef RELEASE_BUDGET_MIN
+#define RELEASE_BUDGET_MIN 1024
+#endif
+static uint32_t release_budget(const obm_heap_t *heap) {
+  return heap->slots_in_use > RELEASE_BUDGET_MIN ? heap->slots_in_use : RELEASE_BUDGET_MIN;
+}
+
 static void heap_purge(obm_heap_t *heap) {
-  if (++heap->purge_tick & 15) return; /* the clock is read every 16th release */
+  int over = heap->released_since_pass > release_budget(heap);
+  if (!over && (++heap->purge_tick & 15)) return; /* the clock is read every 16th release */
   uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
   uint64_t now = _obm_os_clock_coarse_ns();
-  if (now - heap->last_purge_check < delay) return;
-  purge_pass(heap, now, delay);
+  if (!over && now - heap->last_purge_check < delay) return;
+  purge_pass(heap, now, over ? 0 : delay);
   /* the global caches expire on this heap's clock too, not only on arena or large events */
   _obm_arena_purge_expired();
   _obm_large_purge_expired();
@@ -318,6 +333,7 @@ obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
   a->free_slots &= ~bits;
   a->dirty_slots &= ~bits;
   a->dirty_old &= ~bits;
+  heap->slots_in_use += nslots;
   a->nfree_slots -= nslots;
   if (a->nfree_slots > 0) usable_insert(heap, a);
   obm_pool_t *pool = &a->pools[slot];
@@ -343,6 +359,9 @@ void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
       if (heap->retained[i] == pool) heap->retained[i] = NULL;
   unsigned slot = (unsigned)(pool - a->pools);
   unsigned nslots = pool->nslots;
+  obm_assert(heap->slots_in_use >= nslots);
+  heap->slots_in_use -= nslots;
+  heap->released_since_pass += nslots;
   for (unsigned i = 0; i < nslots; i++) {
     obm_pool_t *p = &a->pools[slot + i];
     p->kind = OBM_SLOT_FREE;
