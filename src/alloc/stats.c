@@ -274,7 +274,8 @@ static void print_json(stats_out_t *o, const obm_stats_t *st, int event) {
   out_printf(o, " \"remote_frees_pending\": %" PRIu64 "}\n", st->remote_frees_pending);
 }
 
-void obm_stats_print(FILE *f) {
+/* The public printers: the same formatter as the reports, into a FILE. */
+static void print_to_file(FILE *f, void (*print)(stats_out_t *, const obm_stats_t *, int)) {
   if (!f) f = stderr;
   obm_stats_t st;
   obm_stats_get(&st);
@@ -282,22 +283,17 @@ void obm_stats_print(FILE *f) {
   o.file = f;
   o.fd = -1;
   o.len = 0;
-  print_text(&o, &st, -1);
+  print(&o, &st, -1);
   out_flush(&o);
   fflush(f);
 }
 
+void obm_stats_print(FILE *f) {
+  print_to_file(f, print_text);
+}
+
 void obm_stats_print_json(FILE *f) {
-  if (!f) f = stderr;
-  obm_stats_t st;
-  obm_stats_get(&st);
-  stats_out_t o;
-  o.file = f;
-  o.fd = -1;
-  o.len = 0;
-  print_json(&o, &st, -1);
-  out_flush(&o);
-  fflush(f);
+  print_to_file(f, print_json);
 }
 
 /* ---- reports: OBMEM_STATS at exit, OBMEM_STATS_SIGNAL, OBMEM_STATS_FILE -------------------
