@@ -29,47 +29,28 @@
 #   BENCH_NO_INSTALL=1           never call apt-get; allocators that are missing are skipped
 # PYTHONHASHSEED is fixed at 0 so that every run makes the same allocations.  OBMEM_* variables
 # of the caller's environment are passed on (e.g. OBMEM_PURGE_DELAY_MS).  Raw results (every
-# run's output, runs.tsv) stay in bench/results/raw-python/.
+# run's output, runs.tsv) stay in bench/results/raw-python/.  What this shares with bench/run.sh
+# is in bench/run_common.sh.
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 2
+# shellcheck source=bench/run_common.sh
+source bench/run_common.sh
 
 ALL_WORKLOADS=(churn containers json_roundtrip instances strings cycles mixed)
 KNOWN_ALLOCATORS=(pymalloc glibc mimalloc jemalloc tcmalloc obmem)
-REPS=${BENCH_REPS:-5}
-SCALE=${BENCH_SCALE:-1}
-TIMEOUT=${BENCH_TIMEOUT:-}
-BUILD=${BENCH_BUILD_DIR:-build}
-OBMEM_LIB=${BENCH_OBMEM_LIB:-$BUILD/libobmem-preload.so}
 PYFLAGS=${BENCH_PYTHON_FLAGS--S}
-RESULTS=bench/results
 RAW=$RESULTS/raw-python
-read -r -a ALLOCATORS <<<"$(tr ',' ' ' <<<"${BENCH_PYTHON_ALLOCATORS:-pymalloc glibc mimalloc jemalloc obmem}")"
-if (($# > 0)); then
-  WORKLOADS=("$@")
-else
-  read -r -a WORKLOADS <<<"$(tr ',' ' ' <<<"${BENCH_PYTHON_WORKLOADS:-${ALL_WORKLOADS[*]}}")"
-fi
+split_list ALLOCATORS "${BENCH_PYTHON_ALLOCATORS:-pymalloc glibc mimalloc jemalloc obmem}"
+pick_workloads "${BENCH_PYTHON_WORKLOADS:-${ALL_WORKLOADS[*]}}" "$@"
 
-say() { printf '%s\n' "$*" >&2; }
-die() {
-  say "bench/run_python.sh: $*"
-  exit 2
-}
-
-[[ $REPS =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPS must be a positive integer, not '$REPS'"
-[[ $SCALE =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] && awk -v s="$SCALE" 'BEGIN { exit !(s > 0) }' ||
-  die "BENCH_SCALE must be a positive number, not '$SCALE'"
-[[ -n $TIMEOUT ]] || TIMEOUT=$(awk -v s="$SCALE" 'BEGIN { t = 120 * (s > 1 ? s : 1); printf "%d", t == int(t) ? t : int(t) + 1 }')
-[[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT must be a positive integer (seconds), not '$TIMEOUT'"
+check_settings 120
 for w in "${WORKLOADS[@]}"; do
   [[ " ${ALL_WORKLOADS[*]} " == *" $w "* && -f bench/python/$w.py ]] ||
     die "unknown workload '$w' (known: ${ALL_WORKLOADS[*]})"
 done
-for a in "${ALLOCATORS[@]}"; do
-  [[ " ${KNOWN_ALLOCATORS[*]} " == *" $a "* ]] || die "unknown allocator '$a' (known: ${KNOWN_ALLOCATORS[*]})"
-done
+check_allocators
 ((${#WORKLOADS[@]} > 0)) || die "no workload to run"
 
 # The interpreter: the real binary, not a wrapper script.
@@ -83,90 +64,20 @@ fi
 PY_VERSION=$("$PY" --version 2>&1)
 PY_PYMALLOC=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("WITH_PYMALLOC"))' 2>/dev/null)
 
-rm -rf "$RAW"
-mkdir -p "$RAW"
-NOTES=$RAW/notes.txt
-: >"$NOTES"
-note() {
-  say "note: $*"
-  printf '%s\n' "$*" >>"$NOTES"
-}
+start_raw
 [[ $PY_PYMALLOC == 1 ]] || note "$PY was built without pymalloc: its 'pymalloc' runs use malloc"
 
-# ---- the allocators (as in bench/run.sh) ----------------------------------------------------
+# ---- the allocators -------------------------------------------------------------------------
 
-declare -A DEV_PACKAGE=([mimalloc]=libmimalloc-dev [jemalloc]=libjemalloc-dev [tcmalloc]=libgoogle-perftools-dev)
-declare -A LIB_NAME=([mimalloc]=libmimalloc [jemalloc]=libjemalloc [tcmalloc]=libtcmalloc_minimal)
-declare -A LIB=([pymalloc]="" [glibc]="")
-declare -A VERSION=()
-
-wanted() { [[ " ${ALLOCATORS[*]} " == *" $1 "* ]]; }
-
-missing=()
-for a in mimalloc jemalloc tcmalloc; do
-  wanted "$a" || continue
-  dpkg-query -W -f='${Status}' "${DEV_PACKAGE[$a]}" 2>/dev/null | grep -q 'install ok installed' ||
-    missing+=("${DEV_PACKAGE[$a]}")
-done
-if ((${#missing[@]} > 0)); then
-  if [[ ${BENCH_NO_INSTALL:-0} == 1 ]]; then
-    say "not installing ${missing[*]} (BENCH_NO_INSTALL=1)"
-  elif [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
-    say "cannot install ${missing[*]}: needs root and apt-get"
-  else
-    say "installing ${missing[*]} with apt-get ..."
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >"$RAW/apt.log" 2>&1 || say "apt-get update failed (see $RAW/apt.log)"
-    for pkg in "${missing[@]}"; do
-      apt-get install -y -qq "$pkg" >>"$RAW/apt.log" 2>&1 || say "apt-get install $pkg failed (see $RAW/apt.log)"
-    done
-  fi
-fi
-
-# The real file behind lib<name>.so of the -dev package, else whatever lib<name>.so.N exists.
-find_library() {
-  local name=$1 package=$2 file=""
-  file=$(dpkg -L "$package" 2>/dev/null | grep -E "/$name\.so$" | head -n 1)
-  [[ -n $file ]] && file=$(readlink -f "$file")
-  if [[ -z $file || ! -f $file ]]; then
-    file=$(ls /usr/lib/*-linux-gnu/"$name".so.* /usr/lib/"$name".so.* /usr/local/lib/"$name".so* 2>/dev/null |
-      grep -v debug | head -n 1)
-  fi
-  printf '%s' "$file"
-}
-
-# An allocator is usable when /bin/true runs with it preloaded and the loader says nothing.
-preload_works() {
-  local out
-  out=$(LD_PRELOAD=$1 /bin/true 2>&1) && [[ -z $out ]]
-}
-
-for a in mimalloc jemalloc tcmalloc; do
-  wanted "$a" || continue
-  lib=$(find_library "${LIB_NAME[$a]}" "${DEV_PACKAGE[$a]}")
-  if [[ -z $lib ]]; then
-    note "$a skipped: ${LIB_NAME[$a]}.so not found (package ${DEV_PACKAGE[$a]} not installed)"
-  elif ! preload_works "$lib"; then
-    note "$a skipped: $lib cannot be preloaded"
-  else
-    LIB[$a]=$lib
-    VERSION[$a]=$(dpkg-query -W -f='${Version}' "${DEV_PACKAGE[$a]}" 2>/dev/null)
-  fi
-done
-VERSION[glibc]=$(ldd --version 2>/dev/null | head -n 1 | grep -oE '[0-9]+\.[0-9]+$')
+# pymalloc and glibc's malloc are the ones there are without a preload.
+LIB=([pymalloc]="" [glibc]="")
+find_allocators
 VERSION[pymalloc]=${PY_VERSION#Python }
 
 # ---- build: bench_measure and the obmem preload library ------------------------------------
 
 MEASURE=$BUILD/bench/bench_measure
-build_ok=1
-if [[ ! -f $BUILD/CMakeCache.txt ]]; then
-  say "configuring $BUILD ..."
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$RAW/build.log" 2>&1 || build_ok=0
-fi
-if ((build_ok)); then
-  cmake --build "$BUILD" -j2 --target bench_measure >>"$RAW/build.log" 2>&1 || build_ok=0
-fi
+build_project bench_measure
 if ((!build_ok)) && [[ ! -x $MEASURE ]]; then
   note "the project did not build (see $RAW/build.log); bench_measure built on its own"
   MEASURE=$BUILD/bench-standalone/bench_measure
@@ -175,108 +86,32 @@ if ((!build_ok)) && [[ ! -x $MEASURE ]]; then
     >>"$RAW/build.log" 2>&1 || die "bench_measure does not build; see $RAW/build.log"
 fi
 [[ -x $MEASURE ]] || die "$MEASURE is missing"
-if wanted obmem; then
-  if [[ -z ${BENCH_OBMEM_LIB:-} ]] && ((build_ok)); then
-    if ! cmake --build "$BUILD" -j2 --target obmem-preload >>"$RAW/build.log" 2>&1; then
-      [[ -f $OBMEM_LIB ]] && note "obmem-preload did not build (see $RAW/build.log): using the older $OBMEM_LIB"
-      [[ -f $OBMEM_LIB ]] || say "obmem-preload did not build (see $RAW/build.log)"
-    fi
-  fi
-  if [[ ! -f $OBMEM_LIB ]]; then
-    note "obmem skipped: $OBMEM_LIB does not exist"
-  else
-    LIB[obmem]=$(readlink -f "$OBMEM_LIB")
-    preload_works "${LIB[obmem]}" || note "obmem's preload fails or prints something on /bin/true; running it anyway"
-    VERSION[obmem]=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
-    [[ -n $(git -C "$ROOT" status --porcelain -- src include 2>/dev/null) ]] && VERSION[obmem]+="+changes"
-    if [[ -f $BUILD/CMakeCache.txt && -z ${BENCH_OBMEM_LIB:-} ]]; then
-      build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt")
-      [[ $build_type == Release || $build_type == RelWithDebInfo ]] ||
-        note "$BUILD is a '${build_type:-no type}' build: obmem's numbers are not representative"
-      grep -q '^OBMEM_DEBUG:BOOL=ON' "$BUILD/CMakeCache.txt" &&
-        note "$BUILD has OBMEM_DEBUG=ON: obmem's numbers are not representative"
-      grep -q '^OBMEM_SANITIZE:STRING=.' "$BUILD/CMakeCache.txt" &&
-        note "$BUILD is a sanitizer build: obmem's numbers are not representative"
-    fi
-  fi
+find_obmem
+# Only the build's own preload library says something about how $BUILD was configured.
+if [[ -n ${LIB[obmem]:-} && -f $BUILD/CMakeCache.txt && -z ${BENCH_OBMEM_LIB:-} ]]; then
+  check_build_type
 fi
-
-RUN_ALLOCATORS=()
-for a in "${ALLOCATORS[@]}"; do
-  [[ $a == pymalloc || $a == glibc || -n ${LIB[$a]:-} ]] && RUN_ALLOCATORS+=("$a")
-done
-((${#RUN_ALLOCATORS[@]} > 0)) || die "no allocator left to run"
+pick_run_allocators
 
 # ---- run ------------------------------------------------------------------------------------
 
-versions=""
-for a in "${RUN_ALLOCATORS[@]}"; do
-  versions+="$a ${VERSION[$a]:-?}${LIB[$a]:+ (${LIB[$a]})}; "
-done
-{
-  printf 'allocators\t%s\n' "${RUN_ALLOCATORS[*]}"
-  printf 'workloads\t%s\n' "${WORKLOADS[*]}"
-  printf 'reps\t%s\n' "$REPS"
-  printf 'scale\t%s\n' "$SCALE"
-  printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
-  printf 'machine\t%s\n' "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), Linux $(uname -r)"
-  printf 'python\t%s\n' "$PY_VERSION ($PY${PYFLAGS:+ $PYFLAGS}; pymalloc built in: ${PY_PYMALLOC:-?})"
-  printf 'obmem\t%s\n' "${VERSION[obmem]:-not run}"
-  printf 'versions\t%s\n' "${versions%; }"
-} >"$RAW/meta.tsv"
-printf 'workload\talloc\trep\tstatus\twall\tuser\tsys\tmaxrss_kb\tchecksum\tmessage\n' >"$RAW/runs.tsv"
+write_meta python "$PY_VERSION ($PY${PYFLAGS:+ $PYFLAGS}; pymalloc built in: ${PY_PYMALLOC:-?})"
 
 read -r -a PYARGS <<<"$PYFLAGS"
-interrupted=0
-trap 'interrupted=1' INT TERM
-nallocs=${#RUN_ALLOCATORS[@]}
-total=$((REPS * ${#WORKLOADS[@]} * nallocs))
-count=0
-start=$SECONDS
-say "$PY_VERSION ($PY): running ${#WORKLOADS[@]} workloads x $nallocs allocators (${RUN_ALLOCATORS[*]}) x $REPS reps, scale $SCALE, timeout $TIMEOUT s"
-
-declare -A TIMED_OUT=() # "workload allocator" -> 1 once a run of that cell hit the timeout
-declare -A REFERENCE=() # workload -> pymalloc's checksum, for the progress lines only
-
-run_one() { # workload allocator rep
-  local w=$1 a=$2 rep=$3 base="$RAW/$1.$2.$3" pymalloc=malloc
-  if [[ -n ${TIMED_OUT["$w $a"]:-} ]]; then
-    count=$((count + 1))
-    printf '[%3d/%d] rep %d  %-14s %-9s skipped: timed out before\n' "$count" "$total" "$rep" "$w" "$a" >&2
-    return
-  fi
-  [[ $a == pymalloc ]] && pymalloc=pymalloc
-  rm -f "$base.res"
+# One run: python3 bench/python/<workload>.py, with PYTHONMALLOC=malloc under every allocator
+# but pymalloc, and without the caller's PYTHON* settings that change how CPython allocates.
+run_workload() { # workload allocator rep base
+  local pymalloc=malloc
+  [[ $2 == pymalloc ]] && pymalloc=pymalloc
   env -u PYTHONDEVMODE -u PYTHONTRACEMALLOC -u PYTHONMALLOCSTATS -u LD_PRELOAD \
     PYTHONMALLOC="$pymalloc" PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1 \
-    "$MEASURE" -p "${LIB[$a]}" -t "$TIMEOUT" -o "$base.res" -- \
-    "$PY" "${PYARGS[@]}" "bench/python/$w.py" "$SCALE" >"$base.out" 2>"$base.err"
-  local status=error wall=0 user=0 sys=0 rss=0 checksum=- message
-  [[ -s $base.res ]] && read -r _ status _ wall _ user _ sys _ rss <"$base.res"
-  checksum=$(awk '$1 == "checksum" { print $2 }' "$base.out" | tail -n 1)
-  message=$(grep -v '^bench_measure: ' "$base.err" | tail -n 1 | tr '\t' ' ' | cut -c1-200)
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$a" "$rep" "$status" "$wall" "$user" \
-    "$sys" "$rss" "${checksum:--}" "$message" >>"$RAW/runs.tsv"
-  [[ -s $base.err ]] || rm -f "$base.err"
-  [[ $status == timeout ]] && TIMED_OUT["$w $a"]=1
-  [[ $a == pymalloc && $status == ok ]] && REFERENCE[$w]=$checksum
-  [[ $status == ok && -n ${REFERENCE[$w]:-} && $checksum != "${REFERENCE[$w]}" ]] && status="wrong"
-  count=$((count + 1))
-  printf '[%3d/%d] rep %d  %-14s %-9s %-8s %7.3f s %8.1f MiB\n' "$count" "$total" "$rep" "$w" "$a" \
-    "$status" "$wall" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" >&2
+    "$MEASURE" -p "${LIB[$2]}" -t "$TIMEOUT" -o "$4.res" -- \
+    "$PY" "${PYARGS[@]}" "bench/python/$1.py" "$SCALE" >"$4.out" 2>"$4.err"
 }
-
-for ((rep = 1; rep <= REPS && !interrupted; rep++)); do
-  for ((wi = 0; wi < ${#WORKLOADS[@]} && !interrupted; wi++)); do
-    for ((k = 0; k < nallocs && !interrupted; k++)); do
-      run_one "${WORKLOADS[$wi]}" "${RUN_ALLOCATORS[$(((k + rep + wi) % nallocs))]}" "$rep"
-    done
-  done
-done
-trap - INT TERM
-((interrupted)) && note "interrupted after $count of $total runs; the tables cover those"
-say "ran $count runs in $((SECONDS - start)) s"
-say ""
+REFERENCE_ALLOCATOR=pymalloc # the progress lines call a checksum other than pymalloc's "wrong"
+NAME_WIDTH=14
+MESSAGE_LINE="tail" # the last line of a Python traceback names the exception
+run_all "$PY_VERSION ($PY): "
 
 python3 bench/python/report.py "$RAW" --out "$RESULTS/python.md" --base pymalloc || die "report.py failed"
 say ""

@@ -16,152 +16,32 @@ A run counts as correct when its status is "ok" and its checksum equals the base
 (else the most common one).  A cell with a failed run shows crash / timeout / wrong / fail.
 Usage: report.py RAW_DIR [--out FILE] [--base ALLOCATOR]
 """
-import argparse
-import collections
-import math
 import os
-import signal
-import statistics
 import sys
+
+# report_common.py (shared with bench/report.py) sits in bench/, the parent of this file's
+# directory; found from the file's own place so that the script runs from any directory.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from report_common import Results, arguments, details, geomean, info, notes, ratios, table, wall_details, write  # noqa: E402
 
 TARGET_TIME, TARGET_RSS = 0.95, 1.00  # issue 3: obmem against pymalloc
 
 
-def read_tsv(path):
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n").split("\t") for line in f if line.strip()]
-
-
-def geomean(values):
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
-
-
-def describe(status):
-    if status.startswith("signal:"):
-        number = int(status.split(":")[1])
-        try:
-            return f"crash ({signal.Signals(number).name})"
-        except ValueError:
-            return f"crash (signal {number})"
-    if status.startswith("exit:"):
-        return "exit status " + status.split(":")[1]
-    return status
-
-
-def failure_word(status):
-    if status.startswith("signal"):
-        return "crash"
-    if status in ("timeout", "wrong"):
-        return status
-    return "fail"
-
-
-class Cell:
-    """The runs of one workload under one allocator."""
-
-    def __init__(self):
-        self.runs = []
-
-    @property
-    def good(self):
-        return [r for r in self.runs if r["status"] == "ok"]
-
-    @property
-    def failed(self):
-        return [r for r in self.runs if r["status"] != "ok"]
-
-    def usable(self):
-        return bool(self.runs) and not self.failed
-
-    def time(self):
-        return statistics.median(r["wall"] for r in self.good)
-
-    def cpu(self):
-        return statistics.median(r["cpu"] for r in self.good)
-
-    def rss_mib(self):
-        return statistics.median(r["rss_kb"] for r in self.good) / 1024.0
-
-    def failure(self):
-        order = ["crash", "timeout", "wrong", "fail"]
-        word = min((failure_word(r["status"]) for r in self.failed), key=order.index)
-        if len(self.failed) < len(self.runs):
-            word += f" {len(self.failed)}/{len(self.runs)}"
-        return word
-
-
-def fmt_time(seconds):
-    return f"{seconds:.3f} s" if seconds < 10 else f"{seconds:.2f} s"
-
-
-def fmt_rss(mib):
-    return f"{mib:.1f} MiB" if mib < 1000 else f"{mib / 1024:.2f} GiB"
-
-
-def table(header, rows):
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
 def main():
-    parser = argparse.ArgumentParser(description="Tables from bench/run_python.sh raw results.")
-    parser.add_argument("raw_dir")
-    parser.add_argument("--out", help="markdown file to write (stdout always gets it too)")
-    parser.add_argument("--base", default="pymalloc", help="allocator the ratios are relative to")
-    args = parser.parse_args()
-
-    meta = {row[0]: row[1] if len(row) > 1 else "" for row in read_tsv(os.path.join(args.raw_dir, "meta.tsv"))}
-    allocators = meta.get("allocators", "").split()
-    workloads = meta.get("workloads", "").split()
-    notes = []
-    notes_path = os.path.join(args.raw_dir, "notes.txt")
-    if os.path.exists(notes_path):
-        with open(notes_path, encoding="utf-8") as f:
-            notes = [line.strip() for line in f if line.strip()]
-
-    cells = collections.defaultdict(Cell)
-    checksums = collections.defaultdict(list)  # workload -> [(alloc, checksum)] of ok runs
-    for row in read_tsv(os.path.join(args.raw_dir, "runs.tsv")):
-        if row[0] == "workload" or len(row) < 9:
-            continue
-        w, a, rep, status, wall, _user, _sys, rss, checksum = row[:9]
-        run = {"status": status, "wall": float(wall or 0), "rss_kb": float(rss or 0),
-               "cpu": float(_user or 0) + float(_sys or 0),
-               "checksum": checksum, "rep": rep, "message": row[9] if len(row) > 9 else ""}
-        cells[(w, a)].runs.append(run)
-        if status == "ok":
-            checksums[w].append((a, checksum))
-        if a not in allocators:
-            allocators.append(a)
-        if w not in workloads:
-            workloads.append(w)
-
+    args = arguments("bench/run_python.sh", "pymalloc", "allocator the ratios are relative to")
+    results = Results(args.raw_dir)
     base = args.base
-    for w, seen in checksums.items():
-        from_base = [c for a, c in seen if a == base]
-        reference = collections.Counter(from_base or [c for _, c in seen]).most_common(1)[0][0]
-        for a in allocators:
-            for run in cells[(w, a)].runs if (w, a) in cells else []:
-                if run["status"] == "ok" and run["checksum"] != reference:
-                    run["status"] = "wrong"
-                    if not run["message"]:
-                        run["message"] = f"checksum {run['checksum']}, expected {reference}"
+    results.check(base)  # the base allocator's checksums are the reference when it ran
+    meta, workloads = results.meta, results.workloads
 
-    ran = [a for a in allocators if any((w, a) in cells and cells[(w, a)].runs for w in workloads)]
-    if base not in ran:
-        notes.append(f"{base} has no results: no ratios.")
+    ran = results.ran()
+    missing_base = [] if base in ran else [f"{base} has no results: no ratios."]
     others = [a for a in ran if a != base]
 
     out = ["# CPython on each allocator", ""]
-    for key, label in [("date", "date"), ("machine", "machine"), ("python", "python"),
+    out += info(meta, [("date", "date"), ("machine", "machine"), ("python", "python"),
                        ("reps", "runs per cell"), ("scale", "scale"), ("obmem", "obmem"),
-                       ("versions", "allocators")]:
-        if meta.get(key):
-            out.append(f"- {label}: {meta[key]}")
+                       ("versions", "allocators")])
     out.append("")
     out.append(f"`{base}`: CPython's own allocator (the default); every other column runs with "
                "`PYTHONMALLOC=malloc`, so that every object comes from malloc, and that malloc "
@@ -169,19 +49,7 @@ def main():
                f"{meta.get('reps', '?')} interleaved runs per cell.")
     out.append("")
 
-    rows = []
-    for w in workloads:
-        row = [w]
-        for a in ran:
-            cell = cells.get((w, a))
-            if cell is None or not cell.runs:
-                row.append("–")
-            elif cell.usable():
-                row.append(f"{fmt_time(cell.time())}, {fmt_rss(cell.rss_mib())}")
-            else:
-                row.append(cell.failure())
-        rows.append(row)
-    out += table(["workload"] + ran, rows)
+    out += table(["workload"] + ran, [[w] + [results.cell(w, a).summary() for a in ran] for w in workloads])
     out.append("")
 
     geo = {}
@@ -189,32 +57,9 @@ def main():
         out.append(f"Ratios other/{base}, time and peak RSS (below 1: faster / smaller than "
                    f"{base}); last row: geometric means over the workloads where both succeeded.")
         out.append("")
-        ratios = {a: ([], []) for a in others}
-        rows = []
-        for w in workloads:
-            row = [w]
-            bcell = cells.get((w, base))
-            for a in others:
-                ocell = cells.get((w, a))
-                if bcell and ocell and bcell.usable() and ocell.usable():
-                    rt, rr = ocell.time() / bcell.time(), ocell.rss_mib() / bcell.rss_mib()
-                    ratios[a][0].append(rt)
-                    ratios[a][1].append(rr)
-                    row.append(f"{rt:.2f}, {rr:.2f}")
-                else:
-                    row.append("–")
-            rows.append(row)
-        last = ["**geomean**"]
-        for a in others:
-            gt, gr = geomean(ratios[a][0]), geomean(ratios[a][1])
-            if gt is None:
-                last.append("–")
-                continue
-            geo[a] = (gt, gr)
-            n = len(ratios[a][0])
-            suffix = f" ({n}/{len(workloads)})" if n < len(workloads) else ""
-            last.append(f"**{gt:.2f}, {gr:.2f}**{suffix}")
-        rows.append(last)
+        ratio_rows, last, means = ratios(results, workloads, [(a, base) for a in others])
+        geo = {a: means[(a, base)] for a in others if (a, base) in means}
+        rows = [[w] + r for w, r in zip(workloads, ratio_rows)] + [["**geomean**"] + last]
         out += table(["workload"] + [f"{a}/{base} time, RSS" for a in others], rows)
         out.append("")
 
@@ -226,35 +71,20 @@ def main():
                    f"{gr:.2f}×, {verdict(gr <= TARGET_RSS)}.")
         out.append("")
 
-    detail_rows = []
-    for w in workloads:
-        row = [w]
-        for a in ran:
-            cell = cells.get((w, a))
-            if cell is None or not cell.good:
-                row.append("–")
-            else:
-                t = sorted(r["wall"] for r in cell.good)
-                row.append(f"{t[0]:.3f} / {statistics.median(t):.3f} / {t[-1]:.3f}")
-        detail_rows.append(row)
-    out.append("<details><summary>Details: min / median / max wall seconds of the successful runs</summary>")
-    out.append("")
-    out += table(["workload"] + ran, detail_rows)
-    out.append("")
-    out.append("</details>")
-    out.append("")
+    out += wall_details(results, ran)
 
+    # CPU time (user + sys) is less disturbed than wall time by other load on the machine.
     if base in ran and others:
         cpu_rows = []
         cpu_ratios = {a: [] for a in others}
         for w in workloads:
             row = [w]
-            bcell = cells.get((w, base))
+            bcell = results.cell(w, base)
             for a in ran:
-                cell = cells.get((w, a))
-                if cell is None or not cell.usable():
+                cell = results.cell(w, a)
+                if not cell.usable():
                     row.append("–")
-                elif a == base or not (bcell and bcell.usable()):
+                elif a == base or not bcell.usable():
                     row.append(f"{cell.cpu():.3f}")
                 else:
                     ratio = cell.cpu() / bcell.cpu()
@@ -266,37 +96,12 @@ def main():
             g = geomean(cpu_ratios[a])
             last.append(f"**({g:.2f})**" if g is not None else "–")
         cpu_rows.append(last)
-        out.append("<details><summary>Details: median CPU seconds (user + sys) and, in brackets, "
-                   f"the ratio to {base} — less disturbed than wall time by other load on the "
-                   "machine</summary>")
-        out.append("")
-        out += table(["workload"] + ran, cpu_rows)
-        out.append("")
-        out.append("</details>")
-        out.append("")
+        out += details("Details: median CPU seconds (user + sys) and, in brackets, "
+                       f"the ratio to {base} — less disturbed than wall time by other load on the "
+                       "machine", ["workload"] + ran, cpu_rows)
 
-    problems = []
-    for w in workloads:
-        for a in ran:
-            cell = cells.get((w, a))
-            if cell is None or not cell.failed:
-                continue
-            statuses = collections.Counter(describe(r["status"]) for r in cell.failed)
-            what = ", ".join(f"{st} in {k}/{len(cell.runs)} runs" for st, k in statuses.items())
-            messages = [r["message"] for r in cell.failed if r["message"]]
-            problems.append(f"{w} under {a}: {what}" + (f" — {messages[0]}" if messages else ""))
-    if notes or problems:
-        out.append("Notes:")
-        out.append("")
-        out += [f"- {n}" for n in notes + problems]
-        out.append("")
-
-    text = "\n".join(out)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
-    sys.stdout.write(text)
+    out += notes(results, ran, missing_base)
+    write(out, args.out)
     return 0
 
 
