@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs, with apt-get, the Debian packages that building and testing obmem need, when
 # they are missing.  Run by `make` (every target) and .ci/run; a no-op on a ready machine.
+# Extra arguments are more packages to install (tests/preload/deps.sh passes those that the
+# real-program tests lack).
 set -euo pipefail
-need=()
+need=("$@")
 command -v cmake >/dev/null || need+=(cmake)
 command -v gcc >/dev/null || need+=(gcc)
 command -v g++ >/dev/null || need+=(g++)

@@ -30,15 +30,9 @@ if ! python_with_tests >/dev/null; then
   fi
 fi
 
+# scripts/deps.sh installs (apt-get, as root) or names what is missing
 apt_install() {
-  if [ "$(id -u)" != 0 ]; then
-    echo "deps.sh: missing $*; install them (apt-get install $*)" >&2
-    exit 2
-  fi
-  echo "deps.sh: installing $* with apt-get" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "$@" >/dev/null
+  bash "$here/../../scripts/deps.sh" "$@"
 }
 
 if [ ${#pkgs[@]} -gt 0 ]; then
