@@ -9,6 +9,7 @@
 
 #include "obmem.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -22,24 +23,22 @@
 #define OBM_DEBUG_DEFAULT 0
 #endif
 
-#define OBM_HIDDEN __attribute__((visibility("hidden")))
-#define OBM_INLINE static inline __attribute__((always_inline))
-#define OBM_NOINLINE __attribute__((noinline))
-#define OBM_COLD __attribute__((cold, noinline))
-#define obm_likely(x) __builtin_expect(!!(x), 1)
+#define OBM_HIDDEN      __attribute__((visibility("hidden")))
+#define OBM_INLINE      static inline __attribute__((always_inline))
+#define OBM_NOINLINE    __attribute__((noinline))
+#define OBM_COLD        __attribute__((cold, noinline))
+#define obm_likely(x)   __builtin_expect(!!(x), 1)
 #define obm_unlikely(x) __builtin_expect(!!(x), 0)
-#define OBM_CACHE_LINE 64
+#define OBM_CACHE_LINE  64
 
-#define obm_assert(cond)                                                                      \
-  do {                                                                                        \
-    if (OBM_DEBUG > 0 && obm_unlikely(!(cond)))                                               \
-      _obm_assert_fail(#cond, __FILE__, __LINE__);                                            \
+#define obm_assert(cond)                                                                           \
+  do {                                                                                             \
+    if (OBM_DEBUG > 0 && obm_unlikely(!(cond))) _obm_assert_fail(#cond, __FILE__, __LINE__);       \
   } while (0)
 #define obm_assert_internal(cond) obm_assert(cond)
-#define obm_assert_expensive(cond)                                                            \
-  do {                                                                                        \
-    if (OBM_DEBUG > 2 && obm_unlikely(!(cond)))                                               \
-      _obm_assert_fail(#cond, __FILE__, __LINE__);                                            \
+#define obm_assert_expensive(cond)                                                                 \
+  do {                                                                                             \
+    if (OBM_DEBUG > 2 && obm_unlikely(!(cond))) _obm_assert_fail(#cond, __FILE__, __LINE__);       \
   } while (0)
 
 /* ---- error.c --------------------------------------------------------------------------- */
@@ -85,14 +84,18 @@ OBM_HIDDEN void _obm_os_decommit(void *addr, size_t size);
 OBM_HIDDEN int _obm_os_remap_inplace(void *addr, size_t old_size, size_t new_size);
 /* Moves the pages of [addr, addr+old_size) to a fresh mapping of new_size bytes aligned to
  * `alignment`, without copying; returns the new address or NULL (the old one still valid). */
-OBM_HIDDEN void *_obm_os_remap_move(void *addr, size_t old_size, size_t new_size,
-                                    size_t alignment);
+OBM_HIDDEN void *_obm_os_remap_move(void *addr, size_t old_size, size_t new_size, size_t alignment);
 OBM_HIDDEN size_t _obm_os_page_size(void);
 OBM_HIDDEN uint64_t _obm_os_thread_id(void);
 OBM_HIDDEN uint64_t _obm_os_clock_ns(void); /* monotonic */
 /* Monotonic with the kernel tick's resolution (a few ms), a few ns to read: purge timing. */
 OBM_HIDDEN uint64_t _obm_os_clock_coarse_ns(void);
-OBM_HIDDEN size_t _obm_os_rss_bytes(void);  /* resident set size from /proc/self/statm */
+/* Starts one of obmem's own threads: every signal blocked (the program's signals are not its
+ * business), a small stack, named `name` (obmem-...), detached unless `joinable`.  0 or an
+ * error number. */
+OBM_HIDDEN int _obm_os_thread_start(pthread_t *thread, const char *name, size_t stack_size,
+                                    int joinable, void *(*fn)(void *));
+OBM_HIDDEN size_t _obm_os_rss_bytes(void); /* resident set size from /proc/self/statm */
 /* Fault injection for tests: the n-th fallible OS request from now fails (1 = the next one);
  * 0 turns it off.  Requests are calls of _obm_os_map (one however many mmaps it makes) and
  * in-place growth in _obm_os_remap_inplace.  _obm_os_map_calls counts raw mmap system calls,
@@ -111,6 +114,10 @@ OBM_HIDDEN void _obm_stats_report_init(void);
 OBM_HIDDEN void _obm_stats_fork_prepare(void);
 OBM_HIDDEN void _obm_stats_fork_parent(void);
 OBM_HIDDEN void _obm_stats_fork_child(void);
+/* From heap.c: the last thread that has a heap has exited (the statistics thread returns, so
+ * that it does not keep the process alive), and a thread has a heap again (it restarts). */
+OBM_HIDDEN void _obm_stats_threads_gone(void);
+OBM_HIDDEN void _obm_stats_threads_back(void);
 /* Whole-structure checker: every heap, arena, pool and the page map; returns problems found
  * (each reported through _obm_error with OBM_ERR_CORRUPTION).  Caller: no concurrent use. */
 OBM_HIDDEN size_t _obm_heap_check_all(void);

@@ -40,8 +40,8 @@ enum { OBM_SLOT_FREE = 0, OBM_SLOT_HEAD = 1, OBM_SLOT_TAIL = 2, OBM_SLOT_META = 
 /* A pool: a run of 1..16 slots holding blocks of one class.  Owned by arena->heap.
  * Invariants (owner's view, remote list counted as used):
  *   nused + |free| + (capacity - ncarved) == capacity
- *   in_list  <=>  the pool is in heap->cls[size_class].pool's list; a pool that is not full is in
- * the list (a pool that just became full stays there until the next malloc of its class)
+ *   in_list  <=>  the pool is in heap->cls[size_class].pool's list; a pool that is not
+ *   full is in the list (one that just became full stays until its class's next malloc)
  *   remote_free != NULL  =>  pool is, or is about to be, on heap->remote_pools exactly once */
 typedef struct obm_pool_s {
   obm_block_t *free;       /* local free list (owner only) */

@@ -257,13 +257,12 @@ static int purge_pass(obm_heap_t *heap, uint64_t now, uint64_t delay) {
   return left;
 }
 
-/* Volume, not only time: a heap that releases more than this many slots between two passes
- * (a quarter of what it holds, at least 4 MiB) makes a pass at once, so that a program that
- * frees memory fast holds at most about twice that dirty, not its whole throughput of one
- * delay. */
-#ifndef RELEASE_BUDGET_MIN
+/* Volume, not only time: a heap that releases more slots between two passes than it holds
+ * (and at least RELEASE_BUDGET_MIN = 16 MiB) makes a pass at once, so that a program that
+ * frees fast holds about twice that dirty, not one delay of its throughput (the server
+ * benchmark held 4x its live size).  A tighter budget costs threaded programs time: every
+ * madvise interrupts the process's other threads to flush their TLBs. */
 #define RELEASE_BUDGET_MIN 1024
-#endif
 static uint32_t release_budget(const obm_heap_t *heap) {
   return heap->slots_in_use > RELEASE_BUDGET_MIN ? heap->slots_in_use : RELEASE_BUDGET_MIN;
 }

@@ -12,6 +12,7 @@
 #include "alloc/alloc_internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 
 obm_pool_t _obm_pool_empty;
@@ -29,7 +30,9 @@ uint64_t _obm_heaps_count, _obm_heaps_abandoned;
 static obm_heap_t *abandoned_heaps; /* under _obm_abandoned_lock */
 pthread_mutex_t _obm_abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_key_t _obm_heap_key;
-/* Threads that have a heap now (the purge thread must exit when none is left). */
+/* Threads that have a heap now.  When none is left the program may be over (main can end
+ * with pthread_exit) and obmem's own threads (purge, statistics) must return, or the process
+ * would never end; a thread that makes a heap again brings them back. */
 static _Atomic(uint64_t) heaps_live;
 
 /* Heap structs come from 64 KiB metadata chunks and are recycled, never freed. */
@@ -79,12 +82,13 @@ obm_heap_t *_obm_heap_init_thread(void) {
     return NULL;
   }
   h->thread_id = _obm_os_thread_id();
-  atomic_fetch_add_explicit(&heaps_live, 1, memory_order_relaxed);
+  int first_live = atomic_fetch_add_explicit(&heaps_live, 1, memory_order_acq_rel) == 0;
   /* Set before pthread_setspecific: it may allocate, and must then find this heap. */
   _obm_tls_heap = h;
   _obm_tls_fast_heap = _obm_debug_on ? &_obm_heap_empty : h;
   pthread_setspecific(_obm_heap_key, h);
   _obm_heap_collect_remote(h);
+  if (first_live) _obm_stats_threads_back(); /* the purge thread comes back when needed */
   return h;
 }
 
@@ -103,8 +107,10 @@ void _obm_heap_thread_done(void *arg) {
   abandoned_heaps = h;
   _obm_heaps_abandoned++;
   pthread_mutex_unlock(&_obm_abandoned_lock);
-  if (atomic_fetch_sub_explicit(&heaps_live, 1, memory_order_acq_rel) == 1)
+  if (atomic_fetch_sub_explicit(&heaps_live, 1, memory_order_acq_rel) == 1) {
     _obm_purger_threads_gone();
+    _obm_stats_threads_gone();
+  }
 }
 
 size_t _obm_heap_collect_remote(obm_heap_t *heap) {
@@ -163,6 +169,13 @@ void _obm_heap_decommit_abandoned(void) {
   for (obm_heap_t *h = abandoned_heaps; h; h = h->abandoned_next)
     _obm_arena_decommit_free(h);
   pthread_mutex_unlock(&_obm_abandoned_lock);
+}
+
+void _obm_heap_lock_wait(obm_heap_t *heap) {
+  /* held by the purge thread for one pass over this heap's arenas: a few madvise calls */
+  do {
+    sched_yield();
+  } while (atomic_exchange_explicit(&heap->arena_lock, 1, memory_order_acquire));
 }
 
 void _obm_heap_after_fork_child(void) {

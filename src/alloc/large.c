@@ -192,6 +192,19 @@ static obm_large_t *segment_grow(obm_large_t *s, size_t need) {
   return NULL;
 }
 
+/* A segment out of the cache holds the block of a `size`-byte request now. */
+static void segment_hand_out(obm_large_t *s, size_t offset, size_t size) {
+  /* Debug mode reads a freed block's header when its raw block is handed out again: if the
+   * block now starts elsewhere, the old header must not describe bytes other blocks used. */
+  if (_obm_debug_on && s->block != (uint8_t *)s + offset &&
+      s->block + OBM_LARGE_HEADER <= (uint8_t *)s + s->mapped_size)
+    memset(s->block, 0, OBM_LARGE_HEADER);
+  s->block = (uint8_t *)s + offset;
+  s->usable_size = s->mapped_size - offset;
+  s->cached = 0;
+  s->requested_size = size;
+}
+
 /* The cache entry a request of `need` bytes uses (under _obm_large_lock), in this order:
  *   1. the smallest segment >= need, if less than CACHE_SLACK_MAX too big: taken whole;
  *   2. the largest segment < need: grown to need (*grow = 1) rather than a bigger one taken with
@@ -242,12 +255,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
           s = NULL;
         } else if (!LARGE_NEEDS_SHRINK(s, need)) {
           /* the common hit: finish it under this one lock */
-          if (_obm_debug_on && s->block != (uint8_t *)s + offset &&
-              s->block + OBM_LARGE_HEADER <= (uint8_t *)s + s->mapped_size)
-            memset(s->block, 0, OBM_LARGE_HEADER);
-          s->block = (uint8_t *)s + offset;
-          s->usable_size = s->mapped_size - offset;
-          s->cached = 0;
+          segment_hand_out(s, offset, size);
           live_link(s);
           nmalloc_total++;
           linked = 1;
@@ -261,18 +269,11 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     if (s && !linked && LARGE_NEEDS_SHRINK(s, need)) segment_shrink(s, need);
   }
   if (linked) {
-    s->requested_size = size;
     if (zero) memset(s->block, 0, size);
     return s->block;
   }
   if (s) {
-    /* Debug mode reads a freed block's header when its raw block is handed out again: if the
-     * block now starts elsewhere, the old header must not describe bytes other blocks used. */
-    if (_obm_debug_on && s->block != (uint8_t *)s + offset &&
-        s->block + OBM_LARGE_HEADER <= (uint8_t *)s + s->mapped_size)
-      memset(s->block, 0, OBM_LARGE_HEADER);
-    s->block = (uint8_t *)s + offset;
-    s->usable_size = s->mapped_size - offset;
+    segment_hand_out(s, offset, size);
     if (zero) memset(s->block, 0, size);
   } else {
     s = _obm_os_map(need, map_align);
@@ -287,9 +288,9 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     s->mapped_size = need;
     s->block = (uint8_t *)s + offset;
     s->usable_size = need - offset; /* fresh pages are zero: nothing to clear */
+    s->cached = 0;
+    s->requested_size = size;
   }
-  s->cached = 0;
-  s->requested_size = size;
   pthread_mutex_lock(&_obm_large_lock);
   live_link(s);
   nmalloc_total++;

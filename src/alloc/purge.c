@@ -28,7 +28,6 @@
 #define _GNU_SOURCE
 #include "alloc/alloc_internal.h"
 
-#include <signal.h>
 #include <string.h>
 #include <time.h>
 
@@ -40,15 +39,8 @@ static int started;        /* under wait_lock */
 static int disabled;       /* under wait_lock */
 static int exit_requested; /* under wait_lock */
 
-void _obm_heap_lock_wait(obm_heap_t *heap) {
-  /* held by the purge thread for one pass over this heap's arenas: a few madvise calls */
-  do {
-    sched_yield();
-  } while (atomic_exchange_explicit(&heap->arena_lock, 1, memory_order_acquire));
-}
-
 /* One pass; returns whether something is left that will become purgeable later. */
-static int purge_pass(void) {
+static int purge_all(void) {
   uint64_t now = _obm_os_clock_coarse_ns();
   int left = 0;
   pthread_mutex_lock(&_obm_global_lock);
@@ -93,7 +85,7 @@ static void *purger_main(void *arg) {
     atomic_store_explicit(&_obm_purger_pending, 0, memory_order_release);
     pthread_mutex_unlock(&wait_lock);
     pthread_mutex_lock(&pass_lock);
-    int left = purge_pass();
+    int left = purge_all();
     pthread_mutex_unlock(&pass_lock);
     pthread_mutex_lock(&wait_lock);
     if (left) atomic_store_explicit(&_obm_purger_pending, 1, memory_order_release);
@@ -123,20 +115,8 @@ static int start_thread(void) {
   pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
   pthread_cond_init(&wait_cond, &cattr);
   pthread_condattr_destroy(&cattr);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 128 * 1024);
-  /* the thread inherits this mask: it never runs the program's signal handlers */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
   pthread_t tid;
-  int err = pthread_create(&tid, &attr, purger_main, NULL);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
-  if (err == 0) pthread_setname_np(tid, "obmem-purge");
-  return err;
+  return _obm_os_thread_start(&tid, "obmem-purge", 128 * 1024, 0, purger_main);
 }
 
 void _obm_purger_poke_slow(void) {

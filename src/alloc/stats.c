@@ -35,15 +35,16 @@
  *           would deadlock on a lock held by the thread it interrupted, or read that thread's
  *           heap in mid-update.  Installed only over SIG_DFL.  A request still pending at exit
  *           is printed then, before the exit report.  A forked child has no thread: its
- *           requests wait for its exit.  The thread wakes once a second to see whether the
- *           program has ended (main returned through pthread_exit and every other thread but
- *           obmem's ended): then it calls exit(0), as glibc does when the last thread ends,
- *           instead of keeping the process alive.
+ *           requests wait for its exit.  The thread sleeps until a request comes.  It must
+ *           not keep the process alive after the program's last thread ends (main may end
+ *           with pthread_exit): when the last thread that has a heap exits, heap.c tells it
+ *           to return (_obm_stats_threads_gone), as it tells the purge thread, and glibc
+ *           then ends the process with exit(0) as the last thread goes; a thread that makes
+ *           a heap again starts it anew (_obm_stats_threads_back).
  */
 #define _GNU_SOURCE
 #include "alloc/alloc_internal.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -52,7 +53,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 static void class_rounding(obm_stats_t *out) {
@@ -92,8 +92,8 @@ void obm_stats_get(obm_stats_t *out) {
       cs->tail_bytes += (uint64_t)p->nslots * OBM_POOL_SIZE - (uint64_t)p->capacity * p->block_size;
       if (_obm_debug_on) {
         for (uint32_t i = 0; i < p->ncarved; i++) {
-          size_t need = _obm_debug_block_requested(p->start + (size_t)i * p->block_size,
-                                                   p->block_size);
+          size_t need =
+              _obm_debug_block_requested(p->start + (size_t)i * p->block_size, p->block_size);
           if (need) cs->rounding_bytes += p->block_size - need;
         }
       }
@@ -322,7 +322,9 @@ static unsigned long signal_served;   /* signal_requests when the last signal re
 static sem_t signal_sem;              /* posted by the handler and at exit */
 static pthread_t signal_thread;
 static int signal_thread_running; /* in this process (a forked child has none) */
-static int signal_thread_stop;    /* set at exit: the thread returns */
+/* what the thread is to do when it wakes next: go on, or return (detached: the program's
+ * threads are gone; joined: the exit report is done) */
+static enum { THREAD_STAY, THREAD_LEAVE_DETACHED, THREAD_LEAVE_JOINED } signal_thread_leave;
 
 static int fd_is(int fd, dev_t dev, ino_t ino) {
   struct stat st;
@@ -430,62 +432,45 @@ static void signal_handler(int signo) {
   errno = saved_errno;
 }
 
-/* Reads /proc/self/<path> (a stat file) into buf; the text after the command name, which may
- * hold spaces and parentheses, starts at *fields (field 3, the state); 0 on failure. */
-static int read_stat(const char *path, char *buf, size_t size, const char **fields,
-                     const char **name) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, size - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  char *open_paren = strchr(buf, '('), *close_paren = strrchr(buf, ')');
-  if (!open_paren || !close_paren || close_paren < open_paren || close_paren[1] != ' ') return 0;
-  *close_paren = 0;
-  *name = open_paren + 1;
-  *fields = close_paren + 2;
-  return 1;
-}
-
-/* 1 when no thread of the program is left running: the main thread, which stays a zombie
- * until the process ends, returned through pthread_exit, and every other thread still
- * alive is one of obmem's (named "obmem-...": this one and the purge thread). */
-static int only_obmem_threads_left(void) {
-  char buf[1024], path[64];
-  const char *fields, *name;
-  if (!read_stat("/proc/self/stat", buf, sizeof buf, &fields, &name) || fields[0] != 'Z')
-    return 0; /* the main thread runs (the common case: one read a second) */
-  DIR *dir = opendir("/proc/self/task");
-  if (!dir) return 0;
-  int program_threads = 0;
-  for (struct dirent *e; (e = readdir(dir)) != NULL && !program_threads;) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    _obm_snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
-    if (read_stat(path, buf, sizeof buf, &fields, &name) && fields[0] != 'Z' && fields[0] != 'X' &&
-        strncmp(name, "obmem-", 6) != 0)
-      program_threads++;
-  }
-  closedir(dir);
-  return !program_threads;
-}
-
 static void *signal_thread_main(void *arg) {
   (void)arg;
   for (;;) {
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 1;
-    int woken = sem_timedwait(&signal_sem, &deadline) == 0;
-    if (__atomic_load_n(&signal_thread_stop, __ATOMIC_ACQUIRE)) return NULL;
-    if (woken) {
-      pthread_mutex_lock(&report_lock);
-      serve_signal_requests();
-      pthread_mutex_unlock(&report_lock);
-    } else if (only_obmem_threads_left()) {
-      exit(0); /* what glibc does when the last thread ends; our destructor reports */
+    while (sem_wait(&signal_sem) != 0) {
     }
+    pthread_mutex_lock(&report_lock);
+    int leave = signal_thread_leave;
+    if (leave == THREAD_STAY) serve_signal_requests();
+    if (leave == THREAD_LEAVE_DETACHED) {
+      signal_thread_running = 0;
+      signal_thread_leave = THREAD_STAY;
+      pthread_detach(pthread_self());
+    }
+    pthread_mutex_unlock(&report_lock);
+    if (leave != THREAD_STAY) return NULL;
   }
+}
+
+/* Starts the thread unless one runs; 0 or an error number.  Called with report_lock not held:
+ * creating a thread allocates, and the first allocation of a thread may come back here
+ * (_obm_stats_threads_back), which then finds the thread reserved, not a second one to start. */
+static int signal_thread_start(void) {
+  pthread_mutex_lock(&report_lock);
+  if (report_closed) { /* exit has begun: no thread any more */
+    pthread_mutex_unlock(&report_lock);
+    return 0;
+  }
+  int reserved = !signal_thread_running;
+  signal_thread_running = 1;
+  signal_thread_leave = THREAD_STAY;
+  pthread_mutex_unlock(&report_lock);
+  if (!reserved) return 0;
+  int rc = _obm_os_thread_start(&signal_thread, "obmem-stats", 256 * 1024, 1, signal_thread_main);
+  if (rc != 0) {
+    pthread_mutex_lock(&report_lock);
+    signal_thread_running = 0;
+    pthread_mutex_unlock(&report_lock);
+  }
+  return rc;
 }
 
 static void signal_start(int signo) {
@@ -511,17 +496,7 @@ static void signal_start(int signo) {
     signal_number = 0;
     return;
   }
-  /* the thread starts with every signal blocked: the program's signals are not its business */
-  sigset_t all, saved;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &saved);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 256 * 1024);
-  int rc = pthread_create(&signal_thread, &attr, signal_thread_main, NULL);
-  if (rc != 0) rc = pthread_create(&signal_thread, NULL, signal_thread_main, NULL);
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &saved, NULL);
+  int rc = signal_thread_start();
   if (rc != 0) {
     sigaction(signo, &old, NULL);
     signal_number = 0;
@@ -530,8 +505,23 @@ static void signal_start(int signo) {
                  rc, signo);
     return;
   }
-  pthread_setname_np(signal_thread, "obmem-stats");
-  signal_thread_running = 1;
+}
+
+void _obm_stats_threads_gone(void) {
+  pthread_mutex_lock(&report_lock);
+  if (signal_thread_running && signal_thread_leave == THREAD_STAY) {
+    signal_thread_leave = THREAD_LEAVE_DETACHED;
+    sem_post(&signal_sem);
+  }
+  pthread_mutex_unlock(&report_lock);
+}
+
+void _obm_stats_threads_back(void) {
+  pthread_mutex_lock(&report_lock);
+  int wanted = signal_number != 0;
+  pthread_mutex_unlock(&report_lock);
+  /* a thread told to go but not gone yet stays; requests that came meanwhile are served */
+  if (wanted && signal_thread_start() == 0) sem_post(&signal_sem);
 }
 
 void _obm_stats_report_init(void) {
@@ -571,13 +561,13 @@ __attribute__((destructor)) static void report_at_exit(void) {
   if (_obm_option(OBM_OPTION_STATS) && !report_closed) report(0);
   report_closed = 1;
   int stop_thread = signal_thread_running && !pthread_equal(pthread_self(), signal_thread);
+  if (stop_thread) {
+    signal_thread_leave = THREAD_LEAVE_JOINED;
+    sem_post(&signal_sem);
+  }
   signal_thread_running = 0;
   pthread_mutex_unlock(&report_lock);
-  if (stop_thread) { /* so that nothing of ours runs on if this is a dlclose */
-    __atomic_store_n(&signal_thread_stop, 1, __ATOMIC_RELEASE);
-    sem_post(&signal_sem);
-    pthread_join(signal_thread, NULL);
-  }
+  if (stop_thread) pthread_join(signal_thread, NULL); /* nothing of ours runs on (dlclose) */
 }
 
 void _obm_stats_fork_prepare(void) {
@@ -592,6 +582,7 @@ void _obm_stats_fork_child(void) {
   pthread_mutex_unlock(&report_lock);
   if (signal_thread_running) { /* not forked: requests wait for the child's exit */
     signal_thread_running = 0;
+    signal_thread_leave = THREAD_STAY;
     sem_init(&signal_sem, 0, 0);
   }
 }
@@ -615,8 +606,7 @@ static size_t check_pool(obm_arena_t *a, int s) {
                           a->pools[s + i].kind);
   if (p->block_size != _obm_class_size[p->size_class] ||
       p->capacity != _obm_class_capacity[p->size_class])
-    problems += corrupt(p, "pool geometry disagrees with its class", p->block_size,
-                        p->size_class);
+    problems += corrupt(p, "pool geometry disagrees with its class", p->block_size, p->size_class);
   if (p->ncarved > p->capacity || p->nused > p->capacity)
     problems += corrupt(p, "pool counts exceed capacity", p->ncarved, p->nused);
   uint64_t nfree = 0;
@@ -624,8 +614,9 @@ static size_t check_pool(obm_arena_t *a, int s) {
   for (obm_block_t *b = p->free; b; b = b->next) {
     uint8_t *q = (uint8_t *)b;
     if (q < p->start || q >= end || (size_t)(q - p->start) % p->block_size) {
-      problems += corrupt(b, "free-list entry is not a carved block of its pool",
-                          (unsigned long long)(uintptr_t)q, (unsigned long long)(uintptr_t)p->start);
+      problems +=
+          corrupt(b, "free-list entry is not a carved block of its pool",
+                  (unsigned long long)(uintptr_t)q, (unsigned long long)(uintptr_t)p->start);
       break;
     }
     if (++nfree > p->capacity) {
@@ -635,11 +626,11 @@ static size_t check_pool(obm_arena_t *a, int s) {
   }
   /* nused counts blocks pending on remote_free as used */
   if (nfree + p->nused + (p->capacity - p->ncarved) != p->capacity)
-    problems += corrupt(p, "nused + |free| + uncarved != capacity", nfree + p->nused,
-                        p->ncarved);
+    problems += corrupt(p, "nused + |free| + uncarved != capacity", nfree + p->nused, p->ncarved);
   if (a->heap && p->in_list) {
     obm_pool_t *q = a->heap->cls[p->size_class].pool;
-    while (q && q != &_obm_pool_empty && q != p) q = q->next;
+    while (q && q != &_obm_pool_empty && q != p)
+      q = q->next;
     if (q != p) problems += corrupt(p, "pool marked in_list is not in its class list", 0, 0);
   }
   if (_obm_debug_on)
@@ -662,14 +653,13 @@ size_t _obm_heap_check_all(void) {
       problems += corrupt(a, "arena free-slot count disagrees with its bitmap", a->nfree_slots,
                           (unsigned)__builtin_popcountll(a->free_slots));
     if ((a->nfree_slots > 0) != (a->in_usable != 0))
-      problems += corrupt(a, "arena usable-list membership is wrong", a->nfree_slots,
-                          a->in_usable);
+      problems += corrupt(a, "arena usable-list membership is wrong", a->nfree_slots, a->in_usable);
     for (int s = 1; s < OBM_NSLOTS; s++) {
       int is_free = (a->free_slots >> s) & 1;
       uint8_t kind = a->pools[s].kind;
       if (is_free != (kind == OBM_SLOT_FREE))
-        problems += corrupt(&a->pools[s], "slot state disagrees with the arena bitmap",
-                            (unsigned)s, kind);
+        problems +=
+            corrupt(&a->pools[s], "slot state disagrees with the arena bitmap", (unsigned)s, kind);
       if (kind == OBM_SLOT_HEAD) problems += check_pool(a, s);
     }
   }
@@ -678,8 +668,7 @@ size_t _obm_heap_check_all(void) {
     unsigned last = 0;
     for (obm_arena_t *a = h->usable; a; a = a->next) {
       if (a->nfree_slots < last)
-        problems += corrupt(a, "usable arenas are not ordered by free slots", a->nfree_slots,
-                            last);
+        problems += corrupt(a, "usable arenas are not ordered by free slots", a->nfree_slots, last);
       if (a->heap != h) problems += corrupt(a, "arena in a heap's list has another owner", 0, 0);
       last = a->nfree_slots;
     }

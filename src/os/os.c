@@ -9,13 +9,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-static _Atomic long fail_countdown;            /* > 0: the mapping that brings it to 0 fails */
+static _Atomic long fail_countdown; /* > 0: the mapping that brings it to 0 fails */
 static _Atomic(uint64_t) map_calls, unmap_calls;
 
 void _obm_os_fail_map_after(long n) {
@@ -47,8 +48,8 @@ size_t _obm_os_page_size(void) {
 
 static void *map_raw(size_t size) {
   atomic_fetch_add_explicit(&map_calls, 1, memory_order_relaxed);
-  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                 -1, 0);
+  void *p =
+      mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {
     if (_obm_option(OBM_OPTION_VERBOSE))
       _obm_warning("mmap of %zu bytes failed (errno %d)", size, errno);
@@ -148,6 +149,23 @@ uint64_t _obm_os_clock_coarse_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+int _obm_os_thread_start(pthread_t *thread, const char *name, size_t stack_size, int joinable,
+                         void *(*fn)(void *)) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, stack_size);
+  if (!joinable) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  /* the thread inherits this mask */
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &saved);
+  int err = pthread_create(thread, &attr, fn, NULL);
+  pthread_sigmask(SIG_SETMASK, &saved, NULL);
+  pthread_attr_destroy(&attr);
+  if (err == 0) pthread_setname_np(*thread, name);
+  return err;
+}
+
 size_t _obm_os_rss_bytes(void) {
   int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
@@ -157,9 +175,12 @@ size_t _obm_os_rss_bytes(void) {
   if (n <= 0) return 0;
   buf[n] = 0;
   const char *s = buf;
-  while (*s && *s != ' ') s++; /* skip total size */
+  while (*s && *s != ' ')
+    s++; /* skip total size */
   size_t pages = 0;
-  while (*s == ' ') s++;
-  while (*s >= '0' && *s <= '9') pages = pages * 10 + (size_t)(*s++ - '0');
+  while (*s == ' ')
+    s++;
+  while (*s >= '0' && *s <= '9')
+    pages = pages * 10 + (size_t)(*s++ - '0');
   return pages * _obm_os_page_size();
 }
