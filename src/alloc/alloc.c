@@ -1,11 +1,11 @@
 /* alloc.c — malloc, calloc, realloc and aligned allocation.
  *
- * Fast path (small): class = (size - 1) >> 4 after one range compare; pool = heap->cls[class].pool (CPython's
- * usedpools[class]); pop pool->free.  No lock, no atomic.  When the pool's free list is empty
- * the inline path hands out the pool's next never-used block (CPython's nextoffset bump, no
+ * Fast path (small): class = (size - 1) >> 4 after one range compare; pool = heap->cls[class].pool
+ * (CPython's usedpools[class]); pop pool->free.  No lock, no atomic.  When the pool's free list is
+ * empty the inline path hands out the pool's next never-used block (CPython's nextoffset bump, no
  * write to the block); when the pool is full the generic path collects cross-thread frees,
  * moves on to the next pool of the class, or takes a new pool from the fullest arena.
- * Medium sizes take the same path after a bit-scan class computation.
+ * Medium sizes take the same path, their class read from a 512-entry table by (size - 1) >> 7.
  */
 #include "alloc/alloc_internal.h"
 
@@ -139,7 +139,8 @@ void *obm_malloc(size_t size) {
     void *b = heap_class_alloc(_obm_tls_fast_heap, size, s1 >> 4);
     if (obm_likely(b != NULL)) return b;
   } else if (s1 < OBM_MEDIUM_MAX) {
-    void *b = heap_class_alloc(_obm_tls_fast_heap, size, _obm_size_to_class(size));
+    /* before the first init the table reads 0: the empty heap sends any class the slow way */
+    void *b = heap_class_alloc(_obm_tls_fast_heap, size, _obm_medium_class[s1 >> 7]);
     if (obm_likely(b != NULL)) return b;
   }
   return malloc_slow(size);
@@ -170,8 +171,7 @@ void *obm_aligned_alloc(size_t alignment, size_t size) {
 }
 
 int obm_posix_memalign(void **out, size_t alignment, size_t size) {
-  if (alignment < sizeof(void *) || (alignment & (alignment - 1)) ||
-      alignment > OBM_MAX_ALIGNMENT)
+  if (alignment < sizeof(void *) || (alignment & (alignment - 1)) || alignment > OBM_MAX_ALIGNMENT)
     return EINVAL;
   int saved = errno;
   void *p = obm_aligned_alloc(alignment, size);
@@ -206,8 +206,8 @@ void *obm_realloc(void *ptr, size_t size) {
     /* CPython's policy: keep the block if the request fits and the shrink would save less
      * than 25 %, or the smaller class is the same one. */
     if (size <= old_size &&
-        (size * 4 > old_size * 3 || (size <= OBM_MEDIUM_MAX &&
-                                     _obm_size_to_class(size) == pool->size_class)))
+        (size * 4 > old_size * 3 ||
+         (size <= OBM_MEDIUM_MAX && _obm_size_to_class(size) == pool->size_class)))
       return ptr;
   } else {
     obm_large_t *large = (obm_large_t *)seg;

@@ -355,7 +355,10 @@ void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
   obm_assert(pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && !pool->in_list);
   if (pool->retained) /* the ring must never point into an arena that may be unmapped */
     for (int i = 0; i < OBM_RETAINED_POOLS; i++)
-      if (heap->retained[i] == pool) heap->retained[i] = NULL;
+      if (heap->retained[i] == pool) {
+        heap->retained[i] = NULL;
+        heap->retained_slots -= pool->nslots;
+      }
   unsigned slot = (unsigned)(pool - a->pools);
   unsigned nslots = pool->nslots;
   obm_assert(heap->slots_in_use >= nslots);
@@ -382,7 +385,6 @@ void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
     a->dirty_slots |= bits;
   }
   if (a->nfree_slots == OBM_NSLOTS - 1) {
-    if (heap->free_hint == a) heap->free_hint = OBM_NO_HINT;
     arena_free(a);
   } else
     usable_insert(heap, a);

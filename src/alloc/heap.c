@@ -17,7 +17,6 @@
 
 obm_pool_t _obm_pool_empty;
 obm_heap_t _obm_heap_empty = {
-    .free_hint = OBM_NO_HINT,
     .cls = {[0 ... OBM_NCLASSES - 1] = {.pool = &_obm_pool_empty}},
     .is_empty_heap = 1,
 };
@@ -57,7 +56,6 @@ static obm_heap_t *heap_new(void) {
   memset(h, 0, sizeof *h);
   for (int c = 0; c < OBM_NCLASSES; c++)
     h->cls[c].pool = &_obm_pool_empty;
-  h->free_hint = OBM_NO_HINT;
   h->all_next = _obm_heaps_all;
   _obm_heaps_all = h;
   _obm_heaps_count++;

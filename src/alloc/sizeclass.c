@@ -11,9 +11,9 @@
 
 #define M(k) (5u << (k)), (6u << (k)), (7u << (k)), (8u << (k))
 const uint32_t _obm_class_size[OBM_NCLASSES] = {
-    16,  32,  48,  64,  80,  96,  112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
-    272, 288, 304, 320, 336, 352, 368, 384, 400, 416, 432, 448, 464, 480, 496, 512,
-    M(7), M(8), M(9), M(10), M(11), M(12), M(13),
+    16,  32,  48,  64,  80,  96,  112,  128,  144,  160,   176,   192,   208,
+    224, 240, 256, 272, 288, 304, 320,  336,  352,  368,   384,   400,   416,
+    432, 448, 464, 480, 496, 512, M(7), M(8), M(9), M(10), M(11), M(12), M(13),
 };
 #undef M
 
@@ -22,6 +22,7 @@ const uint8_t _obm_small_class[OBM_NSMALL_CLASSES + 1] = {
     16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
 };
 
+uint8_t _obm_medium_class[OBM_MEDIUM_MAX >> 7];
 uint8_t _obm_class_slots[OBM_NCLASSES];
 uint32_t _obm_class_capacity[OBM_NCLASSES];
 uint64_t _obm_class_recip[OBM_NCLASSES];
@@ -44,6 +45,13 @@ void _obm_sizeclass_init(void) {
     _obm_class_capacity[c] = best * OBM_POOL_SIZE / b;
     _obm_class_recip[c] = (((uint64_t)1 << 40) + b - 1) / b;
   }
+  /* Entry i serves sizes 128 * i + 1 .. 128 * (i + 1): the first class that holds the last. */
+  unsigned c = OBM_NSMALL_CLASSES;
+  for (unsigned i = OBM_SMALL_MAX >> 7; i < (OBM_MEDIUM_MAX >> 7); i++) {
+    while (_obm_class_size[c] < 128 * (i + 1))
+      c++;
+    _obm_medium_class[i] = (uint8_t)c;
+  }
 }
 
 size_t obm_class_block_size(int class_index) {
@@ -53,5 +61,6 @@ size_t obm_class_block_size(int class_index) {
 
 int obm_size_class(size_t size) {
   if (size > OBM_MEDIUM_MAX) return -1;
+  _obm_ensure_init();
   return (int)_obm_size_to_class(size);
 }
