@@ -13,9 +13,9 @@
  *             may be purged: the RSS stays up for the 1 s watched, 5x the delay (the control
  *             that shows the thread is what purges)
  *   budget    (OBMEM_PURGE_THREAD=0, OBMEM_PURGE_DELAY_MS=1000000: time never purges) fill
- *             ~96 MiB, free all but one block in 4000: the release volume alone makes purge
+ *             ~192 MiB, free all but one block in 4000: the release volume alone makes purge
  *             passes, so what stays resident beyond the pools in use is at most about twice
- *             the budget (16 MiB per heap while it holds less than that)
+ *             the budget (32 MiB per heap while it holds less than that)
  *   exit      a thread makes purgeable memory (the purge thread starts and is seen by name
  *             in /proc/self/task), then main() ends with pthread_exit: the process must end
  *             (a hang is the failure; ctest's timeout catches it)
@@ -89,7 +89,7 @@ static void run_idle(int thread_on) {
   CHECKF(obm_option_get(OBM_OPTION_PURGE_DELAY_MS) > 0, "%s",
          "OBMEM_PURGE_DELAY_MS must not be 0 here");
   size_t before = _obm_os_rss_bytes();
-  size_t fill = 12u << 20; /* below the volume budget (16 MiB): only time purges it */
+  size_t fill = 12u << 20; /* below the volume budget (32 MiB): only time purges it */
   fill_and_free(fill, 4000);
   size_t after_free = _obm_os_rss_bytes();
   /* what must stay: the pools (and arena headers) that still hold a kept block */
@@ -137,7 +137,7 @@ static void run_budget(void) {
              obm_option_get(OBM_OPTION_PURGE_DELAY_MS) >= 100000,
          "%s", "run with OBMEM_PURGE_THREAD=0 OBMEM_PURGE_DELAY_MS=1000000");
   size_t before = _obm_os_rss_bytes();
-  size_t fill = 96u << 20;
+  size_t fill = 192u << 20;
   fill_and_free(fill, 4000);
   size_t after_free = _obm_os_rss_bytes();
   size_t live = 0;
@@ -149,9 +149,9 @@ static void run_budget(void) {
     }
     live += (size_t)(new_pool + new_arena) * (16u << 10);
   }
-  /* 2 x 16 MiB of dirty slots, the retained pools, the freed pointer array (~12 MiB, a
-   * cached large block) and the spare arena */
-  size_t bound = before + live + (48u << 20);
+  /* 2 x 32 MiB of dirty slots, the retained pools (4 MiB), the freed pointer array (~24 MiB,
+   * a cached large block) and the spare arena */
+  size_t bound = before + live + (96u << 20);
   printf("rss: %.1f MiB before, %.1f MiB after filling %.0f MiB and freeing all but %zu "
          "blocks (in pools of %.1f MiB); bound %.1f MiB\n",
          before / MiB, after_free / MiB, fill / MiB, nkept, live / MiB, bound / MiB);
