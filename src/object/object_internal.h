@@ -1,0 +1,170 @@
+/* object_internal.h — the object layer's shared declarations: the GC head, its list
+ * operations, the runtime structure, and the hooks between object.c, gc.c and weakref.c.
+ *
+ * GC head (CPython's PyGC_Head, 16 bytes in front of the object):
+ *   next  0: untracked; else the next head in a circular list | NEXT_UNREACHABLE (bit 0,
+ *         only inside a collection's move_unreachable)
+ *   prev  the previous head | PREV_COLLECTING (bit 0: in the set being collected); inside a
+ *         collection, for objects of that set, bits 2.. hold gc_refs instead of the pointer
+ *   An untracked object has next == 0; one on the runtime's deferred-deallocation list has
+ *   next == 0 and prev == the next deferred head (or 0).
+ */
+#ifndef OBM_OBJECT_INTERNAL_H
+#define OBM_OBJECT_INTERNAL_H
+
+#include "internal.h"
+#include "obmem/object.h"
+
+typedef struct obm_gc_head_s {
+  uintptr_t next;
+  uintptr_t prev;
+} obm_gc_head_t;
+
+#define OBM_GC_NEXT_UNREACHABLE ((uintptr_t)1)
+#define OBM_GC_PREV_COLLECTING  ((uintptr_t)1)
+#define OBM_GC_PREV_FLAGS       ((uintptr_t)3)
+#define OBM_GC_REFS_SHIFT       2
+
+OBM_INLINE obm_gc_head_t *_obm_as_gc(const obm_object_t *op) {
+  return (obm_gc_head_t *)op - 1;
+}
+OBM_INLINE obm_object_t *_obm_from_gc(obm_gc_head_t *g) {
+  return (obm_object_t *)(g + 1);
+}
+OBM_INLINE bool _obm_is_gc(const obm_object_t *op) {
+  return (op->type->flags & OBM_TYPE_GC) != 0;
+}
+OBM_INLINE obm_gc_head_t *_obm_gc_next(const obm_gc_head_t *g) {
+  return (obm_gc_head_t *)(g->next & ~OBM_GC_NEXT_UNREACHABLE);
+}
+OBM_INLINE obm_gc_head_t *_obm_gc_prev(const obm_gc_head_t *g) {
+  return (obm_gc_head_t *)(g->prev & ~OBM_GC_PREV_FLAGS);
+}
+OBM_INLINE void _obm_gc_set_prev(obm_gc_head_t *g, obm_gc_head_t *prev) {
+  g->prev = (g->prev & OBM_GC_PREV_FLAGS) | (uintptr_t)prev;
+}
+
+/* ---- circular doubly-linked lists of GC heads (a list is its head node) ------------------- */
+
+OBM_INLINE void _obm_gc_list_init(obm_gc_head_t *list) {
+  list->next = list->prev = (uintptr_t)list;
+}
+OBM_INLINE bool _obm_gc_list_is_empty(const obm_gc_head_t *list) {
+  return list->next == (uintptr_t)list;
+}
+/* Appends node (not in a list) at list's tail; node's prev flags are kept. */
+OBM_INLINE void _obm_gc_list_append(obm_gc_head_t *node, obm_gc_head_t *list) {
+  obm_gc_head_t *last = (obm_gc_head_t *)list->prev;
+  _obm_gc_set_prev(node, last);
+  last->next = (uintptr_t)node;
+  node->next = (uintptr_t)list;
+  list->prev = (uintptr_t)node;
+}
+/* Unlinks node from its list (neighbours' flags kept) and marks it untracked. */
+OBM_INLINE void _obm_gc_list_remove(obm_gc_head_t *node) {
+  obm_gc_head_t *prev = _obm_gc_prev(node);
+  obm_gc_head_t *next = _obm_gc_next(node);
+  prev->next = (uintptr_t)next;
+  _obm_gc_set_prev(next, prev);
+  node->next = 0;
+  node->prev = 0;
+}
+/* Moves node from its list to the tail of list. */
+OBM_INLINE void _obm_gc_list_move(obm_gc_head_t *node, obm_gc_head_t *list) {
+  obm_gc_head_t *prev = _obm_gc_prev(node);
+  obm_gc_head_t *next = _obm_gc_next(node);
+  prev->next = (uintptr_t)next;
+  _obm_gc_set_prev(next, prev);
+  _obm_gc_list_append(node, list);
+}
+/* Appends all of `from` to `to`; `from` becomes empty. */
+OBM_INLINE void _obm_gc_list_merge(obm_gc_head_t *from, obm_gc_head_t *to) {
+  if (!_obm_gc_list_is_empty(from)) {
+    obm_gc_head_t *to_tail = (obm_gc_head_t *)to->prev;
+    obm_gc_head_t *first = (obm_gc_head_t *)from->next;
+    obm_gc_head_t *last = (obm_gc_head_t *)from->prev;
+    to_tail->next = (uintptr_t)first;
+    _obm_gc_set_prev(first, to_tail);
+    last->next = (uintptr_t)to;
+    to->prev = (uintptr_t)last;
+  }
+  _obm_gc_list_init(from);
+}
+OBM_INLINE size_t _obm_gc_list_size(const obm_gc_head_t *list) {
+  size_t n = 0;
+  for (const obm_gc_head_t *g = (obm_gc_head_t *)list->next; g != list;
+       g = (obm_gc_head_t *)g->next)
+    n++;
+  return n;
+}
+
+/* ---- the runtime ------------------------------------------------------------------------- */
+
+typedef struct obm_gc_generation_s {
+  obm_gc_head_t head; /* the list of objects in this generation */
+  size_t threshold;   /* collect when count exceeds it */
+  size_t count;       /* see obm_gc_get_count */
+} obm_gc_generation_t;
+
+typedef struct obm_gc_callback_entry_s {
+  obm_gc_callback_t *fn;
+  void *arg;
+} obm_gc_callback_entry_t;
+
+/* Invariants: every tracked object of this runtime is in exactly one of generations[i].head
+ * and permanent (outside a collection, which moves them through its local lists);
+ * long_lived_pending <= the size of generation 2's list plus what was freed since;
+ * trash != NULL only while dealloc_depth > 0; collecting == 1 exactly during a collection
+ * (callbacks included). */
+struct obm_runtime_s {
+  obm_gc_generation_t generations[OBM_GC_NGENERATIONS];
+  obm_gc_head_t permanent;   /* frozen objects (obm_gc_freeze) */
+  size_t long_lived_total;   /* generation 2's size after its last collection */
+  size_t long_lived_pending; /* objects promoted to generation 2 since then */
+  int enabled;               /* automatic collection */
+  int collecting;            /* a collection runs (no nested one starts) */
+  unsigned debug;            /* OBM_GC_DEBUG_* */
+  FILE *debug_output;        /* NULL: stderr */
+  obm_gc_stats_t stats[OBM_GC_NGENERATIONS];
+  obm_object_t *garbage; /* list: uncollectable objects (and SAVEALL's) */
+  obm_gc_callback_entry_t *callbacks;
+  size_t ncallbacks;
+  size_t callbacks_capacity;
+  unsigned dealloc_depth; /* nested deallocations now running */
+  obm_gc_head_t *trash;   /* deferred deallocations, linked through prev */
+  size_t nobjects;        /* objects created and not yet freed */
+};
+
+/* ---- weakref.c --------------------------------------------------------------------------- */
+OBM_INLINE obm_weakref_t **_obm_weaklist(const obm_object_t *op) {
+  size_t offset = op->type->weaklist_offset;
+  return offset != 0 ? (obm_weakref_t **)((char *)op + offset) : NULL;
+}
+/* Weak references whose callbacks are due, linked through their (no longer needed) next
+ * field, each holding a reference taken when it was appended. */
+typedef struct obm_weakref_chain_s {
+  obm_weakref_t *head, *tail;
+} obm_weakref_chain_t;
+/* Unlinks wr from its referent's list and sets referent = NULL; the callback stays. */
+OBM_HIDDEN void _obm_weakref_clear_ref(obm_weakref_t *wr);
+/* Clears every weak reference to op.  With a chain, those whose callback must run are
+ * appended to it, in list order (newest first): a weak reference that has a callback, is
+ * alive (count > 0) and is not itself garbage of the running collection (PREV_COLLECTING).
+ * Without a chain no callback will run (CPython's clear_weakrefs). */
+OBM_HIDDEN void _obm_weakref_clear_referent(obm_object_t *op, obm_weakref_chain_t *chain);
+/* Calls the chain's callbacks in order, each once, and drops the chain's references. */
+OBM_HIDDEN void _obm_weakref_run_chain(obm_runtime_t *rt, obm_weakref_chain_t *chain);
+
+/* ---- gc.c -------------------------------------------------------------------------------- */
+/* An automatic collection: the oldest generation whose count exceeds its threshold
+ * (generation 2 only under the 25 % rule).  Caller: not collecting. */
+OBM_HIDDEN void _obm_gc_collect_generations(obm_runtime_t *rt);
+/* Unlinks every tracked object (all generations and the permanent one); returns how many. */
+OBM_HIDDEN size_t _obm_gc_untrack_all(obm_runtime_t *rt);
+/* Whole-structure checker (Lua's lua_checkmemory): every list well linked and flag-free,
+ * every tracked object of a GC type with a count > 0, and no tracked object referenced by
+ * more tracked objects than its count.  Returns the problems found, each reported through
+ * _obm_error(OBM_ERR_CORRUPTION or OBM_ERR_REFCOUNT).  Not during a collection. */
+OBM_HIDDEN size_t _obm_gc_check(obm_runtime_t *rt);
+
+#endif /* OBM_OBJECT_INTERNAL_H */
