@@ -50,16 +50,23 @@ obm_weakref_t *obm_weakref_new(obm_runtime_t *rt, obm_object_t *referent,
     errno = EINVAL;
     return NULL;
   }
+  /* both held across the allocation, which may run a collection and finalizers */
+  obm_incref(referent);
+  obm_xincref(data);
   obm_weakref_t *wr = (obm_weakref_t *)obm_object_new(rt, &obm_weakref_type);
-  if (wr == NULL) return NULL;
+  if (wr == NULL) {
+    obm_xdecref(rt, data);
+    obm_decref(rt, referent);
+    return NULL;
+  }
   wr->referent = referent;
   wr->callback = callback;
-  obm_xincref(data);
-  wr->callback_data = data;
+  wr->callback_data = data; /* the reference taken above */
   wr->prev = NULL;
   wr->next = *list;
   if (*list != NULL) (*list)->prev = wr;
   *list = wr;
+  obm_decref(rt, referent); /* the caller's reference keeps it alive */
   return wr;
 }
 
