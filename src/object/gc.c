@@ -25,6 +25,9 @@
  *      Anything still alive afterwards joins g+1.
  *   8. finalizers' objects: those with a legacy finalizer (all, with SAVEALL) go to the
  *      garbage list; all join g+1.  Result: collected (final set) + uncollectable.
+ * Steps 4 and 5-6 run only when the garbage holds weak references / pending finalizers
+ * (learned in step 3's pass): without a finalizer nothing can resurrect, since a callback
+ * cannot reach garbage — which saves two of the passes over the garbage.
  * Memory: every list is threaded through the GC heads (gc_refs lives in prev's upper bits
  * while the list is singly linked), so a collection allocates nothing but the garbage
  * list's growth.  Automatic collections (at GC object creation) pick the oldest generation
@@ -186,34 +189,64 @@ static void clear_unreachable_mask(obm_gc_head_t *list) {
 
 /* ---- legacy finalizers ------------------------------------------------------------------- */
 
-/* Clears NEXT_UNREACHABLE on unreachable and moves the objects with a legacy finalizer to
- * finalizers (PREV_COLLECTING cleared: they are no longer candidates). */
-static void move_legacy_finalizers(obm_gc_head_t *unreachable, obm_gc_head_t *finalizers) {
+/* What the garbage holds, learned in move_legacy_finalizers' pass, so that later passes run
+ * only when they can matter: without a pending finalizer nothing can be resurrected (a weak
+ * reference callback cannot reach garbage), and without weak references there is nothing
+ * to clear.  Flags are conservative (set before legacy-reachable objects leave the set). */
+typedef struct garbage_scan_s {
+  size_t n;        /* objects left in unreachable after the legacy moves */
+  bool finalizers; /* some object has a finalizer that has not run */
+  bool weakrefs;   /* some object is a weak reference or has some */
+} garbage_scan_t;
+
+/* Clears NEXT_UNREACHABLE on unreachable, moves the objects with a legacy finalizer to
+ * finalizers (PREV_COLLECTING cleared: they are no longer candidates) and fills scan. */
+static void move_legacy_finalizers(obm_gc_head_t *unreachable, obm_gc_head_t *finalizers,
+                                   garbage_scan_t *scan) {
   obm_gc_head_t *next;
   for (obm_gc_head_t *g = gc_first(unreachable); g != unreachable; g = next) {
     next = _obm_gc_next(g);
     g->next = (uintptr_t)next;
-    if (_obm_from_gc(g)->type->legacy_finalize != NULL) {
+    obm_object_t *op = _obm_from_gc(g);
+    const obm_type_t *type = op->type;
+    if (type->legacy_finalize != NULL) {
       gc_clear_collecting(g);
       _obm_gc_list_move(g, finalizers);
+      continue;
+    }
+    scan->n++;
+    if (type->finalize != NULL && !(op->flags & OBM_OBJECT_FINALIZED)) scan->finalizers = true;
+    if (type->weaklist_offset != 0 || type == &obm_weakref_type) {
+      obm_weakref_t **list = _obm_weaklist(op);
+      if (type == &obm_weakref_type || *list != NULL) scan->weakrefs = true;
     }
   }
 }
 
+typedef struct move_ctx_s {
+  obm_gc_head_t *to;
+  size_t moved;
+} move_ctx_t;
+
 static int visit_move(obm_object_t *child, void *arg) {
   if (_obm_is_gc(child) && gc_is_collecting(_obm_as_gc(child))) {
+    move_ctx_t *ctx = arg;
     gc_clear_collecting(_obm_as_gc(child));
-    _obm_gc_list_move(_obm_as_gc(child), arg);
+    _obm_gc_list_move(_obm_as_gc(child), ctx->to);
+    ctx->moved++;
   }
   return 0;
 }
 
-/* Everything reachable from finalizers moves there too (the list grows while scanned). */
-static void move_legacy_finalizer_reachable(obm_gc_head_t *finalizers) {
+/* Everything reachable from finalizers moves there too (the list grows while scanned);
+ * returns how many objects moved. */
+static size_t move_legacy_finalizer_reachable(obm_gc_head_t *finalizers) {
+  move_ctx_t ctx = {finalizers, 0};
   for (obm_gc_head_t *g = gc_first(finalizers); g != finalizers; g = gc_first(g)) {
     obm_object_t *op = _obm_from_gc(g);
-    op->type->traverse(op, visit_move, finalizers);
+    op->type->traverse(op, visit_move, &ctx);
   }
+  return ctx.moved;
 }
 
 /* ---- weak references, finalizers, clearing ---------------------------------------------- */
@@ -322,17 +355,23 @@ static size_t collect_main(obm_runtime_t *rt, int generation, obm_gc_info_t *inf
   }
 
   _obm_gc_list_init(&finalizers);
-  move_legacy_finalizers(&unreachable, &finalizers);
-  move_legacy_finalizer_reachable(&finalizers);
+  garbage_scan_t scan = {0, false, false};
+  move_legacy_finalizers(&unreachable, &finalizers, &scan);
+  size_t collected = scan.n - move_legacy_finalizer_reachable(&finalizers);
   if (rt->debug & OBM_GC_DEBUG_COLLECTABLE)
     for (obm_gc_head_t *g = gc_first(&unreachable); g != &unreachable; g = gc_first(g))
       debug_object(rt, "collectable", _obm_from_gc(g));
 
-  handle_weakrefs(rt, &unreachable);
-  finalize_garbage(rt, &unreachable);
-  handle_resurrected(&unreachable, &final_unreachable, old, &ctx);
-  clear_weakrefs(&final_unreachable, NULL);
-  size_t collected = _obm_gc_list_size(&final_unreachable);
+  if (scan.weakrefs) handle_weakrefs(rt, &unreachable);
+  if (scan.finalizers) {
+    finalize_garbage(rt, &unreachable);
+    handle_resurrected(&unreachable, &final_unreachable, old, &ctx);
+    collected = _obm_gc_list_size(&final_unreachable);
+  } else {
+    _obm_gc_list_init(&final_unreachable);
+    _obm_gc_list_merge(&unreachable, &final_unreachable);
+  }
+  if (scan.weakrefs || scan.finalizers) clear_weakrefs(&final_unreachable, NULL);
   delete_garbage(rt, &final_unreachable, old);
 
   size_t uncollectable = 0;

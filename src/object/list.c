@@ -88,11 +88,7 @@ obm_object_t *obm_list_get(const obm_object_t *op, size_t index) {
 
 int obm_list_set(obm_runtime_t *rt, obm_object_t *op, size_t index, obm_object_t *item) {
   if (!obm_list_check(op) || item == NULL || index >= ((obm_list_t *)op)->size) return EINVAL;
-  obm_list_t *list = (obm_list_t *)op;
-  obm_object_t *old = list->items[index];
-  obm_incref(item);
-  list->items[index] = item;
-  obm_decref(rt, old);
+  _obm_set_ref(rt, &((obm_list_t *)op)->items[index], item);
   return 0;
 }
 

@@ -98,6 +98,15 @@ OBM_INLINE size_t _obm_gc_list_size(const obm_gc_head_t *list) {
   return n;
 }
 
+/* Stores a new reference to value (may be NULL) in *slot, then drops the old one — last,
+ * because a decref may run any code, which must find the container consistent. */
+OBM_INLINE void _obm_set_ref(obm_runtime_t *rt, obm_object_t **slot, obm_object_t *value) {
+  obm_object_t *old = *slot;
+  obm_xincref(value);
+  *slot = value;
+  obm_xdecref(rt, old);
+}
+
 /* ---- the runtime ------------------------------------------------------------------------- */
 
 typedef struct obm_gc_generation_s {

@@ -57,10 +57,6 @@ obm_object_t *obm_record_get(const obm_object_t *op, size_t index) {
 
 int obm_record_set(obm_runtime_t *rt, obm_object_t *op, size_t index, obm_object_t *value) {
   if (!obm_record_check(op) || index >= ((obm_record_t *)op)->base.size) return EINVAL;
-  obm_record_t *rec = (obm_record_t *)op;
-  obm_object_t *old = rec->slots[index];
-  obm_xincref(value);
-  rec->slots[index] = value;
-  obm_xdecref(rt, old);
+  _obm_set_ref(rt, &((obm_record_t *)op)->slots[index], value);
   return 0;
 }
