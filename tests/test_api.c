@@ -23,9 +23,9 @@
 /* ---- error handler: records reports; a report nobody expected fails the test ----------- */
 
 static struct {
-  int expecting;        /* > 0 while a test provokes reports */
-  int ncalls;           /* reports since the last reset */
-  obm_error_t code;     /* of the last report */
+  int expecting;    /* > 0 while a test provokes reports */
+  int ncalls;       /* reports since the last reset */
+  obm_error_t code; /* of the last report */
   void *address;
   char message[2048];
 } err;
@@ -68,16 +68,14 @@ static void fill(void *p, size_t n, uint64_t id) {
 static size_t first_bad(const void *p, size_t n, uint64_t id) {
   const unsigned char *b = p;
   for (size_t i = 0; i < n; i++)
-    if (b[i] != check_pattern_byte(id, i))
-      return i;
+    if (b[i] != check_pattern_byte(id, i)) return i;
   return n;
 }
 
 static size_t first_nonzero(const void *p, size_t n) {
   const unsigned char *b = p;
   for (size_t i = 0; i < n; i++)
-    if (b[i] != 0)
-      return i;
+    if (b[i] != 0) return i;
   return n;
 }
 
@@ -103,8 +101,8 @@ static void run_in_child(const char *what, void (*fn)(void)) {
   }
   int status = 0;
   CHECK(waitpid(pid, &status, 0) == pid);
-  CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-         "%s: child %s %d", what, WIFSIGNALED(status) ? "killed by signal" : "exited with",
+  CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: child %s %d", what,
+         WIFSIGNALED(status) ? "killed by signal" : "exited with",
          WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
 }
 
@@ -138,12 +136,8 @@ static void test_size_zero(void) {
 }
 
 static void test_huge_sizes(void) {
-  const size_t huge[] = {vsize_max,
-                         vsize_max / 2,
-                         (size_t)PTRDIFF_MAX + 1,
-                         vsize_max - 15,
-                         vsize_max - 4096,
-                         vsize_max - OBM_ARENA_SIZE,
+  const size_t huge[] = {vsize_max,      vsize_max / 2,    (size_t)PTRDIFF_MAX + 1,
+                         vsize_max - 15, vsize_max - 4096, vsize_max - OBM_ARENA_SIZE,
                          (size_t)1 << 62};
   for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
     size_t n = huge[i];
@@ -161,8 +155,7 @@ static void test_huge_sizes(void) {
     CHECKF(p == NULL && errno == ENOMEM, "aligned_alloc(16, %zu) = %p errno %d", n, p, errno);
     errno = 0;
     p = obm_aligned_alloc(4096, n);
-    CHECKF(p == NULL && errno == ENOMEM, "aligned_alloc(4096, %zu) = %p errno %d", n, p,
-           errno);
+    CHECKF(p == NULL && errno == ENOMEM, "aligned_alloc(4096, %zu) = %p errno %d", n, p, errno);
     errno = 0;
     p = obm_aligned_alloc(2 * MiB, n);
     CHECKF(p == NULL && errno == ENOMEM, "aligned_alloc(2MiB, %zu) = %p errno %d", n, p, errno);
@@ -180,8 +173,8 @@ static void test_huge_sizes(void) {
     fill(p, n, 77 + i);
     errno = 0;
     void *q = obm_realloc(p, vsize_max);
-    CHECKF(q == NULL && errno == ENOMEM, "realloc(%zu-byte block, SIZE_MAX) = %p errno %d", n,
-           q, errno);
+    CHECKF(q == NULL && errno == ENOMEM, "realloc(%zu-byte block, SIZE_MAX) = %p errno %d", n, q,
+           errno);
     errno = 0;
     q = obm_realloc(p, vsize_max / 2 + 1); /* PTRDIFF_MAX + 1 */
     CHECK(q == NULL && errno == ENOMEM);
@@ -206,8 +199,8 @@ static void test_calloc_overflow(void) {
   for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
     errno = 0;
     void *p = obm_calloc(pairs[i][0], pairs[i][1]);
-    CHECKF(p == NULL && errno == ENOMEM, "calloc(%zu, %zu) = %p errno %d", pairs[i][0],
-           pairs[i][1], p, errno);
+    CHECKF(p == NULL && errno == ENOMEM, "calloc(%zu, %zu) = %p errno %d", pairs[i][0], pairs[i][1],
+           p, errno);
   }
   /* Products that fit are fine. */
   void *p = obm_calloc((size_t)1 << 10, (size_t)1 << 10);
@@ -218,9 +211,8 @@ static void test_calloc_overflow(void) {
 
 /* calloc must zero memory that held garbage: allocate, scribble, free, calloc again. */
 static void test_calloc_zeroes_reused(void) {
-  const size_t sizes[] = {1,    8,         16,       100,        512,      513,
-                          1000, 4096,      20000,    65536,      65537,    200 * KiB,
-                          MiB,  3 * MiB + 5};
+  const size_t sizes[] = {1,    8,     16,    100,   512,       513, 1000,
+                          4096, 20000, 65536, 65537, 200 * KiB, MiB, 3 * MiB + 5};
   enum { NBLOCKS = 48 };
   for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
     size_t n = sizes[s];
@@ -305,8 +297,7 @@ static void test_alignment(void) {
     for (size_t s = 0; s < NALIGN_SIZES; s++)
       obm_free(blocks[s]);
 
-    if (alignment < sizeof(void *))
-      continue;
+    if (alignment < sizeof(void *)) continue;
     for (size_t s = 0; s < NALIGN_SIZES; s++) {
       void *out = (void *)0x1;
       int rc = obm_posix_memalign(&out, alignment, align_sizes[s]);
@@ -329,8 +320,20 @@ static void test_alignment(void) {
 }
 
 static void test_bad_alignment(void) {
-  const size_t bad_posix[] = {0, 1, 2, 4, 3, 12, 24, 48, 1000, 4095, (MiB) + 8,
-                              vsize_max, vsize_max / 2, ((size_t)1 << 63) + 8};
+  const size_t bad_posix[] = {0,
+                              1,
+                              2,
+                              4,
+                              3,
+                              12,
+                              24,
+                              48,
+                              1000,
+                              4095,
+                              (MiB) + 8,
+                              vsize_max,
+                              vsize_max / 2,
+                              ((size_t)1 << 63) + 8};
   for (size_t i = 0; i < sizeof bad_posix / sizeof bad_posix[0]; i++) {
     void *sentinel = (void *)(uintptr_t)0xDEADBEE0;
     void *out = sentinel;
@@ -338,13 +341,23 @@ static void test_bad_alignment(void) {
     CHECKF(rc == EINVAL, "posix_memalign(alignment %zu) = %d", bad_posix[i], rc);
     CHECKF(out == sentinel, "posix_memalign(alignment %zu) wrote *out = %p", bad_posix[i], out);
   }
-  const size_t bad_c11[] = {0, 3, 12, 24, 48, 1000, 4095, MiB + 16, vsize_max, vsize_max / 2,
-                            OBM_MAX_ALIGNMENT * 2, (size_t)1 << 63};
+  const size_t bad_c11[] = {0,
+                            3,
+                            12,
+                            24,
+                            48,
+                            1000,
+                            4095,
+                            MiB + 16,
+                            vsize_max,
+                            vsize_max / 2,
+                            OBM_MAX_ALIGNMENT * 2,
+                            (size_t)1 << 63};
   for (size_t i = 0; i < sizeof bad_c11 / sizeof bad_c11[0]; i++) {
     errno = 0;
     void *p = obm_aligned_alloc(bad_c11[i], 64);
-    CHECKF(p == NULL && errno == EINVAL, "aligned_alloc(alignment %zu) = %p errno %d",
-           bad_c11[i], p, errno);
+    CHECKF(p == NULL && errno == EINVAL, "aligned_alloc(alignment %zu) = %p errno %d", bad_c11[i],
+           p, errno);
   }
   void *out = NULL;
   int rc = obm_posix_memalign(&out, OBM_MAX_ALIGNMENT * 2, 64);
@@ -353,8 +366,7 @@ static void test_bad_alignment(void) {
 
 /* ---- realloc ------------------------------------------------------------------------------ */
 
-static const size_t tier_sizes[] = {1,     16,    100,   512, 513,    1000,
-                                    4096,  65536, 65537, MiB, 5 * MiB};
+static const size_t tier_sizes[] = {1, 16, 100, 512, 513, 1000, 4096, 65536, 65537, MiB, 5 * MiB};
 #define NTIER_SIZES (sizeof tier_sizes / sizeof tier_sizes[0])
 
 static void test_realloc_tiers(void) {
@@ -400,8 +412,7 @@ static void test_realloc_tiers(void) {
     unsigned char *q = obm_realloc(p, next);
     CHECK(q != NULL);
     size_t keep = size < next ? size : next;
-    CHECKF(first_bad(q, keep, step - 1) == keep, "step %" PRIu64 ": %zu -> %zu", step, size,
-           next);
+    CHECKF(first_bad(q, keep, step - 1) == keep, "step %" PRIu64 ": %zu -> %zu", step, size, next);
     fill(q, next, step);
     p = q;
     size = next;
@@ -430,17 +441,16 @@ static void test_realloc_edges(void) {
     CHECK(obm_debug_enabled() || obm_usable_size(q) >= 1); /* debug: the request, 0 */
     obm_free(q);
   }
-  CHECKF(small_medium_in_use() == in_use, "realloc(p, 0) leaked: %" PRIu64 " -> %" PRIu64,
-         in_use, small_medium_in_use());
+  CHECKF(small_medium_in_use() == in_use, "realloc(p, 0) leaked: %" PRIu64 " -> %" PRIu64, in_use,
+         small_medium_in_use());
 }
 
 /* In place: growing within the usable size, and shrinking to more than 75 % of it.  (Debug
  * mode may move any block, to keep its guards and serials; contents are checked anyway.) */
 static void test_realloc_in_place(void) {
   bool debug = obm_debug_enabled() != 0;
-  const size_t sizes[] = {16,   20,    48,    100,   300,   512,      513,     700,
-                          1000, 3000,  4096,  10000, 40000, 65536,    65537,   100000,
-                          MiB,  3 * MiB + 100};
+  const size_t sizes[] = {16,   20,   48,    100,   300,   512,   513,    700, 1000,
+                          3000, 4096, 10000, 40000, 65536, 65537, 100000, MiB, 3 * MiB + 100};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
     size_t n = sizes[i];
     unsigned char *p = obm_malloc(n);
@@ -456,12 +466,10 @@ static void test_realloc_in_place(void) {
     addr = (uintptr_t)q;
 
     size_t target = usable - usable / 4 + 1; /* 4 * target > 3 * usable */
-    if (target > usable)
-      target = usable;
+    if (target > usable) target = usable;
     q = obm_realloc(q, target);
     CHECKF(debug || (uintptr_t)q == addr,
-           "realloc shrink %zu -> %zu (> 75 %% of usable %zu) moved the block", n, target,
-           usable);
+           "realloc shrink %zu -> %zu (> 75 %% of usable %zu) moved the block", n, target, usable);
     CHECK(first_bad(q, target, i) == target);
     CHECK(obm_usable_size(q) >= target);
     addr = (uintptr_t)q;
@@ -541,8 +549,8 @@ static void test_usable_size(void) {
     CHECKF(usable >= n, "usable_size(malloc(%zu)) = %zu", n, usable);
     int c = obm_size_class(n);
     if (c >= 0 && !debug)
-      CHECKF(usable == obm_class_block_size(c), "usable_size(malloc(%zu)) = %zu, class %d = %zu",
-             n, usable, c, obm_class_block_size(c));
+      CHECKF(usable == obm_class_block_size(c), "usable_size(malloc(%zu)) = %zu, class %d = %zu", n,
+             usable, c, obm_class_block_size(c));
     if (c < 0)
       CHECKF(usable < n + MiB + OBM_POOL_SIZE, "usable_size(malloc(%zu)) = %zu", n, usable);
     memset(p, 0x11, usable); /* usable means writable */
@@ -714,8 +722,8 @@ static void test_stats_bookkeeping(void) {
   bool debug = obm_debug_enabled() != 0; /* guard bytes may move requests up a class */
   obm_stats_get(&a);
   for (int i = 0; i < OBM_NCLASSES; i++)
-    CHECKF(a.classes[i].block_size == obm_class_block_size(i), "stats class %d block_size %u",
-           i, a.classes[i].block_size);
+    CHECKF(a.classes[i].block_size == obm_class_block_size(i), "stats class %d block_size %u", i,
+           a.classes[i].block_size);
   for (int i = 0; i < N; i++) {
     blocks[i] = obm_malloc(100);
     CHECK(blocks[i] != NULL);
@@ -764,8 +772,7 @@ static void test_stats_bookkeeping(void) {
   for (size_t i = s; i < e; i++) {
     depth += buf[i] == '{' || buf[i] == '[';
     depth -= buf[i] == '}' || buf[i] == ']';
-    if (i + 1 < e && depth < mindepth)
-      mindepth = depth;
+    if (i + 1 < e && depth < mindepth) mindepth = depth;
   }
   CHECK(depth == 0 && mindepth >= 1);
   CHECK(strstr(buf, "arenas") != NULL);
@@ -780,8 +787,7 @@ static void test_stats_bookkeeping(void) {
 
   CHECK(strcmp(obm_option_name(OBM_OPTION_STATS), "OBMEM_STATS") == 0);
   CHECK(strcmp(obm_option_name(OBM_OPTION_DEBUG), "OBMEM_DEBUG") == 0);
-  if (getenv("OBMEM_ARENA_SPARE") == NULL)
-    CHECK(obm_option_get(OBM_OPTION_ARENA_SPARE) == 1);
+  if (getenv("OBMEM_ARENA_SPARE") == NULL) CHECK(obm_option_get(OBM_OPTION_ARENA_SPARE) == 1);
 }
 
 static void test_trim(void) {
@@ -815,6 +821,39 @@ static void test_trim(void) {
   obm_free(p);
 }
 
+/* An emptied pool that is not its class's current one is kept (the pool cache): the class's
+ * next malloc that finds no listed pool with a free block takes it back with its free list,
+ * so the first block handed out is the last one freed there.  (Released and taken again, the
+ * pool would be formatted afresh and hand out its first block.) */
+static void test_pool_cache(void) {
+  enum { SIZE = 2048, PER_POOL = 16384 / SIZE, N = 3 * PER_POOL };
+  obm_trim(); /* no empty or cached pool of the class left by the tests before */
+  char *b[N];
+  for (int i = 0; i < N; i++) {
+    b[i] = obm_malloc(SIZE);
+    CHECK(b[i] != NULL);
+  }
+  for (int i = 0; i < N; i++)
+    CHECKF(((uintptr_t)b[i] >> 14) == ((uintptr_t)b[i / PER_POOL * PER_POOL] >> 14) &&
+               b[i] == b[i / PER_POOL * PER_POOL] + (size_t)(i % PER_POOL) * SIZE,
+           "block %d of a fresh pool at %p is not at its place", i, (void *)b[i]);
+  obm_free(b[0]); /* pool A gets a free block back and becomes the class's current pool */
+  for (int i = PER_POOL; i < 2 * PER_POOL; i++)
+    obm_free(b[i]);               /* pool B empties while A is current: cached */
+  char *again = obm_malloc(SIZE); /* A's free block */
+  CHECK(again == b[0]);
+  char *from_cache = obm_malloc(SIZE); /* A is full: B comes back from the cache */
+  /* OBMEM_PURGE_DELAY_MS=0 (purge at once) keeps nothing: B was released, and is taken and
+   * formatted again */
+  char *expected = obm_option_get(OBM_OPTION_PURGE_DELAY_MS) ? b[2 * PER_POOL - 1] : b[PER_POOL];
+  CHECKF(from_cache == expected, "got %p, expected %p", (void *)from_cache, (void *)expected);
+  obm_free(from_cache);
+  for (int i = 0; i < N; i++)
+    if (i < PER_POOL || i >= 2 * PER_POOL) obm_free(b[i]);
+  CHECK(obm_check() == 0);
+  obm_trim();
+}
+
 int main(int argc, char **argv) {
   check_seed_init("test_api", argc, argv, 1, 1);
   obm_set_error_handler(on_error, NULL);
@@ -836,6 +875,7 @@ int main(int argc, char **argv) {
   test_interior_pointers();
   test_stats_bookkeeping();
   test_trim();
+  test_pool_cache();
 
   CHECKF(small_medium_in_use() == 0, "%" PRIu64 " blocks still in use at the end",
          small_medium_in_use());

@@ -28,8 +28,8 @@ static void pool_init(obm_pool_t *pool, unsigned cls) {
   pool->ncarved = 0;
   pool->nused = 0;
   pool->free = NULL;
-  pool->in_list = 0;
-  pool->retained = 0;
+  pool->in_list = OBM_UNLISTED;
+  pool->cached = OBM_UNCACHED;
   pool->next = pool->prev = NULL;
   pool->remote_next = NULL;
   atomic_store_explicit(&pool->remote_free, NULL, memory_order_relaxed);
@@ -52,6 +52,16 @@ void *_obm_malloc_generic(obm_heap_t *heap, size_t size, unsigned cls) {
     }
     _obm_pool_unlink(heap, pool); /* full: leaves the list until a block comes back */
     pool = heap->cls[cls].pool;
+  }
+  /* an emptied pool of the class, kept warm (the peek needs no lock: only this thread adds) */
+  if (atomic_load_explicit(&heap->cached[cls], memory_order_relaxed)) {
+    pool = _obm_arena_pool_uncache(heap, cls);
+    if (pool) {
+      _obm_pool_link(heap, pool);
+      if (pool->free) goto pop;
+      b = pool_bump(pool); /* never NULL: an empty pool has a free block or an uncarved one */
+      goto done;
+    }
   }
   pool = _obm_arena_pool_take(heap, _obm_class_slots[cls]);
   if (!pool) {

@@ -21,12 +21,10 @@
 #define OBM_NSLOTS         (OBM_ARENA_SIZE / OBM_POOL_SIZE) /* 64, slot 0 is metadata */
 #define OBM_MAX_POOL_SLOTS 16
 #define OBM_LARGE_HEADER   64 /* bytes before the block in a large segment */
-/* Emptied pools a heap keeps (free.c, pool_became_empty), so that a malloc/free pair or a
- * stack- or queue-like program does not take and return pools each time: the last
- * OBM_RETAINED_POOLS of them while they hold at most OBM_RETAINED_SLOTS slots in all
- * (4 MiB); older ones are released. */
-#define OBM_RETAINED_POOLS 64
-#define OBM_RETAINED_SLOTS 256
+/* Emptied pools a heap keeps per class (arena.c, the pool cache), so that stack- and
+ * queue-like programs which empty and refill pools take them back warm, formatted and with
+ * their free lists, instead of releasing slots and formatting them again. */
+#define OBM_CACHED_PER_CLASS 8
 
 typedef struct obm_block_s {
   struct obm_block_s *next;
@@ -40,11 +38,20 @@ typedef struct obm_arena_s obm_arena_t;
 enum { OBM_SEG_ARENA = 0xA7E4A, OBM_SEG_ARENA_DEBUG = 0xA7E4B, OBM_SEG_LARGE = 0x1A76E };
 enum { OBM_SLOT_FREE = 0, OBM_SLOT_HEAD = 1, OBM_SLOT_TAIL = 2, OBM_SLOT_META = 3 };
 
+/* pool->in_list: not listed (full, cached or free), listed, or listed and allowed to become
+ * empty on free's fast path: the class's only pool when it last emptied, which stays listed
+ * so that a malloc/free pair never leaves the fast path.  pool->cached: not cached, cached
+ * since the heap's last purge pass, or from before it (released at the next pass). */
+enum { OBM_UNLISTED = 0, OBM_LISTED = 1, OBM_LISTED_KEEP = 2 };
+enum { OBM_UNCACHED = 0, OBM_CACHED_NEW = 1, OBM_CACHED_OLD = 2 };
+
 /* A pool: a run of 1..16 slots holding blocks of one class.  Owned by arena->heap.
  * Invariants (owner's view, remote list counted as used):
  *   nused + |free| + (capacity - ncarved) == capacity
- *   in_list  <=>  the pool is in heap->cls[size_class].pool's list; a pool that is not
- *   full is in the list (one that just became full stays until its class's next malloc)
+ *   in_list != 0  <=>  the pool is in heap->cls[size_class].pool's list; a pool that is
+ *   neither full nor cached is in the list (one that just became full stays until its
+ *   class's next malloc)
+ *   cached != 0  =>  nused == 0, in_list == 0, the pool is in heap->cached[size_class]
  *   remote_free != NULL  =>  pool is, or is about to be, on heap->remote_pools exactly once */
 typedef struct obm_pool_s {
   obm_block_t *free;       /* local free list (owner only) */
@@ -57,9 +64,9 @@ typedef struct obm_pool_s {
   uint32_t block_size;     /* bytes per block */
   uint8_t nslots;          /* HEAD: slots in this pool */
   uint8_t size_class;      /* HEAD: class index */
-  uint8_t in_list;         /* HEAD: linked in heap->cls[size_class] */
-  uint8_t retained;        /* HEAD: in heap->retained (kept while empty) */
-  struct obm_pool_s *next; /* in heap->cls[size_class] */
+  uint8_t in_list;         /* HEAD: OBM_LISTED or _KEEP: in heap->cls[size_class] */
+  uint8_t cached;          /* HEAD: OBM_CACHED_NEW or _OLD: in heap->cached[size_class] */
+  struct obm_pool_s *next; /* in heap->cls[size_class] or heap->cached[size_class] */
   struct obm_pool_s *prev;
   _Atomic(obm_block_t *) remote_free; /* pushed by other threads, taken by the owner */
   struct obm_pool_s *remote_next;     /* link in heap->remote_pools */
@@ -113,7 +120,7 @@ typedef struct obm_heap_class_s {
   struct obm_pool_s *tail; /* last pool of the list (NULL when empty) */
 } obm_heap_class_t;
 
-/* Per-thread heap.  The allocation state (cls, usable, last_with, retained ring)
+/* Per-thread heap.  The allocation state (cls, usable, last_with)
  * is touched only by the owner thread (or, for an exited thread's heap, by whoever holds
  * _obm_abandoned_lock); abandoned/orphaned/abandoned_next change under the locks; other
  * threads only push on remote_pools; obm_stats_get reads the counters unsynchronized
@@ -122,12 +129,14 @@ typedef struct obm_heap_class_s {
 struct obm_heap_s {
   obm_heap_class_t cls[OBM_NCLASSES]; /* per class: what malloc's fast path touches, together */
   obm_arena_t *usable;                /* arenas with free slots, nfree_slots ascending */
-  obm_pool_t *retained[OBM_RETAINED_POOLS]; /* recently emptied pools kept (free.c) */
-  unsigned retained_next;                   /* ring position: the oldest entry */
-  unsigned retained_slots;                  /* sum of nslots over the ring's pools */
-  obm_arena_t *last_with[OBM_NSLOTS + 1];   /* last arena in `usable` with that nfree (nfp2lasta) */
-  uint64_t last_with_mask;                  /* bit n set <=> last_with[n] != NULL (n < 64) */
-  uint64_t last_purge_check;                /* coarse clock of the last purge pass (arena.c) */
+  /* Empty pools kept per class, newest first (arena.c): changed under arena_lock only, by
+   * the owner and the purge thread; the owner peeks at an entry without the lock. */
+  _Atomic(obm_pool_t *) cached[OBM_NCLASSES];
+  uint8_t ncached[OBM_NCLASSES];          /* pools in cached[c], <= OBM_CACHED_PER_CLASS */
+  uint32_t ncached_slots;                 /* slots of all cached pools */
+  obm_arena_t *last_with[OBM_NSLOTS + 1]; /* last arena in `usable` with that nfree (nfp2lasta) */
+  uint64_t last_with_mask;                /* bit n set <=> last_with[n] != NULL (n < 64) */
+  uint64_t last_purge_check;              /* coarse clock of the last purge pass (arena.c) */
   /* Held by the owner while it changes its arenas' slots (taking or releasing a pool, and
    * trim), and by the purge thread while it decommits them (purge.c): the only state another
    * thread touches outside remote frees.  Never taken on malloc's or free's fast path. */
@@ -236,6 +245,13 @@ OBM_INLINE size_t _obm_pool_block_index(const obm_pool_t *pool, const void *p) {
 OBM_HIDDEN obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots);
 /* Returns an empty pool's slots to its arena; frees the arena when it becomes empty. */
 OBM_HIDDEN void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool);
+/* Keeps an empty, unlisted pool in the heap's cache of its class (the oldest of a full
+ * class cache is released); the heap's purge passes release what stays there two passes. */
+OBM_HIDDEN void _obm_arena_pool_cache(obm_heap_t *heap, obm_pool_t *pool);
+/* The newest cached pool of the class, taken out of the cache (unlisted), or NULL. */
+OBM_HIDDEN obm_pool_t *_obm_arena_pool_uncache(obm_heap_t *heap, unsigned cls);
+/* Releases every cached pool of the heap (obm_trim, thread exit). */
+OBM_HIDDEN void _obm_arena_release_cached(obm_heap_t *heap);
 OBM_HIDDEN void _obm_arena_trim_spares(void);
 /* Unmaps spare arenas that have been empty longer than OBMEM_PURGE_DELAY_MS; returns
  * whether spares that will expire later remain. */
@@ -260,7 +276,8 @@ OBM_HIDDEN size_t _obm_heap_collect_remote(obm_heap_t *heap);
 /* Collects the remote frees of abandoned heaps and releases what became empty; returns
  * how many frees it collected. */
 OBM_HIDDEN size_t _obm_heap_collect_abandoned(void);
-/* Releases every empty pool still linked in the heap's class lists (the retained ones). */
+/* Releases every empty pool of the heap: those still linked in its class lists and the
+ * cached ones. */
 OBM_HIDDEN void _obm_heap_release_empty_pools(obm_heap_t *heap);
 OBM_HIDDEN void _obm_heap_thread_done(void *heap); /* pthread key destructor */
 OBM_HIDDEN void _obm_heap_decommit_abandoned(void);
@@ -302,7 +319,7 @@ OBM_INLINE void _obm_pool_link(obm_heap_t *heap, obm_pool_t *pool) {
   else
     hc->tail = pool;
   hc->pool = pool;
-  pool->in_list = 1;
+  pool->in_list = OBM_LISTED;
 }
 /* Links pool at the end of its class list: a pool that was full gets a few blocks back one at
  * a time; at the front it would hand out one block and be full again (mimalloc appends such
@@ -317,7 +334,7 @@ OBM_INLINE void _obm_pool_link_tail(obm_heap_t *heap, obm_pool_t *pool) {
   pool->prev = hc->tail;
   hc->tail->next = pool;
   hc->tail = pool;
-  pool->in_list = 1;
+  pool->in_list = OBM_LISTED;
 }
 OBM_INLINE void _obm_pool_unlink(obm_heap_t *heap, obm_pool_t *pool) {
   obm_heap_class_t *hc = &heap->cls[pool->size_class];
@@ -330,7 +347,7 @@ OBM_INLINE void _obm_pool_unlink(obm_heap_t *heap, obm_pool_t *pool) {
   else
     hc->tail = pool->prev;
   pool->next = pool->prev = NULL;
-  pool->in_list = 0;
+  pool->in_list = OBM_UNLISTED;
 }
 
 /* ---- alloc.c / free.c ------------------------------------------------------------------ */

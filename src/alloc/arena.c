@@ -237,14 +237,43 @@ static void decommit_slots(obm_arena_t *a, uint64_t m) {
   }
 }
 
+static void pool_release_locked(obm_heap_t *heap, obm_pool_t *pool, int clean);
+static void cache_remove(obm_heap_t *heap, obm_pool_t *pool);
+
+/* Ages the heap's pool cache by one pass: pools cached before the previous pass have not been
+ * wanted for at least a delay and go back to their arenas, already decommitted (their slots
+ * were resident and unused as long as dirty ones purged at this pass); the others become
+ * old.  Returns whether cached pools remain.  Caller holds the heap's arena lock. */
+static int cache_age(obm_heap_t *heap) {
+  if (heap->ncached_slots == 0) return 0;
+  for (unsigned c = 0; c < OBM_NCLASSES; c++) {
+    obm_pool_t *pool = atomic_load_explicit(&heap->cached[c], memory_order_relaxed);
+    while (pool) {
+      obm_pool_t *next = pool->next;
+      if (pool->cached == OBM_CACHED_OLD) {
+        cache_remove(heap, pool);
+        pool_release_locked(heap, pool, 1);
+      } else {
+        pool->cached = OBM_CACHED_OLD;
+      }
+      pool = next;
+    }
+  }
+  return heap->ncached_slots != 0;
+}
+
 /* The heap's purge pass, if a delay has passed since the last one; returns whether dirty
- * slots remain (purgeable at a later pass).  Caller holds the heap's arena lock. */
+ * slots or cached pools remain (purgeable at a later pass).  Caller holds the heap's arena
+ * lock. */
 static int purge_pass(obm_heap_t *heap, uint64_t now, uint64_t delay) {
   int left = 0;
   int due = now - heap->last_purge_check >= delay;
   if (due) {
     heap->last_purge_check = now;
     heap->released_since_pass = 0;
+    left = cache_age(heap);
+  } else {
+    left = heap->ncached_slots != 0;
   }
   for (obm_arena_t *a = heap->usable; a; a = a->next) {
     if (due) {
@@ -352,17 +381,12 @@ obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
   return pool;
 }
 
-void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
-  _obm_heap_lock(heap);
-  heap_purge(heap);
+/* Returns the pool's slots to its arena: dirty (purged later), or decommitted now when
+ * `clean` or the delay is 0; frees the arena when all its slots are free.  Caller holds the
+ * heap's arena lock. */
+static void pool_release_locked(obm_heap_t *heap, obm_pool_t *pool, int clean) {
   obm_arena_t *a = _obm_pool_arena(pool);
-  obm_assert(pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && !pool->in_list);
-  if (pool->retained) /* the ring must never point into an arena that may be unmapped */
-    for (int i = 0; i < OBM_RETAINED_POOLS; i++)
-      if (heap->retained[i] == pool) {
-        heap->retained[i] = NULL;
-        heap->retained_slots -= pool->nslots;
-      }
+  obm_assert(pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && !pool->in_list && !pool->cached);
   unsigned slot = (unsigned)(pool - a->pools);
   unsigned nslots = pool->nslots;
   obm_assert(heap->slots_in_use >= nslots);
@@ -371,7 +395,6 @@ void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
   for (unsigned i = 0; i < nslots; i++) {
     obm_pool_t *p = &a->pools[slot + i];
     p->kind = OBM_SLOT_FREE;
-    p->retained = 0;
     p->head_offset = 0;
     p->free = NULL;
     p->nused = 0;
@@ -383,7 +406,7 @@ void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
   a->free_slots |= (((uint64_t)1 << nslots) - 1) << slot;
   a->nfree_slots += nslots;
   uint64_t bits = (((uint64_t)1 << nslots) - 1) << slot;
-  if (_obm_option(OBM_OPTION_PURGE_DELAY_MS) == 0 && a->nfree_slots < OBM_NSLOTS - 1) {
+  if ((clean || _obm_option(OBM_OPTION_PURGE_DELAY_MS) == 0) && a->nfree_slots < OBM_NSLOTS - 1) {
     decommit_slots(a, bits);
   } else {
     a->dirty_slots |= bits;
@@ -392,8 +415,87 @@ void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
     arena_free(a);
   } else
     usable_insert(heap, a);
+}
+
+void _obm_arena_pool_release(obm_heap_t *heap, obm_pool_t *pool) {
+  _obm_heap_lock(heap);
+  heap_purge(heap);
+  pool_release_locked(heap, pool, 0);
   _obm_heap_unlock(heap);
   _obm_purger_poke(); /* dirty slots or a spare arena: purgeable later */
+}
+
+/* ---- the pool cache: empty pools kept per class ----------------------------------------
+ * A pool that became empty while its class has other pools (free.c, pool_became_empty) is
+ * kept here, unlisted, formatted and with its free list, newest first.  The class's next
+ * malloc that finds no listed pool with a free block takes the newest back
+ * (_obm_arena_pool_uncache) — warm memory, no slot search, no formatting — so a program that
+ * empties and refills pools in rounds (a stack, a queue, a batch of requests) does not turn
+ * them over through its arenas.  At most OBM_CACHED_PER_CLASS pools per class (the oldest
+ * is released); a pool cached at two purge passes goes back (cache_age).  Because the pools
+ * are unlisted, free's and malloc's fast paths never reach them, so the purge thread may
+ * release them under the arena lock while the owner sleeps — unlike pools kept listed. */
+
+static void cache_remove(obm_heap_t *heap, obm_pool_t *pool) {
+  unsigned c = pool->size_class;
+  if (pool->prev)
+    pool->prev->next = pool->next;
+  else
+    atomic_store_explicit(&heap->cached[c], pool->next, memory_order_relaxed);
+  if (pool->next) pool->next->prev = pool->prev;
+  pool->next = pool->prev = NULL;
+  pool->cached = OBM_UNCACHED;
+  heap->ncached[c]--;
+  heap->ncached_slots -= pool->nslots;
+}
+
+void _obm_arena_pool_cache(obm_heap_t *heap, obm_pool_t *pool) {
+  obm_assert(pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && !pool->in_list && !pool->cached);
+  _obm_heap_lock(heap);
+  heap_purge(heap);
+  if (_obm_option(OBM_OPTION_PURGE_DELAY_MS) == 0) { /* purge at once: nothing is kept */
+    pool_release_locked(heap, pool, 0);
+  } else {
+    unsigned c = pool->size_class;
+    if (heap->ncached[c] >= OBM_CACHED_PER_CLASS) {
+      obm_pool_t *oldest = atomic_load_explicit(&heap->cached[c], memory_order_relaxed);
+      while (oldest->next)
+        oldest = oldest->next;
+      cache_remove(heap, oldest);
+      pool_release_locked(heap, oldest, 0);
+    }
+    obm_pool_t *head = atomic_load_explicit(&heap->cached[c], memory_order_relaxed);
+    pool->prev = NULL;
+    pool->next = head;
+    if (head) head->prev = pool;
+    atomic_store_explicit(&heap->cached[c], pool, memory_order_relaxed);
+    pool->cached = OBM_CACHED_NEW;
+    heap->ncached[c]++;
+    heap->ncached_slots += pool->nslots;
+  }
+  _obm_heap_unlock(heap);
+  _obm_purger_poke(); /* cached pools and dirty slots: purgeable later */
+}
+
+obm_pool_t *_obm_arena_pool_uncache(obm_heap_t *heap, unsigned cls) {
+  _obm_heap_lock(heap);
+  obm_pool_t *pool = atomic_load_explicit(&heap->cached[cls], memory_order_relaxed);
+  if (pool) cache_remove(heap, pool);
+  _obm_heap_unlock(heap);
+  return pool;
+}
+
+void _obm_arena_release_cached(obm_heap_t *heap) {
+  _obm_heap_lock(heap);
+  for (unsigned c = 0; c < OBM_NCLASSES; c++) {
+    obm_pool_t *pool;
+    while ((pool = atomic_load_explicit(&heap->cached[c], memory_order_relaxed)) != NULL) {
+      cache_remove(heap, pool);
+      pool_release_locked(heap, pool, 0);
+    }
+  }
+  _obm_heap_unlock(heap);
+  _obm_purger_poke();
 }
 
 void _obm_arena_decommit_free(obm_heap_t *heap) {

@@ -5,7 +5,7 @@
  * from several arenas its test mispredicted, which cost more than the two loads it saved.)  Same
  * thread (arena->heap == this thread's heap): push on pool->free, no atomic; the slow path runs
  * only when the pool was full (relink it at its list's tail) or becomes empty (keep it in the
- * retained ring, or return it to its arena: pool_became_empty).
+ * class list, or cache it: pool_became_empty).
  * Other thread: one CAS onto pool->remote_free (see heap.c).
  */
 #include "alloc/alloc_internal.h"
@@ -19,50 +19,24 @@ void _obm_report_foreign(const char *op, const void *p) {
              op, p);
 }
 
-/* A retained pool may have become empty on free's fast path, sole in its class or not. */
-static int is_empty_listed(obm_heap_t *heap, obm_pool_t *pool) {
-  return pool->kind == OBM_SLOT_HEAD && pool->nused == 0 && pool->in_list &&
-         _obm_pool_arena(pool)->heap == heap;
-}
-
-/* Drops the ring's entry i; its pool is released if it is still empty. */
-static void retained_drop(obm_heap_t *heap, unsigned i) {
-  obm_pool_t *old = heap->retained[i];
-  if (!old) return;
-  heap->retained[i] = NULL;
-  heap->retained_slots -= old->nslots;
-  old->retained = 0;
-  if (is_empty_listed(heap, old)) {
-    _obm_pool_unlink(heap, old);
-    _obm_arena_pool_release(heap, old);
-  }
-}
-
-/* Puts pool in the ring in place of the oldest entry, then drops the oldest ones until the
- * ring holds at most OBM_RETAINED_SLOTS slots. */
-static void pool_retain(obm_heap_t *heap, obm_pool_t *pool) {
-  if (pool->retained) return;
-  unsigned i = heap->retained_next;
-  retained_drop(heap, i);
-  heap->retained[i] = pool;
-  heap->retained_slots += pool->nslots;
-  pool->retained = 1;
-  heap->retained_next = (i + 1) % OBM_RETAINED_POOLS;
-  for (unsigned k = heap->retained_next; heap->retained_slots > OBM_RETAINED_SLOTS && k != i;
-       k = (k + 1) % OBM_RETAINED_POOLS)
-    retained_drop(heap, k);
-}
-
-/* CPython returns an empty pool to its arena at once.  We keep the last OBM_RETAINED_POOLS
- * emptied pools (at most OBM_RETAINED_SLOTS slots in all) in a ring, still linked in their
- * class lists, so that stack- and queue-like programs which empty and refill pools reuse them
- * warm instead of releasing and taking them each time (a FIFO of mixed sizes: 19 % faster
- * and 11 % less peak RSS than with the 16 small pools kept before).  The oldest is released when
- * the ring moves on; obm_trim and thread exit release them all.  A kept pool may hold an
- * otherwise empty arena: its free slots are purged after OBMEM_PURGE_DELAY_MS (arena.c). */
+/* CPython returns an empty pool to its arena at once.  We keep the class's current pool listed
+ * (marked OBM_LISTED_KEEP, so that free's fast path may empty it again: a malloc/free pair on
+ * an otherwise empty class never takes and returns a pool), and put any other in the heap's
+ * pool cache (arena.c), from which the class's next malloc that finds no listed pool with a
+ * free block takes it back warm, formatted and with its free list; what stays cached for
+ * two purge passes goes back to its arena.  Unlike pools kept listed (a ring of 64 before),
+ * the cache is purged while the thread sleeps; against that ring the peak RSS of the LIFO,
+ * FIFO, threads and producer/consumer benchmarks fell 22-47 %, their times the same or
+ * better (docs/cpython.md, section 3). */
 static void pool_became_empty(obm_heap_t *heap, obm_pool_t *pool) {
-  if (!pool->in_list) _obm_pool_link(heap, pool);
-  pool_retain(heap, pool);
+  obm_pool_t *head = heap->cls[pool->size_class].pool;
+  if (head == &_obm_pool_empty || head == pool) {
+    if (!pool->in_list) _obm_pool_link(heap, pool);
+    pool->in_list = OBM_LISTED_KEEP;
+    return;
+  }
+  if (pool->in_list) _obm_pool_unlink(heap, pool);
+  _obm_arena_pool_cache(heap, pool);
 }
 
 void _obm_free_local_slow(obm_heap_t *heap, obm_pool_t *pool, obm_block_t *b) {
@@ -141,10 +115,16 @@ static OBM_NOINLINE void free_arena_slow(void *p, obm_arena_t *arena, obm_pool_t
     report_not_block("free", p);
     return;
   }
-  if (arena->heap == heap)
-    _obm_free_local_slow(heap, pool, p);
-  else
+  if (arena->heap != heap) {
     _obm_free_remote(pool, p);
+  } else if (obm_unlikely(pool->nused == 0)) { /* an empty (perhaps cached) pool */
+    _obm_error(OBM_ERR_DOUBLE_FREE, p,
+               "free(%p): the block's pool has no live block (a double free, or a pointer "
+               "that was never handed out)",
+               p);
+  } else {
+    _obm_free_local_slow(heap, pool, p);
+  }
 }
 
 /* arena is owned by heap, the calling thread's: only the owner reads the pool's mutable
@@ -154,11 +134,11 @@ OBM_INLINE void free_local(void *p, obm_arena_t *arena, obm_heap_t *heap) {
   obm_block_t *free_list = pool->free;
   size_t offset = (size_t)((uint8_t *)p - pool->start);
   size_t index = (offset * _obm_class_recip[pool->size_class]) >> 40;
-  /* A pool that is not in its class list was full (the slow path links it back); a free or
-   * metadata slot is never in a list, and an interior pointer fails the index check: both
-   * take the slow path, which reports them.  A retained pool may become empty here without
-   * the slow path: the retained ring releases it later if need be. */
-  if (obm_likely(pool->in_list && (pool->nused > 1 || pool->retained) &&
+  /* A pool that is not in its class list was full (the slow path links it back) or cached; a
+   * free or metadata slot is never in a list, and an interior pointer fails the index check:
+   * all take the slow path, which reports the bad ones.  Only a pool marked OBM_LISTED_KEEP
+   * becomes empty here; any other takes the slow path for its last block. */
+  if (obm_likely(pool->in_list && (pool->nused > 1 || pool->in_list == OBM_LISTED_KEEP) &&
                  index * pool->block_size == offset && index < pool->ncarved)) {
     obm_block_t *b = p;
     b->next = free_list;

@@ -147,6 +147,7 @@ void _obm_heap_release_empty_pools(obm_heap_t *heap) {
       pool = next;
     }
   }
+  _obm_arena_release_cached(heap);
 }
 
 size_t _obm_heap_collect_abandoned(void) {

@@ -627,6 +627,8 @@ static size_t check_pool(obm_arena_t *a, int s) {
   /* nused counts blocks pending on remote_free as used */
   if (nfree + p->nused + (p->capacity - p->ncarved) != p->capacity)
     problems += corrupt(p, "nused + |free| + uncarved != capacity", nfree + p->nused, p->ncarved);
+  if (p->cached && (p->in_list || p->nused != 0))
+    problems += corrupt(p, "cached pool is listed or has live blocks", p->in_list, p->nused);
   if (a->heap && p->in_list) {
     obm_pool_t *q = a->heap->cls[p->size_class].pool;
     while (q && q != &_obm_pool_empty && q != p)
@@ -684,6 +686,33 @@ size_t _obm_heap_check_all(void) {
       if (h->cls[c].tail != prev_pool)
         problems += corrupt(h, "class list tail is not its last pool", (unsigned)c, 0);
     }
+    /* The pool cache changes under the heap's arena lock (the purge thread ages it).  Only
+     * tried: its owner may hold it and wait for _obm_global_lock, which we hold. */
+    if (!_obm_heap_trylock(h)) continue;
+    uint64_t ncached_slots = 0;
+    for (int c = 0; c < OBM_NCLASSES; c++) {
+      unsigned n = 0;
+      obm_pool_t *prev_pool = NULL;
+      for (obm_pool_t *p = atomic_load_explicit(&h->cached[c], memory_order_relaxed); p;
+           p = p->next) {
+        if (p->kind != OBM_SLOT_HEAD || p->size_class != c || p->in_list || !p->cached ||
+            p->nused != 0 || _obm_pool_arena(p)->heap != h || p->prev != prev_pool)
+          problems +=
+              corrupt(p, "pool cache holds a pool that does not belong", (unsigned)c, p->nused);
+        if (++n > OBM_CACHED_PER_CLASS) {
+          problems += corrupt(h, "pool cache of a class is over its bound (cycle?)", n, c);
+          break;
+        }
+        ncached_slots += p->nslots;
+        prev_pool = p;
+      }
+      if (n != h->ncached[c])
+        problems += corrupt(h, "pool cache count disagrees with its list", h->ncached[c], n);
+    }
+    if (ncached_slots != h->ncached_slots)
+      problems += corrupt(h, "pool cache slot count disagrees with its lists", h->ncached_slots,
+                          ncached_slots);
+    _obm_heap_unlock(h);
   }
   pthread_mutex_unlock(&_obm_global_lock);
   return problems + _obm_large_check();
