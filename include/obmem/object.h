@@ -228,6 +228,9 @@ OBM_API size_t obm_object_size(const obm_object_t *op);
 #define OBM_GC_DEBUG_COLLECTABLE   0x02u /* each collectable object found */
 #define OBM_GC_DEBUG_UNCOLLECTABLE 0x04u /* each uncollectable object found */
 #define OBM_GC_DEBUG_SAVEALL       0x20u /* garbage goes to obm_gc_garbage, not freed */
+/* "Hard GC" test mode (Lua's): every GC object creation first runs a collection (the oldest
+ * generation, or a step in incremental mode), unless collection is disabled; slow, for tests. */
+#define OBM_GC_DEBUG_HARD 0x100u
 #define OBM_GC_DEBUG_LEAK                                                                          \
   (OBM_GC_DEBUG_COLLECTABLE | OBM_GC_DEBUG_UNCOLLECTABLE | OBM_GC_DEBUG_SAVEALL)
 
@@ -296,6 +299,23 @@ OBM_API void obm_gc_untrack(obm_object_t *op);
 OBM_API obm_object_t *obm_gc_get_referrers(obm_runtime_t *rt, obm_object_t *const *objs, size_t n);
 OBM_API obm_object_t *obm_gc_get_referents(obm_runtime_t *rt, obm_object_t *const *objs, size_t n);
 OBM_API obm_object_t *obm_gc_get_objects(obm_runtime_t *rt, int generation);
+
+/* Incremental mode (beyond CPython 3.12; docs/object.md): the automatic full collections are
+ * replaced by steps, one at each young collection while a sweep of the oldest generation is
+ * due, each examining about `budget` objects of it — more when a step must be extended so
+ * that no reference cycle is split between two steps (a step takes the objects reachable
+ * from its first ones inside the unvisited part of the oldest generation).  Same semantics
+ * as a full collection (finalizers, resurrection, weak references, legacy finalizers).
+ * obm_gc_collect(rt, 2) still makes a whole collection.  budget 0 turns the mode off.
+ * Returns 0. */
+OBM_API int obm_gc_set_incremental(obm_runtime_t *rt, size_t budget);
+/* The budget (objects per step), 0 when the mode is off. */
+OBM_API size_t obm_gc_get_incremental(const obm_runtime_t *rt);
+/* One step now (a young collection plus one increment of the oldest generation, starting a
+ * sweep if none runs), whether the mode is on or not (budget 0: OBM_GC_DEFAULT_STEP).
+ * Returns the unreachable objects found, or 0 if a collection is already running. */
+OBM_API ptrdiff_t obm_gc_collect_step(obm_runtime_t *rt);
+#define OBM_GC_DEFAULT_STEP 20000 /* objects per step: well under 1 ms on this machine */
 
 /* ---- weak references --------------------------------------------------------------------- */
 
@@ -387,6 +407,131 @@ OBM_API obm_object_t *obm_record_get(const obm_object_t *rec, size_t index);
 OBM_API int obm_record_set(obm_runtime_t *rt, obm_object_t *rec, size_t index, obm_object_t *value);
 /* 1 when op's type has the record layout. */
 OBM_API int obm_record_check(const obm_object_t *op);
+
+/* ---- built-in types: int, str, tuple, dict; footprints ------------------------------------ */
+/* CPython's longobject.c, unicodeobject.c, tupleobject.c and dictobject.c, reduced to what
+ * programs and tests need, with CPython's layout choices where they decide the footprint
+ * (docs/object.md, "Built-in types").  Constants shared by every runtime are static immortal
+ * objects: the small ints -5..256, the empty str and the empty tuple. */
+
+/* Hash and equality of dict keys (CPython's tp_hash / tp_richcompare for the built-in types):
+ * int and str by value, tuple by its items, any other object by identity (the default
+ * object.__hash__ / __eq__).  Never fail, never run user code. */
+typedef uint64_t obm_hash_t;
+OBM_API obm_hash_t obm_object_hash(obm_object_t *op);
+OBM_API int obm_object_equal(obm_object_t *a, obm_object_t *b);
+
+/* int: a 64-bit value.  Values OBM_INT_SMALL_MIN..OBM_INT_SMALL_MAX are static immortal
+ * objects shared by all runtimes (CPython's small-int cache), so obm_int_new of such a value
+ * returns the same object every time and allocates nothing. */
+typedef struct obm_int_s {
+  obm_object_t base;
+  int64_t value;
+} obm_int_t;
+
+#define OBM_INT_SMALL_MIN (-5)
+#define OBM_INT_SMALL_MAX 256
+
+OBM_API extern const obm_type_t obm_int_type;
+/* A new reference; NULL with errno ENOMEM. */
+OBM_API obm_object_t *obm_int_new(obm_runtime_t *rt, int64_t value);
+/* 0 when op is not an int. */
+OBM_API int64_t obm_int_value(const obm_object_t *op);
+OBM_API int obm_int_check(const obm_object_t *op);
+
+/* str: immutable bytes (UTF-8 text by convention, not validated), NUL-terminated, with a
+ * cached hash.  Invariants: base.size == length in bytes; data[base.size] == '\0';
+ * hash == 0 (not computed yet) or the hash of data (never 0 once computed).
+ * Interning (obm_str_intern): one table per runtime holds each interned str without owning
+ * it (CPython <= 3.11's mortal interning), so an interned str is freed like any other and
+ * leaves the table when it goes. */
+typedef struct obm_str_s {
+  obm_var_object_t base;
+  obm_hash_t hash;
+  uint32_t state; /* OBM_STR_INTERNED, OBM_STR_STATIC */
+  char data[];
+} obm_str_t;
+
+#define OBM_STR_INTERNED 0x1u
+#define OBM_STR_STATIC   0x2u /* the static empty str */
+
+OBM_API extern const obm_type_t obm_str_type;
+/* New references; NULL with errno ENOMEM (or EINVAL for a NULL bytes with length > 0). */
+OBM_API obm_object_t *obm_str_new(obm_runtime_t *rt, const char *bytes, size_t length);
+OBM_API obm_object_t *obm_str_from_cstr(obm_runtime_t *rt, const char *cstr);
+OBM_API obm_object_t *obm_str_concat(obm_runtime_t *rt, obm_object_t *a, obm_object_t *b);
+/* The bytes ("" when op is not a str) and their count. */
+OBM_API const char *obm_str_data(const obm_object_t *op);
+OBM_API size_t obm_str_length(const obm_object_t *op);
+OBM_API int obm_str_check(const obm_object_t *op);
+/* A new reference to rt's interned str equal to str (str itself when it becomes the interned
+ * one; str is not consumed); NULL with errno ENOMEM or EINVAL (not a str). */
+OBM_API obm_object_t *obm_str_intern(obm_runtime_t *rt, obm_object_t *str);
+OBM_API obm_object_t *obm_str_intern_cstr(obm_runtime_t *rt, const char *cstr);
+OBM_API int obm_str_is_interned(const obm_object_t *op);
+/* Strings in rt's interning table. */
+OBM_API size_t obm_str_interned_count(obm_runtime_t *rt);
+
+/* tuple: immutable, items inline after the header (CPython's PyTupleObject).  The empty
+ * tuple is one static immortal object.  Invariants: base.size items, each a strong reference,
+ * non-NULL once the constructor returns. */
+typedef struct obm_tuple_s {
+  obm_var_object_t base;
+  obm_object_t *items[];
+} obm_tuple_t;
+
+OBM_API extern const obm_type_t obm_tuple_type;
+/* New references to a tuple holding new references to items[0..n) (all non-NULL);
+ * NULL with errno ENOMEM or EINVAL. */
+OBM_API obm_object_t *obm_tuple_from_array(obm_runtime_t *rt, obm_object_t *const *items, size_t n);
+OBM_API obm_object_t *obm_tuple_pack(obm_runtime_t *rt, size_t n, ...);
+OBM_API size_t obm_tuple_size(const obm_object_t *op);
+/* Borrowed; NULL when index >= size. */
+OBM_API obm_object_t *obm_tuple_get(const obm_object_t *op, size_t index);
+OBM_API int obm_tuple_check(const obm_object_t *op);
+
+/* dict: insertion-ordered hash table (CPython 3.6+'s compact dict): an index table of
+ * 2^k slots (1, 2, 4 or 8 bytes each, by size) over a dense array of (hash, key, value)
+ * entries in insertion order, both in one block (keys).  Invariants: keys == NULL iff the
+ * dict never held anything or was cleared; used == live entries <= entries appended <=
+ * usable fraction (2/3) of the slots. */
+typedef struct obm_dict_keys_s obm_dict_keys_t;
+typedef struct obm_dict_s {
+  obm_object_t base;
+  size_t used;
+  obm_dict_keys_t *keys; /* NULL: empty, no table */
+} obm_dict_t;
+
+OBM_API extern const obm_type_t obm_dict_type;
+OBM_API obm_object_t *obm_dict_new(obm_runtime_t *rt);
+/* Maps key to a new reference to value (both non-NULL); an existing key keeps its place and
+ * its key object.  0, ENOMEM, or EINVAL (not a dict, NULL key or value). */
+OBM_API int obm_dict_set(obm_runtime_t *rt, obm_object_t *dict, obm_object_t *key,
+                         obm_object_t *value);
+/* Borrowed value, or NULL when absent. */
+OBM_API obm_object_t *obm_dict_get(const obm_object_t *dict, obm_object_t *key);
+/* The value of the str key equal to cstr (no object created), or NULL. */
+OBM_API obm_object_t *obm_dict_get_cstr(const obm_object_t *dict, const char *cstr);
+/* Removes key: 0, ENOENT, or EINVAL. */
+OBM_API int obm_dict_delete(obm_runtime_t *rt, obm_object_t *dict, obm_object_t *key);
+OBM_API size_t obm_dict_size(const obm_object_t *dict);
+/* Iteration in insertion order: *pos = 0 first; 1 with borrowed *key and *value (either
+ * pointer may be NULL), 0 at the end.  The dict must not change during an iteration. */
+OBM_API int obm_dict_next(const obm_object_t *dict, size_t *pos, obm_object_t **key,
+                          obm_object_t **value);
+OBM_API void obm_dict_clear(obm_runtime_t *rt, obm_object_t *dict);
+/* Slots of the index table (0 without a table): shows growth and shrinking. */
+OBM_API size_t obm_dict_table_size(const obm_object_t *dict);
+OBM_API int obm_dict_check(const obm_object_t *op);
+
+/* Footprints.  obm_sizeof: the bytes op really occupies — obm_usable_size of its block (GC
+ * head and the allocator's rounding included) plus the blocks it owns (a list's item array,
+ * a dict's table); a static object counts its struct.  Objects of other types count their
+ * block only.  obm_sizeof_deep: the sum of obm_sizeof over every object reachable from op
+ * through traverse, each counted once; 0 with errno ENOMEM if its work set cannot be
+ * allocated.  No count changes, no user code runs; any chain depth. */
+OBM_API size_t obm_sizeof(const obm_object_t *op);
+OBM_API size_t obm_sizeof_deep(obm_runtime_t *rt, obm_object_t *op);
 
 #ifdef __cplusplus
 }
