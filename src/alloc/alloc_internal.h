@@ -25,6 +25,8 @@
  * queue-like programs which empty and refill pools take them back warm, formatted and with
  * their free lists, instead of releasing slots and formatting them again. */
 #define OBM_CACHED_PER_CLASS 8
+/* Entries of a heap's table of its own arenas (heap->owned). */
+#define OBM_OWNED 64
 
 typedef struct obm_block_s {
   struct obm_block_s *next;
@@ -128,7 +130,13 @@ typedef struct obm_heap_class_s {
  * Heaps are never freed: a heap of an exited thread is abandoned, then adopted. */
 struct obm_heap_s {
   obm_heap_class_t cls[OBM_NCLASSES]; /* per class: what malloc's fast path touches, together */
-  obm_arena_t *usable;                /* arenas with free slots, nfree_slots ascending */
+  /* The heap's own arenas by frame number mod OBM_OWNED (direct-mapped; OBM_NO_ARENA when
+   * empty, never set in debug mode): free() finds an arena here without the page map, and
+   * knows it is this thread's.  Written by whoever holds the heap's arena lock (arena.c),
+   * read by the owner without it: an entry names an arena of this heap while the arena holds
+   * any live block, which is all a valid free needs. */
+  _Atomic(obm_arena_t *) owned[OBM_OWNED];
+  obm_arena_t *usable; /* arenas with free slots, nfree_slots ascending */
   /* Empty pools kept per class, newest first (arena.c): changed under arena_lock only, by
    * the owner and the purge thread; the owner peeks at an entry without the lock. */
   _Atomic(obm_pool_t *) cached[OBM_NCLASSES];
@@ -155,6 +163,12 @@ struct obm_heap_s {
   char pad_[OBM_CACHE_LINE - sizeof(void *)];
 };
 
+/* Never a 1 MiB frame (frames are multiples of 1 MiB), NULL's included. */
+#define OBM_NO_ARENA ((obm_arena_t *)(uintptr_t)1)
+OBM_INLINE unsigned _obm_owned_index(const void *p) {
+  return (unsigned)((uintptr_t)p >> OBM_ARENA_SHIFT) & (OBM_OWNED - 1);
+}
+
 /* ---- globals --------------------------------------------------------------------------- */
 extern OBM_HIDDEN obm_pool_t _obm_pool_empty; /* placeholder: no free blocks, never full */
 extern OBM_HIDDEN obm_heap_t _obm_heap_empty; /* placeholder heap of uninitialized threads */
@@ -177,8 +191,21 @@ OBM_INLINE void _obm_ensure_init(void) {
 extern OBM_HIDDEN const uint32_t _obm_class_size[OBM_NCLASSES];
 extern OBM_HIDDEN uint8_t _obm_class_slots[OBM_NCLASSES]; /* slots per pool */
 extern OBM_HIDDEN uint32_t _obm_class_capacity[OBM_NCLASSES];
-/* ceil(2^40 / block_size): block index = (offset * recip) >> 40, exact for offsets < 2^20 */
-extern OBM_HIDDEN uint64_t _obm_class_recip[OBM_NCLASSES];
+/* Exact division by a class's block size b = d << shift (d odd), as a divisibility test
+ * (Granlund & Montgomery): q = rotr64(offset * inverse, shift), inverse = d^-1 mod 2^64.
+ * When b divides offset, q == offset / b; otherwise q >= 2^48 (bits below `shift` rotate to
+ * the top, or d does not divide and the product is not small), so "q < ncarved" tests both
+ * that offset starts a block and that the block was carved, with one multiply. */
+typedef struct obm_class_div_s {
+  uint64_t inverse;
+  uint64_t shift;
+} obm_class_div_t;
+extern OBM_HIDDEN obm_class_div_t _obm_class_div[OBM_NCLASSES];
+OBM_INLINE uint64_t _obm_block_div(size_t offset, unsigned cls) {
+  uint64_t x = (uint64_t)offset * _obm_class_div[cls].inverse;
+  unsigned s = (unsigned)_obm_class_div[cls].shift;
+  return (x >> s) | (x << ((64 - s) & 63));
+}
 extern OBM_HIDDEN const uint8_t _obm_small_class[OBM_NSMALL_CLASSES + 1]; /* by (size+15)>>4 */
 /* Medium class by (size - 1) >> 7 (class boundaries above 512 are multiples of 128), filled by
  * _obm_sizeclass_init.  A table, not a bit scan: bsr's output depends on its destination

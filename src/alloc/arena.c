@@ -159,6 +159,8 @@ static obm_arena_t *arena_new(obm_heap_t *heap) {
     pthread_mutex_unlock(&_obm_global_lock);
   }
   arena_init(a, heap);
+  if (!_obm_debug_on) /* debug frees must reach free_other through the page map */
+    atomic_store_explicit(&heap->owned[_obm_owned_index(a)], a, memory_order_relaxed);
   pthread_mutex_lock(&_obm_global_lock);
   a->all_prev = NULL;
   a->all_next = _obm_arenas_all;
@@ -184,6 +186,9 @@ static void arena_free(obm_arena_t *a) {
   else
     _obm_arenas_all = a->all_next;
   if (a->all_next) a->all_next->all_prev = a->all_prev;
+  obm_heap_t *heap = a->heap;
+  if (atomic_load_explicit(&heap->owned[_obm_owned_index(a)], memory_order_relaxed) == a)
+    atomic_store_explicit(&heap->owned[_obm_owned_index(a)], OBM_NO_ARENA, memory_order_relaxed);
   a->heap = NULL;
   a->pools[1].start = (uint8_t *)(uintptr_t)now;
   a->next = spare_arenas;

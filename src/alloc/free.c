@@ -1,11 +1,11 @@
 /* free.c — free, usable size and ownership.
  *
- * free(p): page map -> segment (NULL: not ours, reported) -> pool descriptor by slot.  (A
- * per-thread "last arena freed into" hint that skipped the page map was removed: with blocks
- * from several arenas its test mispredicted, which cost more than the two loads it saved.)  Same
- * thread (arena->heap == this thread's heap): push on pool->free, no atomic; the slow path runs
- * only when the pool was full (relink it at its list's tail) or becomes empty (keep it in the
- * class list, or cache it: pool_became_empty).
+ * free(p): the thread's own arena by p's 1 MiB frame (heap->owned, a direct-mapped table of
+ * 64), else page map -> segment (NULL: not ours, reported) -> owner test; then the pool
+ * descriptor by slot.  Same thread: push on pool->free, no atomic; the slow path runs only
+ * when the pool was full (relink it at its list's tail) or becomes empty (keep it in the
+ * class list, or cache it: pool_became_empty).  A single "last arena freed into" hint,
+ * before the table, mispredicted whenever blocks came from several arenas.
  * Other thread: one CAS onto pool->remote_free (see heap.c).
  */
 #include "alloc/alloc_internal.h"
@@ -133,13 +133,13 @@ OBM_INLINE void free_local(void *p, obm_arena_t *arena, obm_heap_t *heap) {
   obm_pool_t *pool = _obm_pool_of(arena, p);
   obm_block_t *free_list = pool->free;
   size_t offset = (size_t)((uint8_t *)p - pool->start);
-  size_t index = (offset * _obm_class_recip[pool->size_class]) >> 40;
+  uint64_t index = _obm_block_div(offset, pool->size_class); /* >= 2^48 unless a block start */
   /* A pool that is not in its class list was full (the slow path links it back) or cached; a
    * free or metadata slot is never in a list, and an interior pointer fails the index check:
    * all take the slow path, which reports the bad ones.  Only a pool marked OBM_LISTED_KEEP
    * becomes empty here; any other takes the slow path for its last block. */
   if (obm_likely(pool->in_list && (pool->nused > 1 || pool->in_list == OBM_LISTED_KEEP) &&
-                 index * pool->block_size == offset && index < pool->ncarved)) {
+                 index < pool->ncarved)) {
     obm_block_t *b = p;
     b->next = free_list;
     pool->free = b;
@@ -179,6 +179,14 @@ static OBM_NOINLINE void free_other(void *p, obm_segment_t *seg) {
 
 void obm_free(void *p) {
   obm_heap_t *heap = _obm_heap_get();
+  /* This thread's arena by its frame: no page map, no owner test (NULL and foreign frames
+   * never match; an entry is OBM_NO_ARENA or an arena of this heap). */
+  obm_arena_t *frame = (obm_arena_t *)((uintptr_t)p & ~(uintptr_t)(OBM_ARENA_SIZE - 1));
+  if (obm_likely(atomic_load_explicit(&heap->owned[_obm_owned_index(p)], memory_order_relaxed) ==
+                 frame)) {
+    free_local(p, frame, heap);
+    return;
+  }
   /* NULL (chunk 0 is never ours) and addresses above 2^48 (aliases, refused by the range
    * checks that follow) need no test of their own here. */
   obm_segment_t *seg = _obm_pagemap_lookup_masked(p);

@@ -18,6 +18,7 @@
 obm_pool_t _obm_pool_empty;
 obm_heap_t _obm_heap_empty = {
     .cls = {[0 ... OBM_NCLASSES - 1] = {.pool = &_obm_pool_empty}},
+    .owned = {[0 ... OBM_OWNED - 1] = OBM_NO_ARENA},
     .is_empty_heap = 1,
 };
 __thread obm_heap_t *_obm_tls_heap __attribute__((tls_model("initial-exec"))) = &_obm_heap_empty;
@@ -56,6 +57,8 @@ static obm_heap_t *heap_new(void) {
   memset(h, 0, sizeof *h);
   for (int c = 0; c < OBM_NCLASSES; c++)
     h->cls[c].pool = &_obm_pool_empty;
+  for (int i = 0; i < OBM_OWNED; i++)
+    atomic_store_explicit(&h->owned[i], OBM_NO_ARENA, memory_order_relaxed);
   h->all_next = _obm_heaps_all;
   _obm_heaps_all = h;
   _obm_heaps_count++;

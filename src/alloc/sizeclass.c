@@ -25,7 +25,7 @@ const uint8_t _obm_small_class[OBM_NSMALL_CLASSES + 1] = {
 uint8_t _obm_medium_class[OBM_MEDIUM_MAX >> 7];
 uint8_t _obm_class_slots[OBM_NCLASSES];
 uint32_t _obm_class_capacity[OBM_NCLASSES];
-uint64_t _obm_class_recip[OBM_NCLASSES];
+obm_class_div_t _obm_class_div[OBM_NCLASSES];
 
 void _obm_sizeclass_init(void) {
   for (int c = 0; c < OBM_NCLASSES; c++) {
@@ -43,7 +43,11 @@ void _obm_sizeclass_init(void) {
     }
     _obm_class_slots[c] = (uint8_t)best;
     _obm_class_capacity[c] = best * OBM_POOL_SIZE / b;
-    _obm_class_recip[c] = (((uint64_t)1 << 40) + b - 1) / b;
+    unsigned shift = (unsigned)__builtin_ctz(b);
+    uint64_t d = b >> shift, inv = d; /* Newton: each step doubles the correct low bits */
+    for (int i = 0; i < 5; i++)
+      inv *= 2 - d * inv;
+    _obm_class_div[c] = (obm_class_div_t){inv, shift};
   }
   /* Entry i serves sizes 128 * i + 1 .. 128 * (i + 1): the first class that holds the last. */
   unsigned c = OBM_NSMALL_CLASSES;
