@@ -1,15 +1,16 @@
-/* gc.c — the generational cycle collector: CPython 3.12's algorithm on obm_gc_head_t.
+/* gc.c — the generational cycle collector: CPython 3.12's algorithm, with the per-object
+ * state in the object header's flags word (object_internal.h) and an incremental mode.
  *
- * A collection of generation g (collect_main):
- *   0. counts: generation g+1's count += 1, counts 0..g := 0; generations 0..g-1 merge into g.
- *   1. deduce_unreachable: gc_refs := refcnt for each object of g (update_refs); for every
- *      reference from one object of g to another, the target's gc_refs -= 1 (subtract_refs);
- *      objects left with gc_refs > 0 are referenced from outside g.  move_unreachable scans g
- *      once: an object with gc_refs > 0 is reachable and marks what it refers to reachable;
- *      one with gc_refs == 0 moves to `unreachable` tentatively, and back to the scan's tail
- *      when a reachable object turns out to refer to it.
- *   2. survivors join generation g+1 (g < 2; from generation 1 they count as pending
- *      long-lived objects), or become long_lived_total (g == 2).
+ * A collection of a set of objects (collect_set; a generation and the younger ones, or one
+ * increment of the oldest generation):
+ *   1. deduce_unreachable: gc_refs := refcnt for each object of the set (update_refs); for
+ *      every reference from one object of the set to another, the target's gc_refs -= 1
+ *      (subtract_refs); objects left with gc_refs > 0 are referenced from outside the set.
+ *      move_unreachable scans the set once: an object with gc_refs > 0 is reachable and
+ *      marks what it refers to reachable; one with gc_refs == 0 moves to `unreachable`
+ *      tentatively, and back to the scan's tail when a reachable object refers to it.
+ *   2. survivors join the next generation (g < 2) or stay (g == 2; an increment's join
+ *      rt->visited), their flags set to that list's in the scan itself.
  *   3. unreachable objects with a legacy finalizer, and all they reach, move to `finalizers`:
  *      uncollectable (step 8).
  *   4. handle_weakrefs: weak references inside the unreachable set are cleared, and so is
@@ -18,43 +19,74 @@
  *      weak reference into it is cleared, and a reachable callback refers to no garbage.
  *   5. finalize_garbage: each finalizer runs once per object lifetime, the object alive.
  *   6. handle_resurrected: deduce_unreachable again over the unreachable set alone; what a
- *      finalizer made referenced from outside, and everything it reaches, survives into
- *      g+1.  Weak references made meanwhile into the final set are cleared (no callbacks).
+ *      finalizer made referenced from outside, and everything it reaches, survives.  Weak
+ *      references made meanwhile into the final set are cleared (no callbacks).
  *   7. delete_garbage: clear(op) on each final object (op kept alive across the call) breaks
  *      the cycles and counting frees them; with SAVEALL they go to the garbage list instead.
- *      Anything still alive afterwards joins g+1.
+ *      Anything still alive afterwards survives.
  *   8. finalizers' objects: those with a legacy finalizer (all, with SAVEALL) go to the
- *      garbage list; all join g+1.  Result: collected (final set) + uncollectable.
- * Steps 4 and 5-6 run only when the garbage holds weak references / pending finalizers
- * (learned in step 3's pass): without a finalizer nothing can resurrect, since a callback
- * cannot reach garbage — which saves two of the passes over the garbage.
- * Memory: every list is threaded through the GC heads (gc_refs lives in prev's upper bits
- * while the list is singly linked), so a collection allocates nothing but the garbage
- * list's growth.  Automatic collections (at GC object creation) pick the oldest generation
- * whose count exceeds its threshold, generation 2 only when long_lived_pending exceeds
- * long_lived_total / 4 (which makes full collections amortized linear).
+ *      garbage list; all survive.  Result: collected (final set) + uncollectable.
+ * Fast path: move_unreachable notes whether any object it moved to `unreachable` has a
+ * finalizer not yet run, a legacy finalizer or weak references.  When none has (and no
+ * debug flag asks to see the garbage), steps 3-6 and their passes over the garbage are
+ * skipped (nothing can be resurrected: a callback cannot reach garbage).  Step 7 stays a
+ * cascade: clearing one object frees the others of its cycle by counting while their
+ * lines are hot (a batch that pinned every count, called each dealloc, then freed every
+ * block was measured slower: two more passes over cold memory).
+ *
+ * Speed (docs/object.md has the numbers): a visitor decides by one load of the child's
+ * flags word (COLLECTING), never its type; records and lists are traversed inline (the
+ * types' own traverse through a pointer otherwise); both links stay valid, so moving an
+ * object between lists is O(1) and no pass restores them; the sizes the generation
+ * bookkeeping needs are counted on the way, never by walking a list.
+ *
+ * Incremental mode (gc_step): the oldest generation's list is the sweep's pending part;
+ * rt->visited holds what the running sweep examined.  A step takes the newest pending
+ * object and every pending object reachable from it (the closure, computed with gc_refs
+ * on the way: a closure's visit is also subtract_refs' visit), repeating until the budget
+ * is spent, so a reference cycle inside the pending part is always examined whole by one
+ * step; references from outside the step (younger generations, visited objects) count as
+ * external, so a step is a collection of an ordinary subset: safe for any subset, and
+ * complete for every garbage cycle that is wholly pending when its step runs (a cycle that
+ * straddles visited and pending survives to the next sweep).  Promotions during a sweep
+ * join the pending part's tail (examined first), and each step takes the promotions since
+ * the last one on top of its budget, so a sweep always ends.  At the end, visited becomes
+ * the oldest generation again and visited_bit flips: every object is unvisited at once.
+ *
+ * Memory: every list is threaded through the GC heads and gc_refs lives in the header, so
+ * a collection allocates nothing but the garbage list's growth.  Automatic collections (at
+ * GC object creation) pick the oldest generation whose count exceeds its threshold,
+ * generation 2 only when long_lived_pending exceeds long_lived_total / 4 (which makes full
+ * collections amortized linear); in incremental mode that full collection becomes the
+ * start of a sweep, and every young collection of a sweep is followed by one step.
  */
 #include "object/object_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
 
-/* ---- gc_refs and flags in the GC head --------------------------------------------------- */
+/* ---- flags ------------------------------------------------------------------------------- */
 
-static inline size_t gc_get_refs(const obm_gc_head_t *g) {
-  return (size_t)(g->prev >> OBM_GC_REFS_SHIFT);
-}
-static inline void gc_set_refs(obm_gc_head_t *g, size_t refs) {
-  g->prev = (g->prev & OBM_GC_PREV_FLAGS) | ((uintptr_t)refs << OBM_GC_REFS_SHIFT);
-}
-static inline bool gc_is_collecting(const obm_gc_head_t *g) {
-  return (g->prev & OBM_GC_PREV_COLLECTING) != 0;
-}
-static inline void gc_clear_collecting(obm_gc_head_t *g) {
-  g->prev &= ~OBM_GC_PREV_COLLECTING;
+#define GC_PERSISTENT                                                                              \
+  (OBM_OBJECT_FINALIZED | OBM_OBJECT_OLD | OBM_OBJECT_VISITED | OBM_OBJECT_TRACKED)
+
+static inline uint32_t gc_refs(uint32_t flags) {
+  return flags >> OBM_GC_REFS_SHIFT;
 }
 static inline obm_gc_head_t *gc_first(const obm_gc_head_t *list) {
   return (obm_gc_head_t *)list->next;
+}
+/* The flags of an object that leaves a collection alive into a list whose objects have
+ * `bits` (0 for generations 0-1, OLD | VISITED value for the oldest and rt->visited). */
+static inline void gc_survive(obm_object_t *op, uint32_t bits) {
+  op->flags = (op->flags & OBM_OBJECT_FINALIZED) | OBM_OBJECT_TRACKED | bits;
+}
+/* The flags of the oldest generation's list (unvisited by any sweep) and of rt->visited. */
+static inline uint32_t old_bits(const obm_runtime_t *rt) {
+  return OBM_OBJECT_OLD | (rt->visited_bit ^ OBM_OBJECT_VISITED);
+}
+static inline uint32_t visited_bits(const obm_runtime_t *rt) {
+  return OBM_OBJECT_OLD | rt->visited_bit;
 }
 
 static FILE *debug_out(const obm_runtime_t *rt) {
@@ -65,126 +97,219 @@ static void debug_object(const obm_runtime_t *rt, const char *what, const obm_ob
   fprintf(debug_out(rt), "gc: %s <%s %p>\n", what, op->type->name, (const void *)op);
 }
 
+/* ---- traversal ----------------------------------------------------------------------------- */
+
+/* The state of one collection's passes. */
+typedef struct gc_ctx_s {
+  obm_object_t *parent;       /* the object being traversed (for messages) */
+  size_t problems;            /* refcount errors reported */
+  obm_gc_head_t *young;       /* move_unreachable: the scanned list; a step: its set */
+  obm_gc_head_t *unreachable; /* move_unreachable's output */
+  size_t nunreachable;        /* objects in unreachable */
+  size_t nset;                /* a step: objects taken so far */
+  uint32_t survivor_bits;     /* flags of the list the survivors join */
+  uint32_t pending_bits;      /* a step: (flags & (OLD|VISITED|COLLECTING)) of a pending object */
+  bool special;               /* an object moved to unreachable has a pending finalizer, a
+                                 legacy finalizer, weak references, or no clear */
+} gc_ctx_t;
+
+/* Calls visit(child, ctx) on each child of op: inline for records and lists (most objects
+ * of most programs), through the type's traverse otherwise.  visit returns 0. */
+OBM_INLINE void gc_traverse(obm_object_t *op, obm_visit_t *visit, gc_ctx_t *ctx) {
+  const obm_type_t *type = op->type;
+  if (type->traverse == obm_record_traverse) {
+    obm_record_t *rec = (obm_record_t *)op;
+    size_t n = rec->base.size;
+    for (size_t i = 0; i < n; i++) {
+      obm_object_t *child = rec->slots[i];
+      if (child != NULL) visit(child, ctx);
+    }
+  } else if (type == &obm_list_type) {
+    obm_list_t *list = (obm_list_t *)op;
+    obm_object_t **items = list->items;
+    size_t n = list->size;
+    for (size_t i = 0; i < n; i++)
+      visit(items[i], ctx);
+  } else {
+    ctx->parent = op;
+    type->traverse(op, visit, ctx);
+  }
+}
+
 /* ---- deduce_unreachable ------------------------------------------------------------------ */
 
-/* State for visit_decref: the object being traversed (for messages) and problems found. */
-typedef struct decref_ctx_s {
-  obm_object_t *parent;
-  size_t problems;
-} decref_ctx_t;
+/* gc_refs's starting value for op: its count, saturated (0 is reported and taken as 1). */
+static inline uint32_t initial_refs(obm_object_t *op, gc_ctx_t *ctx) {
+  uint32_t rc = op->refcnt;
+  if (obm_unlikely(rc == 0)) {
+    _obm_error(OBM_ERR_REFCOUNT, op,
+               "the collector found a tracked '%s' object whose count is 0 (a dealloc left "
+               "it tracked, or a reference was dropped twice); it is kept",
+               op->type->name);
+    ctx->problems++;
+    rc = 1;
+  }
+  return rc < OBM_GC_REFS_MAX ? rc : OBM_GC_REFS_MAX;
+}
 
-/* gc_refs := refcnt and PREV_COLLECTING, for each object of list; returns their number.
- * The list is singly linked (next only) until move_unreachable restores prev. */
-static size_t update_refs(obm_gc_head_t *list, decref_ctx_t *ctx) {
+/* gc_refs := refcnt and COLLECTING, for each object of list; returns their number. */
+static size_t update_refs(obm_gc_head_t *list, gc_ctx_t *ctx) {
   size_t n = 0;
   for (obm_gc_head_t *g = gc_first(list); g != list; g = (obm_gc_head_t *)g->next) {
     obm_object_t *op = _obm_from_gc(g);
-    size_t refs = op->refcnt;
-    if (obm_unlikely(refs == 0)) {
-      _obm_error(OBM_ERR_REFCOUNT, op,
-                 "the collector found a tracked '%s' object whose count is 0 (a dealloc left "
-                 "it tracked, or a reference was dropped twice); it is kept",
-                 op->type->name);
-      ctx->problems++;
-      refs = 1;
-    }
-    g->prev = OBM_GC_PREV_COLLECTING | ((uintptr_t)refs << OBM_GC_REFS_SHIFT);
+    op->flags = (op->flags & GC_PERSISTENT) | OBM_OBJECT_COLLECTING |
+                (initial_refs(op, ctx) << OBM_GC_REFS_SHIFT);
     n++;
   }
   return n;
 }
 
-static int visit_decref(obm_object_t *child, void *arg) {
-  if (!_obm_is_gc(child)) return 0;
-  obm_gc_head_t *g = _obm_as_gc(child);
-  if (!gc_is_collecting(g)) return 0;
-  if (obm_likely(gc_get_refs(g) > 0)) {
-    g->prev -= (uintptr_t)1 << OBM_GC_REFS_SHIFT;
-    return 0;
-  }
-  decref_ctx_t *ctx = arg;
+static OBM_COLD void report_too_small(obm_object_t *child, gc_ctx_t *ctx) {
   ctx->problems++;
+  const obm_object_t *parent = ctx->parent;
   _obm_error(OBM_ERR_REFCOUNT, child,
              "refcount too small: a '%s' object is referenced by more tracked objects than its "
              "count %u admits (one of them a '%s' at %p); an incref is missing",
-             child->type->name, child->refcnt, ctx->parent->type->name, (void *)ctx->parent);
+             child->type->name, child->refcnt, parent ? parent->type->name : "?",
+             (const void *)parent);
+}
+
+/* One reference to child (flags f, COLLECTING) from the set: gc_refs -= 1. */
+OBM_INLINE void decref_child(obm_object_t *child, uint32_t f, gc_ctx_t *ctx) {
+  uint32_t refs = gc_refs(f);
+  if (obm_likely(refs - 1u < OBM_GC_REFS_MAX - 1u)) /* 1 <= refs < MAX (saturated stays) */
+    child->flags = f - OBM_GC_REFS_ONE;
+  else if (refs == 0)
+    report_too_small(child, ctx);
+}
+
+static int visit_decref(obm_object_t *child, void *arg) {
+  uint32_t f = child->flags;
+  if (f & OBM_OBJECT_COLLECTING) decref_child(child, f, arg);
   return 0;
 }
 
-/* Subtracts the references between objects of list (all PREV_COLLECTING) from gc_refs. */
-static void subtract_refs(obm_gc_head_t *list, decref_ctx_t *ctx) {
+/* Subtracts the references between objects of list (all COLLECTING) from gc_refs. */
+static void subtract_refs(obm_gc_head_t *list, gc_ctx_t *ctx) {
+  for (obm_gc_head_t *g = gc_first(list); g != list; g = (obm_gc_head_t *)g->next) {
+    ctx->parent = _obm_from_gc(g);
+    gc_traverse(_obm_from_gc(g), visit_decref, ctx);
+  }
+}
+
+/* child is referenced by an object found reachable.  Objects not COLLECTING are outside
+ * the set or already scanned.  One in `unreachable` moves back to the scan's tail; one
+ * still ahead in the scan with gc_refs 0 gets 1. */
+static int visit_reachable(obm_object_t *child, void *arg) {
+  uint32_t f = child->flags;
+  if (!(f & OBM_OBJECT_COLLECTING)) return 0;
+  gc_ctx_t *ctx = arg;
+  if (f & OBM_OBJECT_UNREACHABLE) {
+    _obm_gc_list_move(_obm_as_gc(child), ctx->young);
+    child->flags = ((f & OBM_GC_FLAGS_MASK) & ~OBM_OBJECT_UNREACHABLE) | OBM_GC_REFS_ONE;
+    ctx->nunreachable--;
+  } else if (gc_refs(f) == 0) {
+    child->flags = f | OBM_GC_REFS_ONE;
+  }
+  return 0;
+}
+
+/* Whether op, found unreachable, needs the careful path (see "Fast path" above). */
+static inline bool is_special(const obm_object_t *op) {
+  const obm_type_t *type = op->type;
+  if (type->legacy_finalize != NULL || type == &obm_weakref_type) return true;
+  if (type->finalize != NULL && !(op->flags & OBM_OBJECT_FINALIZED)) return true;
+  obm_weakref_t **list = _obm_weaklist(op);
+  return list != NULL && *list != NULL;
+}
+
+/* update_refs and subtract_refs in one pass, for a set that is every object with TRACKED
+ * (a whole collection), so that an object reached before its own turn is known to belong
+ * to the set by its flags: it gets COLLECTING | UNREACHABLE ("reached, not yet walked") and
+ * gc_refs counts the references found to it, which its turn subtracts from its count. */
+static int visit_fused(obm_object_t *child, void *arg) {
+  uint32_t f = child->flags;
+  if (f & OBM_OBJECT_COLLECTING) {
+    if (!(f & OBM_OBJECT_UNREACHABLE))
+      decref_child(child, f, arg);
+    else if (gc_refs(f) < OBM_GC_REFS_MAX)
+      child->flags = f + OBM_GC_REFS_ONE;
+  } else if (f & OBM_OBJECT_TRACKED) {
+    child->flags =
+        (f & GC_PERSISTENT) | OBM_OBJECT_COLLECTING | OBM_OBJECT_UNREACHABLE | OBM_GC_REFS_ONE;
+  }
+  return 0;
+}
+
+static size_t update_subtract_refs(obm_gc_head_t *list, gc_ctx_t *ctx) {
+  size_t n = 0;
   for (obm_gc_head_t *g = gc_first(list); g != list; g = (obm_gc_head_t *)g->next) {
     obm_object_t *op = _obm_from_gc(g);
-    ctx->parent = op;
-    op->type->traverse(op, visit_decref, ctx);
-  }
-}
-
-/* child is referenced by an object found reachable.  Objects not PREV_COLLECTING are outside
- * the collected set or already scanned.  One in `unreachable` (NEXT_UNREACHABLE) moves back
- * to the scan's tail; one still ahead in the scan with gc_refs 0 gets 1. */
-static int visit_reachable(obm_object_t *child, void *arg) {
-  if (!_obm_is_gc(child)) return 0;
-  obm_gc_head_t *g = _obm_as_gc(child);
-  if (!gc_is_collecting(g)) return 0;
-  obm_gc_head_t *young = arg;
-  if (g->next & OBM_GC_NEXT_UNREACHABLE) {
-    /* unlink by hand: the unreachable list's next pointers carry the flag */
-    obm_gc_head_t *prev = _obm_gc_prev(g);
-    obm_gc_head_t *next = _obm_gc_next(g);
-    prev->next = g->next; /* keeps the flag, as prev is in unreachable (or its head) */
-    _obm_gc_set_prev(next, prev);
-    obm_gc_head_t *last = (obm_gc_head_t *)young->prev;
-    last->next = (uintptr_t)g;
-    g->next = (uintptr_t)young;
-    young->prev = (uintptr_t)g;
-    g->prev = OBM_GC_PREV_COLLECTING | ((uintptr_t)1 << OBM_GC_REFS_SHIFT);
-  } else if (gc_get_refs(g) == 0) {
-    gc_set_refs(g, 1);
-  }
-  return 0;
-}
-
-/* Invariant of the scan: heads left of g in young are reachable, have prev restored and
- * PREV_COLLECTING cleared; heads moved to unreachable have NEXT_UNREACHABLE, a valid prev
- * and PREV_COLLECTING; heads right of g are unscanned (gc_refs in prev). */
-static void move_unreachable(obm_gc_head_t *young, obm_gc_head_t *unreachable) {
-  obm_gc_head_t *prev = young;
-  obm_gc_head_t *g = gc_first(young);
-  while (g != young) {
-    if (gc_get_refs(g) > 0) {
-      obm_object_t *op = _obm_from_gc(g);
-      op->type->traverse(op, visit_reachable, young);
-      g->prev = (uintptr_t)prev; /* pointer restored, flags cleared */
-      prev = g;
-    } else {
-      prev->next = g->next;
-      obm_gc_head_t *last = (obm_gc_head_t *)unreachable->prev;
-      last->next = OBM_GC_NEXT_UNREACHABLE | (uintptr_t)g;
-      g->prev = OBM_GC_PREV_COLLECTING | (uintptr_t)last;
-      g->next = OBM_GC_NEXT_UNREACHABLE | (uintptr_t)unreachable;
-      unreachable->prev = (uintptr_t)g;
+    uint32_t f = op->flags;
+    uint32_t refs = initial_refs(op, ctx);
+    if (f & OBM_OBJECT_COLLECTING) { /* reached earlier: gc_refs references seen */
+      uint32_t seen = gc_refs(f);
+      if (refs == OBM_GC_REFS_MAX || seen == OBM_GC_REFS_MAX) {
+        refs = OBM_GC_REFS_MAX;
+      } else if (seen <= refs) {
+        refs -= seen;
+      } else {
+        ctx->parent = NULL;
+        report_too_small(op, ctx);
+        refs = 0;
+      }
     }
-    g = (obm_gc_head_t *)prev->next;
+    op->flags = (f & GC_PERSISTENT) | OBM_OBJECT_COLLECTING | (refs << OBM_GC_REFS_SHIFT);
+    ctx->parent = op;
+    gc_traverse(op, visit_fused, ctx);
+    n++;
   }
-  young->prev = (uintptr_t)prev;
-  unreachable->next &= ~OBM_GC_NEXT_UNREACHABLE;
-}
-
-/* Moves the objects of base not reachable from outside base to unreachable (initialized
- * here; its heads keep NEXT_UNREACHABLE and PREV_COLLECTING).  Returns base's size. */
-static size_t deduce_unreachable(obm_gc_head_t *base, obm_gc_head_t *unreachable,
-                                 decref_ctx_t *ctx) {
-  _obm_gc_list_init(unreachable);
-  size_t n = update_refs(base, ctx);
-  subtract_refs(base, ctx);
-  move_unreachable(base, unreachable);
   return n;
 }
 
-static void clear_unreachable_mask(obm_gc_head_t *list) {
-  for (obm_gc_head_t *g = gc_first(list); g != list; g = (obm_gc_head_t *)g->next)
-    g->next &= ~OBM_GC_NEXT_UNREACHABLE;
+/* Invariant of the scan: objects left of g in young are reachable, with COLLECTING cleared
+ * and survivor_bits set; objects moved to unreachable have COLLECTING | UNREACHABLE and
+ * gc_refs 0 (UNREACHABLE stays until the next update_refs: nothing after the scan reads
+ * it); objects right of g are unscanned. */
+static void move_unreachable(gc_ctx_t *ctx) {
+  obm_gc_head_t *young = ctx->young, *unreachable = ctx->unreachable;
+  obm_gc_head_t *g = gc_first(young);
+  while (g != young) {
+    obm_object_t *op = _obm_from_gc(g);
+    uint32_t f = op->flags;
+    if (gc_refs(f) > 0) {
+      gc_traverse(op, visit_reachable, ctx);
+      gc_survive(op, ctx->survivor_bits);
+      g = _obm_gc_next(g); /* after the traverse, which may have appended to young */
+    } else {
+      obm_gc_head_t *next = _obm_gc_next(g);
+      _obm_gc_list_move(g, unreachable);
+      op->flags = f | OBM_OBJECT_UNREACHABLE;
+      ctx->nunreachable++;
+      if (!ctx->special && is_special(op)) ctx->special = true;
+      g = next;
+    }
+  }
+}
+
+/* Moves the objects of base not reachable from outside base to unreachable (initialized
+ * here); the others stay in base with the survivor flags.  whole: base is every object
+ * with TRACKED (one pass for both update_refs and subtract_refs).  Returns base's size. */
+static size_t deduce_unreachable(obm_gc_head_t *base, obm_gc_head_t *unreachable, gc_ctx_t *ctx,
+                                 bool whole) {
+  _obm_gc_list_init(unreachable);
+  ctx->young = base;
+  ctx->unreachable = unreachable;
+  ctx->nunreachable = 0;
+  size_t n;
+  if (whole) {
+    n = update_subtract_refs(base, ctx);
+  } else {
+    n = update_refs(base, ctx);
+    subtract_refs(base, ctx);
+  }
+  move_unreachable(ctx);
+  return n;
 }
 
 /* ---- legacy finalizers ------------------------------------------------------------------- */
@@ -199,18 +324,17 @@ typedef struct garbage_scan_s {
   bool weakrefs;   /* some object is a weak reference or has some */
 } garbage_scan_t;
 
-/* Clears NEXT_UNREACHABLE on unreachable, moves the objects with a legacy finalizer to
- * finalizers (PREV_COLLECTING cleared: they are no longer candidates) and fills scan. */
+/* Moves the objects with a legacy finalizer to finalizers (surviving: they are no longer
+ * candidates), clears UNREACHABLE on the rest and fills scan. */
 static void move_legacy_finalizers(obm_gc_head_t *unreachable, obm_gc_head_t *finalizers,
-                                   garbage_scan_t *scan) {
+                                   garbage_scan_t *scan, uint32_t survivor_bits) {
   obm_gc_head_t *next;
   for (obm_gc_head_t *g = gc_first(unreachable); g != unreachable; g = next) {
     next = _obm_gc_next(g);
-    g->next = (uintptr_t)next;
     obm_object_t *op = _obm_from_gc(g);
     const obm_type_t *type = op->type;
     if (type->legacy_finalize != NULL) {
-      gc_clear_collecting(g);
+      gc_survive(op, survivor_bits);
       _obm_gc_list_move(g, finalizers);
       continue;
     }
@@ -226,12 +350,13 @@ static void move_legacy_finalizers(obm_gc_head_t *unreachable, obm_gc_head_t *fi
 typedef struct move_ctx_s {
   obm_gc_head_t *to;
   size_t moved;
+  uint32_t survivor_bits;
 } move_ctx_t;
 
 static int visit_move(obm_object_t *child, void *arg) {
-  if (_obm_is_gc(child) && gc_is_collecting(_obm_as_gc(child))) {
+  if (child->flags & OBM_OBJECT_COLLECTING) {
     move_ctx_t *ctx = arg;
-    gc_clear_collecting(_obm_as_gc(child));
+    gc_survive(child, ctx->survivor_bits);
     _obm_gc_list_move(_obm_as_gc(child), ctx->to);
     ctx->moved++;
   }
@@ -240,8 +365,8 @@ static int visit_move(obm_object_t *child, void *arg) {
 
 /* Everything reachable from finalizers moves there too (the list grows while scanned);
  * returns how many objects moved. */
-static size_t move_legacy_finalizer_reachable(obm_gc_head_t *finalizers) {
-  move_ctx_t ctx = {finalizers, 0};
+static size_t move_legacy_finalizer_reachable(obm_gc_head_t *finalizers, uint32_t survivor_bits) {
+  move_ctx_t ctx = {finalizers, 0, survivor_bits};
   for (obm_gc_head_t *g = gc_first(finalizers); g != finalizers; g = gc_first(g)) {
     obm_object_t *op = _obm_from_gc(g);
     op->type->traverse(op, visit_move, &ctx);
@@ -288,13 +413,10 @@ static void finalize_garbage(obm_runtime_t *rt, obm_gc_head_t *collectable) {
 }
 
 /* Objects of unreachable that finalizers made reachable from outside, and all they reach,
- * join old; the rest moves to still_unreachable (PREV_COLLECTING set). */
+ * join old; the rest moves to still_unreachable (COLLECTING set). */
 static void handle_resurrected(obm_gc_head_t *unreachable, obm_gc_head_t *still_unreachable,
-                               obm_gc_head_t *old, decref_ctx_t *ctx) {
-  for (obm_gc_head_t *g = gc_first(unreachable); g != unreachable; g = gc_first(g))
-    gc_clear_collecting(g);
-  deduce_unreachable(unreachable, still_unreachable, ctx);
-  clear_unreachable_mask(still_unreachable);
+                               obm_gc_head_t *old, gc_ctx_t *ctx) {
+  deduce_unreachable(unreachable, still_unreachable, ctx, false);
   _obm_gc_list_merge(unreachable, old);
 }
 
@@ -303,7 +425,8 @@ static void garbage_append(obm_runtime_t *rt, obm_object_t *op) {
   if (garbage != NULL) obm_list_append(rt, garbage, op); /* on ENOMEM the object survives */
 }
 
-static void delete_garbage(obm_runtime_t *rt, obm_gc_head_t *collectable, obm_gc_head_t *old) {
+static void delete_garbage(obm_runtime_t *rt, obm_gc_head_t *collectable, obm_gc_head_t *old,
+                           uint32_t survivor_bits) {
   while (!_obm_gc_list_is_empty(collectable)) {
     obm_gc_head_t *g = gc_first(collectable);
     obm_object_t *op = _obm_from_gc(g);
@@ -315,7 +438,7 @@ static void delete_garbage(obm_runtime_t *rt, obm_gc_head_t *collectable, obm_gc
       obm_decref(rt, op);
     }
     if (gc_first(collectable) == g) { /* still alive: it may die later */
-      gc_clear_collecting(g);
+      gc_survive(op, survivor_bits);
       _obm_gc_list_move(g, old);
     }
   }
@@ -323,41 +446,44 @@ static void delete_garbage(obm_runtime_t *rt, obm_gc_head_t *collectable, obm_gc
 
 /* ---- a collection ----------------------------------------------------------------------- */
 
-static size_t collect_main(obm_runtime_t *rt, int generation, obm_gc_info_t *info) {
-  uint64_t start = _obm_os_clock_ns();
-  obm_gc_generation_t *gens = rt->generations;
-  if (rt->debug & OBM_GC_DEBUG_STATS) {
-    fprintf(debug_out(rt),
-            "gc: collecting generation %d...\ngc: objects in each generation:", generation);
-    for (int i = 0; i < OBM_GC_NGENERATIONS; i++)
-      fprintf(debug_out(rt), " %zu", _obm_gc_list_size(&gens[i].head));
-    fprintf(debug_out(rt), "\ngc: objects in permanent generation: %zu\n",
-            _obm_gc_list_size(&rt->permanent));
-  }
-  if (generation + 1 < OBM_GC_NGENERATIONS) gens[generation + 1].count++;
-  for (int i = 0; i <= generation; i++)
-    gens[i].count = 0;
-  for (int i = 0; i < generation; i++)
-    _obm_gc_list_merge(&gens[i].head, &gens[generation].head);
+/* How collect_set finds gc_refs: update_refs + subtract_refs; in one pass (the set is
+ * every tracked object); or already done (a step's closure). */
+typedef enum refs_mode_e { REFS_PASSES, REFS_WHOLE, REFS_READY } refs_mode_t;
 
-  obm_gc_head_t *young = &gens[generation].head;
-  obm_gc_head_t *old = generation < OBM_GC_NGENERATIONS - 1 ? &gens[generation + 1].head : young;
-  decref_ctx_t ctx = {NULL, 0};
+/* Collects the objects of `set` (a list; steps 1-8 above).  Survivors join old (which may
+ * be set itself) with survivor_bits; *survivors is how many survived step 1.
+ * Returns collected + uncollectable; fills info's candidates, collected, uncollectable. */
+static size_t collect_set(obm_runtime_t *rt, obm_gc_head_t *set, obm_gc_head_t *old,
+                          uint32_t survivor_bits, refs_mode_t mode, obm_gc_info_t *info,
+                          size_t *survivors) {
+  gc_ctx_t ctx = {.survivor_bits = survivor_bits};
   obm_gc_head_t unreachable, finalizers, final_unreachable;
-  info->candidates = deduce_unreachable(young, &unreachable, &ctx);
-
-  if (young != old) {
-    if (generation == OBM_GC_NGENERATIONS - 2) rt->long_lived_pending += _obm_gc_list_size(young);
-    _obm_gc_list_merge(young, old);
+  if (mode == REFS_READY) {
+    _obm_gc_list_init(&unreachable);
+    ctx.young = set;
+    ctx.unreachable = &unreachable;
+    move_unreachable(&ctx);
   } else {
-    rt->long_lived_pending = 0;
-    rt->long_lived_total = _obm_gc_list_size(young);
+    info->candidates = deduce_unreachable(set, &unreachable, &ctx, mode == REFS_WHOLE);
+  }
+  *survivors = info->candidates - ctx.nunreachable;
+  if (set != old) _obm_gc_list_merge(set, old);
+
+  size_t collected, uncollectable = 0;
+  _obm_gc_list_init(&final_unreachable);
+  if (!ctx.special && !(rt->debug & OBM_GC_DEBUG_COLLECTABLE)) {
+    /* nothing to finalize, no weak reference, no legacy finalizer: straight to step 7 */
+    collected = ctx.nunreachable;
+    delete_garbage(rt, &unreachable, old, survivor_bits);
+    info->collected = collected;
+    info->uncollectable = 0;
+    return collected;
   }
 
   _obm_gc_list_init(&finalizers);
   garbage_scan_t scan = {0, false, false};
-  move_legacy_finalizers(&unreachable, &finalizers, &scan);
-  size_t collected = scan.n - move_legacy_finalizer_reachable(&finalizers);
+  move_legacy_finalizers(&unreachable, &finalizers, &scan, survivor_bits);
+  collected = scan.n - move_legacy_finalizer_reachable(&finalizers, survivor_bits);
   if (rt->debug & OBM_GC_DEBUG_COLLECTABLE)
     for (obm_gc_head_t *g = gc_first(&unreachable); g != &unreachable; g = gc_first(g))
       debug_object(rt, "collectable", _obm_from_gc(g));
@@ -368,13 +494,11 @@ static size_t collect_main(obm_runtime_t *rt, int generation, obm_gc_info_t *inf
     handle_resurrected(&unreachable, &final_unreachable, old, &ctx);
     collected = _obm_gc_list_size(&final_unreachable);
   } else {
-    _obm_gc_list_init(&final_unreachable);
     _obm_gc_list_merge(&unreachable, &final_unreachable);
   }
   if (scan.weakrefs || scan.finalizers) clear_weakrefs(&final_unreachable, NULL);
-  delete_garbage(rt, &final_unreachable, old);
+  delete_garbage(rt, &final_unreachable, old, survivor_bits);
 
-  size_t uncollectable = 0;
   for (obm_gc_head_t *g = gc_first(&finalizers); g != &finalizers; g = gc_first(g)) {
     uncollectable++;
     obm_object_t *op = _obm_from_gc(g);
@@ -383,20 +507,63 @@ static size_t collect_main(obm_runtime_t *rt, int generation, obm_gc_info_t *inf
       garbage_append(rt, op);
   }
   _obm_gc_list_merge(&finalizers, old);
-
-  uint64_t duration = _obm_os_clock_ns() - start;
-  obm_gc_stats_t *stats = &rt->stats[generation];
-  stats->collections++;
-  stats->collected += collected;
-  stats->uncollectable += uncollectable;
-  stats->duration_ns += duration;
   info->collected = collected;
   info->uncollectable = uncollectable;
-  info->duration_ns = duration;
+  return collected + uncollectable;
+}
+
+static void add_stats(obm_runtime_t *rt, int generation, obm_gc_info_t *info, uint64_t start,
+                      bool count) {
+  info->duration_ns = _obm_os_clock_ns() - start;
+  obm_gc_stats_t *stats = &rt->stats[generation];
+  stats->collections += count;
+  stats->collected += info->collected;
+  stats->uncollectable += info->uncollectable;
+  stats->duration_ns += info->duration_ns;
   if (rt->debug & OBM_GC_DEBUG_STATS)
     fprintf(debug_out(rt), "gc: done, %zu unreachable, %zu uncollectable, %.6fs elapsed\n",
-            collected + uncollectable, uncollectable, (double)duration / 1e9);
-  return collected + uncollectable;
+            info->collected + info->uncollectable, info->uncollectable,
+            (double)info->duration_ns / 1e9);
+}
+
+static size_t collect_main(obm_runtime_t *rt, int generation, obm_gc_info_t *info) {
+  uint64_t start = _obm_os_clock_ns();
+  obm_gc_generation_t *gens = rt->generations;
+  if (rt->debug & OBM_GC_DEBUG_STATS) {
+    fprintf(debug_out(rt),
+            "gc: collecting generation %d...\ngc: objects in each generation:", generation);
+    for (int i = 0; i < OBM_GC_NGENERATIONS; i++)
+      fprintf(debug_out(rt), " %zu",
+              _obm_gc_list_size(&gens[i].head) +
+                  (i == OBM_GC_NGENERATIONS - 1 ? _obm_gc_list_size(&rt->visited) : 0));
+    fprintf(debug_out(rt), "\ngc: objects in permanent generation: %zu\n",
+            _obm_gc_list_size(&rt->permanent));
+  }
+  if (generation + 1 < OBM_GC_NGENERATIONS) gens[generation + 1].count++;
+  for (int i = 0; i <= generation; i++)
+    gens[i].count = 0;
+  for (int i = 0; i < generation; i++)
+    _obm_gc_list_merge(&gens[i].head, &gens[generation].head);
+  if (generation == OBM_GC_NGENERATIONS - 1 && rt->sweeping) {
+    /* a whole collection ends the sweep: visited objects are examined again */
+    _obm_gc_list_merge(&rt->visited, &gens[generation].head);
+    rt->sweeping = 0;
+  }
+
+  obm_gc_head_t *young = &gens[generation].head;
+  bool oldest = generation == OBM_GC_NGENERATIONS - 1;
+  obm_gc_head_t *old = oldest ? young : &gens[generation + 1].head;
+  size_t survivors;
+  size_t found = collect_set(rt, young, old, generation == 0 ? 0 : old_bits(rt),
+                             oldest ? REFS_WHOLE : REFS_PASSES, info, &survivors);
+  if (generation == OBM_GC_NGENERATIONS - 2) rt->long_lived_pending += survivors;
+  if (oldest) {
+    rt->long_lived_pending = 0;
+    rt->long_lived_total = survivors;
+    rt->promoted_seen = 0;
+  }
+  add_stats(rt, generation, info, start, true);
+  return found;
 }
 
 static void invoke_callbacks(obm_runtime_t *rt, obm_gc_phase_t phase, const obm_gc_info_t *info) {
@@ -417,6 +584,92 @@ static size_t collect_with_callbacks(obm_runtime_t *rt, int generation) {
   return n;
 }
 
+/* ---- incremental steps --------------------------------------------------------------------- */
+
+/* A step's closure: a child that is in the set gets gc_refs -= 1 (subtract_refs); a pending
+ * child joins the set's tail with gc_refs = refcnt - 1. */
+static int visit_closure(obm_object_t *child, void *arg) {
+  gc_ctx_t *ctx = arg;
+  uint32_t f = child->flags;
+  if (f & OBM_OBJECT_COLLECTING) {
+    decref_child(child, f, ctx);
+  } else if ((f & (OBM_OBJECT_OLD | OBM_OBJECT_VISITED)) == ctx->pending_bits) {
+    _obm_gc_list_move(_obm_as_gc(child), ctx->young);
+    uint32_t refs = initial_refs(child, ctx);
+    refs -= refs < OBM_GC_REFS_MAX;
+    child->flags = (f & GC_PERSISTENT) | OBM_OBJECT_COLLECTING | (refs << OBM_GC_REFS_SHIFT);
+    ctx->nset++;
+  }
+  return 0;
+}
+
+/* One increment of the sweep (starting one if none runs): the newest pending objects and
+ * their closure in the pending part, at least `budget` of them unless the pending part
+ * runs out, collected as a set whose survivors join rt->visited.  Ends the sweep when
+ * nothing is left pending.  The caller set rt->collecting.  Returns the objects found. */
+static size_t gc_step(obm_runtime_t *rt, size_t budget, obm_gc_info_t *info) {
+  uint64_t start = _obm_os_clock_ns();
+  obm_gc_head_t *pending = &rt->generations[OBM_GC_NGENERATIONS - 1].head;
+  if (!rt->sweeping) {
+    rt->sweeping = 1;
+    rt->sweep_survivors = rt->sweep_collected = 0;
+    rt->promoted_seen = rt->long_lived_pending;
+  }
+  /* promotions since the last step come on top, so that pending always shrinks */
+  size_t target = budget + (rt->long_lived_pending - rt->promoted_seen);
+  rt->promoted_seen = rt->long_lived_pending;
+  obm_gc_head_t set;
+  _obm_gc_list_init(&set);
+  gc_ctx_t ctx = {.young = &set, .pending_bits = old_bits(rt)};
+  while (ctx.nset < target && !_obm_gc_list_is_empty(pending)) {
+    obm_gc_head_t *g = _obm_gc_prev(pending); /* the newest */
+    obm_object_t *op = _obm_from_gc(g);
+    _obm_gc_list_move(g, &set);
+    op->flags = (op->flags & GC_PERSISTENT) | OBM_OBJECT_COLLECTING |
+                (initial_refs(op, &ctx) << OBM_GC_REFS_SHIFT);
+    ctx.nset++;
+    for (; g != &set; g = _obm_gc_next(g)) {
+      ctx.parent = _obm_from_gc(g);
+      gc_traverse(_obm_from_gc(g), visit_closure, &ctx);
+    }
+  }
+  info->candidates = ctx.nset;
+  size_t survivors;
+  size_t found =
+      collect_set(rt, &set, &rt->visited, visited_bits(rt), REFS_READY, info, &survivors);
+  rt->sweep_survivors += survivors;
+  rt->sweep_collected += found;
+  if (_obm_gc_list_is_empty(pending)) { /* the sweep is done */
+    _obm_gc_list_merge(&rt->visited, pending);
+    rt->visited_bit ^= OBM_OBJECT_VISITED;
+    rt->sweeping = 0;
+    rt->long_lived_total = rt->sweep_survivors;
+    rt->long_lived_pending = 0;
+    rt->promoted_seen = 0;
+    rt->generations[OBM_GC_NGENERATIONS - 1].count = 0;
+  }
+  add_stats(rt, OBM_GC_NGENERATIONS - 1, info, start, !rt->sweeping);
+  return found;
+}
+
+static size_t step_with_callbacks(obm_runtime_t *rt, size_t budget) {
+  if (OBM_DEBUG > 2) _obm_gc_check(rt);
+  obm_gc_info_t info = {.generation = OBM_GC_NGENERATIONS - 1};
+  invoke_callbacks(rt, OBM_GC_START, &info);
+  if (rt->debug & OBM_GC_DEBUG_STATS)
+    fprintf(debug_out(rt), "gc: incremental step of generation %d...\n", info.generation);
+  size_t n = gc_step(rt, budget, &info);
+  invoke_callbacks(rt, OBM_GC_STOP, &info);
+  if (OBM_DEBUG > 2) _obm_gc_check(rt);
+  return n;
+}
+
+static size_t step_budget(const obm_runtime_t *rt) {
+  return rt->incremental != 0 ? rt->incremental : OBM_GC_DEFAULT_STEP;
+}
+
+/* ---- entry points -------------------------------------------------------------------------- */
+
 ptrdiff_t obm_gc_collect(obm_runtime_t *rt, int generation) {
   if (generation < 0 || generation >= OBM_GC_NGENERATIONS) {
     errno = EINVAL;
@@ -429,14 +682,44 @@ ptrdiff_t obm_gc_collect(obm_runtime_t *rt, int generation) {
   return (ptrdiff_t)n;
 }
 
+ptrdiff_t obm_gc_collect_step(obm_runtime_t *rt) {
+  if (rt->collecting) return 0;
+  rt->collecting = 1;
+  size_t n = collect_with_callbacks(rt, 0);
+  n += step_with_callbacks(rt, step_budget(rt));
+  rt->collecting = 0;
+  return (ptrdiff_t)n;
+}
+
 void _obm_gc_collect_generations(obm_runtime_t *rt) {
   rt->collecting = 1;
+  if (rt->debug & OBM_GC_DEBUG_HARD) {
+    /* hard GC: a whole collection, or a young one and a step, at every creation */
+    if (rt->incremental != 0) {
+      collect_with_callbacks(rt, 0);
+      step_with_callbacks(rt, rt->incremental);
+    } else {
+      collect_with_callbacks(rt, OBM_GC_NGENERATIONS - 1);
+    }
+    rt->collecting = 0;
+    return;
+  }
   for (int i = OBM_GC_NGENERATIONS - 1; i >= 0; i--) {
     if (rt->generations[i].count <= rt->generations[i].threshold) continue;
-    /* the 25 % rule: a full collection only once the objects promoted since the last one
-     * reach a quarter of what it left (CPython's long_lived_pending / long_lived_total) */
-    if (i == OBM_GC_NGENERATIONS - 1 && rt->long_lived_pending < rt->long_lived_total / 4) continue;
+    bool start_sweep = false;
+    if (i == OBM_GC_NGENERATIONS - 1) {
+      if (rt->sweeping) continue; /* a sweep runs: young collections carry its steps */
+      /* the 25 % rule: a full collection only once the objects promoted since the last one
+       * reach a quarter of what it left (CPython's long_lived_pending / long_lived_total) */
+      if (rt->long_lived_pending < rt->long_lived_total / 4) continue;
+      if (rt->incremental != 0) {
+        start_sweep = true; /* in incremental mode it starts a sweep instead */
+        i--;
+      }
+    }
     collect_with_callbacks(rt, i);
+    if (rt->incremental != 0 && (rt->sweeping || start_sweep))
+      step_with_callbacks(rt, rt->incremental);
     break;
   }
   rt->collecting = 0;
@@ -460,8 +743,8 @@ obm_object_t *obm_gc_get_referrers(obm_runtime_t *rt, obm_object_t *const *objs,
   obm_object_t *result = obm_list_new(rt, 0);
   if (result == NULL) return NULL;
   referrers_ctx_t ctx = {objs, n};
-  for (int i = 0; i < OBM_GC_NGENERATIONS; i++) {
-    obm_gc_head_t *list = &rt->generations[i].head;
+  for (int i = 0; i <= OBM_GC_NGENERATIONS; i++) {
+    obm_gc_head_t *list = i < OBM_GC_NGENERATIONS ? &rt->generations[i].head : &rt->visited;
     for (obm_gc_head_t *g = gc_first(list); g != list; g = gc_first(g)) {
       obm_object_t *op = _obm_from_gc(g);
       if (op == result || !op->type->traverse(op, visit_is_wanted, &ctx)) continue;
@@ -501,9 +784,10 @@ obm_object_t *obm_gc_get_objects(obm_runtime_t *rt, int generation) {
   }
   obm_object_t *result = obm_list_new(rt, 0);
   if (result == NULL) return NULL;
-  for (int i = 0; i < OBM_GC_NGENERATIONS; i++) {
-    if (generation != -1 && generation != i) continue;
-    obm_gc_head_t *list = &rt->generations[i].head;
+  for (int i = 0; i <= OBM_GC_NGENERATIONS; i++) {
+    int list_generation = i < OBM_GC_NGENERATIONS ? i : OBM_GC_NGENERATIONS - 1;
+    if (generation != -1 && generation != list_generation) continue;
+    obm_gc_head_t *list = i < OBM_GC_NGENERATIONS ? &rt->generations[i].head : &rt->visited;
     for (obm_gc_head_t *g = gc_first(list); g != list; g = gc_first(g)) {
       obm_object_t *op = _obm_from_gc(g);
       if (op != result && obm_list_append(rt, result, op) != 0) {
@@ -518,8 +802,10 @@ obm_object_t *obm_gc_get_objects(obm_runtime_t *rt, int generation) {
 
 size_t _obm_gc_untrack_all(obm_runtime_t *rt) {
   size_t n = 0;
-  for (int i = 0; i <= OBM_GC_NGENERATIONS; i++) {
-    obm_gc_head_t *list = i < OBM_GC_NGENERATIONS ? &rt->generations[i].head : &rt->permanent;
+  obm_gc_head_t *lists[] = {&rt->generations[0].head, &rt->generations[1].head,
+                            &rt->generations[2].head, &rt->visited, &rt->permanent};
+  for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+    obm_gc_head_t *list = lists[i];
     while (!_obm_gc_list_is_empty(list)) {
       _obm_gc_list_remove(gc_first(list));
       n++;
@@ -530,30 +816,33 @@ size_t _obm_gc_untrack_all(obm_runtime_t *rt) {
 
 /* ---- the checker ------------------------------------------------------------------------ */
 
-/* Structure of one list: links agree both ways, no flag bits, every object a live GC object;
- * at most `limit` objects (a longer walk means a cycle that bypasses the head). */
-static size_t check_list(const obm_gc_head_t *list, const char *name, size_t limit, size_t *count) {
+/* Structure of one list: links agree both ways, every object a live GC object whose flags
+ * carry no collection state and whose TRACKED/OLD bits are those of `bits` (and, when OLD,
+ * its VISITED bit too); at most `limit` objects
+ * (a longer walk means a cycle that bypasses the head). */
+static size_t check_list(const obm_gc_head_t *list, const char *name, uint32_t bits, size_t limit,
+                         size_t *count) {
   size_t problems = 0;
-  if ((list->next & OBM_GC_NEXT_UNREACHABLE) || (list->prev & OBM_GC_PREV_FLAGS)) {
-    _obm_error(OBM_ERR_CORRUPTION, (void *)list, "gc list %s: flag bits in its head", name);
-    return 1;
-  }
   const obm_gc_head_t *prev = list;
   for (const obm_gc_head_t *g = gc_first(list); g != list; g = gc_first(g)) {
     const obm_object_t *op = _obm_from_gc((obm_gc_head_t *)g);
     const char *what = NULL;
+    uint32_t f = op->flags;
     if (++*count > limit)
       what = "more objects than the runtime has (a loop)";
     else if (g->next == 0)
       what = "a tracked object's next is 0";
-    else if ((g->next & OBM_GC_NEXT_UNREACHABLE) || (g->prev & OBM_GC_PREV_FLAGS))
-      what = "flag bits left outside a collection";
     else if (_obm_gc_prev(g) != prev)
       what = "prev does not match";
     else if (!_obm_is_gc(op))
       what = "an object of a non-GC type";
     else if (op->refcnt == 0)
       what = "a tracked object with count 0";
+    else if (f & (OBM_OBJECT_COLLECTING | OBM_OBJECT_UNREACHABLE | ~OBM_GC_FLAGS_MASK))
+      what = "collection state left in its flags outside a collection";
+    else if ((f & (OBM_OBJECT_TRACKED | OBM_OBJECT_OLD)) != (bits & ~OBM_OBJECT_VISITED) ||
+             ((f & OBM_OBJECT_OLD) && (f & OBM_OBJECT_VISITED) != (bits & OBM_OBJECT_VISITED)))
+      what = "its TRACKED/OLD/VISITED flags do not match its list";
     if (what != NULL) {
       _obm_error(OBM_ERR_CORRUPTION, (void *)op, "gc list %s: %s", name, what);
       return problems + 1;
@@ -569,32 +858,35 @@ static size_t check_list(const obm_gc_head_t *list, const char *name, size_t lim
 }
 
 size_t _obm_gc_check(obm_runtime_t *rt) {
-  static const char *const names[] = {"generation 0", "generation 1", "generation 2", "permanent"};
-  obm_gc_head_t *lists[OBM_GC_NGENERATIONS + 1];
-  for (int i = 0; i < OBM_GC_NGENERATIONS; i++)
-    lists[i] = &rt->generations[i].head;
-  lists[OBM_GC_NGENERATIONS] = &rt->permanent;
+  enum { NLISTS = OBM_GC_NGENERATIONS + 2 };
+  static const char *const names[NLISTS] = {"generation 0", "generation 1", "generation 2",
+                                            "visited", "permanent"};
+  obm_gc_head_t *lists[NLISTS] = {&rt->generations[0].head, &rt->generations[1].head,
+                                  &rt->generations[2].head, &rt->visited, &rt->permanent};
+  const uint32_t bits[NLISTS] = {OBM_OBJECT_TRACKED, OBM_OBJECT_TRACKED,
+                                 OBM_OBJECT_TRACKED | old_bits(rt),
+                                 OBM_OBJECT_TRACKED | visited_bits(rt), 0};
   size_t problems = 0, count = 0;
-  for (int i = 0; i <= OBM_GC_NGENERATIONS; i++)
-    problems += check_list(lists[i], names[i], rt->nobjects, &count);
+  for (int i = 0; i < NLISTS; i++)
+    problems += check_list(lists[i], names[i], bits[i], rt->nobjects, &count);
+  if (!rt->sweeping && !_obm_gc_list_is_empty(&rt->visited)) {
+    _obm_error(OBM_ERR_CORRUPTION, &rt->visited, "visited objects while no sweep runs");
+    problems++;
+  }
   if (rt->trash != NULL && rt->dealloc_depth == 0) {
     _obm_error(OBM_ERR_CORRUPTION, rt->trash, "deferred deallocations left pending");
     problems++;
   }
   if (problems != 0 || rt->collecting) return problems;
   /* Counts: gc_refs over all tracked objects at once; a reference found beyond an object's
-   * count is reported by visit_decref.  Then prev pointers are rebuilt from next. */
-  decref_ctx_t ctx = {NULL, 0};
-  for (int i = 0; i <= OBM_GC_NGENERATIONS; i++)
+   * count is reported by visit_decref.  Then the collection state is cleared again. */
+  gc_ctx_t ctx = {.problems = 0};
+  for (int i = 0; i < NLISTS; i++)
     update_refs(lists[i], &ctx);
-  for (int i = 0; i <= OBM_GC_NGENERATIONS; i++)
+  for (int i = 0; i < NLISTS; i++)
     subtract_refs(lists[i], &ctx);
-  for (int i = 0; i <= OBM_GC_NGENERATIONS; i++) {
-    obm_gc_head_t *prev = lists[i];
-    for (obm_gc_head_t *g = gc_first(lists[i]); g != lists[i]; g = gc_first(g)) {
-      g->prev = (uintptr_t)prev;
-      prev = g;
-    }
-  }
+  for (int i = 0; i < NLISTS; i++)
+    for (obm_gc_head_t *g = gc_first(lists[i]); g != lists[i]; g = gc_first(g))
+      _obm_from_gc(g)->flags &= GC_PERSISTENT;
   return problems + ctx.problems;
 }

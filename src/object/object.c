@@ -45,8 +45,8 @@ static obm_object_t *object_alloc(obm_runtime_t *rt, const obm_type_t *type, siz
   obm_gc_generation_t *young = &rt->generations[0];
   if (gc) {
     young->count++;
-    if (obm_unlikely(young->count > young->threshold) && young->threshold != 0 && rt->enabled &&
-        !rt->collecting)
+    if (obm_unlikely(young->count > young->threshold || (rt->debug & OBM_GC_DEBUG_HARD)) &&
+        young->threshold != 0 && rt->enabled && !rt->collecting)
       _obm_gc_collect_generations(rt);
   }
   size_t head = gc_head_size(type);
@@ -59,7 +59,10 @@ static obm_object_t *object_alloc(obm_runtime_t *rt, const obm_type_t *type, siz
   op->refcnt = 1;
   op->type = type;
   rt->nobjects++;
-  if (gc) _obm_gc_list_append(_obm_as_gc(op), &young->head);
+  if (gc) {
+    op->flags = OBM_OBJECT_TRACKED;
+    _obm_gc_list_append(_obm_as_gc(op), &young->head);
+  }
   return op;
 }
 
@@ -105,7 +108,10 @@ int obm_gc_is_tracked(const obm_object_t *op) {
 void obm_gc_track(obm_runtime_t *rt, obm_object_t *op) {
   obm_assert(_obm_is_gc(op));
   obm_gc_head_t *g = _obm_as_gc(op);
-  if (_obm_is_gc(op) && g->next == 0) _obm_gc_list_append(g, &rt->generations[0].head);
+  if (_obm_is_gc(op) && g->next == 0) {
+    op->flags = (op->flags & ~(OBM_OBJECT_OLD | OBM_OBJECT_VISITED)) | OBM_OBJECT_TRACKED;
+    _obm_gc_list_append(g, &rt->generations[0].head);
+  }
 }
 
 void obm_gc_untrack(obm_object_t *op) {

@@ -1,13 +1,28 @@
 /* object_internal.h — the object layer's shared declarations: the GC head, its list
  * operations, the runtime structure, and the hooks between object.c, gc.c and weakref.c.
  *
- * GC head (CPython's PyGC_Head, 16 bytes in front of the object):
- *   next  0: untracked; else the next head in a circular list | NEXT_UNREACHABLE (bit 0,
- *         only inside a collection's move_unreachable)
- *   prev  the previous head | PREV_COLLECTING (bit 0: in the set being collected); inside a
- *         collection, for objects of that set, bits 2.. hold gc_refs instead of the pointer
- *   An untracked object has next == 0; one on the runtime's deferred-deallocation list has
- *   next == 0 and prev == the next deferred head (or 0).
+ * GC head (16 bytes in front of the object, CPython's PyGC_Head without its flag bits):
+ *   next  0: untracked; else the next head in a circular doubly-linked list
+ *   prev  the previous head.  An untracked object on the runtime's deferred-deallocation
+ *         list has next == 0 and prev == the next deferred head (or 0).
+ * The collector's per-object state lives in the object header's flags word, not in the
+ * links (CPython overloads prev with gc_refs and keeps a flag in next):
+ *   flags = FINALIZED (bit 0) | COLLECTING (1) | UNREACHABLE (2) | VISITED (3) | OLD (4)
+ *           | TRACKED (5) | gc_refs << 6
+ *   COLLECTING   the object is in the set a collection examines (only GC objects ever get
+ *                it, so a visitor tests one word of the child, never its type)
+ *   UNREACHABLE  inside move_unreachable: the object sits in the tentatively unreachable list;
+ *                inside a whole collection's first pass: reached, not yet walked (gc_refs
+ *                then counts the references found so far)
+ *   TRACKED      the object is in a generation's list or rt->visited (not permanent): the
+ *                set a whole collection examines
+ *   OLD          the object is in the oldest generation (its list or rt->visited); cleared
+ *                when it is untracked or frozen
+ *   VISITED      for OLD objects: == rt->visited_bit <=> the running incremental sweep has
+ *                examined it (flipping rt->visited_bit at a sweep's end makes all unvisited)
+ *   gc_refs      0 outside a collection; during one, refcnt minus the references found from
+ *                the set, saturated at OBM_GC_REFS_MAX (such an object is never unreachable)
+ * Both links stay valid during a collection, so moving an object between lists is O(1).
  */
 #ifndef OBM_OBJECT_INTERNAL_H
 #define OBM_OBJECT_INTERNAL_H
@@ -20,10 +35,15 @@ typedef struct obm_gc_head_s {
   uintptr_t prev;
 } obm_gc_head_t;
 
-#define OBM_GC_NEXT_UNREACHABLE ((uintptr_t)1)
-#define OBM_GC_PREV_COLLECTING  ((uintptr_t)1)
-#define OBM_GC_PREV_FLAGS       ((uintptr_t)3)
-#define OBM_GC_REFS_SHIFT       2
+#define OBM_OBJECT_COLLECTING  0x2u
+#define OBM_OBJECT_UNREACHABLE 0x4u
+#define OBM_OBJECT_VISITED     0x8u
+#define OBM_OBJECT_OLD         0x10u
+#define OBM_OBJECT_TRACKED     0x20u
+#define OBM_GC_REFS_SHIFT      6
+#define OBM_GC_REFS_ONE        (1u << OBM_GC_REFS_SHIFT)
+#define OBM_GC_REFS_MAX        ((1u << (32 - OBM_GC_REFS_SHIFT)) - 1u)
+#define OBM_GC_FLAGS_MASK      (OBM_GC_REFS_ONE - 1u) /* the flag bits below gc_refs */
 
 OBM_INLINE obm_gc_head_t *_obm_as_gc(const obm_object_t *op) {
   return (obm_gc_head_t *)op - 1;
@@ -35,13 +55,10 @@ OBM_INLINE bool _obm_is_gc(const obm_object_t *op) {
   return (op->type->flags & OBM_TYPE_GC) != 0;
 }
 OBM_INLINE obm_gc_head_t *_obm_gc_next(const obm_gc_head_t *g) {
-  return (obm_gc_head_t *)(g->next & ~OBM_GC_NEXT_UNREACHABLE);
+  return (obm_gc_head_t *)g->next;
 }
 OBM_INLINE obm_gc_head_t *_obm_gc_prev(const obm_gc_head_t *g) {
-  return (obm_gc_head_t *)(g->prev & ~OBM_GC_PREV_FLAGS);
-}
-OBM_INLINE void _obm_gc_set_prev(obm_gc_head_t *g, obm_gc_head_t *prev) {
-  g->prev = (g->prev & OBM_GC_PREV_FLAGS) | (uintptr_t)prev;
+  return (obm_gc_head_t *)g->prev;
 }
 
 /* ---- circular doubly-linked lists of GC heads (a list is its head node) ------------------- */
@@ -52,29 +69,30 @@ OBM_INLINE void _obm_gc_list_init(obm_gc_head_t *list) {
 OBM_INLINE bool _obm_gc_list_is_empty(const obm_gc_head_t *list) {
   return list->next == (uintptr_t)list;
 }
-/* Appends node (not in a list) at list's tail; node's prev flags are kept. */
+/* Appends node (not in a list) at list's tail. */
 OBM_INLINE void _obm_gc_list_append(obm_gc_head_t *node, obm_gc_head_t *list) {
   obm_gc_head_t *last = (obm_gc_head_t *)list->prev;
-  _obm_gc_set_prev(node, last);
+  node->prev = (uintptr_t)last;
   last->next = (uintptr_t)node;
   node->next = (uintptr_t)list;
   list->prev = (uintptr_t)node;
 }
-/* Unlinks node from its list (neighbours' flags kept) and marks it untracked. */
+/* Unlinks node from its list and marks it untracked (flags too). */
 OBM_INLINE void _obm_gc_list_remove(obm_gc_head_t *node) {
   obm_gc_head_t *prev = _obm_gc_prev(node);
   obm_gc_head_t *next = _obm_gc_next(node);
   prev->next = (uintptr_t)next;
-  _obm_gc_set_prev(next, prev);
+  next->prev = (uintptr_t)prev;
   node->next = 0;
   node->prev = 0;
+  _obm_from_gc(node)->flags &= ~(OBM_OBJECT_OLD | OBM_OBJECT_TRACKED);
 }
 /* Moves node from its list to the tail of list. */
 OBM_INLINE void _obm_gc_list_move(obm_gc_head_t *node, obm_gc_head_t *list) {
   obm_gc_head_t *prev = _obm_gc_prev(node);
   obm_gc_head_t *next = _obm_gc_next(node);
   prev->next = (uintptr_t)next;
-  _obm_gc_set_prev(next, prev);
+  next->prev = (uintptr_t)prev;
   _obm_gc_list_append(node, list);
 }
 /* Appends all of `from` to `to`; `from` becomes empty. */
@@ -84,7 +102,7 @@ OBM_INLINE void _obm_gc_list_merge(obm_gc_head_t *from, obm_gc_head_t *to) {
     obm_gc_head_t *first = (obm_gc_head_t *)from->next;
     obm_gc_head_t *last = (obm_gc_head_t *)from->prev;
     to_tail->next = (uintptr_t)first;
-    _obm_gc_set_prev(first, to_tail);
+    first->prev = (uintptr_t)to_tail;
     last->next = (uintptr_t)to;
     to->prev = (uintptr_t)last;
   }
@@ -120,8 +138,12 @@ typedef struct obm_gc_callback_entry_s {
   void *arg;
 } obm_gc_callback_entry_t;
 
-/* Invariants: every tracked object of this runtime is in exactly one of generations[i].head
- * and permanent (outside a collection, which moves them through its local lists);
+/* Invariants: every tracked object of this runtime is in exactly one of generations[i].head,
+ * visited and permanent (outside a collection, which moves them through its local lists);
+ * an object has OBM_OBJECT_OLD <=> it is in generations[2].head or visited, and
+ * OBM_OBJECT_TRACKED <=> it is in one of generations[i].head or visited;
+ * visited is empty unless sweeping, and holds exactly the OLD objects whose VISITED bit is
+ * visited_bit;
  * long_lived_pending <= the size of generation 2's list plus what was freed since;
  * trash != NULL only while dealloc_depth > 0; collecting == 1 exactly during a collection
  * (callbacks included). */
@@ -142,6 +164,13 @@ struct obm_runtime_s {
   unsigned dealloc_depth; /* nested deallocations now running */
   obm_gc_head_t *trash;   /* deferred deallocations, linked through prev */
   size_t nobjects;        /* objects created and not yet freed */
+  size_t incremental;     /* objects per incremental step; 0: the mode is off */
+  obm_gc_head_t visited;  /* the oldest generation's objects the running sweep examined */
+  int sweeping;           /* an incremental sweep of the oldest generation runs */
+  uint32_t visited_bit;   /* OBM_OBJECT_VISITED or 0: the value that means "visited" */
+  size_t sweep_survivors; /* objects the running sweep's steps kept */
+  size_t sweep_collected; /* and found unreachable */
+  size_t promoted_seen;   /* long_lived_pending when the last step ran */
 };
 
 /* ---- weakref.c --------------------------------------------------------------------------- */
@@ -158,7 +187,7 @@ typedef struct obm_weakref_chain_s {
 OBM_HIDDEN void _obm_weakref_clear_ref(obm_weakref_t *wr);
 /* Clears every weak reference to op.  With a chain, those whose callback must run are
  * appended to it, in list order (newest first): a weak reference that has a callback, is
- * alive (count > 0) and is not itself garbage of the running collection (PREV_COLLECTING).
+ * alive (count > 0) and is not itself garbage of the running collection (OBM_OBJECT_COLLECTING).
  * Without a chain no callback will run (CPython's clear_weakrefs). */
 OBM_HIDDEN void _obm_weakref_clear_referent(obm_object_t *op, obm_weakref_chain_t *chain);
 /* Calls the chain's callbacks in order, each once, and drops the chain's references. */

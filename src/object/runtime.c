@@ -20,6 +20,7 @@ obm_runtime_t *obm_runtime_new(void) {
     rt->generations[i].threshold = thresholds[i];
   }
   _obm_gc_list_init(&rt->permanent);
+  _obm_gc_list_init(&rt->visited);
   rt->enabled = 1;
   return rt;
 }
@@ -82,13 +83,25 @@ void obm_gc_get_stats(const obm_runtime_t *rt, obm_gc_stats_t out[OBM_GC_NGENERA
     out[i] = rt->stats[i];
 }
 
+/* Both walk the objects they move, to set their TRACKED/OLD/VISITED flags
+ * (object_internal.h). */
 void obm_gc_freeze(obm_runtime_t *rt) {
-  for (int i = 0; i < OBM_GC_NGENERATIONS; i++)
-    _obm_gc_list_merge(&rt->generations[i].head, &rt->permanent);
+  _obm_gc_list_merge(&rt->visited, &rt->generations[OBM_GC_NGENERATIONS - 1].head);
+  rt->sweeping = 0; /* a running sweep ends */
+  for (int i = 0; i < OBM_GC_NGENERATIONS; i++) {
+    obm_gc_head_t *list = &rt->generations[i].head;
+    for (obm_gc_head_t *g = _obm_gc_next(list); g != list; g = _obm_gc_next(g))
+      _obm_from_gc(g)->flags &= ~(OBM_OBJECT_OLD | OBM_OBJECT_VISITED | OBM_OBJECT_TRACKED);
+    _obm_gc_list_merge(list, &rt->permanent);
+  }
   rt->generations[0].count = 0;
 }
 
 void obm_gc_unfreeze(obm_runtime_t *rt) {
+  /* unvisited objects of the oldest generation */
+  uint32_t bits = OBM_OBJECT_TRACKED | OBM_OBJECT_OLD | (rt->visited_bit ^ OBM_OBJECT_VISITED);
+  for (obm_gc_head_t *g = _obm_gc_next(&rt->permanent); g != &rt->permanent; g = _obm_gc_next(g))
+    _obm_from_gc(g)->flags = (_obm_from_gc(g)->flags & ~OBM_OBJECT_VISITED) | bits;
   _obm_gc_list_merge(&rt->permanent, &rt->generations[OBM_GC_NGENERATIONS - 1].head);
 }
 
@@ -137,4 +150,13 @@ int obm_gc_callback_remove(obm_runtime_t *rt, obm_gc_callback_t *fn, void *arg) 
 obm_object_t *obm_gc_garbage(obm_runtime_t *rt) {
   if (rt->garbage == NULL) rt->garbage = obm_list_new(rt, 0);
   return rt->garbage;
+}
+
+int obm_gc_set_incremental(obm_runtime_t *rt, size_t budget) {
+  rt->incremental = budget;
+  return 0;
+}
+
+size_t obm_gc_get_incremental(const obm_runtime_t *rt) {
+  return rt->incremental;
 }

@@ -102,7 +102,7 @@ void _obm_weakref_clear_referent(obm_object_t *op, obm_weakref_chain_t *chain) {
   while ((wr = *list) != NULL) {
     _obm_weakref_clear_ref(wr);
     if (chain == NULL || wr->callback == NULL || wr->base.refcnt == 0 ||
-        (_obm_as_gc(&wr->base)->prev & OBM_GC_PREV_COLLECTING))
+        (wr->base.flags & OBM_OBJECT_COLLECTING))
       continue;
     obm_incref(&wr->base);
     if (chain->tail != NULL)

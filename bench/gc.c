@@ -1,0 +1,169 @@
+/* gc.c — the cycle collector's benchmark (obmem's side; bench/python/gc_bench.py is CPython's).
+ *
+ * The heap shape, the same in both programs: N tracked objects in units of three, each unit
+ * a small list L = [a, b] and a mutually referencing pair a = (b, L), b = (a, None) (records of
+ * two slots; in Python, instances of a class with __slots__), all held by one root list.
+ * Every unit is a cycle, so once the root goes all of it is cyclic garbage.
+ *
+ *   bench_gc shapes N REPS   builds the heap REPS times; each time: one full collection of the
+ *                            live heap (ns per tracked object), then 200 allocations past the
+ *                            young threshold per young collection: the young pause (µs), then
+ *                            the root dropped and a full collection (ns per garbage object).
+ *                            Prints "live N ns", "garbage N ns", "young N us_median us_max"
+ *                            (medians over REPS; the young pause over every young collection).
+ *   bench_gc incremental N BUDGET
+ *                            grows a heap of N objects with automatic collection on (each
+ *                            round of units drops a quarter of earlier ones: garbage cycles),
+ *                            with the incremental mode's step budget (0: off); prints
+ *                            "incremental N BUDGET total_ms max_pause_us peak_rss_mib".
+ * Timing: the collector's own duration_ns from its stop callback, so allocation is not timed.
+ */
+#define _GNU_SOURCE
+#include "obmem/object.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static const obm_type_t pair_type = {OBM_RECORD_TYPE_FIELDS("pair")};
+
+static void die(const char *what) {
+  fprintf(stderr, "bench_gc: %s\n", what);
+  exit(3);
+}
+
+/* One unit: L = [a, b], a = (b, L), b = (a, None); returns L (new reference). */
+static obm_object_t *make_unit(obm_runtime_t *rt) {
+  obm_object_t *a = obm_record_new(rt, &pair_type, 2);
+  obm_object_t *b = obm_record_new(rt, &pair_type, 2);
+  obm_object_t *l = obm_list_new(rt, 2);
+  if (a == NULL || b == NULL || l == NULL) die("out of memory");
+  if (obm_record_set(rt, a, 0, b) || obm_record_set(rt, a, 1, l) || obm_record_set(rt, b, 0, a) ||
+      obm_list_append(rt, l, a) || obm_list_append(rt, l, b))
+    die("building a unit failed");
+  obm_decref(rt, a);
+  obm_decref(rt, b);
+  return l;
+}
+
+static obm_object_t *make_heap(obm_runtime_t *rt, size_t nunits) {
+  obm_object_t *root = obm_list_new(rt, nunits);
+  if (root == NULL) die("out of memory");
+  for (size_t i = 0; i < nunits; i++) {
+    obm_object_t *l = make_unit(rt);
+    if (obm_list_append(rt, root, l)) die("append failed");
+    obm_decref(rt, l);
+  }
+  return root;
+}
+
+/* ---- pauses, from the stop callback -------------------------------------------------------- */
+
+static struct {
+  uint64_t last_ns;     /* the last collection's duration */
+  uint64_t total_ns;    /* all collections */
+  uint64_t max_ns;      /* the largest pause */
+  uint64_t young[4096]; /* generation 0 pauses while recording */
+  size_t nyoung;
+  int record_young;
+} pauses;
+
+static void on_gc(obm_runtime_t *rt, obm_gc_phase_t phase, const obm_gc_info_t *info, void *arg) {
+  (void)rt, (void)arg;
+  if (phase != OBM_GC_STOP) return;
+  pauses.last_ns = info->duration_ns;
+  pauses.total_ns += info->duration_ns;
+  if (info->duration_ns > pauses.max_ns) pauses.max_ns = info->duration_ns;
+  if (pauses.record_young && info->generation == 0 && pauses.nyoung < 4096)
+    pauses.young[pauses.nyoung++] = info->duration_ns;
+}
+
+static int cmp_u64(const void *x, const void *y) {
+  uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+  return (a > b) - (a < b);
+}
+static double median(uint64_t *v, size_t n) {
+  qsort(v, n, sizeof *v, cmp_u64);
+  return n == 0 ? 0 : (n % 2 ? (double)v[n / 2] : ((double)v[n / 2 - 1] + (double)v[n / 2]) / 2);
+}
+
+static void shapes(size_t n, int reps) {
+  size_t nunits = n / 3;
+  uint64_t live[64], garbage[64];
+  uint64_t young_all[4096 * 4];
+  size_t nyoung_all = 0;
+  if (reps > 64) reps = 64;
+  for (int r = 0; r < reps; r++) {
+    obm_runtime_t *rt = obm_runtime_new();
+    if (rt == NULL) die("no runtime");
+    obm_gc_callback_add(rt, on_gc, NULL);
+    obm_gc_disable(rt);
+    obm_object_t *root = make_heap(rt, nunits);
+    obm_gc_collect(rt, 2); /* everything to the oldest generation */
+    obm_gc_collect(rt, 2);
+    live[r] = pauses.last_ns;
+    /* young pauses: automatic collections while more units come and go */
+    obm_gc_enable(rt);
+    pauses.record_young = 1;
+    pauses.nyoung = 0;
+    for (size_t i = 0; i < 200 * 700 / 3; i++) {
+      obm_object_t *l = make_unit(rt);
+      obm_decref(rt, l);
+    }
+    pauses.record_young = 0;
+    for (size_t i = 0; i < pauses.nyoung && nyoung_all < 4096 * 4; i++)
+      young_all[nyoung_all++] = pauses.young[i];
+    obm_gc_disable(rt);
+    obm_gc_collect(rt, 2);
+    obm_decref(rt, root);
+    ptrdiff_t found = obm_gc_collect(rt, 2);
+    if (found < (ptrdiff_t)(3 * nunits)) die("the garbage was not all found");
+    garbage[r] = pauses.last_ns;
+    obm_runtime_free(rt);
+  }
+  double tracked = (double)(3 * nunits + 1);
+  printf("live %zu %.2f\n", n, median(live, (size_t)reps) / tracked);
+  printf("garbage %zu %.2f\n", n, median(garbage, (size_t)reps) / (double)(3 * nunits));
+  double ymed = median(young_all, nyoung_all);
+  printf("young %zu %.2f %.2f\n", n, ymed / 1e3,
+         nyoung_all ? (double)young_all[nyoung_all - 1] / 1e3 : 0.0);
+}
+
+/* Grows a heap of about n live objects, with garbage cycles along the way, under automatic
+ * collection; budget > 0 turns the incremental mode on. */
+static void incremental(size_t n, size_t budget) {
+  obm_runtime_t *rt = obm_runtime_new();
+  if (rt == NULL) die("no runtime");
+  obm_gc_callback_add(rt, on_gc, NULL);
+  if (budget > 0 && obm_gc_set_incremental(rt, budget) != 0) die("incremental mode refused");
+  size_t nunits = n / 3;
+  obm_object_t *root = obm_list_new(rt, nunits);
+  /* every 4th unit created is dropped again after a while: 1/4 of all units become garbage */
+  size_t made = 0;
+  while (obm_list_size(root) < nunits) {
+    obm_object_t *l = make_unit(rt);
+    if (obm_list_append(rt, root, l)) die("append failed");
+    obm_decref(rt, l);
+    if (++made % 4 == 0) obm_decref(rt, obm_list_pop(rt, root));
+  }
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  printf("incremental %zu %zu %.1f %.1f %.1f\n", n, budget, (double)pauses.total_ns / 1e6,
+         (double)pauses.max_ns / 1e3, (double)ru.ru_maxrss / 1024.0);
+  obm_decref(rt, root);
+  obm_runtime_free(rt);
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 3 && strcmp(argv[1], "shapes") == 0) {
+    shapes((size_t)strtod(argv[2], NULL), argc > 3 ? atoi(argv[3]) : 5);
+  } else if (argc >= 3 && strcmp(argv[1], "incremental") == 0) {
+    incremental((size_t)strtod(argv[2], NULL), argc > 3 ? (size_t)atol(argv[3]) : 0);
+  } else {
+    fprintf(stderr, "usage: bench_gc shapes N [REPS] | bench_gc incremental N [BUDGET]\n");
+    return 2;
+  }
+  return 0;
+}
