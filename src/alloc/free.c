@@ -30,6 +30,16 @@ void _obm_report_foreign(const char *op, const void *p) {
  * better (docs/cpython.md, section 3). */
 static void pool_became_empty(obm_heap_t *heap, obm_pool_t *pool) {
   obm_pool_t *head = heap->cls[pool->size_class].pool;
+  if (head != &_obm_pool_empty && head != pool && head->nused == 0) {
+    /* The current pool is empty too: the one emptied last is the warmer (a stack emptied in
+     * reverse hands it out first again), so it becomes current and the other waits. */
+    _obm_pool_unlink(heap, head);
+    _obm_arena_pool_cache(heap, head);
+    head = heap->cls[pool->size_class].pool;
+    if (pool->in_list) _obm_pool_unlink(heap, pool);
+    _obm_pool_link(heap, pool);
+    head = pool;
+  }
   if (head == &_obm_pool_empty || head == pool) {
     if (!pool->in_list) _obm_pool_link(heap, pool);
     pool->in_list = OBM_LISTED_KEEP;
