@@ -17,7 +17,15 @@
  *     find nothing more, the snodes alive are exactly the reachable ones;
  *   - _obm_gc_check finds the lists and the counts consistent (every 500 steps too);
  *   - at the end of a round everything is freed: each snode exactly once, no object left.
- * Usage: test_gc_stress [SEED] [ROUNDS] [STEPS]
+ * MODE (the fourth argument) adds:
+ *   incremental   each round an incremental budget of 1..100 objects per step, explicit
+ *                 steps among the random collections, and a second oracle: after a
+ *                 generation 1 collection (everything young becomes old) and two whole
+ *                 sweeps made of steps only, every snode unreachable before is freed unless
+ *                 resurrected — so no step split a garbage cycle;
+ *   hard          Lua's "hard GC": a whole collection at every creation (OBM_GC_DEBUG_HARD);
+ *   hard-incremental  both: a young collection and a step at every creation.
+ * Usage: test_gc_stress [SEED] [ROUNDS] [STEPS] [plain|incremental|hard|hard-incremental]
  */
 #include "object/object_internal.h"
 
@@ -53,6 +61,7 @@ static obm_runtime_t *rt;
 static obm_object_t *roots;
 static uint64_t rng;
 static size_t ncallbacks, nresurrected;
+static int incremental_mode, hard_mode; /* MODE */
 
 static const obm_type_t snode_types[NKINDS];
 
@@ -234,7 +243,10 @@ static void step(int allow_legacy) {
     if (n > 0) obm_list_delete(rt, roots, check_rand_below(&rng, n));
   } else if (r < 83) {
     uint64_t g = check_rand_below(&rng, 10);
-    obm_gc_collect(rt, g < 6 ? 0 : g < 9 ? 1 : 2);
+    if (incremental_mode && g < 5)
+      CHECK(obm_gc_collect_step(rt) >= 0);
+    else
+      obm_gc_collect(rt, g < 6 ? 0 : g < 9 ? 1 : 2);
   }
   if (obm_list_size(roots) > 400) obm_list_delete(rt, roots, check_rand_below(&rng, 400));
 }
@@ -325,6 +337,34 @@ static void oracle(void) {
   CHECK(nreached == nalive);
 }
 
+/* Incremental mode: steps alone, over two whole sweeps, free every snode unreachable
+ * before them (everything young made old first), unless a finalizer resurrected it. */
+static void oracle_incremental(void) {
+  walk_reachable();
+  uint32_t *garbage_ids = malloc((nalive + 1) * sizeof *garbage_ids);
+  uint32_t ngarbage = 0;
+  CHECK(garbage_ids != NULL);
+  for (uint32_t i = 0; i < nalive; i++)
+    if (infos[alive_ids[i]].reached != epoch) garbage_ids[ngarbage++] = alive_ids[i];
+  CHECK(obm_gc_collect(rt, 1) >= 0);
+  obm_gc_stats_t before[3], after[3];
+  obm_gc_get_stats(rt, before);
+  for (long n = 0;; n++) {
+    CHECKF(n < 1000000, "two sweeps did not end");
+    CHECK(obm_gc_collect_step(rt) >= 0);
+    obm_gc_get_stats(rt, after);
+    if (after[2].collections >= before[2].collections + 2) break;
+  }
+  CHECK(_obm_gc_check(rt) == 0);
+  walk_reachable();
+  for (uint32_t i = 0; i < ngarbage; i++) {
+    const info_t *in = &infos[garbage_ids[i]];
+    CHECKF(!in->alive || in->reached == epoch,
+           "snode %u was garbage before two sweeps and survived them unreachable", garbage_ids[i]);
+  }
+  free(garbage_ids);
+}
+
 /* Ends a round: roots dropped, legacy cycles broken by hand, everything must be freed. */
 static void finish_round(void) {
   /* Resurrectors come back to the roots once (their finalizer runs once), and what a
@@ -357,6 +397,10 @@ int main(int argc, char **argv) {
   check_seed_init("test_gc_stress", argc, argv, 1, 7);
   long rounds = check_arg_long(argc, argv, 2, NULL, 20);
   long steps = check_arg_long(argc, argv, 3, NULL, 20000);
+  const char *mode = argc > 4 ? argv[4] : "plain";
+  incremental_mode = strstr(mode, "incremental") != NULL;
+  hard_mode = strncmp(mode, "hard", 4) == 0;
+  CHECKF(incremental_mode || hard_mode || strcmp(mode, "plain") == 0, "unknown mode '%s'", mode);
   uint64_t first = check_seed;
   size_t total_nodes = 0, total_collections = 0;
   for (long round = 0; round < rounds; round++) {
@@ -369,12 +413,18 @@ int main(int argc, char **argv) {
     const size_t *t = thresholds[check_rand_below(&rng, 4)];
     obm_gc_set_threshold(rt, t[0], t[1], t[2]);
     int allow_legacy = check_rand_below(&rng, 2) == 0;
+    if (incremental_mode) {
+      static const size_t budgets[] = {1, 3, 10, 100};
+      CHECK(obm_gc_set_incremental(rt, budgets[check_rand_below(&rng, 4)]) == 0);
+    }
+    if (hard_mode) obm_gc_set_debug(rt, OBM_GC_DEBUG_HARD);
     roots = obm_list_new(rt, 0);
     CHECK(roots != NULL);
     for (long s = 1; s <= steps; s++) {
       step(allow_legacy);
       if (s % 500 == 0) CHECK(_obm_gc_check(rt) == 0);
       if (s % 2000 == 0) oracle();
+      if (incremental_mode && s % 2000 == 1000) oracle_incremental();
     }
     obm_gc_stats_t st[3];
     obm_gc_get_stats(rt, st);

@@ -52,6 +52,15 @@
  * join the pending part's tail (examined first), and each step takes the promotions since
  * the last one on top of its budget, so a sweep always ends.  At the end, visited becomes
  * the oldest generation again and visited_bit flips: every object is unvisited at once.
+ * Pacing: during a sweep, automatic young collections (each followed by a step) come every
+ * budget / OBM_GC_PACE (8) creations at least (_obm_gc_young_trigger), so that a step
+ * examines 8 times what the program added since the last one: the sweep of an old
+ * generation of T objects ends within about T / 8 creations, and the garbage that waits
+ * for it stays near what waits for the 25 % rule's whole collections.
+ * Order: a step's survivors go in front of rt->visited, so that the next sweep, taking
+ * from the tail again, meets the objects in the order this one did — the order that kept
+ * its steps small (a root container examined last, when what it holds is visited, instead
+ * of first, when its closure is the whole heap).
  *
  * Memory: every list is threaded through the GC heads and gc_refs lives in the header, so
  * a collection allocates nothing but the garbage list's growth.  Automatic collections (at
@@ -467,7 +476,12 @@ static size_t collect_set(obm_runtime_t *rt, obm_gc_head_t *set, obm_gc_head_t *
     info->candidates = deduce_unreachable(set, &unreachable, &ctx, mode == REFS_WHOLE);
   }
   *survivors = info->candidates - ctx.nunreachable;
-  if (set != old) _obm_gc_list_merge(set, old);
+  if (mode == REFS_READY) { /* a step: in front of the visited objects, see gc_step */
+    _obm_gc_list_merge(old, set);
+    _obm_gc_list_merge(set, old);
+  } else if (set != old) {
+    _obm_gc_list_merge(set, old);
+  }
 
   size_t collected, uncollectable = 0;
   _obm_gc_list_init(&final_unreachable);
@@ -705,7 +719,8 @@ void _obm_gc_collect_generations(obm_runtime_t *rt) {
     return;
   }
   for (int i = OBM_GC_NGENERATIONS - 1; i >= 0; i--) {
-    if (rt->generations[i].count <= rt->generations[i].threshold) continue;
+    size_t limit = i == 0 ? _obm_gc_young_trigger(rt) : rt->generations[i].threshold;
+    if (rt->generations[i].count <= limit) continue;
     bool start_sweep = false;
     if (i == OBM_GC_NGENERATIONS - 1) {
       if (rt->sweeping) continue; /* a sweep runs: young collections carry its steps */

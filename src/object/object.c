@@ -45,7 +45,7 @@ static obm_object_t *object_alloc(obm_runtime_t *rt, const obm_type_t *type, siz
   obm_gc_generation_t *young = &rt->generations[0];
   if (gc) {
     young->count++;
-    if (obm_unlikely(young->count > young->threshold || (rt->debug & OBM_GC_DEBUG_HARD)) &&
+    if (obm_unlikely(young->count > _obm_gc_young_trigger(rt) || (rt->debug & OBM_GC_DEBUG_HARD)) &&
         young->threshold != 0 && rt->enabled && !rt->collecting)
       _obm_gc_collect_generations(rt);
   }
