@@ -12,11 +12,13 @@
  *                            Prints "live N ns", "garbage N ns", "young N us_median us_max"
  *                            (medians over REPS; the young pause over every young collection).
  *   bench_gc incremental N BUDGET
- *                            grows a heap of N objects with automatic collection on (each
- *                            round of units drops a quarter of earlier ones: garbage cycles),
- *                            with the incremental mode's step budget (0: off); prints
- *                            "incremental N BUDGET total_ms max_pause_us peak_rss_mib".
- * Timing: the collector's own duration_ns from its stop callback, so allocation is not timed.
+ *                            grows a heap of N live objects with automatic collection on
+ *                            (units in chunk lists of 1000; every 4th unit replaces a random
+ *                            earlier one, which becomes a garbage cycle), with the
+ *                            incremental mode's step budget (0: off); prints "incremental N
+ *                            BUDGET total_gc_ms max_pause_us peak_rss_mib".
+ * Timing: the collector's own duration_ns from its stop callback, so allocation is not
+ * timed; the incremental run's pause is the wall time of the operation that collected.
  */
 #define _GNU_SOURCE
 #include "obmem/object.h"
@@ -70,9 +72,14 @@ static struct {
   int record_young;
 } pauses;
 
+static int verbose; /* BENCH_GC_VERBOSE: every collection over 1 ms on stderr */
 static void on_gc(obm_runtime_t *rt, obm_gc_phase_t phase, const obm_gc_info_t *info, void *arg) {
   (void)rt, (void)arg;
   if (phase != OBM_GC_STOP) return;
+  if (verbose && info->duration_ns > 1000000)
+    fprintf(stderr, "generation %d: %zu candidates, %zu found, %.2f ms\n", info->generation,
+            info->candidates, info->collected + info->uncollectable,
+            (double)info->duration_ns / 1e6);
   pauses.last_ns = info->duration_ns;
   pauses.total_ns += info->duration_ns;
   if (info->duration_ns > pauses.max_ns) pauses.max_ns = info->duration_ns;
@@ -131,32 +138,72 @@ static void shapes(size_t n, int reps) {
          nyoung_all ? (double)young_all[nyoung_all - 1] / 1e3 : 0.0);
 }
 
-/* Grows a heap of about n live objects, with garbage cycles along the way, under automatic
- * collection; budget > 0 turns the incremental mode on. */
+static double now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+static size_t ncollections; /* stop callbacks seen */
+static void count_gc(obm_runtime_t *rt, obm_gc_phase_t phase, const obm_gc_info_t *info,
+                     void *arg) {
+  (void)rt, (void)info, (void)arg;
+  if (phase == OBM_GC_STOP) ncollections++;
+}
+
+/* Grows a heap of n live objects: units in chunk lists of 1000 (a root list holds the
+ * chunks), and after every 4th unit a random earlier unit is replaced, so that a quarter of
+ * the units made become garbage cycles, many of them old.  Automatic collection runs; with
+ * budget > 0 in incremental mode.  The pause is the wall time of an operation during which
+ * collections ran (a young collection and a step together count as one pause). */
 static void incremental(size_t n, size_t budget) {
   obm_runtime_t *rt = obm_runtime_new();
   if (rt == NULL) die("no runtime");
   obm_gc_callback_add(rt, on_gc, NULL);
+  obm_gc_callback_add(rt, count_gc, NULL);
   if (budget > 0 && obm_gc_set_incremental(rt, budget) != 0) die("incremental mode refused");
-  size_t nunits = n / 3;
-  obm_object_t *root = obm_list_new(rt, nunits);
-  /* every 4th unit created is dropped again after a while: 1/4 of all units become garbage */
-  size_t made = 0;
-  while (obm_list_size(root) < nunits) {
+  enum { CHUNK = 1000 };
+  size_t nunits = n / 3, nchunks = (nunits + CHUNK - 1) / CHUNK;
+  obm_object_t *root = obm_list_new(rt, nchunks);
+  obm_object_t **chunks = calloc(nchunks, sizeof *chunks);
+  if (root == NULL || chunks == NULL) die("out of memory");
+  double max_pause = 0;
+  uint64_t x = 88172645463325252ull; /* xorshift */
+  for (size_t made = 0, placed = 0; placed < nunits; made++) {
+    size_t before = ncollections;
+    double t0 = now_ns();
     obm_object_t *l = make_unit(rt);
-    if (obm_list_append(rt, root, l)) die("append failed");
+    if (made % 4 == 3 && placed > 0) { /* replace a random earlier unit */
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      size_t i = (size_t)(x % placed);
+      obm_list_set(rt, chunks[i / CHUNK], i % CHUNK, l);
+    } else {
+      if (placed % CHUNK == 0) {
+        chunks[placed / CHUNK] = obm_list_new(rt, CHUNK);
+        if (chunks[placed / CHUNK] == NULL || obm_list_append(rt, root, chunks[placed / CHUNK]))
+          die("out of memory");
+        obm_decref(rt, chunks[placed / CHUNK]); /* the root holds it */
+      }
+      if (obm_list_append(rt, chunks[placed / CHUNK], l)) die("append failed");
+      placed++;
+    }
     obm_decref(rt, l);
-    if (++made % 4 == 0) obm_decref(rt, obm_list_pop(rt, root));
+    if (ncollections != before) {
+      double pause = now_ns() - t0;
+      if (pause > max_pause) max_pause = pause;
+    }
   }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   printf("incremental %zu %zu %.1f %.1f %.1f\n", n, budget, (double)pauses.total_ns / 1e6,
-         (double)pauses.max_ns / 1e3, (double)ru.ru_maxrss / 1024.0);
+         max_pause / 1e3, (double)ru.ru_maxrss / 1024.0);
   obm_decref(rt, root);
+  free(chunks);
   obm_runtime_free(rt);
 }
 
 int main(int argc, char **argv) {
+  verbose = getenv("BENCH_GC_VERBOSE") != NULL;
   if (argc >= 3 && strcmp(argv[1], "shapes") == 0) {
     shapes((size_t)strtod(argv[2], NULL), argc > 3 ? atoi(argv[3]) : 5);
   } else if (argc >= 3 && strcmp(argv[1], "incremental") == 0) {
