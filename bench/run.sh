@@ -107,3 +107,4 @@ if [[ $python_bench == 1 ]] && ((!interrupted)); then
   say "CPython workloads (bench/run_python.sh; BENCH_PYTHON=0 skips them) ..."
   bash bench/run_python.sh || die "bench/run_python.sh failed"
 fi
+if [[ ${BENCH_GC:-$python_bench} == 1 ]] && ((!interrupted)); then bash bench/run_gc.sh || die "bench/run_gc.sh failed"; fi # the cycle collector beside CPython's (bench/results/gc.md; BENCH_GC=0/1 as BENCH_PYTHON)
