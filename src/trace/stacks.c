@@ -1,0 +1,292 @@
+/* stacks.c — native stacks for the tracer: the walk, and interning into frame and stack ids.
+ *
+ * Walk: frame pointers from the hook's own frame (each frame is [saved rbp, return address]);
+ * every frame address is checked to lie in the thread's stack mapping, 8-aligned and above the
+ * previous one, so a broken chain (code built without frame pointers) ends the walk instead of
+ * reading wild memory.  In AUTO mode a chain that breaks (a non-null, invalid link) is walked
+ * again with libunwind's unw_backtrace, found with dlopen at start (libunwind.so.8: no link
+ * dependency for programs that do not trace), and trimmed to start at the same first frame.
+ *
+ * Interning: a stack is a node of a trie, (parent stack id, frame id) -> stack id, so a stack
+ * record in the file is two small numbers; frames are interned return address -> frame id.
+ * Both tables are open-addressing hash tables in raw mappings, filled with CAS and never
+ * shrunk: a slot's key is claimed first, then the id is assigned, the definition filled and
+ * marked ready, and the id published; a reader that finds its key waits for the id.
+ * A per-thread direct-mapped cache keyed by a 64-bit hash of the whole return-address list
+ * answers repeated stacks without touching the trie (a hash collision between two different
+ * stacks of the same depth would merge them: 2^-64 per pair, accepted).
+ *
+ * Invariants: ids are dense, 1 <= id < n*_ids; def[id].ready => def fields final;
+ *             stack def: a (parent) < id, 1 <= b (frame) < nframe_ids.
+ */
+#define _GNU_SOURCE
+#include "trace/trace_internal.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define FRAME_IDS (1u << 18)
+#define FRAME_SLOTS (2u * FRAME_IDS)
+#define STACK_IDS (1u << 20)
+#define STACK_SLOTS (2u * STACK_IDS)
+#define CACHE_ENTRIES 512u /* per thread slot */
+#define ID_LOST UINT32_MAX
+
+typedef struct slot_s {
+  _Atomic uint64_t key; /* 0 = empty; frames: address; stacks: parent << 32 | frame */
+  _Atomic uint32_t id;  /* 0 while being created; ID_LOST when the id space was full */
+  uint32_t pad;
+} slot_t;
+
+typedef struct cache_entry_s {
+  uint64_t hash;
+  uint32_t depth;
+  uint32_t id;
+} cache_entry_t;
+
+typedef int unw_backtrace_fn(void **buffer, int size);
+
+static struct {
+  slot_t *frame_slots, *stack_slots;
+  obm_trace_def_t *frame_defs, *stack_defs;
+  cache_entry_t *cache; /* OBM_TRACE_MAX_THREADS * CACHE_ENTRIES */
+  _Atomic uint32_t nframe_ids, nstack_ids;
+  _Atomic uint64_t lost;
+  uint32_t max_frames;
+  obm_trace_stacks_t mode;
+  unw_backtrace_fn *unw_backtrace;
+} st;
+
+static size_t frame_slots_bytes(void) {
+  return FRAME_SLOTS * sizeof(slot_t);
+}
+static size_t stack_slots_bytes(void) {
+  return STACK_SLOTS * sizeof(slot_t);
+}
+static size_t frame_defs_bytes(void) {
+  return (FRAME_IDS + OBM_TRACE_MAX_THREADS) * sizeof(obm_trace_def_t);
+}
+static size_t stack_defs_bytes(void) {
+  return (STACK_IDS + OBM_TRACE_MAX_THREADS) * sizeof(obm_trace_def_t);
+}
+static size_t cache_bytes(void) {
+  return (size_t)OBM_TRACE_MAX_THREADS * CACHE_ENTRIES * sizeof(cache_entry_t);
+}
+
+int _obm_trace_stacks_init(uint32_t max_frames, obm_trace_stacks_t mode) {
+  st.max_frames = max_frames;
+  st.mode = mode;
+  if (!st.frame_slots) {
+    st.frame_slots = _obm_os_map(frame_slots_bytes(), 0);
+    st.stack_slots = _obm_os_map(stack_slots_bytes(), 0);
+    st.frame_defs = _obm_os_map(frame_defs_bytes(), 0);
+    st.stack_defs = _obm_os_map(stack_defs_bytes(), 0);
+    st.cache = _obm_os_map(cache_bytes(), 0);
+    if (!st.frame_slots || !st.stack_slots || !st.frame_defs || !st.stack_defs || !st.cache) {
+      if (st.frame_slots) _obm_os_unmap(st.frame_slots, frame_slots_bytes());
+      if (st.stack_slots) _obm_os_unmap(st.stack_slots, stack_slots_bytes());
+      if (st.frame_defs) _obm_os_unmap(st.frame_defs, frame_defs_bytes());
+      if (st.stack_defs) _obm_os_unmap(st.stack_defs, stack_defs_bytes());
+      if (st.cache) _obm_os_unmap(st.cache, cache_bytes());
+      st.frame_slots = st.stack_slots = NULL;
+      st.frame_defs = st.stack_defs = NULL;
+      st.cache = NULL;
+      return ENOMEM;
+    }
+  } else {
+    _obm_trace_stacks_reset();
+  }
+  atomic_store(&st.nframe_ids, 1);
+  atomic_store(&st.nstack_ids, 1);
+  atomic_store(&st.lost, 0);
+  if ((mode == OBM_TRACE_STACKS_AUTO || mode == OBM_TRACE_STACKS_UNWIND) && !st.unw_backtrace) {
+    /* at start, outside any hook: dlopen may allocate */
+    void *lib = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
+    if (lib) st.unw_backtrace = (unw_backtrace_fn *)dlsym(lib, "unw_backtrace");
+  }
+  if (mode == OBM_TRACE_STACKS_UNWIND && !st.unw_backtrace) return ENOENT;
+  return 0;
+}
+
+/* Zeroes the tables (the next session starts from id 1); called while no hook records. */
+void _obm_trace_stacks_reset(void) {
+  _obm_os_decommit(st.frame_slots, frame_slots_bytes());
+  _obm_os_decommit(st.stack_slots, stack_slots_bytes());
+  _obm_os_decommit(st.frame_defs, frame_defs_bytes());
+  _obm_os_decommit(st.stack_defs, stack_defs_bytes());
+  _obm_os_decommit(st.cache, cache_bytes());
+}
+
+uint32_t _obm_trace_nstacks(void) {
+  uint32_t n = atomic_load_explicit(&st.nstack_ids, memory_order_acquire);
+  return n > STACK_IDS ? STACK_IDS : n;
+}
+uint32_t _obm_trace_nframes(void) {
+  uint32_t n = atomic_load_explicit(&st.nframe_ids, memory_order_acquire);
+  return n > FRAME_IDS ? FRAME_IDS : n;
+}
+const obm_trace_def_t *_obm_trace_stack_def(uint32_t id) {
+  return &st.stack_defs[id];
+}
+const obm_trace_def_t *_obm_trace_frame_def(uint32_t id) {
+  return &st.frame_defs[id];
+}
+uint64_t _obm_trace_stacks_lost(void) {
+  return atomic_load_explicit(&st.lost, memory_order_relaxed);
+}
+
+static inline uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
+/* Finds or creates key's id in a table; ID_LOST when the id space is full. */
+static uint32_t intern(slot_t *slots, uint32_t nslots, _Atomic uint32_t *next_id, uint32_t max_ids,
+                       obm_trace_def_t *defs, uint64_t key, uint32_t a, uint64_t b) {
+  uint32_t mask = nslots - 1, i = (uint32_t)mix(key) & mask;
+  for (uint32_t probe = 0; probe < nslots; probe++, i = (i + 1) & mask) {
+    slot_t *s = &slots[i];
+    uint64_t k = atomic_load_explicit(&s->key, memory_order_acquire);
+    if (k == 0) {
+      if (atomic_load_explicit(next_id, memory_order_relaxed) >= max_ids) return ID_LOST;
+      if (!atomic_compare_exchange_strong(&s->key, &k, key)) {
+        if (k != key) continue; /* someone else's key took the slot: keep probing */
+      } else {
+        uint32_t id = atomic_fetch_add(next_id, 1);
+        if (id >= max_ids + OBM_TRACE_MAX_THREADS - 1) id = ID_LOST; /* never: headroom */
+        if (id != ID_LOST) {
+          defs[id].a = a;
+          defs[id].b = b;
+          atomic_store_explicit(&defs[id].ready, 1, memory_order_release);
+        }
+        atomic_store_explicit(&s->id, id, memory_order_release);
+        return id;
+      }
+    }
+    if (k == key) {
+      uint32_t id;
+      while ((id = atomic_load_explicit(&s->id, memory_order_acquire)) == 0)
+        __builtin_ia32_pause();
+      return id;
+    }
+  }
+  return ID_LOST;
+}
+
+static size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t *pcs, size_t max,
+                      int *broken) {
+  uintptr_t fp = (uintptr_t)frame;
+  size_t n = 0;
+  *broken = 0;
+  while (n < max) {
+    if (fp < lo || fp + 16 > hi || (fp & 7)) {
+      *broken = 1;
+      break;
+    }
+    const uintptr_t *f = (const uintptr_t *)fp;
+    uintptr_t next = f[0], ret = f[1];
+    if (ret == 0) break;
+    pcs[n++] = ret;
+    if (next == 0) break; /* the outermost frame (the clone/start code zeroes rbp) */
+    if (next <= fp) {
+      *broken = 1;
+      break;
+    }
+    fp = next;
+  }
+  return n;
+}
+
+/* libunwind's walk, trimmed to start at first (the hook's return address). */
+static size_t walk_unwind(uintptr_t first, uintptr_t *pcs, size_t max) {
+  void *raw[OBM_TRACE_MAX_FRAMES + 16];
+  int n = st.unw_backtrace(raw, (int)(max + 16 < OBM_TRACE_MAX_FRAMES + 16 ? max + 16
+                                                                           : OBM_TRACE_MAX_FRAMES + 16));
+  int start = -1;
+  for (int i = 0; i < n && i < 16; i++)
+    if ((uintptr_t)raw[i] == first) {
+      start = i;
+      break;
+    }
+  if (start < 0) return 0;
+  size_t k = 0;
+  for (int i = start; i < n && k < max; i++) pcs[k++] = (uintptr_t)raw[i];
+  return k;
+}
+
+uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi) {
+  if (st.mode == OBM_TRACE_STACKS_NONE) return 0;
+  uintptr_t pcs[OBM_TRACE_MAX_FRAMES];
+  int broken;
+  size_t n = walk_fp(frame, lo, hi, pcs, st.max_frames, &broken);
+  if (st.unw_backtrace && n > 0 &&
+      (st.mode == OBM_TRACE_STACKS_UNWIND || (broken && st.mode == OBM_TRACE_STACKS_AUTO))) {
+    size_t m = walk_unwind(pcs[0], pcs, st.max_frames);
+    if (m > 0) n = m;
+  }
+  if (n == 0) return 0;
+  uint64_t h = 0x9e3779b97f4a7c15ull;
+  for (size_t i = 0; i < n; i++) h = mix(h ^ pcs[i]) + i;
+  cache_entry_t *c = &st.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
+  if (c->hash == h && c->depth == n && c->id != 0) return c->id;
+  uint32_t parent = 0;
+  for (size_t i = n; i-- > 0;) {
+    uint32_t f = intern(st.frame_slots, FRAME_SLOTS, &st.nframe_ids, FRAME_IDS, st.frame_defs,
+                        pcs[i], 0, pcs[i]);
+    if (f == ID_LOST) goto lost;
+    uint32_t s = intern(st.stack_slots, STACK_SLOTS, &st.nstack_ids, STACK_IDS, st.stack_defs,
+                        (uint64_t)parent << 32 | f, parent, f);
+    if (s == ID_LOST) goto lost;
+    parent = s;
+  }
+  *c = (cache_entry_t){h, (uint32_t)n, parent};
+  return parent;
+lost:
+  atomic_fetch_add_explicit(&st.lost, 1, memory_order_relaxed);
+  return parent; /* the outer part of the stack that fitted */
+}
+
+/* Parses /proc/self/maps with raw reads into a stack buffer (no malloc, no stdio). */
+void _obm_trace_stack_bounds(uintptr_t *lo, uintptr_t *hi) {
+  uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+  *lo = sp;
+  *hi = sp + 4096 - (sp & 4095); /* fallback: this page only */
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  char buf[4096];
+  size_t have = 0;
+  for (;;) {
+    ssize_t r = read(fd, buf + have, sizeof buf - have);
+    if (r <= 0) break;
+    have += (size_t)r;
+    size_t line = 0;
+    for (size_t i = 0; i < have; i++) {
+      if (buf[i] != '\n') continue;
+      uintptr_t a = 0, b = 0;
+      size_t j = line;
+      for (; j < i && buf[j] != '-'; j++)
+        a = a * 16 + (uintptr_t)(buf[j] <= '9' ? buf[j] - '0' : (buf[j] | 0x20) - 'a' + 10);
+      for (j++; j < i && buf[j] != ' '; j++)
+        b = b * 16 + (uintptr_t)(buf[j] <= '9' ? buf[j] - '0' : (buf[j] | 0x20) - 'a' + 10);
+      if (a <= sp && sp < b) {
+        *lo = a;
+        *hi = b;
+        close(fd);
+        return;
+      }
+      line = i + 1;
+    }
+    if (line == 0 && have == sizeof buf) have = 0; /* a line longer than the buffer */
+    memmove(buf, buf + line, have - line);
+    have -= line;
+  }
+  close(fd);
+}

@@ -1,0 +1,109 @@
+/* trace_internal.h — the tracer's hooks for the allocator, and what src/trace's files share.
+ *
+ * Hook contract (the allocator calls these; docs/tracer.md says the same):
+ *   _obm_trace_alloc(p, size)          after a successful allocation of `size` requested bytes
+ *                                      at p (malloc, calloc, aligned_alloc, ...; p != NULL)
+ *   _obm_trace_free(p)                 before the block at p is freed (p != NULL), while p is
+ *                                      still owned by the caller, so no other thread can have
+ *                                      been handed p yet
+ *   _obm_trace_realloc(old, p, size)   after a successful realloc (old may be NULL; old == p
+ *                                      when the block stayed in place)
+ * Called with no allocator lock held, from any thread, inside malloc: they never call malloc or
+ * free, take no global lock (one per-thread flag, contended only by obm_trace_flush/stop), and
+ * return at once when tracing is off (one relaxed load) or when re-entered on the same thread.
+ * They may be called from a signal handler that interrupted the same thread's hook (ignored).
+ * The stack is walked from the hook's own frame: the first frame recorded is the hook's caller.
+ */
+#ifndef OBM_TRACE_INTERNAL_H
+#define OBM_TRACE_INTERNAL_H
+
+#include "internal.h"
+#include "obmem/trace.h"
+
+#include <stdatomic.h>
+
+/* Nonzero while tracing.  The allocator may test it inline to skip the call when off:
+ *   if (obm_unlikely(atomic_load_explicit(&_obm_trace_on, memory_order_relaxed))) ... */
+extern OBM_HIDDEN _Atomic int _obm_trace_on;
+
+OBM_HIDDEN void _obm_trace_alloc(void *p, size_t size);
+OBM_HIDDEN void _obm_trace_free(void *p);
+OBM_HIDDEN void _obm_trace_realloc(void *old, void *p, size_t size);
+
+/* ---- shared between trace.c, stacks.c and writer.c ------------------------------------- */
+
+#define OBM_TRACE_MAX_FRAMES 256
+#define OBM_TRACE_MAX_THREADS 1024       /* thread slots; a thread past them is not traced */
+#define OBM_TRACE_BUFFER_SIZE (64 * 1024) /* one thread's event buffer (payload bytes) */
+
+/* An event buffer: a block's payload being filled by one thread, then queued for the writer.
+ * Invariant: used <= OBM_TRACE_BUFFER_SIZE - OBM_CAP_EVENT_MAX while owned by a thread. */
+typedef struct obm_trace_buffer_s {
+  struct obm_trace_buffer_s *next; /* in the writer queue or the free list */
+  uint32_t used;                   /* payload bytes */
+  uint32_t stream;                 /* thread index */
+  uint64_t base_time_ns;           /* time of the first event (since start) */
+  uint64_t last_time_ns;           /* time of the last TIME point */
+  uint64_t prev_units;             /* delta state: previous address >> shift */
+  uint64_t prev_size;
+  uint32_t prev_stack;
+  int have_prev_alloc;
+  uint64_t nevents; /* events in data */
+  uint8_t data[OBM_TRACE_BUFFER_SIZE];
+} obm_trace_buffer_t;
+
+/* Stack interning (stacks.c).  Ids are dense from 1 in order of creation; the writer writes
+ * the definitions of ids [written, first not ready) before any event buffer it collected
+ * after they were made ready, so a file never uses an id before defining it. */
+typedef struct obm_trace_def_s {
+  _Atomic uint32_t ready; /* 1 once the fields below are set */
+  uint32_t a;             /* stack: parent id; frame: unused */
+  uint64_t b;             /* stack: frame id; frame: return address */
+} obm_trace_def_t;
+
+OBM_HIDDEN int _obm_trace_stacks_init(uint32_t max_frames, obm_trace_stacks_t mode);
+OBM_HIDDEN void _obm_trace_stacks_reset(void);
+/* Walks the stack from `frame` (a hook's __builtin_frame_address(0)) and returns its id;
+ * 0 when stacks are off or a table is full (counted in *lost). */
+OBM_HIDDEN uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t stack_lo,
+                                        uintptr_t stack_hi);
+/* The calling thread's stack mapping [lo, hi), from /proc/self/maps without allocating. */
+OBM_HIDDEN void _obm_trace_stack_bounds(uintptr_t *lo, uintptr_t *hi);
+OBM_HIDDEN uint32_t _obm_trace_nstacks(void); /* ids created so far + 1 */
+OBM_HIDDEN uint32_t _obm_trace_nframes(void);
+OBM_HIDDEN const obm_trace_def_t *_obm_trace_stack_def(uint32_t id);
+OBM_HIDDEN const obm_trace_def_t *_obm_trace_frame_def(uint32_t id);
+OBM_HIDDEN uint64_t _obm_trace_stacks_lost(void);
+
+/* The writer (writer.c). */
+OBM_HIDDEN int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms);
+/* Queues a filled buffer (FIFO: a thread's buffers reach the file in its order). */
+OBM_HIDDEN void _obm_trace_writer_submit(obm_trace_buffer_t *buffer);
+OBM_HIDDEN obm_trace_buffer_t *_obm_trace_buffer_get(void); /* NULL when out of memory */
+/* Writes everything queued (and the tables) and returns when it is in the file. */
+OBM_HIDDEN int _obm_trace_writer_flush(void);
+/* Writes the rest and the END record, stops the thread; returns the first write error. */
+OBM_HIDDEN int _obm_trace_writer_stop(uint64_t nlost);
+OBM_HIDDEN uint64_t _obm_trace_writer_bytes(void);
+OBM_HIDDEN uint64_t _obm_trace_writer_nevents(void); /* events in the buffers written */
+
+/* Thread slots as the writer sees them (trace.c): announces new and renamed threads and
+ * frees the slots of exited threads whose last buffer it has written. */
+typedef struct obm_trace_thread_info_s {
+  uint32_t index;
+  uint64_t tid;
+  char name[16];
+} obm_trace_thread_info_t;
+/* A writer cycle: _obm_trace_threads_mark_exited() before it collects the queue (the last
+ * buffers of the threads it marks are then in what it collects); _obm_trace_threads_announce
+ * calls fn for each thread whose THREAD record is due; _obm_trace_threads_release_exited()
+ * after the collected buffers are written makes the marked slots reusable. */
+OBM_HIDDEN void _obm_trace_threads_mark_exited(void);
+OBM_HIDDEN void _obm_trace_threads_announce(void (*fn)(const obm_trace_thread_info_t *, void *),
+                                            void *arg);
+OBM_HIDDEN void _obm_trace_threads_release_exited(void);
+/* In a forked child: the writer thread does not exist there; forget it (no locks taken). */
+OBM_HIDDEN void _obm_trace_writer_forget(void);
+OBM_HIDDEN uint64_t _obm_trace_start_ns(void); /* monotonic clock at start */
+
+#endif /* OBM_TRACE_INTERNAL_H */

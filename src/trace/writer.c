@@ -1,0 +1,376 @@
+/* writer.c — the tracer's writer thread: event buffers, definitions and the timeline to the file.
+ *
+ * Threads queue full event buffers (a FIFO under one mutex, taken once per buffer) and post a
+ * semaphore.  The writer thread wakes on that or every sample period, and in each cycle:
+ *   1. marks exited thread slots, 2. takes the whole queue,
+ *   3. writes one definitions block (stream 0): THREAD records for new or renamed threads,
+ *      MODULE records when the set of loaded objects changed, the FRAME and STACK records made
+ *      since the last cycle (in id order, up to the first not yet ready), a SAMPLE when due,
+ *   4. writes each queued buffer as a block (header + payload in one writev), recycles it,
+ *   5. frees the marked slots.
+ * Every id an event uses was made ready before its buffer was queued, so step 3 defines it
+ * before step 4 writes the event.  Blocks are whole when each writev returns, so a process
+ * killed between cycles leaves a file that ends on a block boundary.
+ *
+ * Invariants: frames_written <= _obm_trace_nframes(); stacks_written <= _obm_trace_nstacks();
+ *             every stack written has its frame < frames_written and parent < its id.
+ */
+#define _GNU_SOURCE
+#include "trace/trace_internal.h"
+#include "capture/capture_internal.h"
+
+#include <elf.h>
+#include <errno.h>
+#include <link.h>
+#include <semaphore.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFS_MAX (OBM_CAP_BLOCK_MAX - 8192) /* flush the definitions block past this */
+
+static struct {
+  pthread_mutex_t lock; /* queue and free list */
+  obm_trace_buffer_t *head, *tail, *free;
+  sem_t wake;
+  pthread_t thread;
+  int running, sem_made;
+  _Atomic int stopping;
+  pthread_mutex_t flush_lock;
+  pthread_cond_t flushed;
+  uint64_t flush_requested, flush_done;
+  int fd;
+  uint32_t interval_ms;
+  uint64_t next_sample_ns;
+  uint32_t frames_written, stacks_written;
+  unsigned long long dl_adds, dl_subs;
+  int seen_main;
+  uint8_t *defs; /* block header + payload, OBM_CAP_BLOCK_MAX + header */
+  size_t defs_used;
+  uint64_t nlost;
+  _Atomic uint64_t bytes, nevents;
+  _Atomic int error;
+  obm_stats_t *stats;
+} w = {.lock = PTHREAD_MUTEX_INITIALIZER,
+       .flush_lock = PTHREAD_MUTEX_INITIALIZER,
+       .flushed = PTHREAD_COND_INITIALIZER};
+
+uint64_t _obm_trace_writer_bytes(void) {
+  return atomic_load(&w.bytes);
+}
+uint64_t _obm_trace_writer_nevents(void) {
+  return atomic_load(&w.nevents);
+}
+
+obm_trace_buffer_t *_obm_trace_buffer_get(void) {
+  pthread_mutex_lock(&w.lock);
+  obm_trace_buffer_t *b = w.free;
+  if (b) w.free = b->next;
+  pthread_mutex_unlock(&w.lock);
+  if (!b) b = _obm_os_map(sizeof(obm_trace_buffer_t) + 4096 - sizeof(obm_trace_buffer_t) % 4096, 0);
+  if (!b) return NULL;
+  b->next = NULL;
+  b->used = 0;
+  b->prev_units = 0;
+  b->prev_size = 0;
+  b->prev_stack = 0;
+  b->have_prev_alloc = 0;
+  b->nevents = 0;
+  return b;
+}
+
+void _obm_trace_writer_submit(obm_trace_buffer_t *b) {
+  b->next = NULL;
+  pthread_mutex_lock(&w.lock);
+  if (w.tail) w.tail->next = b;
+  else w.head = b;
+  w.tail = b;
+  pthread_mutex_unlock(&w.lock);
+  sem_post(&w.wake);
+}
+
+static void write_block(const uint8_t *payload, uint32_t size, uint32_t stream, uint64_t time_ns) {
+  uint8_t header[OBM_CAP_BLOCK_HEADER_SIZE];
+  _obm_cap_block_header_encode(header, payload, size, stream, time_ns);
+  struct iovec iov[2] = {{header, sizeof header}, {(void *)payload, size}};
+  size_t total = sizeof header + size, done = 0;
+  while (done < total) {
+    ssize_t r = writev(w.fd, iov, 2);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      int expected = 0;
+      atomic_compare_exchange_strong(&w.error, &expected, errno);
+      return;
+    }
+    done += (size_t)r;
+    /* advance the iovecs past what was written */
+    size_t skip = (size_t)r;
+    for (int i = 0; i < 2; i++) {
+      size_t k = skip < iov[i].iov_len ? skip : iov[i].iov_len;
+      iov[i].iov_base = (uint8_t *)iov[i].iov_base + k;
+      iov[i].iov_len -= k;
+      skip -= k;
+    }
+  }
+  atomic_fetch_add(&w.bytes, total);
+}
+
+static uint64_t now_ns(void) {
+  return _obm_os_clock_coarse_ns() - _obm_trace_start_ns();
+}
+
+static void defs_flush(void) {
+  if (w.defs_used == 0) return;
+  write_block(w.defs, (uint32_t)w.defs_used, 0, now_ns());
+  w.defs_used = 0;
+}
+
+/* Room for n more bytes in the definitions block. */
+static uint8_t *defs_reserve(size_t n) {
+  if (w.defs_used + n > DEFS_MAX) defs_flush();
+  return w.defs + w.defs_used;
+}
+
+static void defs_commit(uint8_t *end) {
+  w.defs_used = (size_t)(end - w.defs);
+}
+
+static void put_thread(const obm_trace_thread_info_t *info, void *arg) {
+  (void)arg;
+  size_t len = strnlen(info->name, sizeof info->name);
+  uint8_t *p = defs_reserve(40 + len);
+  *p++ = OBM_CAP_THREAD;
+  p = _obm_cap_put_varint(p, info->index);
+  p = _obm_cap_put_varint(p, info->tid);
+  p = _obm_cap_put_varint(p, len);
+  memcpy(p, info->name, len);
+  defs_commit(p + len);
+}
+
+static size_t build_id(const struct dl_phdr_info *info, const uint8_t **id) {
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_NOTE) continue;
+    const uint8_t *n = (const uint8_t *)(info->dlpi_addr + ph->p_vaddr), *end = n + ph->p_memsz;
+    while (n + sizeof(ElfW(Nhdr)) <= end) {
+      const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)n;
+      const uint8_t *name = n + sizeof *nh, *desc = name + ((nh->n_namesz + 3) & ~3u);
+      if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && memcmp(name, "GNU", 4) == 0 &&
+          nh->n_descsz <= OBM_CAP_BUILD_ID_MAX && desc + nh->n_descsz <= end) {
+        *id = desc;
+        return nh->n_descsz;
+      }
+      n = desc + ((nh->n_descsz + 3) & ~3u);
+    }
+  }
+  return 0;
+}
+
+static int put_module(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  (void)arg;
+  char exe[1024];
+  const char *path = info->dlpi_name;
+  if (!path || !*path) {
+    /* the first nameless object is the program itself */
+    if (w.seen_main) return 0;
+    w.seen_main = 1;
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return 0;
+    exe[n] = 0;
+    path = exe;
+  }
+  size_t len = strnlen(path, OBM_CAP_NAME_MAX);
+  const uint8_t *id = NULL;
+  size_t id_size = build_id(info, &id);
+  uint8_t *p = defs_reserve(32 + len + id_size);
+  *p++ = OBM_CAP_MODULE;
+  p = _obm_cap_put_varint(p, info->dlpi_addr);
+  p = _obm_cap_put_varint(p, len);
+  memcpy(p, path, len);
+  p += len;
+  p = _obm_cap_put_varint(p, id_size);
+  if (id_size) memcpy(p, id, id_size);
+  defs_commit(p + id_size);
+  return 0;
+}
+
+static int count_modules(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  unsigned long long *counts = arg;
+  counts[0] = info->dlpi_adds;
+  counts[1] = info->dlpi_subs;
+  return 1; /* the counters are the same in every entry */
+}
+
+static void put_modules_if_changed(void) {
+  unsigned long long counts[2] = {0, 0};
+  dl_iterate_phdr(count_modules, counts);
+  if (counts[0] == w.dl_adds && counts[1] == w.dl_subs) return;
+  w.dl_adds = counts[0];
+  w.dl_subs = counts[1];
+  w.seen_main = 0;
+  dl_iterate_phdr(put_module, NULL);
+}
+
+static void put_definitions(void) {
+  uint32_t ns = _obm_trace_nstacks(), nf = _obm_trace_nframes();
+  for (; w.frames_written < nf; w.frames_written++) {
+    uint32_t id = w.frames_written;
+    if (id == 0) continue;
+    const obm_trace_def_t *d = _obm_trace_frame_def(id);
+    if (!atomic_load_explicit(&d->ready, memory_order_acquire)) break;
+    uint8_t *p = defs_reserve(12);
+    *p++ = OBM_CAP_FRAME;
+    defs_commit(_obm_cap_put_varint(p, d->b));
+  }
+  for (; w.stacks_written < ns; w.stacks_written++) {
+    uint32_t id = w.stacks_written;
+    if (id == 0) continue;
+    const obm_trace_def_t *d = _obm_trace_stack_def(id);
+    if (!atomic_load_explicit(&d->ready, memory_order_acquire) || d->b >= w.frames_written) break;
+    uint8_t *p = defs_reserve(24);
+    *p++ = OBM_CAP_STACK;
+    p = _obm_cap_put_varint(p, d->a);
+    defs_commit(_obm_cap_put_varint(p, d->b));
+  }
+}
+
+static void put_sample(uint64_t now) {
+  obm_stats_get(w.stats);
+  uint64_t pools = 0;
+  for (int i = 0; i < OBM_NCLASSES; i++) pools += w.stats->classes[i].npools;
+  uint64_t mapped = w.stats->bytes_mapped, used = w.stats->bytes_in_use + w.stats->bytes_metadata;
+  uint64_t frag = mapped > used ? (mapped - used) * 1000 / mapped : 0;
+  uint8_t *p = defs_reserve(70);
+  *p++ = OBM_CAP_SAMPLE;
+  p = _obm_cap_put_varint(p, now / 1000);
+  p = _obm_cap_put_varint(p, w.stats->bytes_in_use);
+  p = _obm_cap_put_varint(p, _obm_os_rss_bytes());
+  p = _obm_cap_put_varint(p, w.stats->arenas_current);
+  p = _obm_cap_put_varint(p, pools);
+  defs_commit(_obm_cap_put_varint(p, frag));
+}
+
+static void cycle(int final) {
+  _obm_trace_threads_mark_exited();
+  pthread_mutex_lock(&w.lock);
+  obm_trace_buffer_t *list = w.head;
+  w.head = w.tail = NULL;
+  pthread_mutex_unlock(&w.lock);
+  _obm_trace_threads_announce(put_thread, NULL);
+  put_modules_if_changed();
+  put_definitions();
+  uint64_t now = now_ns();
+  if (w.interval_ms && (now >= w.next_sample_ns || final)) {
+    put_sample(now);
+    w.next_sample_ns = now + (uint64_t)w.interval_ms * 1000000u;
+  }
+  defs_flush();
+  while (list) {
+    obm_trace_buffer_t *b = list;
+    list = b->next;
+    if (b->used) {
+      write_block(b->data, b->used, b->stream, b->base_time_ns);
+      atomic_fetch_add(&w.nevents, b->nevents);
+    }
+    pthread_mutex_lock(&w.lock);
+    b->next = w.free;
+    w.free = b;
+    pthread_mutex_unlock(&w.lock);
+  }
+  _obm_trace_threads_release_exited();
+}
+
+static void *writer_main(void *arg) {
+  (void)arg;
+  for (;;) {
+    uint32_t period = w.interval_ms && w.interval_ms < 100 ? w.interval_ms : 100;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_nsec += (long)period * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+      deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+      deadline.tv_nsec %= 1000000000L;
+    }
+    while (sem_clockwait(&w.wake, CLOCK_MONOTONIC, &deadline) != 0 && errno == EINTR) {
+    }
+    while (sem_trywait(&w.wake) == 0) {
+    } /* one cycle serves every post so far */
+    int stopping = atomic_load(&w.stopping);
+    pthread_mutex_lock(&w.flush_lock);
+    uint64_t requested = w.flush_requested;
+    pthread_mutex_unlock(&w.flush_lock);
+    cycle(stopping);
+    if (stopping) {
+      cycle(1); /* buffers queued while the last cycle ran */
+      uint8_t *p = defs_reserve(24);
+      *p++ = OBM_CAP_END;
+      p = _obm_cap_put_varint(p, atomic_load(&w.nevents));
+      defs_commit(_obm_cap_put_varint(p, w.nlost));
+      defs_flush();
+    }
+    pthread_mutex_lock(&w.flush_lock);
+    w.flush_done = requested;
+    pthread_cond_broadcast(&w.flushed);
+    pthread_mutex_unlock(&w.flush_lock);
+    if (stopping) return NULL;
+  }
+}
+
+int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms) {
+  if (!w.defs) {
+    w.defs = _obm_os_map(OBM_CAP_BLOCK_MAX, 0);
+    w.stats = _obm_os_map((sizeof(obm_stats_t) + 4095) & ~(size_t)4095, 0);
+    if (!w.defs || !w.stats) return ENOMEM;
+  }
+  if (!w.sem_made) {
+    sem_init(&w.wake, 0, 0);
+    w.sem_made = 1;
+  }
+  while (sem_trywait(&w.wake) == 0) {
+  }
+  w.fd = fd;
+  w.interval_ms = sample_interval_ms;
+  w.next_sample_ns = 0;
+  w.frames_written = w.stacks_written = 0;
+  w.dl_adds = w.dl_subs = 0;
+  w.defs_used = 0;
+  w.flush_requested = w.flush_done = 0;
+  atomic_store(&w.bytes, OBM_CAP_HEADER_SIZE);
+  atomic_store(&w.nevents, 0);
+  atomic_store(&w.error, 0);
+  atomic_store(&w.stopping, 0);
+  int err = _obm_os_thread_start(&w.thread, "obmem-trace", 256 * 1024, 1, writer_main);
+  if (err) return err;
+  w.running = 1;
+  return 0;
+}
+
+int _obm_trace_writer_flush(void) {
+  if (!w.running) return EINVAL;
+  pthread_mutex_lock(&w.flush_lock);
+  uint64_t target = ++w.flush_requested;
+  sem_post(&w.wake);
+  while (w.flush_done < target) pthread_cond_wait(&w.flushed, &w.flush_lock);
+  pthread_mutex_unlock(&w.flush_lock);
+  return atomic_load(&w.error);
+}
+
+int _obm_trace_writer_stop(uint64_t nlost) {
+  if (!w.running) return EINVAL;
+  w.nlost = nlost;
+  atomic_store(&w.stopping, 1);
+  sem_post(&w.wake);
+  pthread_join(w.thread, NULL);
+  w.running = 0;
+  return atomic_load(&w.error);
+}
+
+void _obm_trace_writer_forget(void) {
+  w.running = 0;
+  pthread_mutex_init(&w.lock, NULL);
+  pthread_mutex_init(&w.flush_lock, NULL);
+  pthread_cond_init(&w.flushed, NULL);
+  w.head = w.tail = NULL; /* queued buffers of the parent are dropped (their mappings kept) */
+}
