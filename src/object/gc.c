@@ -113,6 +113,7 @@ typedef struct gc_ctx_s {
   obm_object_t *parent;       /* the object being traversed (for messages) */
   size_t problems;            /* refcount errors reported */
   obm_gc_head_t *young;       /* move_unreachable: the scanned list; a step: its set */
+  obm_gc_head_t *cursor;      /* move_unreachable: where objects found reachable go back */
   obm_gc_head_t *unreachable; /* move_unreachable's output */
   size_t nunreachable;        /* objects in unreachable */
   size_t nset;                /* a step: objects taken so far */
@@ -206,15 +207,32 @@ static void subtract_refs(obm_gc_head_t *list, gc_ctx_t *ctx) {
   }
 }
 
+/* Moves node (in a list) to just after pos. */
+static inline void list_move_after(obm_gc_head_t *node, obm_gc_head_t *pos) {
+  obm_gc_head_t *prev = _obm_gc_prev(node), *next = _obm_gc_next(node);
+  prev->next = (uintptr_t)next;
+  next->prev = (uintptr_t)prev;
+  obm_gc_head_t *after = _obm_gc_next(pos);
+  node->prev = (uintptr_t)pos;
+  node->next = (uintptr_t)after;
+  pos->next = (uintptr_t)node;
+  after->prev = (uintptr_t)node;
+}
+
 /* child is referenced by an object found reachable.  Objects not COLLECTING are outside
- * the set or already scanned.  One in `unreachable` moves back to the scan's tail; one
- * still ahead in the scan with gc_refs 0 gets 1. */
+ * the set or already scanned.  One in `unreachable` moves back into the scan just after
+ * the object being scanned (and its siblings moved before it), so it is scanned next: the
+ * survivors come out parent before children, which keeps a structure's objects together in
+ * the list, and the next collection's walk meets them while their lines are hot (CPython
+ * appends them at the scan's tail; measured on bench/gc.c's units: see docs/object.md).
+ * One still ahead in the scan with gc_refs 0 gets 1. */
 static int visit_reachable(obm_object_t *child, void *arg) {
   uint32_t f = child->flags;
   if (!(f & OBM_OBJECT_COLLECTING)) return 0;
   gc_ctx_t *ctx = arg;
   if (f & OBM_OBJECT_UNREACHABLE) {
-    _obm_gc_list_move(_obm_as_gc(child), ctx->young);
+    list_move_after(_obm_as_gc(child), ctx->cursor);
+    ctx->cursor = _obm_as_gc(child);
     child->flags = ((f & OBM_GC_FLAGS_MASK) & ~OBM_OBJECT_UNREACHABLE) | OBM_GC_REFS_ONE;
     ctx->nunreachable--;
   } else if (gc_refs(f) == 0) {
@@ -287,9 +305,10 @@ static void move_unreachable(gc_ctx_t *ctx) {
     obm_object_t *op = _obm_from_gc(g);
     uint32_t f = op->flags;
     if (gc_refs(f) > 0) {
+      ctx->cursor = g;
       gc_traverse(op, visit_reachable, ctx);
       gc_survive(op, ctx->survivor_bits);
-      g = _obm_gc_next(g); /* after the traverse, which may have appended to young */
+      g = _obm_gc_next(g); /* after the traverse, which may have inserted after g */
     } else {
       obm_gc_head_t *next = _obm_gc_next(g);
       _obm_gc_list_move(g, unreachable);
