@@ -25,9 +25,9 @@ extern "C" {
 #define OBM_CAPTURE_API
 #endif
 
-#define OBM_CAPTURE_VERSION 1
+#define OBM_CAPTURE_VERSION      1
 #define OBM_CAPTURE_FLAG_SAMPLED 0x1u /* allocations sampled by bytes (sample_mean_bytes) */
-#define OBM_CAPTURE_FLAG_STACKS 0x2u  /* native stacks were recorded */
+#define OBM_CAPTURE_FLAG_STACKS  0x2u /* native stacks were recorded */
 
 typedef struct obm_capture_header_s {
   uint32_t version;           /* OBM_CAPTURE_VERSION */
@@ -35,8 +35,8 @@ typedef struct obm_capture_header_s {
   uint64_t sample_mean_bytes; /* mean bytes between samples; 0 = exact */
   uint32_t pid;
   uint32_t page_size;
-  uint64_t start_time_ns;     /* wall clock (CLOCK_REALTIME) when tracing started */
-  uint32_t address_shift;     /* addresses of delta-coded records are multiples of 1<<shift */
+  uint64_t start_time_ns; /* wall clock (CLOCK_REALTIME) when tracing started */
+  uint32_t address_shift; /* addresses of delta-coded records are multiples of 1<<shift */
 } obm_capture_header_t;
 
 typedef enum obm_capture_kind_e {
@@ -49,24 +49,24 @@ typedef enum obm_capture_kind_e {
 } obm_capture_kind_t;
 
 typedef struct obm_capture_sample_s {
-  uint64_t heap_bytes;         /* allocator: bytes handed out (obm_stats_t.bytes_in_use) */
-  uint64_t rss_bytes;          /* resident set size */
-  uint64_t arenas;             /* arenas mapped */
-  uint64_t pools;              /* pools in use */
+  uint64_t heap_bytes;          /* allocator: bytes handed out (obm_stats_t.bytes_in_use) */
+  uint64_t rss_bytes;           /* resident set size */
+  uint64_t arenas;              /* arenas mapped */
+  uint64_t pools;               /* pools in use */
   uint32_t fragmentation_pct10; /* per mille of mapped bytes neither in use nor metadata */
 } obm_capture_sample_t;
 
 typedef struct obm_capture_record_s {
   obm_capture_kind_t kind;
-  uint32_t thread;    /* thread index (1..): ALLOC, FREE, THREAD */
-  uint64_t time_ns;   /* since tracing started */
-  uint64_t address;   /* ALLOC, FREE; MODULE: load address */
-  uint64_t size;      /* ALLOC: bytes requested */
-  uint32_t stack;     /* ALLOC: stack id (0 = no stack) */
-  uint64_t offset;    /* byte offset of the record in the file */
+  uint32_t thread;             /* thread index (1..): ALLOC, FREE, THREAD */
+  uint64_t time_ns;            /* since tracing started */
+  uint64_t address;            /* ALLOC, FREE; MODULE: load address */
+  uint64_t size;               /* ALLOC: bytes requested */
+  uint32_t stack;              /* ALLOC: stack id (0 = no stack) */
+  uint64_t offset;             /* byte offset of the record in the file */
   obm_capture_sample_t sample; /* SAMPLE */
-  uint64_t nevents;   /* END: events the tracer recorded; */
-  uint64_t nlost;     /* END: events it could not record (a table was full) */
+  uint64_t nevents;            /* END: events the tracer recorded; */
+  uint64_t nlost;              /* END: events it could not record (a table was full) */
 } obm_capture_record_t;
 
 typedef struct obm_capture_module_s {
@@ -96,7 +96,7 @@ OBM_CAPTURE_API void obm_capture_set_salvage(obm_capture_t *cap, int salvage);
 OBM_CAPTURE_API void obm_capture_rewind(obm_capture_t *cap);
 OBM_CAPTURE_API const char *obm_capture_error(const obm_capture_t *cap);
 OBM_CAPTURE_API const char *obm_capture_warning(const obm_capture_t *cap); /* NULL if none */
-OBM_CAPTURE_API int obm_capture_complete(const obm_capture_t *cap); /* END record seen */
+OBM_CAPTURE_API int obm_capture_complete(const obm_capture_t *cap);        /* END record seen */
 OBM_CAPTURE_API uint64_t obm_capture_file_size(const obm_capture_t *cap);
 OBM_CAPTURE_API uint64_t obm_capture_offset(const obm_capture_t *cap); /* bytes consumed */
 

@@ -31,8 +31,8 @@ typedef enum obm_trace_mode_e {
 } obm_trace_mode_t;
 
 typedef enum obm_trace_stacks_e {
-  OBM_TRACE_STACKS_AUTO = 0, /* frame pointers; libunwind where the chain breaks (if present) */
-  OBM_TRACE_STACKS_FP = 1,   /* frame pointers only */
+  OBM_TRACE_STACKS_AUTO = 0,   /* frame pointers; libunwind where the chain breaks (if present) */
+  OBM_TRACE_STACKS_FP = 1,     /* frame pointers only */
   OBM_TRACE_STACKS_UNWIND = 2, /* libunwind (libunwind.so.8 at run time) always */
   OBM_TRACE_STACKS_NONE = 3,   /* no stacks */
 } obm_trace_stacks_t;
@@ -40,8 +40,8 @@ typedef enum obm_trace_stacks_e {
 typedef struct obm_trace_options_s {
   obm_trace_mode_t mode;
   obm_trace_stacks_t stacks;
-  uint64_t sample_mean_bytes; /* SAMPLED: mean bytes between samples (default 512 KiB) */
-  uint64_t seed;              /* SAMPLED: random seed; 0 = from the clock */
+  uint64_t sample_mean_bytes;  /* SAMPLED: mean bytes between samples (default 512 KiB) */
+  uint64_t seed;               /* SAMPLED: random seed; 0 = from the clock */
   uint32_t sample_interval_ms; /* timeline period; 0 = no timeline (default 50) */
   uint32_t max_frames;         /* deepest stack recorded (default 64, at most 256) */
 } obm_trace_options_t;

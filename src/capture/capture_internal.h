@@ -9,9 +9,8 @@
  *            k >= 1: the events of thread k, in the order that thread made them
  *   record = tag byte, then varints (LEB128, unsigned; "zz" = zigzag-signed)
  *
- * Event records (stream >= 1) are delta-coded against the block's previous address (in units
- * of 1 << address_shift) and previous allocation; every block starts from address 0, no
- * previous allocation and base_time_ns, so a block decodes on its own.
+ * Event records (stream >= 1) are coded against the block's recent events (obm_cap_delta_t
+ * below); every block starts from a zeroed state and base_time_ns, so it decodes on its own.
  */
 #ifndef OBM_CAPTURE_INTERNAL_H
 #define OBM_CAPTURE_INTERNAL_H
@@ -20,37 +19,92 @@
 #include <stdint.h>
 #include <string.h>
 
-#define OBM_CAP_MAGIC "OBMEMCAP"
-#define OBM_CAP_HEADER_SIZE 64
-#define OBM_CAP_BLOCK_MAGIC 0x4b4c424fu /* "OBLK" little-endian */
+#define OBM_CAP_MAGIC             "OBMEMCAP"
+#define OBM_CAP_HEADER_SIZE       64
+#define OBM_CAP_BLOCK_MAGIC       0x4b4c424fu /* "OBLK" little-endian */
 #define OBM_CAP_BLOCK_HEADER_SIZE 24
-#define OBM_CAP_BLOCK_MAX ((size_t)1 << 20) /* largest payload a writer makes */
-#define OBM_CAP_ADDRESS_SHIFT 4             /* obmem blocks are 16-byte aligned */
-#define OBM_CAP_NAME_MAX 4096               /* longest thread name or module path */
-#define OBM_CAP_BUILD_ID_MAX 64
+#define OBM_CAP_BLOCK_MAX         ((size_t)1 << 20) /* largest payload a writer makes */
+#define OBM_CAP_ADDRESS_SHIFT     4                 /* obmem blocks are 16-byte aligned */
+#define OBM_CAP_NAME_MAX          4096              /* longest thread name or module path */
+#define OBM_CAP_BUILD_ID_MAX      64
 
-/* Tags.  Two short forms use the high bits of the tag byte itself:
- *   1ddddddd  FREE_NEAR     address = previous + d (d signed 7-bit, -64..63 units)
- *   01dddddd  ALLOC_REPEAT  same size and stack as the previous ALLOC; address previous + d
- *                           (d signed 6-bit, -32..31 units)
- * All others are 00tttttt: */
+/* Event coding state, the same on both sides, reset at every block (obm_cap_delta_t):
+ *   mru[0..nmru)   the last 4 distinct (stack, size) pairs allocated, most recent first, each
+ *                  with the address of its latest allocation;
+ *   recent[8]      the last 8 addresses allocated (a ring; age 0 = the latest);
+ *   last_alloc, last_free   the latest allocated and freed addresses.
+ * Addresses are in units of 1 << OBM_CAP_ADDRESS_SHIFT.  A pair's "block" is
+ * ceil(size / 16) units (1 for size 0): consecutive blocks of one size class are one block
+ * apart, so allocations that bump through a pool or reuse a nearby block cost one byte.
+ *
+ * Short forms, the whole record in the tag byte:
+ *   01kkqqqq  ALLOC_MRU    pair k; address = mru[k].last + q blocks (q signed 4-bit, -8..7)
+ *   10000iii  FREE_RECENT  address = recent[age i]
+ *   11dddddd  FREE_NEAR    address = last_free + d units (d signed 6-bit, -32..31)
+ * Other forms, 00tttttt or 10001xkk, followed by varints ("zz" = zigzag-signed): */
 enum {
-  OBM_CAP_ALLOC = 0x01,             /* zz delta, size, stack */
-  OBM_CAP_ALLOC_SAME_STACK = 0x02,  /* zz delta, size (stack of the previous ALLOC) */
-  OBM_CAP_ALLOC_REPEAT_FAR = 0x03,  /* zz delta (size and stack of the previous ALLOC) */
-  OBM_CAP_FREE = 0x04,              /* zz delta */
-  OBM_CAP_ALLOC_RAW = 0x05,         /* address, size, stack: an unaligned address; no delta */
-  OBM_CAP_FREE_RAW = 0x06,          /* address */
-  OBM_CAP_TIME = 0x07,              /* microseconds since the previous time of this block */
-  OBM_CAP_FRAME = 0x10,             /* address (return address); id = next frame id (from 1) */
-  OBM_CAP_STACK = 0x11,             /* parent stack, frame; id = next stack id (from 1) */
-  OBM_CAP_THREAD = 0x12,            /* index, os tid, name length, name */
-  OBM_CAP_MODULE = 0x13,            /* load address, path length, path, id length, build id */
-  OBM_CAP_SAMPLE = 0x14,            /* time us, heap, rss, arenas, pools, fragmentation 1/1000 */
-  OBM_CAP_END = 0x15,               /* nevents, nlost */
+  OBM_CAP_ALLOC = 0x01,           /* zz(address - last_alloc), size, stack: a new pair */
+  OBM_CAP_FREE = 0x04,            /* zz(address - last_free) */
+  OBM_CAP_ALLOC_RAW = 0x05,       /* address, size, stack: an unaligned address; state untouched */
+  OBM_CAP_FREE_RAW = 0x06,        /* address; state untouched */
+  OBM_CAP_TIME = 0x07,            /* microseconds since the previous time of this block */
+  OBM_CAP_FRAME = 0x10,           /* address (return address); id = next frame id (from 1) */
+  OBM_CAP_STACK = 0x11,           /* parent stack, frame; id = next stack id (from 1) */
+  OBM_CAP_THREAD = 0x12,          /* index, os tid, name length, name */
+  OBM_CAP_MODULE = 0x13,          /* load address, path length, path, id length, build id */
+  OBM_CAP_SAMPLE = 0x14,          /* time us, heap, rss, arenas, pools, fragmentation 1/1000 */
+  OBM_CAP_END = 0x15,             /* nevents, nlost */
+  OBM_CAP_ALLOC_MRU_FAR = 0x88,   /* + k (0..3): zz(address - mru[k].last) in units */
+  OBM_CAP_ALLOC_MRU_STACK = 0x8c, /* + k (0..3): zz(address - last_alloc), size; the stack of
+                                     pair k with a new size: a new pair */
 };
-#define OBM_CAP_TAG_FREE_NEAR 0x80u
-#define OBM_CAP_TAG_ALLOC_REPEAT 0x40u
+#define OBM_CAP_TAG_ALLOC_MRU   0x40u
+#define OBM_CAP_TAG_FREE_RECENT 0x80u
+#define OBM_CAP_TAG_FREE_NEAR   0xc0u
+#define OBM_CAP_NMRU            4
+#define OBM_CAP_NRECENT         8
+
+typedef struct obm_cap_pair_s {
+  uint64_t size;
+  uint64_t last; /* units */
+  uint32_t stack;
+} obm_cap_pair_t;
+
+/* Invariants: nmru <= OBM_CAP_NMRU; mru pairs distinct; recent[(head - 1 - i) % 8] = age i. */
+typedef struct obm_cap_delta_s {
+  uint64_t last_alloc, last_free;
+  uint64_t recent[OBM_CAP_NRECENT];
+  uint32_t recent_head, nmru;
+  obm_cap_pair_t mru[OBM_CAP_NMRU];
+} obm_cap_delta_t;
+
+static inline uint64_t _obm_cap_block_units(uint64_t size) {
+  return size ? (size + 15) >> 4 : 1;
+}
+static inline int _obm_cap_mru_find(const obm_cap_delta_t *d, uint64_t size, uint32_t stack) {
+  for (uint32_t k = 0; k < d->nmru; k++)
+    if (d->mru[k].size == size && d->mru[k].stack == stack) return (int)k;
+  return -1;
+}
+static inline int _obm_cap_mru_find_stack(const obm_cap_delta_t *d, uint32_t stack) {
+  for (uint32_t k = 0; k < d->nmru; k++)
+    if (d->mru[k].stack == stack) return (int)k;
+  return -1;
+}
+static inline uint64_t _obm_cap_recent(const obm_cap_delta_t *d, uint32_t age) {
+  return d->recent[(d->recent_head - 1 - age) & (OBM_CAP_NRECENT - 1)];
+}
+/* After an aligned allocation at units of pair k (-1: a new pair). */
+static inline void _obm_cap_note_alloc(obm_cap_delta_t *d, int k, uint64_t units, uint64_t size,
+                                       uint32_t stack) {
+  if (k < 0) k = d->nmru < OBM_CAP_NMRU ? (int)d->nmru++ : OBM_CAP_NMRU - 1;
+  for (int i = k; i > 0; i--)
+    d->mru[i] = d->mru[i - 1];
+  d->mru[0] = (obm_cap_pair_t){size, units, stack};
+  d->recent[d->recent_head++ & (OBM_CAP_NRECENT - 1)] = units;
+  d->last_alloc = units;
+}
+
 #define OBM_CAP_EVENT_MAX 32 /* longest event record in bytes (tag + 3 varints of <= 10) */
 
 static inline uint8_t *_obm_cap_put_varint(uint8_t *p, uint64_t v) {
@@ -90,11 +144,9 @@ __attribute__((visibility("hidden"))) uint32_t _obm_cap_crc32(uint32_t crc, cons
                                                               size_t size);
 
 /* Fills the 64-byte file header. */
-__attribute__((visibility("hidden"))) void _obm_cap_header_encode(uint8_t out[OBM_CAP_HEADER_SIZE],
-                                                                  uint32_t flags,
-                                                                  uint64_t sample_mean_bytes,
-                                                                  uint32_t pid, uint32_t page_size,
-                                                                  uint64_t start_time_ns);
+__attribute__((visibility("hidden"))) void
+_obm_cap_header_encode(uint8_t out[OBM_CAP_HEADER_SIZE], uint32_t flags, uint64_t sample_mean_bytes,
+                       uint32_t pid, uint32_t page_size, uint64_t start_time_ns);
 /* Fills the 24-byte block header for payload (computing its checksum). */
 __attribute__((visibility("hidden"))) void
 _obm_cap_block_header_encode(uint8_t out[OBM_CAP_BLOCK_HEADER_SIZE], const uint8_t *payload,

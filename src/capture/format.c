@@ -20,7 +20,8 @@ static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 static void crc_init(void) {
   for (uint32_t i = 0; i < 256; i++) {
     uint32_t c = i;
-    for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0xEDB88320u : c >> 1;
+    for (int k = 0; k < 8; k++)
+      c = (c & 1) ? (c >> 1) ^ 0xEDB88320u : c >> 1;
     crc_table[0][i] = c;
   }
   for (uint32_t i = 0; i < 256; i++)
@@ -36,12 +37,12 @@ uint32_t _obm_cap_crc32(uint32_t crc, const void *data, size_t size) {
     uint32_t lo = _obm_cap_get_u32(p) ^ crc, hi = _obm_cap_get_u32(p + 4);
     crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
           crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xff] ^
-          crc_table[2][(hi >> 8) & 0xff] ^ crc_table[1][(hi >> 16) & 0xff] ^
-          crc_table[0][hi >> 24];
+          crc_table[2][(hi >> 8) & 0xff] ^ crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
     p += 8;
     size -= 8;
   }
-  while (size--) crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+  while (size--)
+    crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
   return ~crc;
 }
 

@@ -10,8 +10,8 @@
  *
  * Invariants: nstacks >= 1 (stack 0 = empty), nframes >= 1 (frame 0 unused);
  *             stacks[i].parent < i; 1 <= stacks[i].frame < nframes for i >= 1;
- *             pos <= size; in_block => block_start + OBM_CAP_BLOCK_HEADER_SIZE + block_size <= size.
- * After a rewind the tables stay and re-read definitions are counted (*_seen) but not added.
+ *             pos <= size; in_block => block_start + OBM_CAP_BLOCK_HEADER_SIZE + block_size <=
+ * size. After a rewind the tables stay and re-read definitions are counted (*_seen) but not added.
  */
 #define _GNU_SOURCE
 #include "capture/capture_internal.h"
@@ -56,10 +56,7 @@ struct obm_capture_s {
   size_t rec;                             /* offset of the next record */
   uint32_t stream;
   uint64_t time_ns;
-  uint64_t prev_units; /* previous address >> shift */
-  uint64_t prev_size;
-  uint32_t prev_stack;
-  int have_prev_alloc;
+  obm_cap_delta_t delta; /* event coding state of the block (capture_internal.h) */
   /* tables */
   uint64_t *frames;
   uint32_t nframes, frames_cap, frames_seen;
@@ -89,7 +86,8 @@ __attribute__((format(printf, 3, 4))) static int fail(obm_capture_t *cap, size_t
 static int grow(void **array, uint32_t *capacity, uint32_t need, size_t item) {
   if (need <= *capacity) return 0;
   uint32_t n = *capacity ? *capacity : 64;
-  while (n < need) n *= 2;
+  while (n < need)
+    n *= 2;
   void *p = realloc(*array, (size_t)n * item);
   if (!p) return ENOMEM;
   *array = p;
@@ -113,8 +111,10 @@ static obm_capture_t *open_common(obm_capture_t *cap, char *err, size_t err_size
     memcpy(&header_size, h + 10, 2);
     if (version != OBM_CAPTURE_VERSION) {
       at = 8;
-      snprintf(cap->error, sizeof cap->error, "%s: offset 8: capture version %u, this reader "
-               "reads version %u", cap->name, version, OBM_CAPTURE_VERSION);
+      snprintf(cap->error, sizeof cap->error,
+               "%s: offset 8: capture version %u, this reader "
+               "reads version %u",
+               cap->name, version, OBM_CAPTURE_VERSION);
     } else if (header_size != OBM_CAP_HEADER_SIZE) {
       at = 10;
       what = "header size is not 64";
@@ -154,8 +154,8 @@ static obm_capture_t *open_common(obm_capture_t *cap, char *err, size_t err_size
   return cap;
 }
 
-obm_capture_t *obm_capture_open_memory(const void *data, size_t size, const char *name,
-                                       char *err, size_t err_size) {
+obm_capture_t *obm_capture_open_memory(const void *data, size_t size, const char *name, char *err,
+                                       size_t err_size) {
   obm_capture_t *cap = calloc(1, sizeof *cap);
   if (cap) cap->name = strdup(name ? name : "<memory>");
   if (!cap || !cap->name) {
@@ -207,8 +207,10 @@ obm_capture_t *obm_capture_open(const char *path, char *err, size_t err_size) {
 void obm_capture_close(obm_capture_t *cap) {
   if (!cap) return;
   if (cap->mapped) munmap((void *)cap->data, cap->size);
-  for (uint32_t i = 0; i < cap->nthreads && cap->threads; i++) free(cap->threads[i].name);
-  for (uint32_t i = 0; i < cap->nmodules; i++) free(cap->modules[i].path);
+  for (uint32_t i = 0; i < cap->nthreads && cap->threads; i++)
+    free(cap->threads[i].name);
+  for (uint32_t i = 0; i < cap->nmodules; i++)
+    free(cap->modules[i].path);
   free(cap->threads);
   free(cap->modules);
   free(cap->frames);
@@ -248,8 +250,9 @@ static int get_varint(obm_capture_t *cap, size_t record, uint64_t *out) {
 static int get_bytes(obm_capture_t *cap, size_t record, uint64_t max, const uint8_t **bytes,
                      uint64_t *len) {
   if (get_varint(cap, record, len)) return -1;
-  if (*len > max) return fail(cap, record, "length %llu exceeds %llu", (unsigned long long)*len,
-                              (unsigned long long)max);
+  if (*len > max)
+    return fail(cap, record, "length %llu exceeds %llu", (unsigned long long)*len,
+                (unsigned long long)max);
   if (*len > cap->block_end - cap->rec)
     return fail(cap, record, "string runs past the end of its block (block at offset %zu)",
                 cap->block_start);
@@ -280,8 +283,9 @@ static int start_block(obm_capture_t *cap) {
     return fail(cap, at,
                 "truncated: an incomplete block (%zu bytes left of %zu announced); the program "
                 "was probably killed while writing: salvage reads the whole blocks before it",
-                left, left >= 8 ? OBM_CAP_BLOCK_HEADER_SIZE + (size_t)_obm_cap_get_u32(b + 4)
-                                : (size_t)OBM_CAP_BLOCK_HEADER_SIZE);
+                left,
+                left >= 8 ? OBM_CAP_BLOCK_HEADER_SIZE + (size_t)_obm_cap_get_u32(b + 4)
+                          : (size_t)OBM_CAP_BLOCK_HEADER_SIZE);
   }
   uint32_t size = _obm_cap_get_u32(b + 4);
   if (_obm_cap_get_u32(b) != OBM_CAP_BLOCK_MAGIC)
@@ -303,8 +307,7 @@ static int start_block(obm_capture_t *cap) {
   cap->rec = cap->payload;
   cap->stream = stream;
   cap->time_ns = _obm_cap_get_u64(b + 16);
-  cap->prev_units = 0;
-  cap->have_prev_alloc = 0;
+  memset(&cap->delta, 0, sizeof cap->delta);
   return 0;
 }
 
@@ -324,46 +327,58 @@ static int decode(obm_capture_t *cap, obm_capture_record_t *out) {
   if (!event && cap->stream != 0)
     return fail(cap, at, "definition record (tag 0x%02x) in thread %u's stream", tag, cap->stream);
   out->time_ns = cap->time_ns;
-  if (tag & OBM_CAP_TAG_FREE_NEAR) {
-    int64_t d = (int64_t)(tag & 0x7f) - ((tag & 0x40) ? 128 : 0);
-    cap->prev_units += (uint64_t)d;
-    out->kind = OBM_CAPTURE_FREE;
-    out->address = cap->prev_units << shift;
-    return 1;
+  obm_cap_delta_t *d = &cap->delta;
+  uint64_t units;
+  int k = -1;
+  if ((tag & 0xc0) == OBM_CAP_TAG_FREE_NEAR) {
+    units = d->last_free + (uint64_t)((int64_t)(tag & 0x3f) - ((tag & 0x20) ? 64 : 0));
+    goto free_at;
   }
-  if (tag & OBM_CAP_TAG_ALLOC_REPEAT) {
-    if (!cap->have_prev_alloc) return fail(cap, at, "repeated allocation with no previous one");
-    int64_t d = (int64_t)(tag & 0x3f) - ((tag & 0x20) ? 64 : 0);
-    cap->prev_units += (uint64_t)d;
-    goto alloc;
+  if ((tag & 0xf8) == OBM_CAP_TAG_FREE_RECENT) {
+    units = _obm_cap_recent(d, tag & 7u);
+    goto free_at;
+  }
+  if ((tag & 0xc0) == OBM_CAP_TAG_ALLOC_MRU || (tag & 0xfc) == OBM_CAP_ALLOC_MRU_FAR) {
+    int near = (tag & 0xc0) == OBM_CAP_TAG_ALLOC_MRU;
+    k = near ? (tag >> 4) & 3 : tag & 3;
+    if ((uint32_t)k >= d->nmru)
+      return fail(cap, at, "allocation of recent pair %d, but only %u pairs seen in this block", k,
+                  d->nmru);
+    if (near) {
+      int64_t q = (int64_t)(tag & 0xf) - ((tag & 0x8) ? 16 : 0);
+      units = d->mru[k].last + (uint64_t)q * _obm_cap_block_units(d->mru[k].size);
+    } else {
+      if (get_varint(cap, at, &a)) return -1;
+      units = d->mru[k].last + (uint64_t)_obm_cap_unzigzag(a);
+    }
+    b = d->mru[k].size;
+    c = d->mru[k].stack;
+    goto alloc_at;
+  }
+  if ((tag & 0xfc) == OBM_CAP_ALLOC_MRU_STACK) {
+    if ((tag & 3u) >= d->nmru)
+      return fail(cap, at,
+                  "allocation with the stack of recent pair %u, but only %u pairs seen "
+                  "in this block",
+                  tag & 3u, d->nmru);
+    if (get_varint(cap, at, &a) || get_varint(cap, at, &b)) return -1;
+    c = d->mru[tag & 3u].stack;
+    units = d->last_alloc + (uint64_t)_obm_cap_unzigzag(a);
+    k = _obm_cap_mru_find(d, b, (uint32_t)c);
+    goto alloc_at;
   }
   switch (tag) {
   case OBM_CAP_ALLOC:
-  case OBM_CAP_ALLOC_SAME_STACK:
-  case OBM_CAP_ALLOC_REPEAT_FAR:
-    if (get_varint(cap, at, &a)) return -1;
-    cap->prev_units += (uint64_t)_obm_cap_unzigzag(a);
-    if (tag == OBM_CAP_ALLOC_REPEAT_FAR) {
-      if (!cap->have_prev_alloc) return fail(cap, at, "repeated allocation with no previous one");
-      goto alloc;
-    }
-    if (get_varint(cap, at, &cap->prev_size)) return -1;
-    if (tag == OBM_CAP_ALLOC) {
-      if (get_varint(cap, at, &c)) return -1;
-      if (c >= cap->nstacks)
-        return fail(cap, at, "allocation with undefined stack id %llu", (unsigned long long)c);
-      cap->prev_stack = (uint32_t)c;
-    } else if (!cap->have_prev_alloc) {
-      return fail(cap, at, "allocation with the previous stack, but no previous allocation");
-    }
-    cap->have_prev_alloc = 1;
-    goto alloc;
+    if (get_varint(cap, at, &a) || get_varint(cap, at, &b) || get_varint(cap, at, &c)) return -1;
+    if (c >= cap->nstacks)
+      return fail(cap, at, "allocation with undefined stack id %llu", (unsigned long long)c);
+    units = d->last_alloc + (uint64_t)_obm_cap_unzigzag(a);
+    k = _obm_cap_mru_find(d, b, (uint32_t)c);
+    goto alloc_at;
   case OBM_CAP_FREE:
     if (get_varint(cap, at, &a)) return -1;
-    cap->prev_units += (uint64_t)_obm_cap_unzigzag(a);
-    out->kind = OBM_CAPTURE_FREE;
-    out->address = cap->prev_units << shift;
-    return 1;
+    units = d->last_free + (uint64_t)_obm_cap_unzigzag(a);
+    goto free_at;
   case OBM_CAP_ALLOC_RAW:
     if (get_varint(cap, at, &a) || get_varint(cap, at, &b) || get_varint(cap, at, &c)) return -1;
     if (c >= cap->nstacks)
@@ -393,8 +408,9 @@ static int decode(obm_capture_t *cap, obm_capture_record_t *out) {
   case OBM_CAP_STACK: {
     if (get_varint(cap, at, &a) || get_varint(cap, at, &b)) return -1;
     uint32_t id = cap->stacks_seen + 1;
-    if (a >= id) return fail(cap, at, "stack %u's parent %llu is not an earlier stack", id,
-                             (unsigned long long)a);
+    if (a >= id)
+      return fail(cap, at, "stack %u's parent %llu is not an earlier stack", id,
+                  (unsigned long long)a);
     if (b == 0 || b > cap->frames_seen)
       return fail(cap, at, "stack %u's frame %llu is not defined", id, (unsigned long long)b);
     cap->stacks_seen = id;
@@ -414,7 +430,8 @@ static int decode(obm_capture_t *cap, obm_capture_record_t *out) {
     if (get_bytes(cap, at, OBM_CAP_NAME_MAX, &name, &c)) return -1;
     if (grow((void **)&cap->threads, &cap->threads_cap, (uint32_t)a + 1, sizeof(cap_thread_t)))
       return fail(cap, at, "out of memory");
-    while (cap->nthreads <= a) cap->threads[cap->nthreads++] = (cap_thread_t){0, NULL};
+    while (cap->nthreads <= a)
+      cap->threads[cap->nthreads++] = (cap_thread_t){0, NULL};
     char *copy = strndup((const char *)name, (size_t)c);
     if (!copy) return fail(cap, at, "out of memory");
     free(cap->threads[a].name);
@@ -467,11 +484,17 @@ static int decode(obm_capture_t *cap, obm_capture_record_t *out) {
   default:
     return fail(cap, at, "unknown record tag 0x%02x", tag);
   }
-alloc:
+alloc_at:
+  _obm_cap_note_alloc(d, k, units, b, (uint32_t)c);
   out->kind = OBM_CAPTURE_ALLOC;
-  out->address = cap->prev_units << shift;
-  out->size = cap->prev_size;
-  out->stack = cap->prev_stack;
+  out->address = units << shift;
+  out->size = b;
+  out->stack = (uint32_t)c;
+  return 1;
+free_at:
+  d->last_free = units;
+  out->kind = OBM_CAPTURE_FREE;
+  out->address = units << shift;
   return 1;
 }
 
@@ -518,8 +541,7 @@ uint64_t obm_capture_offset(const obm_capture_t *cap) {
 uint32_t obm_capture_nstacks(const obm_capture_t *cap) {
   return cap->nstacks;
 }
-int obm_capture_stack(const obm_capture_t *cap, uint32_t stack, uint32_t *parent,
-                      uint32_t *frame) {
+int obm_capture_stack(const obm_capture_t *cap, uint32_t stack, uint32_t *parent, uint32_t *frame) {
   if (stack >= cap->nstacks) return EINVAL;
   *parent = cap->stacks[stack].parent;
   *frame = cap->stacks[stack].frame;

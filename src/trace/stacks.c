@@ -5,7 +5,8 @@
  * previous one, so a broken chain (code built without frame pointers) ends the walk instead of
  * reading wild memory.  In AUTO mode a chain that breaks (a non-null, invalid link) is walked
  * again with libunwind's unw_backtrace, found with dlopen at start (libunwind.so.8: no link
- * dependency for programs that do not trace), and trimmed to start at the same first frame.
+ * dependency for programs that do not trace), and trimmed to start at the same first frame;
+ * a chain of AUTO_TRUST frames or more is unwound once per thread and prefix (see below).
  *
  * Interning: a stack is a node of a trie, (parent stack id, frame id) -> stack id, so a stack
  * record in the file is two small numbers; frames are interned return address -> frame id.
@@ -29,12 +30,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define FRAME_IDS (1u << 18)
-#define FRAME_SLOTS (2u * FRAME_IDS)
-#define STACK_IDS (1u << 20)
-#define STACK_SLOTS (2u * STACK_IDS)
+#define FRAME_IDS     (1u << 18)
+#define FRAME_SLOTS   (2u * FRAME_IDS)
+#define STACK_IDS     (1u << 20)
+#define STACK_SLOTS   (2u * STACK_IDS)
 #define CACHE_ENTRIES 512u /* per thread slot */
-#define ID_LOST UINT32_MAX
+#define ID_LOST       UINT32_MAX
 
 typedef struct slot_s {
   _Atomic uint64_t key; /* 0 = empty; frames: address; stacks: parent << 32 | frame */
@@ -208,8 +209,8 @@ static size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t *pcs, s
 /* libunwind's walk, trimmed to start at first (the hook's return address). */
 static size_t walk_unwind(uintptr_t first, uintptr_t *pcs, size_t max) {
   void *raw[OBM_TRACE_MAX_FRAMES + 16];
-  int n = st.unw_backtrace(raw, (int)(max + 16 < OBM_TRACE_MAX_FRAMES + 16 ? max + 16
-                                                                           : OBM_TRACE_MAX_FRAMES + 16));
+  int n = st.unw_backtrace(
+      raw, (int)(max + 16 < OBM_TRACE_MAX_FRAMES + 16 ? max + 16 : OBM_TRACE_MAX_FRAMES + 16));
   int start = -1;
   for (int i = 0; i < n && i < 16; i++)
     if ((uintptr_t)raw[i] == first) {
@@ -218,25 +219,45 @@ static size_t walk_unwind(uintptr_t first, uintptr_t *pcs, size_t max) {
     }
   if (start < 0) return 0;
   size_t k = 0;
-  for (int i = start; i < n && k < max; i++) pcs[k++] = (uintptr_t)raw[i];
+  for (int i = start; i < n && k < max; i++)
+    pcs[k++] = (uintptr_t)raw[i];
   return k;
 }
+
+static uint64_t hash_pcs(const uintptr_t *pcs, size_t n) {
+  uint64_t h = 0x9e3779b97f4a7c15ull;
+  for (size_t i = 0; i < n; i++)
+    h = mix(h ^ pcs[i]) + i;
+  return h;
+}
+
+/* AUTO: a chain of at least AUTO_TRUST frames that then breaks (typically at the C library,
+ * built without frame pointers) is unwound with libunwind once per thread and cached under
+ * the frame-pointer prefix, so later stacks with the same prefix cost a frame-pointer walk;
+ * a shorter chain (code without frame pointers) is unwound every time. */
+#define AUTO_TRUST 3
 
 uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi) {
   if (st.mode == OBM_TRACE_STACKS_NONE) return 0;
   uintptr_t pcs[OBM_TRACE_MAX_FRAMES];
   int broken;
   size_t n = walk_fp(frame, lo, hi, pcs, st.max_frames, &broken);
-  if (st.unw_backtrace && n > 0 &&
-      (st.mode == OBM_TRACE_STACKS_UNWIND || (broken && st.mode == OBM_TRACE_STACKS_AUTO))) {
+  if (n == 0) return 0;
+  int unwind = st.unw_backtrace &&
+               (st.mode == OBM_TRACE_STACKS_UNWIND || (broken && st.mode == OBM_TRACE_STACKS_AUTO));
+  if (unwind && (st.mode == OBM_TRACE_STACKS_UNWIND || n < AUTO_TRUST)) {
+    size_t m = walk_unwind(pcs[0], pcs, st.max_frames);
+    if (m > 0) n = m;
+    unwind = 0; /* done: cache under the unwound stack itself */
+  }
+  uint64_t h = hash_pcs(pcs, n);
+  cache_entry_t *c = &st.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
+  if (c->hash == h && c->depth == n && c->id != 0) return c->id;
+  uint32_t key_depth = (uint32_t)n;
+  if (unwind) {
     size_t m = walk_unwind(pcs[0], pcs, st.max_frames);
     if (m > 0) n = m;
   }
-  if (n == 0) return 0;
-  uint64_t h = 0x9e3779b97f4a7c15ull;
-  for (size_t i = 0; i < n; i++) h = mix(h ^ pcs[i]) + i;
-  cache_entry_t *c = &st.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
-  if (c->hash == h && c->depth == n && c->id != 0) return c->id;
   uint32_t parent = 0;
   for (size_t i = n; i-- > 0;) {
     uint32_t f = intern(st.frame_slots, FRAME_SLOTS, &st.nframe_ids, FRAME_IDS, st.frame_defs,
@@ -247,7 +268,7 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
     if (s == ID_LOST) goto lost;
     parent = s;
   }
-  *c = (cache_entry_t){h, (uint32_t)n, parent};
+  *c = (cache_entry_t){h, key_depth, parent};
   return parent;
 lost:
   atomic_fetch_add_explicit(&st.lost, 1, memory_order_relaxed);

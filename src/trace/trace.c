@@ -35,21 +35,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SAMPLE_SLOTS (1u << 20)
-#define SAMPLE_TOMB ((uint64_t)1)
+#define SAMPLE_SLOTS  (1u << 20)
+#define SAMPLE_TOMB   ((uint64_t)1)
 #define SAMPLE_PROBES 64
 
 typedef struct trace_thread_s {
-  _Atomic int busy;            /* 0 idle, 1 in a hook, 2 held by flush/stop */
-  _Atomic int state;           /* see the invariants above */
-  _Atomic int announce;        /* 1: a THREAD record is due (set after the fields below) */
-  uint32_t index;              /* slot + 1: the stream id in the file */
+  _Atomic int busy;     /* 0 idle, 1 in a hook, 2 held by flush/stop */
+  _Atomic int state;    /* see the invariants above */
+  _Atomic int announce; /* 1: a THREAD record is due (set after the fields below) */
+  uint32_t index;       /* slot + 1: the stream id in the file */
   uint64_t tid;
   char name[16];
   uintptr_t stack_lo, stack_hi; /* the thread's stack mapping: frame pointers must lie in it */
-  obm_trace_buffer_t *buffer;  /* NULL until the first event (or after a flush took it) */
-  uint64_t rng;                /* xorshift64* state */
-  int64_t countdown;           /* sampled mode: bytes until the next sample */
+  obm_trace_buffer_t *buffer;   /* NULL until the first event (or after a flush took it) */
+  uint64_t rng;                 /* xorshift64* state */
+  int64_t countdown;            /* sampled mode: bytes until the next sample */
 } __attribute__((aligned(OBM_CACHE_LINE))) trace_thread_t;
 
 _Atomic int _obm_trace_on;
@@ -97,7 +97,8 @@ static double log_unit(double u) {
   double m;
   memcpy(&m, &bits, 8);
   double s = (m - 1) / (m + 1), s2 = s * s;
-  double series = s * (1 + s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 / 11)))));
+  double series =
+      s * (1 + s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 / 11)))));
   return 2 * series + e * 0.69314718055994530942;
 }
 
@@ -277,6 +278,7 @@ static void put_alloc(trace_thread_t *t, uint64_t p, uint64_t size, uint32_t sta
     return;
   }
   uint8_t *o = b->data + b->used;
+  obm_cap_delta_t *d = &b->delta;
   if (p & ((1u << OBM_CAP_ADDRESS_SHIFT) - 1)) {
     *o++ = OBM_CAP_ALLOC_RAW;
     o = _obm_cap_put_varint(o, p);
@@ -284,26 +286,24 @@ static void put_alloc(trace_thread_t *t, uint64_t p, uint64_t size, uint32_t sta
     o = _obm_cap_put_varint(o, stack);
   } else {
     uint64_t units = p >> OBM_CAP_ADDRESS_SHIFT;
-    int64_t d = (int64_t)(units - b->prev_units);
-    b->prev_units = units;
-    if (b->have_prev_alloc && size == b->prev_size && stack == b->prev_stack) {
-      if (d >= -32 && d < 32) {
-        *o++ = (uint8_t)(OBM_CAP_TAG_ALLOC_REPEAT | ((uint64_t)d & 0x3f));
+    int k = _obm_cap_mru_find(d, size, stack);
+    if (k >= 0) {
+      int64_t diff = (int64_t)(units - d->mru[k].last);
+      int64_t block = (int64_t)_obm_cap_block_units(size), q = diff / block;
+      if (q * block == diff && q >= -8 && q < 8) {
+        *o++ = (uint8_t)(OBM_CAP_TAG_ALLOC_MRU | (unsigned)k << 4 | ((uint64_t)q & 0xf));
       } else {
-        *o++ = OBM_CAP_ALLOC_REPEAT_FAR;
-        o = _obm_cap_put_varint(o, _obm_cap_zigzag(d));
+        *o++ = (uint8_t)(OBM_CAP_ALLOC_MRU_FAR + k);
+        o = _obm_cap_put_varint(o, _obm_cap_zigzag(diff));
       }
     } else {
-      uint8_t tag = b->have_prev_alloc && stack == b->prev_stack ? OBM_CAP_ALLOC_SAME_STACK
-                                                                 : OBM_CAP_ALLOC;
-      *o++ = tag;
-      o = _obm_cap_put_varint(o, _obm_cap_zigzag(d));
+      int j = _obm_cap_mru_find_stack(d, stack);
+      *o++ = (uint8_t)(j >= 0 ? OBM_CAP_ALLOC_MRU_STACK + j : OBM_CAP_ALLOC);
+      o = _obm_cap_put_varint(o, _obm_cap_zigzag((int64_t)(units - d->last_alloc)));
       o = _obm_cap_put_varint(o, size);
-      if (tag == OBM_CAP_ALLOC) o = _obm_cap_put_varint(o, stack);
-      b->prev_size = size;
-      b->prev_stack = stack;
-      b->have_prev_alloc = 1;
+      if (j < 0) o = _obm_cap_put_varint(o, stack);
     }
+    _obm_cap_note_alloc(d, k, units, size, stack);
   }
   b->used = (uint32_t)(o - b->data);
   b->nevents++;
@@ -316,19 +316,25 @@ static void put_free(trace_thread_t *t, uint64_t p) {
     return;
   }
   uint8_t *o = b->data + b->used;
+  obm_cap_delta_t *d = &b->delta;
   if (p & ((1u << OBM_CAP_ADDRESS_SHIFT) - 1)) {
     *o++ = OBM_CAP_FREE_RAW;
     o = _obm_cap_put_varint(o, p);
   } else {
     uint64_t units = p >> OBM_CAP_ADDRESS_SHIFT;
-    int64_t d = (int64_t)(units - b->prev_units);
-    b->prev_units = units;
-    if (d >= -64 && d < 64) {
-      *o++ = (uint8_t)(OBM_CAP_TAG_FREE_NEAR | ((uint64_t)d & 0x7f));
+    int64_t diff = (int64_t)(units - d->last_free);
+    uint32_t age = 0;
+    while (age < OBM_CAP_NRECENT && _obm_cap_recent(d, age) != units)
+      age++;
+    if (age < OBM_CAP_NRECENT) {
+      *o++ = (uint8_t)(OBM_CAP_TAG_FREE_RECENT | age);
+    } else if (diff >= -32 && diff < 32) {
+      *o++ = (uint8_t)(OBM_CAP_TAG_FREE_NEAR | ((uint64_t)diff & 0x3f));
     } else {
       *o++ = OBM_CAP_FREE;
-      o = _obm_cap_put_varint(o, _obm_cap_zigzag(d));
+      o = _obm_cap_put_varint(o, _obm_cap_zigzag(diff));
     }
+    d->last_free = units;
   }
   b->used = (uint32_t)(o - b->data);
   b->nevents++;
@@ -436,8 +442,10 @@ static int expand_path(const char *path, char *out, size_t size) {
 static int start_locked(const char *path, const obm_trace_options_t *options) {
   if (atomic_load(&_obm_trace_on)) return EBUSY;
   obm_trace_options_t o;
-  if (options) o = *options;
-  else obm_trace_options_init(&o);
+  if (options)
+    o = *options;
+  else
+    obm_trace_options_init(&o);
   if ((o.mode != OBM_TRACE_EXACT && o.mode != OBM_TRACE_SAMPLED) ||
       (unsigned)o.stacks > OBM_TRACE_STACKS_NONE || o.max_frames == 0 ||
       o.max_frames > OBM_TRACE_MAX_FRAMES ||
@@ -451,8 +459,10 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
     if (!g.threads) return ENOMEM;
   }
   if (o.mode == OBM_TRACE_SAMPLED) {
-    if (!g.sampled) g.sampled = _obm_os_map(SAMPLE_SLOTS * sizeof(uint64_t), 0);
-    else _obm_os_decommit((void *)g.sampled, SAMPLE_SLOTS * sizeof(uint64_t));
+    if (!g.sampled)
+      g.sampled = _obm_os_map(SAMPLE_SLOTS * sizeof(uint64_t), 0);
+    else
+      _obm_os_decommit((void *)g.sampled, SAMPLE_SLOTS * sizeof(uint64_t));
     if (!g.sampled) return ENOMEM;
   }
   if (!g.key_made) {
@@ -546,7 +556,8 @@ int obm_trace_stop(void) {
     err = _obm_trace_writer_stop(atomic_load(&g.nlost) + _obm_trace_stacks_lost());
     if (close(g.fd) != 0 && !err) err = errno;
     g.fd = -1;
-    for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++) atomic_store(&g.threads[i].state, 0);
+    for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++)
+      atomic_store(&g.threads[i].state, 0);
   }
   pthread_mutex_unlock(&g.control);
   tls_guard = saved;

@@ -19,6 +19,7 @@
 
 #include "internal.h"
 #include "obmem/trace.h"
+#include "capture/capture_internal.h"
 
 #include <stdatomic.h>
 
@@ -32,8 +33,8 @@ OBM_HIDDEN void _obm_trace_realloc(void *old, void *p, size_t size);
 
 /* ---- shared between trace.c, stacks.c and writer.c ------------------------------------- */
 
-#define OBM_TRACE_MAX_FRAMES 256
-#define OBM_TRACE_MAX_THREADS 1024       /* thread slots; a thread past them is not traced */
+#define OBM_TRACE_MAX_FRAMES  256
+#define OBM_TRACE_MAX_THREADS 1024        /* thread slots; a thread past them is not traced */
 #define OBM_TRACE_BUFFER_SIZE (64 * 1024) /* one thread's event buffer (payload bytes) */
 
 /* An event buffer: a block's payload being filled by one thread, then queued for the writer.
@@ -44,11 +45,8 @@ typedef struct obm_trace_buffer_s {
   uint32_t stream;                 /* thread index */
   uint64_t base_time_ns;           /* time of the first event (since start) */
   uint64_t last_time_ns;           /* time of the last TIME point */
-  uint64_t prev_units;             /* delta state: previous address >> shift */
-  uint64_t prev_size;
-  uint32_t prev_stack;
-  int have_prev_alloc;
-  uint64_t nevents; /* events in data */
+  obm_cap_delta_t delta;           /* coding state (capture_internal.h), zero at start */
+  uint64_t nevents;                /* events in data */
   uint8_t data[OBM_TRACE_BUFFER_SIZE];
 } obm_trace_buffer_t;
 

@@ -71,10 +71,7 @@ obm_trace_buffer_t *_obm_trace_buffer_get(void) {
   if (!b) return NULL;
   b->next = NULL;
   b->used = 0;
-  b->prev_units = 0;
-  b->prev_size = 0;
-  b->prev_stack = 0;
-  b->have_prev_alloc = 0;
+  memset(&b->delta, 0, sizeof b->delta);
   b->nevents = 0;
   return b;
 }
@@ -82,8 +79,10 @@ obm_trace_buffer_t *_obm_trace_buffer_get(void) {
 void _obm_trace_writer_submit(obm_trace_buffer_t *b) {
   b->next = NULL;
   pthread_mutex_lock(&w.lock);
-  if (w.tail) w.tail->next = b;
-  else w.head = b;
+  if (w.tail)
+    w.tail->next = b;
+  else
+    w.head = b;
   w.tail = b;
   pthread_mutex_unlock(&w.lock);
   sem_post(&w.wake);
@@ -239,7 +238,8 @@ static void put_definitions(void) {
 static void put_sample(uint64_t now) {
   obm_stats_get(w.stats);
   uint64_t pools = 0;
-  for (int i = 0; i < OBM_NCLASSES; i++) pools += w.stats->classes[i].npools;
+  for (int i = 0; i < OBM_NCLASSES; i++)
+    pools += w.stats->classes[i].npools;
   uint64_t mapped = w.stats->bytes_mapped, used = w.stats->bytes_in_use + w.stats->bytes_metadata;
   uint64_t frag = mapped > used ? (mapped - used) * 1000 / mapped : 0;
   uint8_t *p = defs_reserve(70);
@@ -352,7 +352,8 @@ int _obm_trace_writer_flush(void) {
   pthread_mutex_lock(&w.flush_lock);
   uint64_t target = ++w.flush_requested;
   sem_post(&w.wake);
-  while (w.flush_done < target) pthread_cond_wait(&w.flushed, &w.flush_lock);
+  while (w.flush_done < target)
+    pthread_cond_wait(&w.flushed, &w.flush_lock);
   pthread_mutex_unlock(&w.flush_lock);
   return atomic_load(&w.error);
 }

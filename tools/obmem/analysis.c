@@ -64,7 +64,8 @@ static int live_put(live_table_t *t, live_t v) {
     *t = bigger;
   }
   size_t i = live_index(t, v.address);
-  while (t->slots[i].address && t->slots[i].address != v.address) i = (i + 1) & (t->capacity - 1);
+  while (t->slots[i].address && t->slots[i].address != v.address)
+    i = (i + 1) & (t->capacity - 1);
   if (!t->slots[i].address) t->count++;
   t->slots[i] = v;
   return 0;
@@ -118,7 +119,8 @@ typedef struct pass_s {
 static int grow_stacks(pass_t *p, size_t n) {
   if (n <= p->nstacks) return 0;
   size_t m = p->nstacks ? p->nstacks : 256;
-  while (m < n) m *= 2;
+  while (m < n)
+    m *= 2;
   stack_stats_t *s = realloc(p->stacks, m * sizeof *s);
   if (!s) return -1;
   memset(s + p->nstacks, 0, (m - p->nstacks) * sizeof *s);
@@ -130,7 +132,8 @@ static int grow_stacks(pass_t *p, size_t n) {
 static int grow_threads(pass_t *p, size_t n) {
   if (n <= p->nlast) return 0;
   size_t m = p->nlast ? p->nlast * 2 : 64;
-  while (m < n) m *= 2;
+  while (m < n)
+    m *= 2;
   uint64_t *s = realloc(p->last_alloc, m * sizeof *s);
   if (!s) return -1;
   memset(s + p->nlast, 0, (m - p->nlast) * sizeof *s);
@@ -208,8 +211,10 @@ static int replay(obm_capture_t *cap, tool_report_t *r, pass_t *p, const tool_op
       live_t *e = live_find(&p->live, rec.address);
       if (!e) {
         live_t *pend = live_find(&p->pending, rec.address);
-        if (pend) pend->size++;
-        else if (live_put(&p->pending, (live_t){rec.address, 1, 0, rec.thread})) return -1;
+        if (pend)
+          pend->size++;
+        else if (live_put(&p->pending, (live_t){rec.address, 1, 0, rec.thread}))
+          return -1;
         if (full) r->nunmatched_frees++;
       } else {
         double bytes, count;
@@ -294,8 +299,8 @@ int tool_analyse(const char *path, const tool_options_t *o, tool_report_t *r) {
   uint64_t peak_index = 0;
   int st = replay(cap, r, &p, o, 1, 0, &peak_index);
   if (st < 0) {
-    fprintf(stderr, "obmem: %s\n", obm_capture_error(cap)[0] ? obm_capture_error(cap)
-                                                               : "out of memory");
+    fprintf(stderr, "obmem: %s\n",
+            obm_capture_error(cap)[0] ? obm_capture_error(cap) : "out of memory");
     pass_free(&p);
     obm_capture_close(cap);
     return TOOL_EXIT_BAD_INPUT;
@@ -361,7 +366,8 @@ int tool_analyse(const char *path, const tool_options_t *o, tool_report_t *r) {
     site->temp_bytes += x->temp_bytes;
     site->temp_count += x->temp_count;
   }
-  for (size_t i = 0; i < nkeys; i++) free(keys[i]);
+  for (size_t i = 0; i < nkeys; i++)
+    free(keys[i]);
   free(keys);
   tool_symbols_close(sym);
   r->nthreads = obm_capture_nthreads(cap);
@@ -382,7 +388,8 @@ void tool_report_free(tool_report_t *r) {
     free(r->sites[i].file);
   }
   free(r->sites);
-  for (uint32_t t = 0; t < r->nthreads && r->thread_names; t++) free(r->thread_names[t]);
+  for (uint32_t t = 0; t < r->nthreads && r->thread_names; t++)
+    free(r->thread_names[t]);
   free(r->thread_names);
   free(r->thread_tids);
   memset(r, 0, sizeof *r);
@@ -401,7 +408,8 @@ static int by_field_desc(const void *a, const void *b) {
 static size_t *sorted(const tool_report_t *r, size_t field) {
   size_t *order = malloc((r->nsites + 1) * sizeof *order);
   if (!order) return NULL;
-  for (size_t i = 0; i < r->nsites; i++) order[i] = i;
+  for (size_t i = 0; i < r->nsites; i++)
+    order[i] = i;
   sort_sites = r->sites;
   sort_field = field;
   qsort(order, r->nsites, sizeof *order, by_field_desc);
@@ -415,17 +423,22 @@ static void human(char *buf, size_t size, double bytes) {
     bytes /= 1024;
     u++;
   }
-  if (u == 0) snprintf(buf, size, "%.0f %s", bytes, units[u]);
-  else snprintf(buf, size, "%.1f %s", bytes, units[u]);
+  if (u == 0)
+    snprintf(buf, size, "%.0f %s", bytes, units[u]);
+  else
+    snprintf(buf, size, "%.1f %s", bytes, units[u]);
 }
 
 static void json_string(FILE *out, const char *s) {
   fputc('"', out);
   for (; *s; s++) {
     unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') fprintf(out, "\\%c", c);
-    else if (c < 0x20) fprintf(out, "\\u%04x", c);
-    else fputc(c, out);
+    if (c == '"' || c == '\\')
+      fprintf(out, "\\%c", c);
+    else if (c < 0x20)
+      fprintf(out, "\\u%04x", c);
+    else
+      fputc(c, out);
   }
   fputc('"', out);
 }
@@ -464,8 +477,8 @@ static void print_json(FILE *out, const tool_report_t *r, const tool_options_t *
           (unsigned long long)r->header.sample_mean_bytes, r->complete ? "true" : "false",
           (unsigned long long)r->nrecords, (unsigned long long)r->nallocs,
           (unsigned long long)r->nfrees, r->total_count, r->total_bytes, r->peak_bytes,
-          (double)r->peak_time_ns / 1e6, (double)r->end_time_ns / 1e6, r->leak_bytes,
-          r->leak_count, r->temp_count, r->temp_bytes, (unsigned long long)r->nunmatched_frees);
+          (double)r->peak_time_ns / 1e6, (double)r->end_time_ns / 1e6, r->leak_bytes, r->leak_count,
+          r->temp_count, r->temp_bytes, (unsigned long long)r->nunmatched_frees);
   if (r->warning[0]) {
     fprintf(out, "\"warning\": ");
     json_string(out, r->warning);
@@ -501,18 +514,19 @@ static void print_json(FILE *out, const tool_report_t *r, const tool_options_t *
   int first = 1;
   for (int b = 0; b < 65; b++) {
     if (r->hist_count[b] == 0) continue;
-    unsigned long long lo = b ? 1ull << (b - 1) : 0, hi = b ? (b == 64 ? ~0ull : (1ull << b) - 1) : 0;
+    unsigned long long lo = b ? 1ull << (b - 1) : 0,
+                       hi = b ? (b == 64 ? ~0ull : (1ull << b) - 1) : 0;
     fprintf(out, "%s{\"min\": %llu, \"max\": %llu, \"count\": %.0f, \"bytes\": %.0f}",
             first ? "" : ",\n", lo, hi, r->hist_count[b], r->hist_bytes[b]);
     first = 0;
   }
-  fprintf(out, "%s],\n\"timeline\": {\"samples\": %llu, \"max_heap_bytes\": %llu, "
-               "\"max_rss_bytes\": %llu, \"arenas\": %llu, \"pools\": %llu, "
-               "\"fragmentation_permille\": %u},\n\"threads\": [\n",
-          first ? "" : "\n", (unsigned long long)r->nsamples,
-          (unsigned long long)r->max_heap_bytes, (unsigned long long)r->max_rss_bytes,
-          (unsigned long long)r->last_arenas, (unsigned long long)r->last_pools,
-          r->last_fragmentation);
+  fprintf(out,
+          "%s],\n\"timeline\": {\"samples\": %llu, \"max_heap_bytes\": %llu, "
+          "\"max_rss_bytes\": %llu, \"arenas\": %llu, \"pools\": %llu, "
+          "\"fragmentation_permille\": %u},\n\"threads\": [\n",
+          first ? "" : "\n", (unsigned long long)r->nsamples, (unsigned long long)r->max_heap_bytes,
+          (unsigned long long)r->max_rss_bytes, (unsigned long long)r->last_arenas,
+          (unsigned long long)r->last_pools, r->last_fragmentation);
   for (uint32_t t = 1; t < r->nthreads; t++) {
     fprintf(out, "%s{\"index\": %u, \"tid\": %llu, \"name\": ", t > 1 ? ",\n" : "", t,
             (unsigned long long)r->thread_tids[t]);
@@ -550,8 +564,9 @@ void tool_report_print(FILE *out, const tool_report_t *r, const tool_options_t *
   if (r->nsamples) {
     human(a, sizeof a, (double)r->max_heap_bytes);
     human(b, sizeof b, (double)r->max_rss_bytes);
-    fprintf(out, "timeline:            %llu samples; heap max %s, RSS max %s; at the end %llu "
-                 "arenas, %llu pools, %.1f %% fragmentation\n",
+    fprintf(out,
+            "timeline:            %llu samples; heap max %s, RSS max %s; at the end %llu "
+            "arenas, %llu pools, %.1f %% fragmentation\n",
             (unsigned long long)r->nsamples, a, b, (unsigned long long)r->last_arenas,
             (unsigned long long)r->last_pools, r->last_fragmentation / 10.0);
   }
@@ -565,7 +580,8 @@ void tool_report_print(FILE *out, const tool_report_t *r, const tool_options_t *
       int counted = tables[t].bytes == offsetof(tool_site_t, count) ||
                     tables[t].bytes == offsetof(tool_site_t, temp_count);
       human(a, sizeof a, counted ? field(s, tables[t].count) : field(s, tables[t].bytes));
-      snprintf(c, sizeof c, "%.0f", counted ? field(s, tables[t].bytes) : field(s, tables[t].count));
+      snprintf(c, sizeof c, "%.0f",
+               counted ? field(s, tables[t].bytes) : field(s, tables[t].count));
       fprintf(out, "  %12s %10s  %s", a, c, s->function);
       if (s->file[0]) fprintf(out, " (%s:%d)", s->file, s->line);
       fprintf(out, "\n");
@@ -617,15 +633,17 @@ void tool_diff_print(FILE *out, const tool_report_t *a, const tool_report_t *b,
                              (other ? other->total_bytes : 0) - a->sites[i].total_bytes};
   }
   for (size_t i = 0; i < b->nsites; i++)
-    if (!find_site(a, &b->sites[i])) rows[n++] = (diff_row_t){NULL, &b->sites[i], b->sites[i].total_bytes};
+    if (!find_site(a, &b->sites[i]))
+      rows[n++] = (diff_row_t){NULL, &b->sites[i], b->sites[i].total_bytes};
   qsort(rows, n, sizeof *rows, by_delta);
   if (o->json) {
     fprintf(out, "{\n\"a\": ");
     json_string(out, a->path);
     fprintf(out, ",\n\"b\": ");
     json_string(out, b->path);
-    fprintf(out, ",\n\"peak_bytes\": [%.0f, %.0f],\n\"total_bytes\": [%.0f, %.0f],\n"
-                 "\"leaked_bytes\": [%.0f, %.0f],\n\"sites\": [\n",
+    fprintf(out,
+            ",\n\"peak_bytes\": [%.0f, %.0f],\n\"total_bytes\": [%.0f, %.0f],\n"
+            "\"leaked_bytes\": [%.0f, %.0f],\n\"sites\": [\n",
             a->peak_bytes, b->peak_bytes, a->total_bytes, b->total_bytes, a->leak_bytes,
             b->leak_bytes);
   } else {
@@ -638,8 +656,10 @@ void tool_diff_print(FILE *out, const tool_report_t *a, const tool_report_t *b,
     fprintf(out, "total allocated: %s -> %s\n", x, y);
     human(x, sizeof x, a->leak_bytes);
     human(y, sizeof y, b->leak_bytes);
-    fprintf(out, "leaked:          %s -> %s\n\nsites by change of total bytes "
-                 "(A total, B total, change, B leaked, site):\n", x, y);
+    fprintf(out,
+            "leaked:          %s -> %s\n\nsites by change of total bytes "
+            "(A total, B total, change, B leaked, site):\n",
+            x, y);
   }
   int shown = 0;
   for (size_t i = 0; i < n && shown < o->top; i++) {
@@ -652,8 +672,9 @@ void tool_diff_print(FILE *out, const tool_report_t *a, const tool_report_t *b,
       json_string(out, s->function);
       fprintf(out, ", \"file\": ");
       json_string(out, s->file);
-      fprintf(out, ", \"line\": %d, \"total_bytes\": [%.0f, %.0f], \"peak_bytes\": [%.0f, %.0f], "
-                   "\"leaked_bytes\": [%.0f, %.0f]}",
+      fprintf(out,
+              ", \"line\": %d, \"total_bytes\": [%.0f, %.0f], \"peak_bytes\": [%.0f, %.0f], "
+              "\"leaked_bytes\": [%.0f, %.0f]}",
               s->line, ta, tb, pa, pb, la, lb);
     } else {
       char x[32], y[32], d[32], l[32];

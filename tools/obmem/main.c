@@ -96,9 +96,12 @@ static int parse_size(const char *s, uint64_t *out) {
   unsigned long long v = strtoull(s, &end, 10);
   if (errno || end == s || *s == '-') return -1;
   uint64_t m = 1;
-  if (*end == 'k' || *end == 'K') m = 1024, end++;
-  else if (*end == 'm' || *end == 'M') m = 1024 * 1024, end++;
-  else if (*end == 'g' || *end == 'G') m = 1024ull * 1024 * 1024, end++;
+  if (*end == 'k' || *end == 'K')
+    m = 1024, end++;
+  else if (*end == 'm' || *end == 'M')
+    m = 1024 * 1024, end++;
+  else if (*end == 'g' || *end == 'G')
+    m = 1024ull * 1024 * 1024, end++;
   if ((*end == 'i' || *end == 'I') && m > 1) end++;
   if (*end == 'b' || *end == 'B') end++;
   if (*end) return -1;
@@ -116,10 +119,14 @@ static int parse_report_options(const char *command, int argc, char **argv, tool
     const char *a = argv[i];
     if (strcmp(a, "--") == 0) return i + 1;
     if (a[0] != '-' || a[1] == 0) break;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) *help = 1;
-    else if (strcmp(a, "--json") == 0) o->json = 1;
-    else if (strcmp(a, "--salvage") == 0) o->salvage = 1;
-    else if (strcmp(a, "--no-progress") == 0) o->progress = 0;
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+      *help = 1;
+    else if (strcmp(a, "--json") == 0)
+      o->json = 1;
+    else if (strcmp(a, "--salvage") == 0)
+      o->salvage = 1;
+    else if (strcmp(a, "--no-progress") == 0)
+      o->progress = 0;
     else if (strcmp(a, "--top") == 0 || strncmp(a, "--top=", 6) == 0) {
       const char *v = a[5] == '=' ? a + 6 : (i + 1 < argc ? argv[++i] : NULL);
       char *end;
@@ -247,7 +254,7 @@ static int cmd_run(int argc, char **argv) {
       out = v;
       continue;
     }
-    uint64_t *dst = strcmp(a, "--sample") == 0 ? &sample
+    uint64_t *dst = strcmp(a, "--sample") == 0     ? &sample
                     : strcmp(a, "--max-peak") == 0 ? &max_peak
                                                    : &max_leak;
     if (parse_size(v, dst) != 0 || (dst == &sample && sample == 0))
@@ -293,8 +300,10 @@ static int cmd_run(int argc, char **argv) {
   path[n] = 0;
   struct stat sb;
   if (stat(path, &sb) != 0) {
-    fprintf(stderr, "obmem run: no capture at %s: the preload library does not trace yet "
-                    "(the allocator's hooks are not wired)\n", path);
+    fprintf(stderr,
+            "obmem run: no capture at %s: the preload library does not trace yet "
+            "(the allocator's hooks are not wired)\n",
+            path);
     return code;
   }
   fprintf(stderr, "obmem run: capture written to %s (obmem report %s)\n", path, path);

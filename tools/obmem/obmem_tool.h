@@ -20,7 +20,7 @@ typedef struct tool_site_s {
   char *file;     /* "" when unknown */
   int line;       /* 0 when unknown */
   uint64_t address;
-  double total_bytes, count;  /* all allocations (sampled: estimates) */
+  double total_bytes, count;     /* all allocations (sampled: estimates) */
   double peak_bytes, peak_count; /* live at the peak */
   double leak_bytes, leak_count; /* live at the end */
   double temp_count, temp_bytes; /* freed right after */

@@ -82,7 +82,8 @@ void tool_symbols_close(tool_symbols_t *s) {
 
 static sym_entry_t *slot_for(sym_entry_t *table, size_t capacity, uint64_t address) {
   size_t i = (size_t)((address * 0x9e3779b97f4a7c15ull) >> 20) & (capacity - 1);
-  while (table[i].address && table[i].address != address) i = (i + 1) & (capacity - 1);
+  while (table[i].address && table[i].address != address)
+    i = (i + 1) & (capacity - 1);
   return &table[i];
 }
 
@@ -168,9 +169,9 @@ void tool_symbol(tool_symbols_t *s, uint64_t address, const char **function, con
 }
 
 int tool_symbol_is_allocator(const char *f, const char *file) {
-  static const char *const names[] = {"malloc", "calloc", "realloc", "free", "reallocarray",
-                                      "aligned_alloc", "posix_memalign", "memalign", "valloc",
-                                      "pvalloc", "cfree", NULL};
+  static const char *const names[] = {"malloc",       "calloc",        "realloc",        "free",
+                                      "reallocarray", "aligned_alloc", "posix_memalign", "memalign",
+                                      "valloc",       "pvalloc",       "cfree",          NULL};
   if (strncmp(f, "obm_", 4) == 0 || strncmp(f, "_obm_", 5) == 0) return 1;
   if (strncmp(f, "_Znw", 4) == 0 || strncmp(f, "_Zna", 4) == 0 || strncmp(f, "_Zdl", 4) == 0 ||
       strncmp(f, "_Zda", 4) == 0)
@@ -179,5 +180,5 @@ int tool_symbol_is_allocator(const char *f, const char *file) {
     if (strcmp(f, names[i]) == 0) return 1;
   if (strncmp(f, "libobmem", 8) == 0) return 1; /* module+offset inside obmem */
   return file && (strstr(file, "/src/alloc/") || strstr(file, "/src/preload/") ||
-                 strstr(file, "/src/trace/"));
+                  strstr(file, "/src/trace/"));
 }
