@@ -31,6 +31,12 @@
 #include <time.h>
 
 #define NOINLINE __attribute__((noinline, noclone))
+/* The hook call and the line it records, on one line whatever clang-format does. */
+#define TRACED_ALLOC(line_var, p, size)                                                            \
+  do {                                                                                             \
+    _obm_trace_alloc(p, size);                                                                     \
+    line_var = __LINE__;                                                                           \
+  } while (0)
 
 static const char *obmem_bin, *dir;
 
@@ -126,16 +132,14 @@ static void *peak_blocks[N_PEAK];
 
 NOINLINE static void leak_site(void) {
   for (int i = 0; i < K_LEAKS; i++) {
-    _obm_trace_alloc(fake(S_LEAK, 0), S_LEAK);
-    leak_line = __LINE__;
+    TRACED_ALLOC(leak_line, fake(S_LEAK, 0), S_LEAK);
   }
 }
 
 NOINLINE static void peak_site(void) {
   for (int i = 0; i < N_PEAK; i++) {
     peak_blocks[i] = fake(S_PEAK, 0);
-    _obm_trace_alloc(peak_blocks[i], S_PEAK);
-    peak_line = __LINE__;
+    TRACED_ALLOC(peak_line, peak_blocks[i], S_PEAK);
   }
 }
 
@@ -147,8 +151,7 @@ NOINLINE static void release_peak(void) {
 NOINLINE static void temp_site(void) {
   for (int i = 0; i < N_TEMP; i++) {
     void *p = fake(S_TEMP, 0);
-    _obm_trace_alloc(p, S_TEMP);
-    temp_line = __LINE__;
+    TRACED_ALLOC(temp_line, p, S_TEMP);
     _obm_trace_free(p);
   }
 }
@@ -156,8 +159,7 @@ NOINLINE static void temp_site(void) {
 NOINLINE static void worker_site(int region, void **blocks) {
   for (int i = 0; i < N_WORKER; i++) {
     blocks[i] = fake(S_WORKER, region);
-    _obm_trace_alloc(blocks[i], S_WORKER);
-    worker_line = __LINE__;
+    TRACED_ALLOC(worker_line, blocks[i], S_WORKER);
   }
 }
 
@@ -306,8 +308,7 @@ static int killed_line;
 
 NOINLINE static void killed_site(void) {
   for (int i = 0; i < K_KILLED; i++) {
-    _obm_trace_alloc(fake(4096, 0), 4096);
-    killed_line = __LINE__;
+    TRACED_ALLOC(killed_line, fake(4096, 0), 4096);
   }
 }
 
