@@ -428,8 +428,10 @@ static int decode(obm_capture_t *cap, obm_capture_record_t *out) {
     if (a == 0 || a > (1u << 20))
       return fail(cap, at, "thread index %llu out of range", (unsigned long long)a);
     if (get_bytes(cap, at, OBM_CAP_NAME_MAX, &name, &c)) return -1;
+    int first = cap->threads == NULL;
     if (grow((void **)&cap->threads, &cap->threads_cap, (uint32_t)a + 1, sizeof(cap_thread_t)))
       return fail(cap, at, "out of memory");
+    if (first) cap->threads[0] = (cap_thread_t){0, NULL}; /* index 0: the writer, unnamed */
     while (cap->nthreads <= a)
       cap->threads[cap->nthreads++] = (cap_thread_t){0, NULL};
     char *copy = strndup((const char *)name, (size_t)c);
