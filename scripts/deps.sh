@@ -10,6 +10,9 @@ command -v gcc >/dev/null || need+=(gcc)
 command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
 command -v python3 >/dev/null || need+=(python3)
+# `obmem report` names functions and file:line with elfutils' libdw (tools/CMakeLists.txt);
+# the tracer finds libunwind.so.8 at run time when it is there (no build dependency)
+[ -e /usr/include/elfutils/libdwfl.h ] || need+=(libdw-dev)
 # sanitizer runtimes ship with gcc's libasan/libtsan/libubsan packages
 for lib in libasan.so libtsan.so libubsan.so; do
   if ! ls /usr/lib/gcc/x86_64-linux-gnu/*/$lib >/dev/null 2>&1 &&
