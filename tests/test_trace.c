@@ -35,7 +35,7 @@
 #define TRACED_ALLOC(line_var, p, size)                                                            \
   do {                                                                                             \
     _obm_trace_alloc(p, size);                                                                     \
-    line_var = __LINE__;                                                                           \
+    __atomic_store_n(&line_var, __LINE__, __ATOMIC_RELAXED);                                       \
   } while (0)
 
 static const char *obmem_bin, *dir;

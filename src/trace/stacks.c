@@ -26,6 +26,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -51,7 +52,27 @@ typedef struct cache_entry_s {
 
 typedef int unw_backtrace_fn(void **buffer, int size);
 
+/* Under ThreadSanitizer libunwind's thread-exit destructor runs after TSan has torn the thread
+ * down and crashes in its mutex interceptor: a TSan build walks frame pointers only. */
+#if defined(__SANITIZE_THREAD__)
+#define OBM_TRACE_TSAN 1
+#else
+#define OBM_TRACE_TSAN 0
+#endif
+
+/* The executable segments of the loaded objects: a frame-pointer walk stops at a return
+ * address outside them (a frame without a frame pointer left a value that is not a link).
+ * Two copies: the writer fills the one not in use and publishes it (_obm_trace_code_refresh);
+ * a walk that reads a copy being refilled at worst ends early. */
+#define CODE_RANGES 256
+typedef struct code_map_s {
+  uint32_t n;
+  uintptr_t lo[CODE_RANGES], hi[CODE_RANGES]; /* sorted by lo */
+} code_map_t;
+
 static struct {
+  code_map_t maps[2];
+  _Atomic(code_map_t *) current;
   slot_t *frame_slots, *stack_slots;
   obm_trace_def_t *frame_defs, *stack_defs;
   cache_entry_t *cache; /* OBM_TRACE_MAX_THREADS * CACHE_ENTRIES */
@@ -104,11 +125,13 @@ int _obm_trace_stacks_init(uint32_t max_frames, obm_trace_stacks_t mode) {
   atomic_store(&st.nframe_ids, 1);
   atomic_store(&st.nstack_ids, 1);
   atomic_store(&st.lost, 0);
-  if ((mode == OBM_TRACE_STACKS_AUTO || mode == OBM_TRACE_STACKS_UNWIND) && !st.unw_backtrace) {
+  if ((mode == OBM_TRACE_STACKS_AUTO || mode == OBM_TRACE_STACKS_UNWIND) && !st.unw_backtrace &&
+      !OBM_TRACE_TSAN) {
     /* at start, outside any hook: dlopen may allocate */
     void *lib = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
     if (lib) st.unw_backtrace = (unw_backtrace_fn *)dlsym(lib, "unw_backtrace");
   }
+  _obm_trace_code_refresh();
   if (mode == OBM_TRACE_STACKS_UNWIND && !st.unw_backtrace) return ENOENT;
   return 0;
 }
@@ -182,8 +205,55 @@ static uint32_t intern(slot_t *slots, uint32_t nslots, _Atomic uint32_t *next_id
   return ID_LOST;
 }
 
+static int add_code(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  code_map_t *m = arg;
+  for (int i = 0; i < info->dlpi_phnum && m->n < CODE_RANGES; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+    uint32_t k = m->n++;
+    while (k > 0 && m->lo[k - 1] > lo) { /* insertion: few objects */
+      m->lo[k] = m->lo[k - 1];
+      m->hi[k] = m->hi[k - 1];
+      k--;
+    }
+    m->lo[k] = lo;
+    m->hi[k] = hi;
+  }
+  return 0;
+}
+
+void _obm_trace_code_refresh(void) {
+  code_map_t *cur = atomic_load(&st.current),
+             *next = cur == &st.maps[0] ? &st.maps[1] : &st.maps[0];
+  next->n = 0;
+  dl_iterate_phdr(add_code, next);
+  atomic_store_explicit(&st.current, next, memory_order_release);
+}
+
+/* 1 when pc is in a code range; [*lo, *hi) caches the last range found (frames of one walk are
+ * mostly in one object). */
+static int is_code(const code_map_t *m, uintptr_t pc, uintptr_t *range_lo, uintptr_t *range_hi) {
+  if (pc >= *range_lo && pc < *range_hi) return 1;
+  uint32_t lo = 0, hi = m->n;
+  while (lo < hi) {
+    uint32_t mid = (lo + hi) / 2;
+    if (m->lo[mid] <= pc)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  if (lo == 0 || pc >= m->hi[lo - 1]) return 0;
+  *range_lo = m->lo[lo - 1];
+  *range_hi = m->hi[lo - 1];
+  return 1;
+}
+
 static size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t *pcs, size_t max,
                       int *broken) {
+  const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
+  uintptr_t range_lo = 0, range_hi = 0;
   uintptr_t fp = (uintptr_t)frame;
   size_t n = 0;
   *broken = 0;
@@ -195,6 +265,10 @@ static size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t *pcs, s
     const uintptr_t *f = (const uintptr_t *)fp;
     uintptr_t next = f[0], ret = f[1];
     if (ret == 0) break;
+    if (code && code->n && !is_code(code, ret, &range_lo, &range_hi)) {
+      *broken = n > 0;
+      break;
+    }
     pcs[n++] = ret;
     if (next == 0) break; /* the outermost frame (the clone/start code zeroes rbp) */
     if (next <= fp) {

@@ -67,6 +67,9 @@ OBM_HIDDEN uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t st
                                         uintptr_t stack_hi);
 /* The calling thread's stack mapping [lo, hi), from /proc/self/maps without allocating. */
 OBM_HIDDEN void _obm_trace_stack_bounds(uintptr_t *lo, uintptr_t *hi);
+/* Re-reads the loaded objects' code ranges (the frame-pointer walk's sanity check); called at
+ * start and by the writer when objects were loaded or unloaded.  May take the loader lock. */
+OBM_HIDDEN void _obm_trace_code_refresh(void);
 OBM_HIDDEN uint32_t _obm_trace_nstacks(void); /* ids created so far + 1 */
 OBM_HIDDEN uint32_t _obm_trace_nframes(void);
 OBM_HIDDEN const obm_trace_def_t *_obm_trace_stack_def(uint32_t id);

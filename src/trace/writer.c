@@ -210,6 +210,7 @@ static void put_modules_if_changed(void) {
   w.dl_subs = counts[1];
   w.seen_main = 0;
   dl_iterate_phdr(put_module, NULL);
+  _obm_trace_code_refresh();
 }
 
 static void put_definitions(void) {
