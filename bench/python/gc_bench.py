@@ -11,11 +11,11 @@ the root goes all of it is cyclic garbage.
                                   200 x 700 / 3 units come and go on top of the live heap)
   gc_bench.py incremental N       like bench_gc incremental N 0 (CPython has no incremental
                                   mode before 3.13): prints "incremental N 0 total_gc_ms
-                                  max_pause_us peak_rss_mib"
+                                  max_pause_us peak_rss_mib max_pause_cpu_us"
 
 Timing: gc.callbacks' start/stop around each collection (perf_counter_ns), so only the
-collector is timed; the incremental run's pause is the wall time of the operation during
-which collections ran, as in bench/gc.c.
+collector is timed; the incremental run's pause is the collectors' time within one
+operation, as in bench/gc.c.
 """
 import gc
 import resource
@@ -50,14 +50,20 @@ class Timer:
         self.last = 0
         self.total = 0
         self.count = 0
+        self.op = 0  # collector time within the current operation: wall
+        self.op_cpu = 0  # and this thread's CPU time
+        self.cpu_start = 0
         self.young = None  # a list while recording generation 0 pauses
 
     def __call__(self, phase, info):
         if phase == "start":
             self.start = time.perf_counter_ns()
+            self.cpu_start = time.thread_time_ns()
             return
         self.last = time.perf_counter_ns() - self.start
         self.total += self.last
+        self.op += self.last
+        self.op_cpu += time.thread_time_ns() - self.cpu_start
         self.count += 1
         if self.young is not None and info["generation"] == 0:
             self.young.append(self.last)
@@ -103,11 +109,9 @@ def incremental(n):
     x = 88172645463325252
     mask = (1 << 64) - 1
     made = placed = 0
-    max_pause = 0
-    clock = time.perf_counter_ns
+    max_pause = max_pause_cpu = 0
     while placed < nunits:
-        before = timer.count
-        t0 = clock()
+        timer.op = timer.op_cpu = 0
         unit = make_unit()
         if made % 4 == 3 and placed > 0:  # replace a random earlier unit
             x ^= (x << 13) & mask
@@ -122,10 +126,11 @@ def incremental(n):
             chunks[placed // chunk].append(unit)
             placed += 1
         made += 1
-        if timer.count != before:
-            max_pause = max(max_pause, clock() - t0)
+        max_pause = max(max_pause, timer.op)
+        max_pause_cpu = max(max_pause_cpu, timer.op_cpu)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"incremental {n} 0 {timer.total / 1e6:.1f} {max_pause / 1e3:.1f} {rss:.1f}")
+    print(f"incremental {n} 0 {timer.total / 1e6:.1f} {max_pause / 1e3:.1f} {rss:.1f} "
+          f"{max_pause_cpu / 1e3:.1f}")
 
 
 def main():
