@@ -8,9 +8,9 @@
  *
  * An object is freed the moment its count drops to zero; objects whose type has OBM_TYPE_GC
  * are also linked into the generations of their runtime, and the collector finds the cycles
- * that counting cannot free.  The GC head is CPython's PyGC_Head: two words, the list links,
- * with the collector's flags and the per-object scratch count in their low bits, so a
- * collection needs O(1) memory beyond the objects.
+ * that counting cannot free.  The GC head is CPython's PyGC_Head: two words, the list links;
+ * the collector's flags and per-object scratch count live in the header's flags word during
+ * a collection, so a collection needs O(1) memory beyond the objects.
  *
  * The runtime.  obm_runtime_t holds all the state of one object world (generations,
  * thresholds, statistics, the garbage list, the deferred-deallocation list); there are no
