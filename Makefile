@@ -47,7 +47,8 @@ bench: build
 
 format:
 	clang-format -i include/*.h include/obmem/*.h src/*.c src/*.h src/*/*.c src/*/*.h \
-	  tests/*.c tests/*.h examples/*.c bench/*.c bench/*.h 2>/dev/null || true
+	  tests/*.c tests/*.h examples/*.c bench/*.c bench/*.h tools/obmem/*.c tools/obmem/*.h \
+	  2>/dev/null || true
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan

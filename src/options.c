@@ -49,7 +49,7 @@ static char string_options[OBM_STRING_OPTION_COUNT][STRING_OPTION_MAX];
 
 /* Names other layers and front ends read themselves (no warning for them). */
 static const char *const other_known[] = {
-    "OBMEM_PYTHON", "OBMEM_TRACE", "OBMEM_OUTPUT", NULL,
+    "OBMEM_PYTHON", "OBMEM_TRACE", "OBMEM_TRACE_SAMPLE", "OBMEM_TRACE_STACKS", "OBMEM_OUTPUT", NULL,
 };
 
 long _obm_options[OBM_OPTION_COUNT];
@@ -94,7 +94,8 @@ void _obm_options_init(void) {
   int expected = 0;
   if (!__atomic_compare_exchange_n(&options_read, &expected, 1, 0, __ATOMIC_ACQ_REL,
                                    __ATOMIC_ACQUIRE)) {
-    while (__atomic_load_n(&options_read, __ATOMIC_ACQUIRE) != 2) sched_yield();
+    while (__atomic_load_n(&options_read, __ATOMIC_ACQUIRE) != 2)
+      sched_yield();
     return;
   }
   for (int i = 0; i < OBM_OPTION_COUNT; i++) {
