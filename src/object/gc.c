@@ -48,7 +48,9 @@
  * step; references from outside the step (younger generations, visited objects) count as
  * external, so a step is a collection of an ordinary subset: safe for any subset, and
  * complete for every garbage cycle that is wholly pending when its step runs (a cycle that
- * straddles visited and pending survives to the next sweep).  Promotions during a sweep
+ * straddles visited and pending survives to the next sweep).  Garbage that held objects
+ * visited earlier in the sweep sends them back to pending (repend_children), so garbage
+ * hanging from garbage is found by the same sweep.  Promotions during a sweep
  * join the pending part's tail (examined first), and each step takes the promotions since
  * the last one on top of its budget, so a sweep always ends.  At the end, visited becomes
  * the oldest generation again and visited_bit flips: every object is unvisited at once.
@@ -474,6 +476,59 @@ static void delete_garbage(obm_runtime_t *rt, obm_gc_head_t *collectable, obm_gc
 
 /* ---- a collection ----------------------------------------------------------------------- */
 
+/* While a sweep runs, an object that dies (found garbage by any collection, or freed by
+ * counting: object.c calls _obm_gc_repend_children) may have been all that kept alive
+ * objects the sweep visited earlier (a step examines children before their older
+ * referrers, which then count as outside references): those go back to the pending part's
+ * tail, examined by the next step, so that garbage hanging from garbage is found by the
+ * same sweep, layer after layer, instead of one layer per sweep.  A weakref callback's
+ * data, dropped after the call, goes back too (weakref.c).  The program's own decrefs that
+ * free nothing are mutation: garbage they make waits for the next sweep. */
+typedef struct repend_ctx_s {
+  obm_gc_head_t *pending;
+  uint32_t visited;   /* (flags & (OLD|VISITED|COLLECTING)) of a visited object */
+  uint32_t unvisited; /* its VISITED bit once pending again */
+  size_t moved;
+} repend_ctx_t;
+
+static int visit_repend(obm_object_t *child, void *arg) {
+  repend_ctx_t *ctx = arg;
+  uint32_t f = child->flags;
+  if ((f & (OBM_OBJECT_OLD | OBM_OBJECT_VISITED | OBM_OBJECT_COLLECTING)) == ctx->visited) {
+    _obm_gc_list_move(_obm_as_gc(child), ctx->pending);
+    child->flags = (f & ~OBM_OBJECT_VISITED) | ctx->unvisited;
+    ctx->moved++;
+  }
+  return 0;
+}
+
+static repend_ctx_t repend_ctx(const obm_runtime_t *rt) {
+  return (repend_ctx_t){(obm_gc_head_t *)&rt->generations[OBM_GC_NGENERATIONS - 1].head,
+                        visited_bits(rt), old_bits(rt) & OBM_OBJECT_VISITED, 0};
+}
+
+static void repend_children(obm_runtime_t *rt, obm_gc_head_t *garbage) {
+  if (!rt->sweeping) return;
+  repend_ctx_t ctx = repend_ctx(rt);
+  for (obm_gc_head_t *g = gc_first(garbage); g != garbage; g = _obm_gc_next(g)) {
+    obm_object_t *op = _obm_from_gc(g);
+    op->type->traverse(op, visit_repend, &ctx);
+  }
+  rt->repended += ctx.moved;
+}
+
+void _obm_gc_repend_children(obm_runtime_t *rt, obm_object_t *op) {
+  repend_ctx_t ctx = repend_ctx(rt);
+  op->type->traverse(op, visit_repend, &ctx);
+  rt->repended += ctx.moved;
+}
+
+void _obm_gc_repend(obm_runtime_t *rt, obm_object_t *op) {
+  repend_ctx_t ctx = repend_ctx(rt);
+  visit_repend(op, &ctx);
+  rt->repended += ctx.moved;
+}
+
 /* How collect_set finds gc_refs: update_refs + subtract_refs; in one pass (the set is
  * every tracked object); or already done (a step's closure). */
 typedef enum refs_mode_e { REFS_PASSES, REFS_WHOLE, REFS_READY } refs_mode_t;
@@ -507,12 +562,15 @@ static size_t collect_set(obm_runtime_t *rt, obm_gc_head_t *set, obm_gc_head_t *
   if (!ctx.special && !(rt->debug & OBM_GC_DEBUG_COLLECTABLE)) {
     /* nothing to finalize, no weak reference, no legacy finalizer: straight to step 7 */
     collected = ctx.nunreachable;
+    repend_children(rt, &unreachable);
     delete_garbage(rt, &unreachable, old, survivor_bits);
     info->collected = collected;
     info->uncollectable = 0;
     return collected;
   }
 
+  /* finalizers and weakref callbacks may drop references out of the garbage too */
+  repend_children(rt, &unreachable);
   _obm_gc_list_init(&finalizers);
   garbage_scan_t scan = {0, false, false};
   move_legacy_finalizers(&unreachable, &finalizers, &scan, survivor_bits);
@@ -530,6 +588,7 @@ static size_t collect_set(obm_runtime_t *rt, obm_gc_head_t *set, obm_gc_head_t *
     _obm_gc_list_merge(&unreachable, &final_unreachable);
   }
   if (scan.weakrefs || scan.finalizers) clear_weakrefs(&final_unreachable, NULL);
+  repend_children(rt, &final_unreachable);
   delete_garbage(rt, &final_unreachable, old, survivor_bits);
 
   for (obm_gc_head_t *g = gc_first(&finalizers); g != &finalizers; g = gc_first(g)) {
@@ -648,9 +707,12 @@ static size_t gc_step(obm_runtime_t *rt, size_t budget, obm_gc_info_t *info) {
     rt->sweep_survivors = rt->sweep_collected = 0;
     rt->promoted_seen = rt->long_lived_pending;
   }
-  /* promotions since the last step come on top, so that pending always shrinks */
-  size_t target = budget + (rt->long_lived_pending - rt->promoted_seen);
+  /* promotions and returns to pending since the last step come on top, so that pending
+   * always shrinks */
+  size_t target =
+      budget + (rt->long_lived_pending - rt->promoted_seen) + (rt->repended - rt->repended_seen);
   rt->promoted_seen = rt->long_lived_pending;
+  rt->repended_seen = rt->repended;
   obm_gc_head_t set;
   _obm_gc_list_init(&set);
   gc_ctx_t ctx = {.young = &set, .pending_bits = old_bits(rt)};

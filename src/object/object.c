@@ -143,6 +143,7 @@ static void object_free(obm_runtime_t *rt, obm_object_t *op) {
   const obm_type_t *type = op->type;
   bool gc = _obm_is_gc(op);
   if (gc && _obm_as_gc(op)->next != 0) _obm_gc_list_remove(_obm_as_gc(op));
+  if (gc && obm_unlikely(rt->sweeping)) _obm_gc_repend_children(rt, op);
   if (type->dealloc != NULL)
     type->dealloc(rt, op);
   else if (type->clear != NULL)

@@ -171,6 +171,8 @@ struct obm_runtime_s {
   size_t sweep_survivors; /* objects the running sweep's steps kept */
   size_t sweep_collected; /* and found unreachable */
   size_t promoted_seen;   /* long_lived_pending when the last step ran */
+  size_t repended;        /* visited objects sent back to pending (gc.c, repend) */
+  size_t repended_seen;   /* repended when the last step ran */
 };
 
 /* Generation 0's count above which an automatic collection runs: threshold0, or during an
@@ -211,6 +213,11 @@ OBM_HIDDEN void _obm_weakref_run_chain(obm_runtime_t *rt, obm_weakref_chain_t *c
 OBM_HIDDEN void _obm_gc_collect_generations(obm_runtime_t *rt);
 /* Unlinks every tracked object (all generations and the permanent one); returns how many. */
 OBM_HIDDEN size_t _obm_gc_untrack_all(obm_runtime_t *rt);
+/* A sweep runs and op dies: the objects it refers to that the sweep visited go back to
+ * pending (they may be garbage now). */
+OBM_HIDDEN void _obm_gc_repend_children(obm_runtime_t *rt, obm_object_t *op);
+/* The same for op itself (a reference to it is about to be dropped). */
+OBM_HIDDEN void _obm_gc_repend(obm_runtime_t *rt, obm_object_t *op);
 /* Whole-structure checker (Lua's lua_checkmemory): every list well linked and flag-free,
  * every tracked object of a GC type with a count > 0, and no tracked object referenced by
  * more tracked objects than its count.  Returns the problems found, each reported through

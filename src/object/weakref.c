@@ -124,6 +124,7 @@ void _obm_weakref_run_chain(obm_runtime_t *rt, obm_weakref_chain_t *chain) {
     wr->callback = NULL;
     wr->callback_data = NULL;
     if (callback != NULL) callback(rt, wr, data);
+    if (data != NULL && rt->sweeping) _obm_gc_repend(rt, data); /* it may be garbage now */
     obm_xdecref(rt, data);
     obm_decref(rt, &wr->base);
   }
