@@ -190,6 +190,19 @@ static void test_intern(void) {
   obm_decref(rt2, x2);
   CHECK(obm_str_interned_count(rt2) == 0 && obm_runtime_free(rt2) == 0);
   obm_decref(rt, x1);
+
+  /* a runtime freed while an interned str is still alive (leaked) frees its table; the str
+   * stays, no longer interned, and a new runtime starts with an empty table */
+  obm_runtime_t *rt3 = obm_runtime_new();
+  CHECK(rt3 != NULL);
+  obm_object_t *leaked = obm_str_intern_cstr(rt3, "leaked");
+  CHECK(leaked != NULL && obm_str_is_interned(leaked));
+  CHECK(obm_runtime_free(rt3) == 1);
+  CHECK(!obm_str_is_interned(leaked));
+  obm_runtime_t *rt4 = obm_runtime_new();
+  CHECK(rt4 != NULL && obm_str_interned_count(rt4) == 0);
+  CHECK(obm_runtime_free(rt4) == 0);
+  obm_free(leaked); /* str is not a GC type: its block starts at its header */
   tt_end(rt);
 }
 

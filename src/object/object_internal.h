@@ -173,7 +173,12 @@ struct obm_runtime_s {
   size_t promoted_seen;   /* long_lived_pending when the last step ran */
   size_t repended;        /* visited objects sent back to pending (gc.c, repend) */
   size_t repended_seen;   /* repended when the last step ran */
+  void *interned;         /* str.c's table of interned strings; NULL while there are none */
 };
+
+/* str.c: frees the runtime's table of interned strings, if any (obm_runtime_free; strings
+ * still alive then are leaked and no longer marked interned). */
+OBM_HIDDEN void _obm_str_interned_release(obm_runtime_t *rt);
 
 /* Generation 0's count above which an automatic collection runs: threshold0, or during an
  * incremental sweep at most budget / OBM_GC_PACE creations, so that each step (budget

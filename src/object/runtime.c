@@ -39,6 +39,7 @@ size_t obm_runtime_free(obm_runtime_t *rt) {
   obm_gc_collect(rt, OBM_GC_NGENERATIONS - 1);
   drop_garbage_list(rt); /* refilled by legacy-finalizer cycles, which stay uncollectable */
   _obm_gc_untrack_all(rt);
+  _obm_str_interned_release(rt);
   size_t live = rt->nobjects;
   obm_free(rt->callbacks);
   obm_free(rt);

@@ -15,15 +15,13 @@
  * borrowed pointers.  A str in the table has OBM_STR_INTERNED; its deallocation removes it.
  * CPython 3.12 makes interned strings immortal instead; mortal ones keep "every object freed
  * at the end" checkable and free what a program no longer uses.
- * Where the table lives: struct obm_runtime_s has no field for it (that header belongs to
- * the collector's work), so a process-wide registry maps a runtime to its table, under a
- * mutex; a table exists only while it holds strings and is freed with its last one, so a
- * runtime whose interned strings are all gone leaves nothing behind.
+ * The table hangs from its runtime (rt->interned; a runtime is used by one thread at a time,
+ * so no lock); it exists only while it holds strings and is freed with its last one, or by
+ * obm_runtime_free when strings leaked.
  */
 #include "object/types_internal.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
 
 /* ---- the type ---------------------------------------------------------------------------- */
@@ -153,20 +151,10 @@ typedef struct intern_table_s {
   size_t capacity;
   size_t count;
   obm_str_t **slots;
-  struct intern_table_s *next; /* the registry's list */
 } intern_table_t;
 
-/* The registry: every table that exists, each for a different runtime. */
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static intern_table_t *registry;
-
 static intern_table_t *table_find(obm_runtime_t *rt) {
-  pthread_mutex_lock(&registry_lock);
-  intern_table_t *t = registry;
-  while (t != NULL && t->rt != rt)
-    t = t->next;
-  pthread_mutex_unlock(&registry_lock);
-  return t;
+  return rt->interned;
 }
 
 static intern_table_t *table_create(obm_runtime_t *rt) {
@@ -178,22 +166,22 @@ static intern_table_t *table_create(obm_runtime_t *rt) {
     return NULL;
   }
   *t = (intern_table_t){.rt = rt, .capacity = 8, .slots = slots};
-  pthread_mutex_lock(&registry_lock);
-  t->next = registry;
-  registry = t;
-  pthread_mutex_unlock(&registry_lock);
+  rt->interned = t;
   return t;
 }
 
 static void table_destroy(intern_table_t *t) {
-  pthread_mutex_lock(&registry_lock);
-  intern_table_t **link = &registry;
-  while (*link != t)
-    link = &(*link)->next;
-  *link = t->next;
-  pthread_mutex_unlock(&registry_lock);
+  t->rt->interned = NULL;
   obm_free(t->slots);
   obm_free(t);
+}
+
+void _obm_str_interned_release(obm_runtime_t *rt) {
+  intern_table_t *t = rt->interned;
+  if (t == NULL) return;
+  for (size_t i = 0; i < t->capacity; i++)
+    if (t->slots[i] != NULL) t->slots[i]->state &= ~(uint32_t)OBM_STR_INTERNED;
+  table_destroy(t);
 }
 
 static bool str_equal_bytes(const obm_str_t *s, const char *bytes, size_t length) {
