@@ -247,7 +247,7 @@ void _obm_trace_threads_announce(void (*fn)(const obm_trace_thread_info_t *, voi
 /* ---- recording ------------------------------------------------------------------------------ */
 
 /* Room for one event plus a TIME record in the thread's buffer; NULL when out of memory. */
-static obm_trace_buffer_t *reserve(trace_thread_t *t) {
+static obm_trace_buffer_t *reserve_room(trace_thread_t *t) {
   obm_trace_buffer_t *b = t->buffer;
   if (b && b->used + OBM_CAP_EVENT_MAX + 12 > OBM_TRACE_BUFFER_SIZE) {
     submit(t);
@@ -271,12 +271,16 @@ static obm_trace_buffer_t *reserve(trace_thread_t *t) {
   return b;
 }
 
+/* reserve_room, counting the event as lost when there is no room. */
+static obm_trace_buffer_t *reserve(trace_thread_t *t) {
+  obm_trace_buffer_t *b = reserve_room(t);
+  if (!b) atomic_fetch_add_explicit(&g.nlost, 1, memory_order_relaxed);
+  return b;
+}
+
 static void put_alloc(trace_thread_t *t, uint64_t p, uint64_t size, uint32_t stack) {
   obm_trace_buffer_t *b = reserve(t);
-  if (!b) {
-    atomic_fetch_add_explicit(&g.nlost, 1, memory_order_relaxed);
-    return;
-  }
+  if (!b) return;
   uint8_t *o = b->data + b->used;
   obm_cap_delta_t *d = &b->delta;
   if (p & ((1u << OBM_CAP_ADDRESS_SHIFT) - 1)) {
@@ -311,10 +315,7 @@ static void put_alloc(trace_thread_t *t, uint64_t p, uint64_t size, uint32_t sta
 
 static void put_free(trace_thread_t *t, uint64_t p) {
   obm_trace_buffer_t *b = reserve(t);
-  if (!b) {
-    atomic_fetch_add_explicit(&g.nlost, 1, memory_order_relaxed);
-    return;
-  }
+  if (!b) return;
   uint8_t *o = b->data + b->used;
   obm_cap_delta_t *d = &b->delta;
   if (p & ((1u << OBM_CAP_ADDRESS_SHIFT) - 1)) {
