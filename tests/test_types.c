@@ -206,6 +206,79 @@ static void test_intern(void) {
   tt_end(rt);
 }
 
+/* ---- a user type with the optional protocols --------------------------------------------- */
+
+/* A point (x, y) owning a label buffer: equal points hash equal and are one dict key; its
+ * footprint counts the buffer. */
+typedef struct point_s {
+  obm_object_t base;
+  int64_t x, y;
+  char *label; /* obm_malloc'ed */
+} point_t;
+
+static obm_hash_t point_hash(obm_object_t *op) {
+  const point_t *p = (const point_t *)op;
+  return (obm_hash_t)p->x * 1000003u ^ (obm_hash_t)p->y;
+}
+static int point_equal(obm_object_t *a, obm_object_t *b) {
+  const point_t *p = (const point_t *)a, *q = (const point_t *)b;
+  return p->x == q->x && p->y == q->y;
+}
+static size_t point_sizeof_owned(const obm_object_t *op) {
+  return obm_usable_size(((const point_t *)op)->label);
+}
+static void point_dealloc(obm_runtime_t *rt, obm_object_t *op) {
+  (void)rt;
+  obm_free(((point_t *)op)->label);
+}
+static const obm_type_t point_type = {.name = "point",
+                                      .basic_size = sizeof(point_t),
+                                      .dealloc = point_dealloc,
+                                      .hash = point_hash,
+                                      .equal = point_equal,
+                                      .sizeof_owned = point_sizeof_owned};
+static const obm_type_t plain_point_type = {
+    .name = "plain point", .basic_size = sizeof(point_t), .dealloc = point_dealloc};
+
+static obm_object_t *point_new(obm_runtime_t *rt, const obm_type_t *type, int64_t x, int64_t y) {
+  point_t *p = (point_t *)obm_object_new(rt, type);
+  CHECK(p != NULL);
+  p->x = x;
+  p->y = y;
+  p->label = obm_malloc(1000);
+  CHECK(p->label != NULL);
+  return &p->base;
+}
+
+static void test_type_hooks(void) {
+  obm_runtime_t *rt = tt_begin();
+  obm_object_t *d = obm_dict_new(rt);
+  obm_object_t *a = point_new(rt, &point_type, 3, 4), *b = point_new(rt, &point_type, 3, 4);
+  obm_object_t *c = point_new(rt, &point_type, 4, 3), *v = tt_int(rt, 7);
+  CHECK(obm_object_hash(a) == obm_object_hash(b) && obm_object_equal(a, b));
+  CHECK(!obm_object_equal(a, c));
+  CHECK(obm_dict_set(rt, d, a, v) == 0);
+  CHECK(obm_dict_get(d, b) == v); /* an equal key finds the entry */
+  CHECK(obm_dict_get(d, c) == NULL);
+  CHECK(obm_dict_set(rt, d, b, c) == 0 && obm_dict_size(d) == 1); /* same key: replaced */
+  /* without the hooks: identity */
+  obm_object_t *p = point_new(rt, &plain_point_type, 3, 4),
+               *q = point_new(rt, &plain_point_type, 3, 4);
+  CHECK(!obm_object_equal(p, q));
+  CHECK(obm_dict_set(rt, d, p, v) == 0 && obm_dict_get(d, q) == NULL && obm_dict_size(d) == 2);
+  /* footprints: the object's block plus, with the hook, the label */
+  CHECK(obm_sizeof(a) == obm_usable_size(a) + obm_usable_size(((point_t *)a)->label));
+  CHECK(obm_sizeof(p) == obm_usable_size(p));
+  obm_decref(rt, d);
+  obm_decref(rt, a);
+  obm_decref(rt, b);
+  obm_decref(rt, c);
+  obm_decref(rt, v);
+  obm_decref(rt, p);
+  obm_decref(rt, q);
+  tt_end(rt);
+}
+
 /* ---- tuple ----------------------------------------------------------------------------- */
 
 static void test_tuple(void) {
@@ -625,6 +698,7 @@ int main(int argc, char **argv) {
   test_dict_resize();
   test_dict_model(dict_ops);
   test_sizeof();
+  test_type_hooks();
   test_cycles();
   test_threads();
   check_done();

@@ -125,6 +125,18 @@ typedef int obm_traverse_t(obm_object_t *op, obm_visit_t *visit, void *arg);
 typedef void obm_clear_t(obm_runtime_t *rt, obm_object_t *op);
 typedef void obm_finalize_t(obm_runtime_t *rt, obm_object_t *op);
 typedef void obm_dealloc_t(obm_runtime_t *rt, obm_object_t *op);
+/* The optional protocols (NULL: the default), CPython's tp_hash, tp_richcompare (==) and
+ * __sizeof__:
+ * hash / equal: a dict key's hash, and equality with another object of the same type (equal
+ *   is only called when both have this type); the default is identity.  Objects equal must
+ *   hash equal.  Both run inside dict lookups: they must not change any count or container,
+ *   allocate or free (a dict does not guard against being changed under its lookup).
+ * sizeof_owned: the bytes of the blocks op owns beyond its own block (obm_usable_size of each
+ *   buffer it allocated), for obm_sizeof; the default is 0. */
+typedef uint64_t obm_hash_t;
+typedef obm_hash_t obm_hash_fn_t(obm_object_t *op);
+typedef int obm_equal_fn_t(obm_object_t *a, obm_object_t *b);
+typedef size_t obm_sizeof_fn_t(const obm_object_t *op);
 
 #define OBM_TYPE_GC 0x1u /* objects carry a GC head and are tracked from creation */
 
@@ -146,6 +158,9 @@ struct obm_type_s {
   obm_dealloc_t *dealloc;          /* drops what op owns; NULL: clear is used */
   obm_finalize_t *legacy_finalize; /* pre-PEP 442 finalizer: an object that has one makes
                                       its unreachable cycle uncollectable (to garbage) */
+  obm_hash_fn_t *hash;             /* dict keys' hash; NULL: identity */
+  obm_equal_fn_t *equal;           /* dict keys' equality (same type); NULL: identity */
+  obm_sizeof_fn_t *sizeof_owned;   /* bytes of owned blocks for obm_sizeof; NULL: none */
 };
 
 #define OBM_VISIT(child)                                                                           \
@@ -415,9 +430,8 @@ OBM_API int obm_record_check(const obm_object_t *op);
  * objects: the small ints -5..256, the empty str and the empty tuple. */
 
 /* Hash and equality of dict keys (CPython's tp_hash / tp_richcompare for the built-in types):
- * int and str by value, tuple by its items, any other object by identity (the default
- * object.__hash__ / __eq__).  Never fail, never run user code. */
-typedef uint64_t obm_hash_t;
+ * int and str by value, tuple by its items, another type through its hash and equal hooks,
+ * and by identity without them (the default object.__hash__ / __eq__).  Never fail. */
 OBM_API obm_hash_t obm_object_hash(obm_object_t *op);
 OBM_API int obm_object_equal(obm_object_t *a, obm_object_t *b);
 

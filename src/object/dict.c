@@ -17,9 +17,10 @@
  * (usable == 0), the table is rebuilt with the smallest 2^k >= 3 * used (at least 8), live
  * entries compacted in order, dummies gone — bigger after inserts, smaller after many
  * deletes.  Clearing frees the block (CPython points to its shared empty keys instead).
- * Key protocol: int, str by value, tuple by items, everything else by identity; never runs
- * user code, so a lookup cannot see the dict change under it.  Writes drop old references
- * last, once the dict is consistent again (a decref may run any code).
+ * Key protocol: int, str by value, tuple by items, other types through their hash/equal hooks
+ * (which must not change any container: a lookup does not guard against it), else identity.
+ * Writes drop old references last, once the dict is consistent again (a decref may run any
+ * code).
  */
 #include "object/types_internal.h"
 
@@ -113,6 +114,7 @@ obm_hash_t obm_object_hash(obm_object_t *op) {
   if (type == &obm_str_type) return _obm_str_hash(op);
   if (type == &obm_int_type) return (obm_hash_t)((obm_int_t *)op)->value;
   if (type == &obm_tuple_type) return _obm_tuple_hash(op);
+  if (type->hash != NULL) return type->hash(op);
   /* identity: the address rotated by 4 (blocks are 16-aligned), CPython's _Py_HashPointer */
   uintptr_t p = (uintptr_t)op;
   return (obm_hash_t)((p >> 4) | (p << (sizeof p * 8 - 4)));
@@ -130,6 +132,7 @@ int obm_object_equal(obm_object_t *a, obm_object_t *b) {
   }
   if (type == &obm_int_type) return ((obm_int_t *)a)->value == ((obm_int_t *)b)->value;
   if (type == &obm_tuple_type) return _obm_tuple_equal(a, b);
+  if (type->equal != NULL) return type->equal(a, b) != 0;
   return 0;
 }
 

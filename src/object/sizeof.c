@@ -33,6 +33,8 @@ size_t obm_sizeof(const obm_object_t *op) {
   } else if (type == &obm_dict_type) {
     const obm_dict_t *d = (const obm_dict_t *)op;
     if (d->keys != NULL) total += obm_usable_size(d->keys);
+  } else if (type->sizeof_owned != NULL) {
+    total += type->sizeof_owned(op);
   }
   return total;
 }
