@@ -1,5 +1,5 @@
 # obmem — the two commands a newcomer needs, over CMake:
-#   make demo    build and run the bundled example on obmem with OBMEM_STATS=1
+#   make demo    build and run the bundled examples: the allocator's statistics, then a traced run
 #   make test    build and run every test: Release, AddressSanitizer+UBSan, ThreadSanitizer
 # and for developers: make build, make bench, make format, make clean.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -19,8 +19,12 @@ build: deps
 	cmake --build $(BUILD) -j$(JOBS)
 
 demo: build
-	@echo "== examples/demo_alloc.c on obmem, OBMEM_STATS=1 =="
+	@echo "== examples/demo_alloc.c on obmem, OBMEM_STATS=1: size classes, pools, arenas =="
 	OBMEM_STATS=1 ./$(BUILD)/examples/demo_alloc
+	@echo
+	@echo "== examples/demo_trace.c traced by obmem run, then obmem report: leak, peak, temporaries =="
+	./$(BUILD)/tools/obmem run -o $(BUILD)/demo_trace.cap -- ./$(BUILD)/examples/demo_trace
+	./$(BUILD)/tools/obmem report --top 5 $(BUILD)/demo_trace.cap
 
 test-release: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)

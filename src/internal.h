@@ -68,10 +68,27 @@ OBM_INLINE long _obm_option(obm_option_t o) {
 /* Options whose value is text (not in the public enum: obm_option_get returns a number). */
 typedef enum obm_string_option_e {
   OBM_STRING_OPTION_STATS_FILE, /* OBMEM_STATS_FILE: statistics to this file, %p = pid */
+  OBM_STRING_OPTION_TRACE,      /* OBMEM_TRACE: trace from the start into this capture */
   OBM_STRING_OPTION_COUNT
 } obm_string_option_t;
 /* The value read by _obm_options_init (a copy), or NULL when unset or empty. */
 OBM_HIDDEN const char *_obm_option_string(obm_string_option_t o);
+
+/* ---- allocation hooks (alloc calls them, the tracer sets them) ------------------------ */
+/* In traced mode (OBMEM_TRACE at the first allocation, not with OBMEM_DEBUG) every
+ * allocation takes malloc's slow path and every block lives in arenas that free's fast path
+ * does not serve, so the allocator calls these for each allocation, free and realloc of the
+ * program (internal calls excluded) — with no allocator lock held, alloc after success with
+ * the requested size, free before the block is released.  NULL members are not called. */
+typedef struct obm_alloc_hooks_s {
+  void (*alloc)(void *p, size_t size);
+  void (*free)(void *p);
+  void (*realloc)(void *old, void *p, size_t size);
+} obm_alloc_hooks_t;
+/* Installs (or, with NULL, removes) the hooks; effective only in traced mode. */
+OBM_HIDDEN void _obm_alloc_set_hooks(const obm_alloc_hooks_t *hooks);
+/* Whether the process runs in traced mode (fixed at the first allocation). */
+OBM_HIDDEN int _obm_alloc_traced(void);
 
 /* ---- os/os.c: the only code that talks to the kernel about memory ---------------------- */
 /* Maps size bytes (a multiple of the page size) aligned to `alignment` (a power of two,

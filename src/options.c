@@ -43,13 +43,14 @@ static const option_desc_t option_table[OBM_OPTION_COUNT] = {
  * program does not write where its caller's environment says (as glibc's MALLOC_TRACE). */
 static const char *const string_option_names[OBM_STRING_OPTION_COUNT] = {
     [OBM_STRING_OPTION_STATS_FILE] = "OBMEM_STATS_FILE",
+    [OBM_STRING_OPTION_TRACE] = "OBMEM_TRACE",
 };
 enum { STRING_OPTION_MAX = 4096 }; /* bytes with the final 0, like PATH_MAX */
 static char string_options[OBM_STRING_OPTION_COUNT][STRING_OPTION_MAX];
 
 /* Names other layers and front ends read themselves (no warning for them). */
 static const char *const other_known[] = {
-    "OBMEM_PYTHON", "OBMEM_TRACE", "OBMEM_TRACE_SAMPLE", "OBMEM_TRACE_STACKS", "OBMEM_OUTPUT", NULL,
+    "OBMEM_PYTHON", "OBMEM_TRACE_SAMPLE", "OBMEM_TRACE_STACKS", "OBMEM_OUTPUT", NULL,
 };
 
 long _obm_options[OBM_OPTION_COUNT];

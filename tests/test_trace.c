@@ -97,8 +97,10 @@ static const char *json_row(const char *json, const char *table, int n, char *ro
   return row;
 }
 
-static void check_row(const char *json, const char *table, const char *function, int line,
-                      double bytes, double count) {
+/* Checks row 0 of a table: the function, its line in `file` (when line > 0), the bytes and,
+ * when count >= 0, the count. */
+static void check_row_in(const char *json, const char *table, const char *file,
+                         const char *function, int line, double bytes, double count) {
   char row[2048], pat[256];
   json_row(json, table, 0, row, sizeof row);
   snprintf(pat, sizeof pat, "\"function\": \"%s\"", function);
@@ -106,13 +108,18 @@ static void check_row(const char *json, const char *table, const char *function,
   if (line > 0) {
     snprintf(pat, sizeof pat, "\"line\": %d,", line);
     CHECKF(strstr(row, pat) != NULL, "%s: expected line %d: %s", table, line, row);
-    CHECKF(strstr(row, "test_trace.c") != NULL, "%s: expected test_trace.c: %s", table, row);
+    CHECKF(strstr(row, file) != NULL, "%s: expected %s: %s", table, file, row);
   }
   CHECKF(json_number(row, "bytes") == bytes, "%s: bytes %.0f, expected %.0f: %s", table,
          json_number(row, "bytes"), bytes, row);
   if (count >= 0)
     CHECKF(json_number(row, "count") == count, "%s: count %.0f, expected %.0f: %s", table,
            json_number(row, "count"), count, row);
+}
+
+static void check_row(const char *json, const char *table, const char *function, int line,
+                      double bytes, double count) {
+  check_row_in(json, table, "test_trace.c", function, line, bytes, count);
 }
 
 /* ---- the scenario -------------------------------------------------------------------------- */
@@ -277,7 +284,7 @@ static void test_report(void) {
     free(text);
   }
   text = run_obmem("run --help", &status);
-  CHECK(strstr(text, "NOT YET FUNCTIONAL") != NULL);
+  CHECK(strstr(text, "OBMEM_TRACE") != NULL && strstr(text, "--max-leak") != NULL);
   free(text);
   const char *bad[] = {"report --frobnicate x.cap", "diff --nope a b", "run --what -- true",
                        "exec --zzz -- true",        "launch",          "report --top 0 x.cap"};
@@ -607,8 +614,62 @@ static void test_bench(long n) {
   free(fifo);
 }
 
+/* ---- obmem run, end to end: the preload library traces a real program -------------------- */
+
+/* The line of `marker` in the file at path, or 0. */
+static int marked_line(const char *path, const char *marker) {
+  FILE *f = fopen(path, "r");
+  CHECKF(f != NULL, "cannot read %s", path);
+  if (!f) return 0;
+  char buf[1024];
+  int line = 0, found = 0;
+  while (!found && fgets(buf, sizeof buf, f)) {
+    line++;
+    if (strstr(buf, marker)) found = line;
+  }
+  fclose(f);
+  return found;
+}
+
+static void test_run(const char *target, const char *source) {
+  char args[8192], capture[4096];
+  snprintf(capture, sizeof capture, "%s/run.cap", dir);
+  unlink(capture);
+  int status = 0;
+  snprintf(args, sizeof args, "run -o %s -- %s", capture, target);
+  char *out = run_obmem(args, &status);
+  CHECKF(status == 0, "obmem run exited %d: %s", status, out);
+  CHECKF(strstr(out, "capture written to") != NULL, "no capture: %s", out);
+  free(out);
+  snprintf(args, sizeof args, "report --json %s", capture);
+  char *json = run_obmem(args, &status);
+  CHECKF(status == 0, "obmem report exited %d: %s", status, json);
+  check_row_in(json, "leaks", "trace_target.c", "leak_site", marked_line(source, "LEAK_LINE"),
+               7 * 1000, 7);
+  check_row_in(json, "sites_at_peak", "trace_target.c", "peak_site",
+               marked_line(source, "PEAK_LINE"), 1 << 20, 1);
+  check_row_in(json, "sites_by_count", "trace_target.c", "temp_site",
+               marked_line(source, "TEMP_LINE"), 1000 * 64, 1000);
+  check_row_in(json, "temporary", "trace_target.c", "temp_site", marked_line(source, "TEMP_LINE"),
+               1000 * 64, 1000);
+  /* a budget that the leak exceeds: exit status 1 and a message */
+  snprintf(args, sizeof args, "run -o %s --max-leak 4000 -- %s", capture, target);
+  out = run_obmem(args, &status);
+  CHECKF(status == 1 && strstr(out, "--max-leak") != NULL, "--max-leak: status %d: %s", status,
+         out);
+  free(out);
+  free(json);
+}
+
 int main(int argc, char **argv) {
   check_seed_init("test_trace", 0, argv, 0, 1);
+  if (argc >= 6 && strcmp(argv[1], "run") == 0) {
+    obmem_bin = argv[2];
+    dir = argv[3];
+    mkdir(dir, 0755);
+    test_run(argv[4], argv[5]);
+    return check_done();
+  }
   if (argc >= 3 && strcmp(argv[1], "bench") == 0) {
     dir = argv[2];
     mkdir(dir, 0755);
@@ -617,7 +678,8 @@ int main(int argc, char **argv) {
     return check_done();
   }
   if (argc < 4) {
-    fprintf(stderr, "usage: test_trace report|kill|sampled OBMEM DIR | bench DIR [N]\n");
+    fprintf(stderr, "usage: test_trace report|kill|sampled OBMEM DIR | run OBMEM DIR TARGET "
+                    "SOURCE | bench DIR [N]\n");
     return 2;
   }
   obmem_bin = argv[2];

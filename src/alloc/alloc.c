@@ -134,11 +134,44 @@ void *_obm_raw_aligned(size_t alignment, size_t size) {
   return _obm_large_alloc(size, alignment, 0);
 }
 
+/* ---- traced mode: the allocation hooks ---------------------------------------------------
+ * Each call of the program's is reported once: the public entry points report, and the calls
+ * they make to each other (realloc's malloc and free) run at depth > 0 and do not. */
+static _Atomic(const obm_alloc_hooks_t *) hooks;
+static __thread int hook_depth __attribute__((tls_model("initial-exec")));
+
+void _obm_alloc_set_hooks(const obm_alloc_hooks_t *h) {
+  atomic_store_explicit(&hooks, h, memory_order_release);
+}
+
+int _obm_alloc_traced(void) {
+  _obm_ensure_init();
+  return _obm_traced;
+}
+
+/* The hooks to call for a call of the program's, or NULL. */
+static const obm_alloc_hooks_t *hooks_for_call(void) {
+  if (!_obm_traced || hook_depth) return NULL;
+  return atomic_load_explicit(&hooks, memory_order_acquire);
+}
+
+void _obm_alloc_hook_free(void *p) {
+  const obm_alloc_hooks_t *h = hooks_for_call();
+  if (h && h->free) h->free(p);
+}
+
+static void *hook_alloc(void *p, size_t size) {
+  const obm_alloc_hooks_t *h = hooks_for_call();
+  if (p && h && h->alloc) h->alloc(p, size);
+  return p;
+}
+
 /* Everything obm_malloc's inline path does not serve: size 0, large sizes, a class whose
- * first pool is full (or none), the first call of a thread, debug mode. */
+ * first pool is full (or none), the first call of a thread, debug and traced mode. */
 static OBM_NOINLINE void *malloc_slow(size_t size) {
   _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, OBM_ALIGNMENT, 0);
+  if (obm_unlikely(_obm_traced)) return hook_alloc(_obm_raw_malloc(size), size);
   return _obm_raw_malloc(size);
 }
 
@@ -164,10 +197,14 @@ void *obm_calloc(size_t count, size_t size) {
   }
   _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(total, OBM_ALIGNMENT, 1);
-  if (total > OBM_MEDIUM_MAX) return _obm_large_alloc(total, OBM_ALIGNMENT, 1);
-  void *p = class_malloc(total, _obm_size_to_class(total));
-  if (p) memset(p, 0, total);
-  return p;
+  void *p;
+  if (total > OBM_MEDIUM_MAX) {
+    p = _obm_large_alloc(total, OBM_ALIGNMENT, 1);
+  } else {
+    p = class_malloc(total, _obm_size_to_class(total));
+    if (p) memset(p, 0, total);
+  }
+  return _obm_traced ? hook_alloc(p, total) : p;
 }
 
 void *obm_aligned_alloc(size_t alignment, size_t size) {
@@ -177,7 +214,8 @@ void *obm_aligned_alloc(size_t alignment, size_t size) {
   }
   _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, alignment, 0);
-  return _obm_raw_aligned(alignment, size);
+  void *p = _obm_raw_aligned(alignment, size);
+  return _obm_traced ? hook_alloc(p, size) : p;
 }
 
 int obm_posix_memalign(void **out, size_t alignment, size_t size) {
@@ -193,7 +231,19 @@ int obm_posix_memalign(void **out, size_t alignment, size_t size) {
   return 0;
 }
 
+static void *realloc_impl(void *ptr, size_t size);
+
 void *obm_realloc(void *ptr, size_t size) {
+  if (obm_likely(!_obm_traced)) return realloc_impl(ptr, size);
+  const obm_alloc_hooks_t *h = hooks_for_call();
+  hook_depth++;
+  void *p = realloc_impl(ptr, size);
+  hook_depth--;
+  if (p && h && h->realloc) h->realloc(ptr, p, size);
+  return p;
+}
+
+static void *realloc_impl(void *ptr, size_t size) {
   if (ptr == NULL) return obm_malloc(size);
   obm_segment_t *seg = _obm_pagemap_lookup(ptr);
   if (obm_unlikely(seg == NULL)) {

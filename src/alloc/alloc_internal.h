@@ -35,9 +35,14 @@ typedef struct obm_block_s {
 typedef struct obm_heap_s obm_heap_t;
 typedef struct obm_arena_s obm_arena_t;
 
-/* Arenas in debug mode carry OBM_SEG_ARENA_DEBUG, so that free's fast path (kind ==
- * OBM_SEG_ARENA) needs no separate test of the debug flag. */
-enum { OBM_SEG_ARENA = 0xA7E4A, OBM_SEG_ARENA_DEBUG = 0xA7E4B, OBM_SEG_LARGE = 0x1A76E };
+/* Arenas in debug mode carry OBM_SEG_ARENA_DEBUG, and in traced mode OBM_SEG_ARENA_TRACED,
+ * so that free's fast path (kind == OBM_SEG_ARENA) needs no separate test of either mode. */
+enum {
+  OBM_SEG_ARENA = 0xA7E4A,
+  OBM_SEG_ARENA_DEBUG = 0xA7E4B,
+  OBM_SEG_ARENA_TRACED = 0xA7E4C,
+  OBM_SEG_LARGE = 0x1A76E
+};
 enum { OBM_SLOT_FREE = 0, OBM_SLOT_HEAD = 1, OBM_SLOT_TAIL = 2, OBM_SLOT_META = 3 };
 
 /* pool->in_list: not listed (full, cached or free), listed, or listed and allowed to become
@@ -182,6 +187,11 @@ extern OBM_HIDDEN pthread_mutex_t _obm_global_lock; /* arenas list, spares, heap
 extern OBM_HIDDEN pthread_mutex_t _obm_abandoned_lock; /* heaps of exited threads */
 extern OBM_HIDDEN pthread_mutex_t _obm_pagemap_lock;   /* creating page-map leaves */
 extern OBM_HIDDEN int _obm_debug_on;                   /* debug mode, fixed at init */
+extern OBM_HIDDEN int _obm_traced;                     /* traced mode, fixed at init */
+/* The kind of the arenas this process makes (debug, traced or plain). */
+OBM_INLINE uint32_t _obm_arena_kind(void) {
+  return _obm_debug_on ? OBM_SEG_ARENA_DEBUG : _obm_traced ? OBM_SEG_ARENA_TRACED : OBM_SEG_ARENA;
+}
 extern OBM_HIDDEN int _obm_initialized;
 /* _obm_init when needed; the test is one acquire load (threads may race to the first call). */
 OBM_INLINE void _obm_ensure_init(void) {
@@ -393,6 +403,8 @@ OBM_HIDDEN size_t _obm_raw_usable(const void *p, obm_segment_t *seg);
 /* Start of the raw block containing p (p inside obmem memory), or NULL. */
 OBM_HIDDEN uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_size);
 OBM_HIDDEN OBM_COLD void _obm_report_foreign(const char *op, const void *p);
+/* Traced mode: reports a free of the program's (alloc.c). */
+OBM_HIDDEN void _obm_alloc_hook_free(void *p);
 
 /* ---- large.c --------------------------------------------------------------------------- */
 OBM_HIDDEN void *_obm_large_alloc(size_t size, size_t alignment, int zero);

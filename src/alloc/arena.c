@@ -112,7 +112,7 @@ static void usable_insert(obm_heap_t *heap, obm_arena_t *a) {
 
 static void arena_init(obm_arena_t *a, obm_heap_t *heap) {
   memset(a->pools, 0, sizeof a->pools);
-  a->kind = _obm_debug_on ? OBM_SEG_ARENA_DEBUG : OBM_SEG_ARENA;
+  a->kind = _obm_arena_kind();
   a->free_slots = ~(uint64_t)1;
   a->nfree_slots = OBM_NSLOTS - 1;
   a->heap = heap;
@@ -159,7 +159,7 @@ static obm_arena_t *arena_new(obm_heap_t *heap) {
     pthread_mutex_unlock(&_obm_global_lock);
   }
   arena_init(a, heap);
-  if (!_obm_debug_on) /* debug frees must reach free_other through the page map */
+  if (a->kind == OBM_SEG_ARENA) /* debug and traced frees reach free_other by the page map */
     atomic_store_explicit(&heap->owned[_obm_owned_index(a)], a, memory_order_relaxed);
   pthread_mutex_lock(&_obm_global_lock);
   a->all_prev = NULL;

@@ -176,10 +176,15 @@ void _obm_raw_free(void *p, obm_segment_t *seg) {
 }
 
 static OBM_NOINLINE void free_other(void *p, obm_segment_t *seg) {
-  if (_obm_debug_on)
+  if (_obm_debug_on) {
     _obm_debug_free(p, seg);
-  else if (seg->kind == OBM_SEG_LARGE)
+    return;
+  }
+  if (_obm_traced) _obm_alloc_hook_free(p); /* every block of a traced process comes here */
+  if (seg->kind == OBM_SEG_LARGE)
     free_large(p, (obm_large_t *)seg);
+  else if (seg->kind == OBM_SEG_ARENA_TRACED)
+    free_in_arena(p, (obm_arena_t *)seg);
   else
     _obm_error(OBM_ERR_CORRUPTION, p,
                "free(%p): the page map points at %p, which is not an "

@@ -86,7 +86,7 @@ obm_heap_t *_obm_heap_init_thread(void) {
   int first_live = atomic_fetch_add_explicit(&heaps_live, 1, memory_order_acq_rel) == 0;
   /* Set before pthread_setspecific: it may allocate, and must then find this heap. */
   _obm_tls_heap = h;
-  _obm_tls_fast_heap = _obm_debug_on ? &_obm_heap_empty : h;
+  _obm_tls_fast_heap = _obm_debug_on || _obm_traced ? &_obm_heap_empty : h;
   pthread_setspecific(_obm_heap_key, h);
   _obm_heap_collect_remote(h);
   if (first_live) _obm_stats_threads_back(); /* the purge thread comes back when needed */

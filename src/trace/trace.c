@@ -506,6 +506,10 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   g.fd = fd;
   atomic_fetch_add(&g.gen, 1);
   atomic_store(&_obm_trace_on, 1);
+  /* in traced mode (OBMEM_TRACE at start-up) the allocator calls the hooks; they return at
+   * once whenever tracing is off, so they stay installed */
+  static const obm_alloc_hooks_t hooks = {_obm_trace_alloc, _obm_trace_free, _obm_trace_realloc};
+  _obm_alloc_set_hooks(&hooks);
   return 0;
 }
 

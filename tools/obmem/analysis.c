@@ -257,12 +257,13 @@ static size_t site_of(tool_report_t *r, tool_symbols_t *sym, const obm_capture_t
     const char *f, *fl;
     int ln;
     tool_symbol(sym, a, &f, &fl, &ln);
-    if (!tool_symbol_is_allocator(f, fl) || parent == 0) {
+    int in_allocator = tool_symbol_is_allocator(f, fl) || tool_address_in_obmem(sym, a);
+    if (!in_allocator || parent == 0) {
       function = f;
       file = fl;
       line = ln;
       address = a;
-      if (!tool_symbol_is_allocator(f, fl)) break;
+      if (!in_allocator) break;
     }
     id = parent;
   }

@@ -3,8 +3,8 @@
  * Each command parses its own options (every one has --help); an unknown option or a bad
  * value is named in the message and exits with status 2, as does a capture the reader
  * refuses (its message names the file and the offset).  `run` and `exec` start a program with
- * libobmem-preload.so in LD_PRELOAD; `run` also sets OBMEM_TRACE (docs/tracer.md), which the
- * preload library honours once the allocator calls the tracer's hooks.
+ * libobmem-preload.so in LD_PRELOAD; `run` also sets OBMEM_TRACE (docs/tracer.md), which puts
+ * the preload library's allocator in traced mode (src/trace/autostart.c).
  */
 #define _GNU_SOURCE
 #include "obmem_tool.h"
@@ -29,8 +29,8 @@ static const char usage_main[] =
     "  report FILE        summary of a capture: peak and when, totals, leaks, temporary\n"
     "                     allocations, top sites, size histogram (--json for machines)\n"
     "  diff A B           compare two captures by allocation site\n"
-    "  run -- PROG ARGS   run PROG on obmem with the tracer (NOT YET FUNCTIONAL: the\n"
-    "                     allocator does not call the tracer's hooks yet)\n"
+    "  run -- PROG ARGS   run PROG on obmem with the tracer: every allocation and free,\n"
+    "                     with its stack, into a capture file\n"
     "  exec -- PROG ARGS  run PROG on obmem (LD_PRELOAD of libobmem-preload.so), untraced\n"
     "  help [COMMAND]     this text, or a command's\n"
     "\n"
@@ -62,9 +62,6 @@ static const char usage_diff[] =
 static const char usage_run[] =
     "usage: obmem run [-o FILE] [--sample BYTES] [--native] [--max-peak SIZE]\n"
     "                 [--max-leak SIZE] -- PROG [ARGS...]\n"
-    "\n"
-    "NOT YET FUNCTIONAL: the allocator does not call the tracer's hooks yet, so no capture is\n"
-    "written; the command already sets everything up and reports that.\n"
     "\n"
     "Runs PROG with libobmem-preload.so in LD_PRELOAD and OBMEM_TRACE=FILE in its environment\n"
     "(default obmem-%p.cap in the current directory; %p becomes each process's pid), then\n"
@@ -301,8 +298,8 @@ static int cmd_run(int argc, char **argv) {
   struct stat sb;
   if (stat(path, &sb) != 0) {
     fprintf(stderr,
-            "obmem run: no capture at %s: the preload library does not trace yet "
-            "(the allocator's hooks are not wired)\n",
+            "obmem run: no capture at %s (the program was not dynamically linked, or it "
+            "failed before its first allocation, or OBMEM_DEBUG was set)\n",
             path);
     return code;
   }

@@ -70,5 +70,8 @@ void tool_symbols_close(tool_symbols_t *s);
 void tool_symbol(tool_symbols_t *s, uint64_t address, const char **function, const char **file,
                  int *line);
 int tool_symbol_is_allocator(const char *function, const char *file);
+/* Whether address lies in obmem's own shared library (libobmem*.so): its frames, static
+ * functions included, are the allocator's, never a site. */
+int tool_address_in_obmem(const tool_symbols_t *s, uint64_t address);
 
 #endif /* OBMEM_TOOL_H */

@@ -87,6 +87,28 @@ static sym_entry_t *slot_for(sym_entry_t *table, size_t capacity, uint64_t addre
   return &table[i];
 }
 
+/* The path of the module with the highest load address not above the address, or NULL. */
+static const char *module_of(const tool_symbols_t *s, uint64_t address, uint64_t *base) {
+  const char *best = NULL;
+  for (uint32_t i = 0; i < obm_capture_nmodules(s->cap); i++) {
+    obm_capture_module_t m;
+    if (obm_capture_module(s->cap, i, &m) == 0 && m.load_address <= address &&
+        (!best || m.load_address >= *base)) {
+      best = m.path;
+      *base = m.load_address;
+    }
+  }
+  return best;
+}
+
+int tool_address_in_obmem(const tool_symbols_t *s, uint64_t address) {
+  uint64_t base = 0;
+  const char *path = s ? module_of(s, address, &base) : NULL;
+  if (!path) return 0;
+  const char *slash = strrchr(path, '/');
+  return strncmp(slash ? slash + 1 : path, "libobmem", 8) == 0;
+}
+
 static void lookup(tool_symbols_t *s, uint64_t address, sym_entry_t *e) {
   char buf[600];
   e->line = 0;
@@ -117,17 +139,8 @@ static void lookup(tool_symbols_t *s, uint64_t address, sym_entry_t *e) {
     }
   }
 #endif
-  /* the module with the highest load address not above the address */
-  const char *best = NULL;
   uint64_t best_base = 0;
-  for (uint32_t i = 0; i < obm_capture_nmodules(s->cap); i++) {
-    obm_capture_module_t m;
-    if (obm_capture_module(s->cap, i, &m) == 0 && m.load_address <= address &&
-        (!best || m.load_address >= best_base)) {
-      best = m.path;
-      best_base = m.load_address;
-    }
-  }
+  const char *best = module_of(s, address, &best_base);
   if (best) {
     const char *slash = strrchr(best, '/');
     snprintf(buf, sizeof buf, "%s+0x%llx", slash ? slash + 1 : best,

@@ -1,0 +1,66 @@
+/* autostart.c — tracing from a program's start: OBMEM_TRACE=PATH (what `obmem run` sets).
+ *
+ * When OBMEM_TRACE is set at the first allocation the allocator runs in traced mode (every
+ * allocation takes malloc's slow path and every block lives in arenas that free's fast path
+ * does not serve, so each call of the program reaches the hooks: src/alloc/alloc.c).  This
+ * library constructor then starts the tracer into PATH (%p: the pid), with
+ * OBMEM_TRACE_SAMPLE=BYTES for sampled mode and OBMEM_TRACE_STACKS=auto|fp|unwind|none, and a
+ * destructor stops it at exit, after the program's own exit handlers.  Allocations made
+ * before the constructor runs (by ld.so and earlier constructors) are not recorded; their
+ * frees, which the tracer has no allocation for, are ignored by the report.  A forked child
+ * does not trace (the tracer stops in it); a program started by exec traces again into its
+ * own PATH when PATH has %p.
+ * Only in shared libraries: a static link does not pull this file in.
+ */
+#define _GNU_SOURCE
+#include "obmem/trace.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* OBMEM_TRACE_SAMPLE and OBMEM_TRACE_STACKS into *o; a bad value is named and ignored. */
+static void options_from_environment(obm_trace_options_t *o) {
+  const char *sample = getenv("OBMEM_TRACE_SAMPLE");
+  if (sample && *sample) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long mean = strtoull(sample, &end, 10);
+    if (errno || end == sample || *end || mean == 0)
+      _obm_warning("OBMEM_TRACE_SAMPLE=%s is not a positive number of bytes; tracing every "
+                   "allocation",
+                   sample);
+    else {
+      o->mode = OBM_TRACE_SAMPLED;
+      o->sample_mean_bytes = mean;
+    }
+  }
+  const char *stacks = getenv("OBMEM_TRACE_STACKS");
+  if (stacks && *stacks) {
+    static const char *const names[] = {"auto", "fp", "unwind", "none"};
+    int found = 0;
+    for (int i = 0; i < 4; i++)
+      if (strcmp(stacks, names[i]) == 0) {
+        o->stacks = (obm_trace_stacks_t)i;
+        found = 1;
+      }
+    if (!found)
+      _obm_warning("OBMEM_TRACE_STACKS=%s is not auto, fp, unwind or none; using auto", stacks);
+  }
+}
+
+__attribute__((constructor)) static void trace_from_start(void) {
+  if (!_obm_alloc_traced()) return;
+  const char *path = _obm_option_string(OBM_STRING_OPTION_TRACE);
+  if (path == NULL) return;
+  obm_trace_options_t options;
+  obm_trace_options_init(&options);
+  options_from_environment(&options);
+  int err = obm_trace_start(path, &options);
+  if (err) _obm_warning("OBMEM_TRACE=%s: cannot trace: %s", path, strerror(err));
+}
+
+__attribute__((destructor)) static void trace_until_exit(void) {
+  if (_obm_alloc_traced()) obm_trace_stop(); /* EINVAL when it was not running: nothing to do */
+}
