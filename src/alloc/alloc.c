@@ -144,6 +144,10 @@ void _obm_alloc_set_hooks(const obm_alloc_hooks_t *h) {
   atomic_store_explicit(&hooks, h, memory_order_release);
 }
 
+void _obm_alloc_hooks_hold(int hold) {
+  hook_depth += hold ? 1 : -1;
+}
+
 int _obm_alloc_traced(void) {
   _obm_ensure_init();
   return _obm_traced;

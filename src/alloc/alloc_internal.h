@@ -405,6 +405,9 @@ OBM_HIDDEN uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size
 OBM_HIDDEN OBM_COLD void _obm_report_foreign(const char *op, const void *p);
 /* Traced mode: reports a free of the program's (alloc.c). */
 OBM_HIDDEN void _obm_alloc_hook_free(void *p);
+/* hold 1 / 0: the calling thread's allocations until the matching 0 are obmem's own (starting
+ * its purge or statistics thread: the new thread's TLS blocks), not reported to the hooks. */
+OBM_HIDDEN void _obm_alloc_hooks_hold(int hold);
 
 /* ---- large.c --------------------------------------------------------------------------- */
 OBM_HIDDEN void *_obm_large_alloc(size_t size, size_t alignment, int zero);
