@@ -140,4 +140,13 @@ static __attribute__((unused)) obm_object_t *ot_self_cycle(obm_runtime_t *rt,
   return op;
 }
 
+#ifdef OBM_OBJECT_INTERNAL_H
+/* Unit tests: checks the runtime's structures, then frees it; nothing may be left alive. */
+static __attribute__((unused)) void ot_rt_done(obm_runtime_t *rt) {
+  CHECK(_obm_gc_check(rt) == 0);
+  size_t live = obm_runtime_free(rt);
+  CHECKF(live == 0, "%zu objects left alive", live);
+}
+#endif
+
 #endif /* OBMEM_TESTS_OBJECT_TEST_H */

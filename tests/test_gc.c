@@ -20,13 +20,6 @@ static obm_runtime_t *rt_new(void) {
   return rt;
 }
 
-/* Checks the runtime's structures, then frees it: nothing may be left alive. */
-static void rt_done(obm_runtime_t *rt) {
-  CHECK(_obm_gc_check(rt) == 0);
-  size_t live = obm_runtime_free(rt);
-  CHECKF(live == 0, "%zu objects left alive", live);
-}
-
 static size_t garbage_size(obm_runtime_t *rt) {
   return obm_list_size(obm_gc_garbage(rt));
 }
@@ -50,7 +43,7 @@ static void test_list_self(void) {
   CHECK(obm_gc_collect(rt, 2) == 1);
   CHECK(obm_runtime_live_objects(rt) == 0);
   CHECK(obm_gc_collect(rt, 2) == 0);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* test_instance / test_newinstance: records in self-cycles and in a two-cycle */
@@ -67,7 +60,7 @@ static void test_record_cycles(void) {
   CHECK(ot_ndealloc == 0);
   CHECK(obm_gc_collect(rt, 2) == 3);
   CHECK(ot_ndealloc == 3);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* test_tuple: a list and a record that refer to each other (CPython: tuple <-> list) */
@@ -81,7 +74,7 @@ static void test_list_record_cycle(void) {
   obm_decref(rt, l);
   CHECK(obm_gc_collect(rt, 2) == 2);
   CHECK(ot_ndealloc == 1);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* Reachable structures survive, including cycles hanging from a live object, and
@@ -109,7 +102,7 @@ static void test_reachable_survives(void) {
   CHECK(obm_runtime_live_objects(rt) == 3);
   CHECK(obm_gc_collect(rt, 2) == 2);
   CHECK(obm_runtime_live_objects(rt) == 0);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* ---- generations, thresholds, counts, stats --------------------------------------------- */
@@ -149,7 +142,7 @@ static void test_generations(void) {
   CHECK(obm_gc_collect(rt, -1) == -1);
   CHECK(obm_gc_get_objects(rt, 5) == NULL);
   obm_decref(rt, x);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 typedef struct cb_log_s {
@@ -226,7 +219,7 @@ static void test_thresholds(void) {
   CHECK(obm_gc_callback_remove(rt, log_callback, &log) == 0);
   CHECK(obm_gc_callback_remove(rt, log_callback, &log) == ENOENT);
   obm_decref(rt, keep);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* The 25 % rule: an automatic full collection starts only when the objects promoted to
@@ -282,7 +275,7 @@ static void test_long_lived_rule(void) {
   obm_gc_disable(rt);
   obm_gc_callback_remove(rt, rule_callback, &log);
   obm_decref(rt, keep);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* test_get_stats: collect(n) counts a collection of generation n only */
@@ -303,7 +296,7 @@ static void test_stats(void) {
   CHECK(after[2].collections == before[2].collections + 1);
   CHECK(after[2].collected == before[2].collected + 2);
   CHECK(after[2].uncollectable == before[2].uncollectable);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* test_collect / test_collect_generation / test_collect_garbage (gc.callbacks): two
@@ -376,7 +369,7 @@ static void test_callbacks(void) {
   CHECK(obm_gc_collect(rt, 2) == 0);
   obm_gc_callback_remove(rt, log_callback, &one);
   obm_gc_callback_remove(rt, cleanup_callback, &two);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* test_saveall: with SAVEALL, cyclic garbage goes to the garbage list instead of being
@@ -436,7 +429,7 @@ static void test_saveall_and_leak(void) {
   obm_record_set(rt, u, 0, NULL);
   obm_list_clear(rt, obm_gc_garbage(rt));
   CHECK(ot_nlegacy_calls == 1);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* test_freeze: frozen objects are ignored by collections until unfrozen */
@@ -464,7 +457,7 @@ static void test_freeze(void) {
   CHECK(obm_gc_collect(rt, 2) == 1);
   CHECK(ot_ndealloc == 1);
   obm_decref(rt, keep);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* test_get_referents / get_referrers, is_tracked */
@@ -511,7 +504,7 @@ static void test_introspection(void) {
     obm_decref(rt, atoms[i]);
   obm_decref(rt, alist);
   obm_decref(rt, other);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* ---- test_finalization.py ------------------------------------------------------------- */
@@ -555,7 +548,7 @@ static void test_simple_finalization(void) {
   CHECK(obm_weakref_get(wr) == NULL);
   obm_decref(rt, &wr->base);
   survivors_done(rt);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* A non-GC object with a finalizer: same rules (ours run once, where CPython reruns it). */
@@ -583,7 +576,7 @@ static void test_non_gc_finalization(void) {
   obm_decref(rt, nongc_saved);
   CHECK(ot_nfin_calls == 1 && obm_runtime_live_objects(rt) == 0);
   nongc_resurrect = 0;
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* SelfCycleFinalizationTest: test_simple, test_simple_resurrect, test_simple_suicide */
@@ -624,7 +617,7 @@ static void test_self_cycle_finalization(void) {
   CHECK(obm_weakref_get(wr) == NULL);
   obm_decref(rt, &wr->base);
   survivors_done(rt);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* CycleChainFinalizationTest: a cycle of n records of the given types (types[i % ntypes]).
@@ -707,7 +700,7 @@ static void test_cycle_chains(void) {
   CHECK(ot_nfin_calls == 1 && ot_ndealloc == N);
   drop_weakrefs(rt, wrs, N);
   survivors_done(rt);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* test_resurrection_does_not_block_cleanup_of_other_objects: resurrected objects are not
@@ -740,7 +733,7 @@ static void test_resurrection_does_not_block_cleanup(void) {
   CHECK(obm_gc_collect(rt, 2) == 2);
   CHECK(ot_nfin_calls == 2);
   survivors_done(rt);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* Transitive resurrection: what a resurrected object reaches survives intact, even garbage
@@ -770,7 +763,7 @@ static void test_resurrection_transitive(void) {
   CHECK(obm_gc_collect(rt, 2) == 4);
   CHECK(ot_nfin_calls == 2 && ot_ndealloc == 3);
   survivors_done(rt);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* LegacyFinalizationTest: legacy finalizers run at every deallocation (resurrection allowed),
@@ -815,7 +808,7 @@ static void test_legacy_finalization(void) {
   CHECK(ot_nlegacy_calls == 1 && ot_ndealloc == 1 && obm_weakref_get(wr) == NULL);
   obm_decref(rt, &wr->base);
   survivors_done(rt);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* test_is_finalized (Lazarus) */
@@ -829,7 +822,7 @@ static void test_is_finalized(void) {
   CHECK(obm_list_get(ot_survivors, 0) == lazarus);
   CHECK(obm_is_finalized(lazarus));
   survivors_done(rt);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* ---- weak references in collections (test_gc.py: test_bug1055820b/c/d) ----------------- */
@@ -897,7 +890,7 @@ static void test_weakref_callbacks_see_nothing(void) {
   CHECK(obm_weakref_count(live) == 0);
   obm_decref(rt, live);
   CHECK(wcb.ncalls == 0);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* Run generation-0 collections "naturally" (by creating objects) until one happened. */
@@ -970,7 +963,7 @@ static void test_weakref_across_generations(int use_finalizer) {
   CHECK(obm_weakref_get(ouch.c2wr) == NULL);
   obm_decref(rt, &ouch.c2wr->base);
   if (c0wr != NULL) obm_decref(rt, &c0wr->base);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* Deallocation by counting: every weak reference is cleared before any callback runs, and
@@ -1005,7 +998,7 @@ static void test_weakref_dealloc_order(void) {
   errno = 0;
   CHECK(obm_weakref_new(rt, atom, NULL, NULL) == NULL && errno == EINVAL);
   obm_decref(rt, atom);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* A finalizer that makes a weak reference (with a callback) to another object of its garbage
@@ -1033,7 +1026,7 @@ static void test_weakref_made_by_finalizer(void) {
   CHECK(obm_weakref_get(late_wr) == NULL);
   CHECK(wcb.ncalls == 0);
   obm_decref(rt, &late_wr->base);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* ---- finalizers and collections ----------------------------------------------------------- */
@@ -1060,7 +1053,7 @@ static void test_finalizer_collects(void) {
   obm_decref(rt, c);
   CHECK(nested_result == 1 && ot_nfin_calls == 2);
   CHECK(obm_runtime_live_objects(rt) == 0);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* ---- counts ------------------------------------------------------------------------------ */
@@ -1107,7 +1100,7 @@ static void test_refcount_too_small(void) {
   x->refcnt = 2;
   obm_decref(rt, l);
   CHECK(ot_ndealloc == 1);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 int main(int argc, char **argv) {

@@ -22,12 +22,6 @@ static obm_runtime_t *rt_new(size_t budget) {
   return rt;
 }
 
-static void rt_done(obm_runtime_t *rt) {
-  CHECK(_obm_gc_check(rt) == 0);
-  size_t live = obm_runtime_free(rt);
-  CHECKF(live == 0, "%zu objects left alive", live);
-}
-
 /* What the callbacks saw: steps (generation 2 with collection 0 of generations 0/1 around). */
 static struct {
   size_t nsteps;
@@ -103,7 +97,7 @@ static void test_bounded_steps(void) {
          seen.max_candidates);
   obm_decref(rt, root);
   CHECK(obm_gc_collect(rt, 2) == 10000);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* A garbage ring of 1000 records with a budget of 10: one step examines it whole (the step
@@ -130,7 +124,7 @@ static void test_cycle_never_split(void) {
          "the ring's step examined %zu objects", seen.max_candidates);
   obm_decref(rt, before);
   obm_decref(rt, after);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* Garbage hanging from garbage: an older self-referencing list holds a newer cycle.  The
@@ -152,7 +146,7 @@ static void test_garbage_chain(void) {
   CHECKF(found == 2 && ot_ndealloc == 2 && obm_runtime_live_objects(rt) == 0,
          "one sweep found %zu, %zu records freed, %zu objects left", found, ot_ndealloc,
          obm_runtime_live_objects(rt));
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* Finalizers run once, resurrection keeps the resurrected object and what it reaches, weak
@@ -211,7 +205,7 @@ static void test_semantics(void) {
   obm_decref(rt, data);
   obm_decref(rt, ot_survivors);
   ot_survivors = NULL;
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* A whole collection in the middle of a sweep ends it (visited objects rejoin the oldest
@@ -235,7 +229,7 @@ static void test_sweep_interrupted(void) {
   CHECK(_obm_gc_check(rt) == 0);
   obm_decref(rt, root);
   CHECK(run_sweep(rt) + run_sweep(rt) == 2000);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 /* Automatic collection: a program that keeps 30 000 pairs, and keeps each new pair a while
@@ -259,7 +253,7 @@ static size_t churn(size_t budget, uint64_t *nsweeps) {
   *nsweeps = sweeps(rt);
   obm_decref(rt, window);
   obm_decref(rt, root);
-  rt_done(rt);
+  ot_rt_done(rt);
   return peak;
 }
 
@@ -290,7 +284,7 @@ static void test_hard_incremental(void) {
   CHECK(obm_runtime_live_objects(rt) < 601 + 300 * 3);
   obm_gc_set_debug(rt, 0);
   obm_decref(rt, root);
-  rt_done(rt);
+  ot_rt_done(rt);
 }
 
 int main(int argc, char **argv) {

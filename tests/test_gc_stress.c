@@ -326,19 +326,27 @@ static void drop_legacy_reachable(uint32_t *ids, uint32_t *n) {
   *n = kept;
 }
 
+/* The ids of the snodes alive and unreachable now, less what a legacy finalizer's object
+ * reaches (drop_legacy_reachable); *n of them, in a malloc'ed array. */
+static uint32_t *garbage_now(uint32_t *n) {
+  walk_reachable();
+  uint32_t *ids = malloc((nalive + 1) * sizeof *ids);
+  *n = 0;
+  CHECK(ids != NULL);
+  for (uint32_t i = 0; i < nalive; i++)
+    if (infos[alive_ids[i]].reached != epoch) ids[(*n)++] = alive_ids[i];
+  drop_legacy_reachable(ids, n);
+  return ids;
+}
+
 /* (1) A full collection frees every snode unreachable when it starts, except what a finalizer
  * made reachable again (then it is reachable afterwards) and what a legacy finalizer's
  * object reaches (drop_legacy_reachable).  (2) Once collections find
  * nothing more (a callback that ran drops its data, which may make garbage only then, as in
  * CPython), the snodes alive are exactly the reachable ones. */
 static void oracle(void) {
-  walk_reachable();
-  uint32_t *garbage_ids = malloc((nalive + 1) * sizeof *garbage_ids);
-  uint32_t ngarbage = 0;
-  CHECK(garbage_ids != NULL);
-  for (uint32_t i = 0; i < nalive; i++)
-    if (infos[alive_ids[i]].reached != epoch) garbage_ids[ngarbage++] = alive_ids[i];
-  drop_legacy_reachable(garbage_ids, &ngarbage);
+  uint32_t ngarbage;
+  uint32_t *garbage_ids = garbage_now(&ngarbage);
   CHECK(obm_gc_collect(rt, 2) >= 0);
   CHECK(_obm_gc_check(rt) == 0);
   obm_object_t *garbage = obm_gc_garbage(rt);
@@ -379,13 +387,8 @@ static uint32_t count_left(const uint32_t *ids, uint32_t n) {
  * frees some of what is left — a layer of cycles hanging from garbage examined earlier in
  * the sweep may wait for the next one.  With the closure disabled (cycles split) it fails. */
 static void oracle_incremental(void) {
-  walk_reachable();
-  uint32_t *garbage_ids = malloc((nalive + 1) * sizeof *garbage_ids);
-  uint32_t ngarbage = 0;
-  CHECK(garbage_ids != NULL);
-  for (uint32_t i = 0; i < nalive; i++)
-    if (infos[alive_ids[i]].reached != epoch) garbage_ids[ngarbage++] = alive_ids[i];
-  drop_legacy_reachable(garbage_ids, &ngarbage);
+  uint32_t ngarbage;
+  uint32_t *garbage_ids = garbage_now(&ngarbage);
   CHECK(obm_gc_collect(rt, 1) >= 0);
   uint32_t left = ngarbage;
   for (uint32_t sweep = 0; left > 0; sweep++) {

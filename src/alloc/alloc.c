@@ -135,8 +135,10 @@ void *_obm_raw_aligned(size_t alignment, size_t size) {
 }
 
 /* ---- traced mode: the allocation hooks ---------------------------------------------------
- * Each call of the program's is reported once: the public entry points report, and the calls
- * they make to each other (realloc's malloc and free) run at depth > 0 and do not. */
+ * Each call of the program's is reported once, by its public entry point; the entry points
+ * call one another's raw versions (realloc: _obm_raw_malloc and _obm_raw_free), never the
+ * reporting ones.  While obmem starts a thread of its own, the new thread's TLS blocks are
+ * not the program's: hook_depth > 0 mutes the hooks on the starting thread. */
 static _Atomic(const obm_alloc_hooks_t *) hooks;
 static __thread int hook_depth __attribute__((tls_model("initial-exec")));
 
@@ -144,29 +146,38 @@ void _obm_alloc_set_hooks(const obm_alloc_hooks_t *h) {
   atomic_store_explicit(&hooks, h, memory_order_release);
 }
 
-void _obm_alloc_hooks_hold(int hold) {
-  hook_depth += hold ? 1 : -1;
-}
-
 int _obm_alloc_traced(void) {
   _obm_ensure_init();
   return _obm_traced;
 }
 
-/* The hooks to call for a call of the program's, or NULL. */
+int _obm_own_thread_start(pthread_t *thread, const char *name, size_t stack_size, int joinable,
+                          void *(*fn)(void *)) {
+  hook_depth++;
+  int rc = _obm_os_thread_start(thread, name, stack_size, joinable, fn);
+  hook_depth--;
+  return rc;
+}
+
+/* The hooks to call for a call of the program's (traced mode only), or NULL. */
 static const obm_alloc_hooks_t *hooks_for_call(void) {
-  if (!_obm_traced || hook_depth) return NULL;
+  if (hook_depth) return NULL;
   return atomic_load_explicit(&hooks, memory_order_acquire);
 }
 
-void _obm_alloc_hook_free(void *p) {
+void _obm_alloc_report_free(void *p) {
   const obm_alloc_hooks_t *h = hooks_for_call();
   if (h && h->free) h->free(p);
 }
 
-static void *hook_alloc(void *p, size_t size) {
+static OBM_NOINLINE void report_alloc(void *p, size_t size) {
   const obm_alloc_hooks_t *h = hooks_for_call();
   if (p && h && h->alloc) h->alloc(p, size);
+}
+
+/* p, reported as an allocation of size bytes in traced mode. */
+OBM_INLINE void *traced_alloc(void *p, size_t size) {
+  if (obm_unlikely(_obm_traced)) report_alloc(p, size);
   return p;
 }
 
@@ -175,8 +186,7 @@ static void *hook_alloc(void *p, size_t size) {
 static OBM_NOINLINE void *malloc_slow(size_t size) {
   _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, OBM_ALIGNMENT, 0);
-  if (obm_unlikely(_obm_traced)) return hook_alloc(_obm_raw_malloc(size), size);
-  return _obm_raw_malloc(size);
+  return traced_alloc(_obm_raw_malloc(size), size);
 }
 
 void *obm_malloc(size_t size) {
@@ -187,7 +197,7 @@ void *obm_malloc(size_t size) {
     if (obm_likely(b != NULL)) return b;
   } else if (s1 < OBM_MEDIUM_MAX) {
     /* before the first init the table reads 0: the empty heap sends any class the slow way */
-    void *b = heap_class_alloc(_obm_tls_fast_heap, size, _obm_medium_class[s1 >> 7]);
+    void *b = heap_class_alloc(_obm_tls_fast_heap, size, _obm_medium_size_to_class(size));
     if (obm_likely(b != NULL)) return b;
   }
   return malloc_slow(size);
@@ -208,7 +218,7 @@ void *obm_calloc(size_t count, size_t size) {
     p = class_malloc(total, _obm_size_to_class(total));
     if (p) memset(p, 0, total);
   }
-  return _obm_traced ? hook_alloc(p, total) : p;
+  return traced_alloc(p, total);
 }
 
 void *obm_aligned_alloc(size_t alignment, size_t size) {
@@ -218,8 +228,7 @@ void *obm_aligned_alloc(size_t alignment, size_t size) {
   }
   _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, alignment, 0);
-  void *p = _obm_raw_aligned(alignment, size);
-  return _obm_traced ? hook_alloc(p, size) : p;
+  return traced_alloc(_obm_raw_aligned(alignment, size), size);
 }
 
 int obm_posix_memalign(void **out, size_t alignment, size_t size) {
@@ -235,20 +244,22 @@ int obm_posix_memalign(void **out, size_t alignment, size_t size) {
   return 0;
 }
 
-static void *realloc_impl(void *ptr, size_t size);
+static OBM_NOINLINE void report_realloc(void *old, void *p, size_t size) {
+  const obm_alloc_hooks_t *h = hooks_for_call();
+  if (p && h && h->realloc) h->realloc(old, p, size);
+}
+
+static void *realloc_block(void *ptr, size_t size);
 
 void *obm_realloc(void *ptr, size_t size) {
-  if (obm_likely(!_obm_traced)) return realloc_impl(ptr, size);
-  const obm_alloc_hooks_t *h = hooks_for_call();
-  hook_depth++;
-  void *p = realloc_impl(ptr, size);
-  hook_depth--;
-  if (p && h && h->realloc) h->realloc(ptr, p, size);
+  if (ptr == NULL) return obm_malloc(size);
+  void *p = realloc_block(ptr, size);
+  if (obm_unlikely(_obm_traced)) report_realloc(ptr, p, size);
   return p;
 }
 
-static void *realloc_impl(void *ptr, size_t size) {
-  if (ptr == NULL) return obm_malloc(size);
+/* realloc of a non-NULL ptr (obmem is initialized: ptr came from it). */
+static void *realloc_block(void *ptr, size_t size) {
   obm_segment_t *seg = _obm_pagemap_lookup(ptr);
   if (obm_unlikely(seg == NULL)) {
     _obm_report_foreign("realloc", ptr);
@@ -259,8 +270,10 @@ static void *realloc_impl(void *ptr, size_t size) {
   size_t old_size;
   if (obm_likely(seg->kind != OBM_SEG_LARGE)) {
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, ptr);
+    /* a block start of a carved block (the owner may be carving: a relaxed load) */
     if (obm_unlikely(pool->kind != OBM_SLOT_HEAD ||
-                     (size_t)((uint8_t *)ptr - pool->start) % pool->block_size != 0)) {
+                     _obm_block_div((size_t)((uint8_t *)ptr - pool->start), pool->size_class) >=
+                         __atomic_load_n(&pool->ncarved, __ATOMIC_RELAXED))) {
       _obm_error(OBM_ERR_NOT_BLOCK_START, ptr,
                  "realloc of an address inside obmem's memory that is not a live block");
       errno = EINVAL;
@@ -289,9 +302,11 @@ static void *realloc_impl(void *ptr, size_t size) {
       if (p) return p;
     }
   }
-  void *fresh = obm_malloc(size);
+  /* raw calls: the segment is known (no second page-map lookup), and in traced mode this is
+   * one realloc event, not a malloc and a free */
+  void *fresh = _obm_raw_malloc(size);
   if (!fresh) return NULL;
   memcpy(fresh, ptr, old_size < size ? old_size : size);
-  obm_free(ptr);
+  _obm_raw_free(ptr, seg);
   return fresh;
 }

@@ -223,10 +223,14 @@ extern OBM_HIDDEN const uint8_t _obm_small_class[OBM_NSMALL_CLASSES + 1]; /* by 
 extern OBM_HIDDEN uint8_t _obm_medium_class[OBM_MEDIUM_MAX >> 7];
 
 /* ---- size classes ---------------------------------------------------------------------- */
+/* Class for OBM_SMALL_MAX < size <= OBM_MEDIUM_MAX (0 before _obm_sizeclass_init). */
+OBM_INLINE unsigned _obm_medium_size_to_class(size_t size) {
+  return _obm_medium_class[(size - 1) >> 7];
+}
 /* Class for size <= OBM_MEDIUM_MAX (after _obm_sizeclass_init). */
 OBM_INLINE unsigned _obm_size_to_class(size_t size) {
   if (obm_likely(size <= OBM_SMALL_MAX)) return _obm_small_class[(size + 15) >> 4];
-  return _obm_medium_class[(size - 1) >> 7];
+  return _obm_medium_size_to_class(size);
 }
 OBM_HIDDEN void _obm_sizeclass_init(void);
 
@@ -404,10 +408,11 @@ OBM_HIDDEN size_t _obm_raw_usable(const void *p, obm_segment_t *seg);
 OBM_HIDDEN uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_size);
 OBM_HIDDEN OBM_COLD void _obm_report_foreign(const char *op, const void *p);
 /* Traced mode: reports a free of the program's (alloc.c). */
-OBM_HIDDEN void _obm_alloc_hook_free(void *p);
-/* hold 1 / 0: the calling thread's allocations until the matching 0 are obmem's own (starting
- * its purge or statistics thread: the new thread's TLS blocks), not reported to the hooks. */
-OBM_HIDDEN void _obm_alloc_hooks_hold(int hold);
+OBM_HIDDEN void _obm_alloc_report_free(void *p);
+/* Starts one of obmem's own threads (purge, statistics): _obm_os_thread_start, with the
+ * allocations made for the new thread (its TLS blocks) not reported in traced mode. */
+OBM_HIDDEN int _obm_own_thread_start(pthread_t *thread, const char *name, size_t stack_size,
+                                     int joinable, void *(*fn)(void *));
 
 /* ---- large.c --------------------------------------------------------------------------- */
 OBM_HIDDEN void *_obm_large_alloc(size_t size, size_t alignment, int zero);

@@ -248,9 +248,9 @@ static void cache_remove(obm_heap_t *heap, obm_pool_t *pool);
 /* Ages the heap's pool cache by one pass: pools cached before the previous pass have not been
  * wanted for at least a delay and go back to their arenas, already decommitted (their slots
  * were resident and unused as long as dirty ones purged at this pass); the others become
- * old.  Returns whether cached pools remain.  Caller holds the heap's arena lock. */
-static int cache_age(obm_heap_t *heap) {
-  if (heap->ncached_slots == 0) return 0;
+ * old.  Caller holds the heap's arena lock. */
+static void cache_age(obm_heap_t *heap) {
+  if (heap->ncached_slots == 0) return;
   for (unsigned c = 0; c < OBM_NCLASSES; c++) {
     obm_pool_t *pool = atomic_load_explicit(&heap->cached[c], memory_order_relaxed);
     while (pool) {
@@ -264,22 +264,19 @@ static int cache_age(obm_heap_t *heap) {
       pool = next;
     }
   }
-  return heap->ncached_slots != 0;
 }
 
 /* The heap's purge pass, if a delay has passed since the last one; returns whether dirty
  * slots or cached pools remain (purgeable at a later pass).  Caller holds the heap's arena
  * lock. */
 static int purge_pass(obm_heap_t *heap, uint64_t now, uint64_t delay) {
-  int left = 0;
   int due = now - heap->last_purge_check >= delay;
   if (due) {
     heap->last_purge_check = now;
     heap->released_since_pass = 0;
-    left = cache_age(heap);
-  } else {
-    left = heap->ncached_slots != 0;
+    cache_age(heap);
   }
+  int left = heap->ncached_slots != 0;
   for (obm_arena_t *a = heap->usable; a; a = a->next) {
     if (due) {
       if (a->dirty_old & a->free_slots) decommit_slots(a, a->dirty_old & a->free_slots);

@@ -180,7 +180,7 @@ static OBM_NOINLINE void free_other(void *p, obm_segment_t *seg) {
     _obm_debug_free(p, seg);
     return;
   }
-  if (_obm_traced) _obm_alloc_hook_free(p); /* every block of a traced process comes here */
+  if (_obm_traced) _obm_alloc_report_free(p); /* every block of a traced process comes here */
   if (seg->kind == OBM_SEG_LARGE)
     free_large(p, (obm_large_t *)seg);
   else if (seg->kind == OBM_SEG_ARENA_TRACED)

@@ -116,10 +116,7 @@ static int start_thread(void) {
   pthread_cond_init(&wait_cond, &cattr);
   pthread_condattr_destroy(&cattr);
   pthread_t tid;
-  _obm_alloc_hooks_hold(1); /* the thread's TLS blocks are obmem's, not the program's */
-  int rc = _obm_os_thread_start(&tid, "obmem-purge", 128 * 1024, 0, purger_main);
-  _obm_alloc_hooks_hold(0);
-  return rc;
+  return _obm_own_thread_start(&tid, "obmem-purge", 128 * 1024, 0, purger_main);
 }
 
 void _obm_purger_poke_slow(void) {

@@ -464,9 +464,7 @@ static int signal_thread_start(void) {
   signal_thread_leave = THREAD_STAY;
   pthread_mutex_unlock(&report_lock);
   if (!reserved) return 0;
-  _obm_alloc_hooks_hold(1); /* the thread's TLS blocks are obmem's, not the program's */
-  int rc = _obm_os_thread_start(&signal_thread, "obmem-stats", 256 * 1024, 1, signal_thread_main);
-  _obm_alloc_hooks_hold(0);
+  int rc = _obm_own_thread_start(&signal_thread, "obmem-stats", 256 * 1024, 1, signal_thread_main);
   if (rc != 0) {
     pthread_mutex_lock(&report_lock);
     signal_thread_running = 0;

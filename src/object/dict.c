@@ -138,33 +138,48 @@ int obm_object_equal(obm_object_t *a, obm_object_t *b) {
 
 /* ---- lookup ------------------------------------------------------------------------------- */
 
-/* The entry number of key (>= 0, its slot in *slot_out) or DKIX_EMPTY. */
-static ptrdiff_t keys_lookup(obm_dict_keys_t *k, obm_object_t *key, obm_hash_t hash,
-                             size_t *slot_out) {
+/* The next slot of a probe sequence (CPython's recurrence, see the top of the file). */
+static inline size_t probe_next(size_t i, obm_hash_t *perturb, size_t mask) {
+  *perturb >>= PERTURB_SHIFT;
+  return (i * 5 + *perturb + 1) & mask;
+}
+
+/* Whether the live entry e is the one a lookup wants. */
+typedef int entry_match_t(const dict_entry_t *e, obm_hash_t hash, const void *arg);
+
+/* Walks hash's probe sequence to its first EMPTY slot: the number of the first live entry
+ * that matches (>= 0, its slot in *slot_out), or DKIX_EMPTY. */
+static inline ptrdiff_t keys_probe(obm_dict_keys_t *k, obm_hash_t hash, entry_match_t *match,
+                                   const void *arg, size_t *slot_out) {
   dict_entry_t *entries = keys_entries(k);
   size_t mask = ((size_t)1 << k->log2_size) - 1;
   size_t i = (size_t)hash & mask;
-  for (obm_hash_t perturb = hash;; perturb >>= PERTURB_SHIFT, i = (i * 5 + perturb + 1) & mask) {
+  for (obm_hash_t perturb = hash;; i = probe_next(i, &perturb, mask)) {
     ptrdiff_t ix = keys_get_index(k, i);
     if (ix == DKIX_EMPTY) return DKIX_EMPTY;
-    if (ix >= 0) {
-      dict_entry_t *e = &entries[ix];
-      if (e->key == key || (e->hash == hash && obm_object_equal(e->key, key))) {
-        *slot_out = i;
-        return ix;
-      }
+    if (ix >= 0 && match(&entries[ix], hash, arg)) {
+      *slot_out = i;
+      return ix;
     }
   }
+}
+
+static int match_object(const dict_entry_t *e, obm_hash_t hash, const void *key) {
+  return e->key == key || (e->hash == hash && obm_object_equal(e->key, (obm_object_t *)key));
+}
+
+/* The entry number of key (>= 0, its slot in *slot_out) or DKIX_EMPTY. */
+static ptrdiff_t keys_lookup(obm_dict_keys_t *k, obm_object_t *key, obm_hash_t hash,
+                             size_t *slot_out) {
+  return keys_probe(k, hash, match_object, key, slot_out);
 }
 
 /* The first EMPTY or DUMMY slot on hash's probe sequence (one exists: see the invariants). */
 static size_t keys_find_empty_slot(const obm_dict_keys_t *k, obm_hash_t hash) {
   size_t mask = ((size_t)1 << k->log2_size) - 1;
   size_t i = (size_t)hash & mask;
-  for (obm_hash_t perturb = hash; keys_get_index(k, i) >= 0;) {
-    perturb >>= PERTURB_SHIFT;
-    i = (i * 5 + perturb + 1) & mask;
-  }
+  for (obm_hash_t perturb = hash; keys_get_index(k, i) >= 0;)
+    i = probe_next(i, &perturb, mask);
   return i;
 }
 
@@ -278,24 +293,26 @@ obm_object_t *obm_dict_get(const obm_object_t *op, obm_object_t *key) {
   return ix >= 0 ? keys_entries(k)[ix].value : NULL;
 }
 
+/* A str key equal to the C string (length bytes at cstr). */
+typedef struct cstr_key_s {
+  const char *bytes;
+  size_t length;
+} cstr_key_t;
+
+static int match_cstr(const dict_entry_t *e, obm_hash_t hash, const void *arg) {
+  const cstr_key_t *c = arg;
+  return e->hash == hash && obm_str_check(e->key) && obm_str_length(e->key) == c->length &&
+         memcmp(obm_str_data(e->key), c->bytes, c->length) == 0;
+}
+
 obm_object_t *obm_dict_get_cstr(const obm_object_t *op, const char *cstr) {
   if (!obm_dict_check(op) || cstr == NULL) return NULL;
   obm_dict_keys_t *k = ((const obm_dict_t *)op)->keys;
   if (k == NULL) return NULL;
-  size_t length = strlen(cstr);
-  obm_hash_t hash = _obm_str_hash_bytes(cstr, length);
-  dict_entry_t *entries = keys_entries(k);
-  size_t mask = ((size_t)1 << k->log2_size) - 1;
-  size_t i = (size_t)hash & mask;
-  for (obm_hash_t perturb = hash;; perturb >>= PERTURB_SHIFT, i = (i * 5 + perturb + 1) & mask) {
-    ptrdiff_t ix = keys_get_index(k, i);
-    if (ix == DKIX_EMPTY) return NULL;
-    if (ix < 0) continue;
-    dict_entry_t *e = &entries[ix];
-    if (e->hash == hash && obm_str_check(e->key) && obm_str_length(e->key) == length &&
-        memcmp(obm_str_data(e->key), cstr, length) == 0)
-      return e->value;
-  }
+  cstr_key_t c = {cstr, strlen(cstr)};
+  size_t slot;
+  ptrdiff_t ix = keys_probe(k, _obm_str_hash_bytes(cstr, c.length), match_cstr, &c, &slot);
+  return ix >= 0 ? keys_entries(k)[ix].value : NULL;
 }
 
 int obm_dict_delete(obm_runtime_t *rt, obm_object_t *op, obm_object_t *key) {
