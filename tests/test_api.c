@@ -711,6 +711,35 @@ static void test_interior_pointers(void) {
   run_in_child("free of interior pointers", interior_child);
 }
 
+/* A double free into a pool that the first free emptied: the class's current pool stays
+ * listed when it empties (so that a malloc/free pair stays on the fast paths); the second
+ * free must be reported and undone, not push the block twice and wrap the pool's count. */
+static void test_double_free_empty_pool(void) {
+  static const size_t sizes[] = {48, 496, 3000, 40000};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    size_t n = sizes[i];
+    uint64_t before = small_medium_in_use();
+    void *p = obm_malloc(n);
+    CHECK(p != NULL);
+    obm_free(p);
+    expect_reports();
+    obm_free(p);
+    CHECKF(err.ncalls == 1 && err.code == OBM_ERR_DOUBLE_FREE,
+           "double free of %zu B into an empty pool: %d reports, code %d", n, err.ncalls,
+           (int)err.code);
+    CHECK(err.address == p);
+    expect_no_reports();
+    void *x = obm_malloc(n);
+    void *y = obm_malloc(n);
+    CHECKF(x != NULL && y != NULL && x != y, "%zu B after a double free: %p and %p", n, x, y);
+    obm_free(x);
+    obm_free(y);
+    CHECKF(small_medium_in_use() == before, "%zu B: %" PRIu64 " blocks in use, %" PRIu64 " before",
+           n, small_medium_in_use(), before);
+    CHECKF(obm_check() == 0, "%zu B: the checker found problems after a double free", n);
+  }
+}
+
 /* ---- stats and trim ----------------------------------------------------------------------- */
 
 static void test_stats_bookkeeping(void) {
@@ -873,6 +902,7 @@ int main(int argc, char **argv) {
   test_free_null();
   test_foreign_pointers();
   test_interior_pointers();
+  test_double_free_empty_pool();
   test_stats_bookkeeping();
   test_trim();
   test_pool_cache();

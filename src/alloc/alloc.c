@@ -15,16 +15,16 @@
 /* Hands out the next never-used block (CPython's nextoffset bump): nothing is written to the
  * block, so fresh memory is touched only by the program.  ncarved is stored with a relaxed
  * atomic: other threads' frees read it to validate their pointer. */
-OBM_INLINE obm_block_t *pool_bump(obm_pool_t *pool) {
+OBM_INLINE obm_block_t *pool_bump(obm_pool_t *pool, size_t cls) {
   unsigned n = pool->ncarved;
   __atomic_store_n(&pool->ncarved, (uint16_t)(n + 1), __ATOMIC_RELAXED);
-  return (obm_block_t *)(pool->start + (size_t)n * pool->block_size);
+  return (obm_block_t *)(pool->start + (size_t)n * _obm_class_size[cls]);
 }
 
 static void pool_init(obm_pool_t *pool, unsigned cls) {
-  pool->block_size = _obm_class_size[cls];
-  pool->capacity = (uint16_t)_obm_class_capacity[cls];
   pool->size_class = (uint8_t)cls;
+  pool->div_inverse = _obm_class_div[cls].inverse;
+  pool->div_shift = (uint8_t)_obm_class_div[cls].shift;
   pool->ncarved = 0;
   pool->nused = 0;
   pool->free = NULL;
@@ -46,8 +46,8 @@ void *_obm_malloc_generic(obm_heap_t *heap, size_t size, unsigned cls) {
   obm_block_t *b;
   while (pool != &_obm_pool_empty) {
     if (pool->free) goto pop;
-    if (pool->ncarved < pool->capacity) {
-      b = pool_bump(pool);
+    if (pool->ncarved < _obm_class_capacity[cls]) {
+      b = pool_bump(pool, cls);
       goto done;
     }
     _obm_pool_unlink(heap, pool); /* full: leaves the list until a block comes back */
@@ -59,7 +59,7 @@ void *_obm_malloc_generic(obm_heap_t *heap, size_t size, unsigned cls) {
     if (pool) {
       _obm_pool_link(heap, pool);
       if (pool->free) goto pop;
-      b = pool_bump(pool); /* never NULL: an empty pool has a free block or an uncarved one */
+      b = pool_bump(pool, cls); /* never NULL: an empty pool has a free block or an uncarved one */
       goto done;
     }
   }
@@ -80,7 +80,7 @@ void *_obm_malloc_generic(obm_heap_t *heap, size_t size, unsigned cls) {
    * blocks of this one. */
   if (_obm_debug_on) memset(pool->start, 0, (size_t)pool->nslots * OBM_POOL_SIZE);
   _obm_pool_link(heap, pool);
-  b = pool_bump(pool);
+  b = pool_bump(pool, cls);
   goto done;
 pop:
   b = pool->free;
@@ -93,22 +93,31 @@ done:
 }
 
 /* Pops the class's first pool's free list, or bumps into its never-used blocks (the
- * empty-pool placeholder has capacity 0); NULL sends the caller to the generic path. */
+ * empty-pool placeholder's ncarved is the largest); NULL sends the caller to the generic
+ * path. */
+/* A block handed out from pool, of class hc. */
+OBM_INLINE void *class_took(obm_heap_class_t *hc, obm_pool_t *pool, obm_block_t *b, size_t size) {
+  pool->nused++;
+  hc->nmalloc++;
+  hc->requested += size;
+  return b;
+}
+
+/* Pops the class's first pool's free list, or bumps into its never-used blocks (the
+ * empty-pool placeholder's ncarved is the largest); NULL sends the caller to the generic
+ * path. */
 OBM_INLINE void *heap_class_alloc(obm_heap_t *heap, size_t size, size_t cls) {
   obm_heap_class_t *hc = &heap->cls[cls];
   obm_pool_t *pool = hc->pool;
   obm_block_t *b = pool->free;
   if (obm_likely(b != NULL)) {
     pool->free = b->next;
-  } else if (pool->ncarved < pool->capacity) {
-    b = pool_bump(pool);
+  } else if (pool->ncarved < _obm_class_capacity[cls]) {
+    b = pool_bump(pool, cls);
   } else {
     return NULL;
   }
-  pool->nused++;
-  hc->nmalloc++;
-  hc->requested += size;
-  return b;
+  return class_took(hc, pool, b, size);
 }
 
 OBM_INLINE void *class_malloc(size_t size, unsigned cls) {
@@ -189,18 +198,45 @@ static OBM_NOINLINE void *malloc_slow(size_t size) {
   return traced_alloc(_obm_raw_malloc(size), size);
 }
 
+/* obm_malloc when the class's first pool has no free block: carve, or the slow path.  Where
+ * CPython carves one block per malloc, this carves up to a page of blocks at once and links
+ * all but the first into the free list, so that the next mallocs pop (a carved block costs a
+ * store here instead of a trip through this function); the page is the program's next to
+ * touch anyway. */
+static OBM_NOINLINE void *malloc_carve(obm_heap_class_t *hc, obm_pool_t *pool, size_t size,
+                                       size_t cls) {
+  unsigned n = pool->ncarved, capacity = _obm_class_capacity[cls];
+  if (obm_unlikely(n >= capacity)) return malloc_slow(size);
+  size_t block_size = _obm_class_size[cls];
+  unsigned k = block_size >= OBM_CARVE_BATCH ? 1 : (unsigned)(OBM_CARVE_BATCH / block_size);
+  if (k > capacity - n) k = capacity - n;
+  uint8_t *first = pool->start + (size_t)n * block_size;
+  obm_block_t *list = NULL;
+  for (uint8_t *q = first + (size_t)(k - 1) * block_size; q > first; q -= block_size) {
+    ((obm_block_t *)q)->next = list;
+    list = (obm_block_t *)q;
+  }
+  pool->free = list;
+  __atomic_store_n(&pool->ncarved, (uint16_t)(n + k), __ATOMIC_RELAXED);
+  return class_took(hc, pool, (obm_block_t *)first, size);
+}
+
 void *obm_malloc(size_t size) {
   /* size - 1 < 512: sizes 1..512, one compare (0 wraps around and goes the slow way) */
-  size_t s1 = size - 1;
-  if (obm_likely(s1 < OBM_SMALL_MAX)) {
-    void *b = heap_class_alloc(_obm_tls_fast_heap, size, s1 >> 4);
-    if (obm_likely(b != NULL)) return b;
-  } else if (s1 < OBM_MEDIUM_MAX) {
-    /* before the first init the table reads 0: the empty heap sends any class the slow way */
-    void *b = heap_class_alloc(_obm_tls_fast_heap, size, _obm_medium_size_to_class(size));
-    if (obm_likely(b != NULL)) return b;
-  }
-  return malloc_slow(size);
+  size_t s1 = size - 1, cls;
+  if (obm_likely(s1 < OBM_SMALL_MAX))
+    cls = s1 >> 4;
+  else if (s1 < OBM_MEDIUM_MAX)
+    cls = _obm_medium_size_to_class(size); /* 0 before the first init: the empty heap */
+  else
+    return malloc_slow(size);
+  /* The pop inline; the carving out of line, where its table lookups cost the pop nothing. */
+  obm_heap_class_t *hc = &_obm_tls_fast_heap->cls[cls];
+  obm_pool_t *pool = hc->pool;
+  obm_block_t *b = pool->free;
+  if (obm_unlikely(b == NULL)) return malloc_carve(hc, pool, size, cls);
+  pool->free = b->next;
+  return class_took(hc, pool, b, size);
 }
 
 void *obm_calloc(size_t count, size_t size) {
@@ -272,14 +308,14 @@ static void *realloc_block(void *ptr, size_t size) {
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, ptr);
     /* a block start of a carved block (the owner may be carving: a relaxed load) */
     if (obm_unlikely(pool->kind != OBM_SLOT_HEAD ||
-                     _obm_block_div((size_t)((uint8_t *)ptr - pool->start), pool->size_class) >=
+                     _obm_pool_block_test(pool, ptr) >=
                          __atomic_load_n(&pool->ncarved, __ATOMIC_RELAXED))) {
       _obm_error(OBM_ERR_NOT_BLOCK_START, ptr,
                  "realloc of an address inside obmem's memory that is not a live block");
       errno = EINVAL;
       return NULL;
     }
-    old_size = pool->block_size;
+    old_size = _obm_pool_block_size(pool);
     /* CPython's policy: keep the block if the request fits and the shrink would save less
      * than 25 %, or the smaller class is the same one. */
     if (size <= old_size &&

@@ -54,25 +54,27 @@ enum { OBM_UNCACHED = 0, OBM_CACHED_NEW = 1, OBM_CACHED_OLD = 2 };
 
 /* A pool: a run of 1..16 slots holding blocks of one class.  Owned by arena->heap.
  * Invariants (owner's view, remote list counted as used):
- *   nused + |free| + (capacity - ncarved) == capacity
+ *   nused + |free| + (capacity - ncarved) == capacity  (the class's capacity)
  *   in_list != 0  <=>  the pool is in heap->cls[size_class].pool's list; a pool that is
  *   neither full nor cached is in the list (one that just became full stays until its
  *   class's next malloc)
  *   cached != 0  =>  nused == 0, in_list == 0, the pool is in heap->cached[size_class]
  *   remote_free != NULL  =>  pool is, or is about to be, on heap->remote_pools exactly once */
 typedef struct obm_pool_s {
-  obm_block_t *free;       /* local free list (owner only) */
-  uint8_t *start;          /* first block; blocks are start + i * block_size */
-  uint16_t nused;          /* blocks handed out, not freed locally */
-  uint16_t ncarved;        /* blocks [0, ncarved) have been carved (lazily, as CPython) */
-  uint16_t capacity;       /* blocks that fit */
-  uint8_t kind;            /* OBM_SLOT_* */
-  uint8_t head_offset;     /* for a TAIL slot: slot - head slot; 0 otherwise */
-  uint32_t block_size;     /* bytes per block */
-  uint8_t nslots;          /* HEAD: slots in this pool */
-  uint8_t size_class;      /* HEAD: class index */
-  uint8_t in_list;         /* HEAD: OBM_LISTED or _KEEP: in heap->cls[size_class] */
-  uint8_t cached;          /* HEAD: OBM_CACHED_NEW or _OLD: in heap->cached[size_class] */
+  obm_block_t *free;    /* local free list (owner only) */
+  uint8_t *start;       /* first block; blocks are start + i * block_size */
+  uint16_t nused;       /* blocks handed out, not freed locally */
+  uint16_t ncarved;     /* blocks [0, ncarved) have been carved (lazily, as CPython) */
+  uint32_t div_inverse; /* HEAD: the class's block-start test (_obm_class_div), here so that
+                           free reads it from the line it writes */
+  uint8_t kind;         /* OBM_SLOT_* */
+  uint8_t head_offset;  /* for a TAIL slot: slot - head slot; 0 otherwise */
+  uint8_t nslots;       /* HEAD: slots in this pool */
+  uint8_t size_class;   /* HEAD: class index; block size and capacity are the class's */
+  uint8_t in_list;      /* HEAD: OBM_LISTED or _KEEP: in heap->cls[size_class] */
+  uint8_t cached;       /* HEAD: OBM_CACHED_NEW or _OLD: in heap->cached[size_class] */
+  uint8_t div_shift;    /* HEAD: with div_inverse */
+  uint8_t pad_;
   struct obm_pool_s *next; /* in heap->cls[size_class] or heap->cached[size_class] */
   struct obm_pool_s *prev;
   _Atomic(obm_block_t *) remote_free; /* pushed by other threads, taken by the owner */
@@ -168,10 +170,19 @@ struct obm_heap_s {
   char pad_[OBM_CACHE_LINE - sizeof(void *)];
 };
 
+/* Bytes of blocks obm_malloc carves at once from a pool's never-used part (alloc.c). */
+#define OBM_CARVE_BATCH 4096
+
 /* Never a 1 MiB frame (frames are multiples of 1 MiB), NULL's included. */
 #define OBM_NO_ARENA ((obm_arena_t *)(uintptr_t)1)
 OBM_INLINE unsigned _obm_owned_index(const void *p) {
   return (unsigned)((uintptr_t)p >> OBM_ARENA_SHIFT) & (OBM_OWNED - 1);
+}
+/* heap->owned's entry for p, its byte offset computed in two instructions (with the index,
+ * the compiler adds the array's offset separately). */
+OBM_INLINE _Atomic(obm_arena_t *) *_obm_owned_entry(obm_heap_t *heap, const void *p) {
+  size_t off = ((uintptr_t)p >> (OBM_ARENA_SHIFT - 3)) & ((size_t)(OBM_OWNED - 1) << 3);
+  return (_Atomic(obm_arena_t *) *)((uint8_t *)heap->owned + off);
 }
 
 /* ---- globals --------------------------------------------------------------------------- */
@@ -202,19 +213,21 @@ extern OBM_HIDDEN const uint32_t _obm_class_size[OBM_NCLASSES];
 extern OBM_HIDDEN uint8_t _obm_class_slots[OBM_NCLASSES]; /* slots per pool */
 extern OBM_HIDDEN uint32_t _obm_class_capacity[OBM_NCLASSES];
 /* Exact division by a class's block size b = d << shift (d odd), as a divisibility test
- * (Granlund & Montgomery): q = rotr64(offset * inverse, shift), inverse = d^-1 mod 2^64.
- * When b divides offset, q == offset / b; otherwise q >= 2^48 (bits below `shift` rotate to
- * the top, or d does not divide and the product is not small), so "q < ncarved" tests both
- * that offset starts a block and that the block was carved, with one multiply. */
+ * (Granlund & Montgomery): q = rotr32(offset * inverse, shift), inverse = d^-1 mod 2^32, for
+ * an offset inside a pool (< 2^20).  When b divides offset, q == offset / b.  Otherwise
+ * either a bit below `shift` is set and rotates to the top (q >= 2^(32 - shift) >= 2^16, as
+ * b <= 64 KiB), or offset = m << shift with d not dividing m, and q = m * inverse mod
+ * 2^(32 - shift): q < capacity would give m = q * d exactly (both sides < 2^(20 - shift)),
+ * a contradiction.  So "q < ncarved" tests both that offset starts a block and that the
+ * block was carved, with one multiply. */
 typedef struct obm_class_div_s {
-  uint64_t inverse;
-  uint64_t shift;
+  uint32_t inverse;
+  uint32_t shift;
 } obm_class_div_t;
 extern OBM_HIDDEN obm_class_div_t _obm_class_div[OBM_NCLASSES];
-OBM_INLINE uint64_t _obm_block_div(size_t offset, unsigned cls) {
-  uint64_t x = (uint64_t)offset * _obm_class_div[cls].inverse;
-  unsigned s = (unsigned)_obm_class_div[cls].shift;
-  return (x >> s) | (x << ((64 - s) & 63));
+OBM_INLINE uint32_t _obm_div_test(uint32_t offset, uint32_t inverse, unsigned shift) {
+  uint32_t x = offset * inverse;
+  return (x >> shift) | (x << ((32 - shift) & 31));
 }
 extern OBM_HIDDEN const uint8_t _obm_small_class[OBM_NSMALL_CLASSES + 1]; /* by (size+15)>>4 */
 /* Medium class by (size - 1) >> 7 (class boundaries above 512 are multiples of 128), filled by
@@ -272,12 +285,27 @@ OBM_INLINE obm_arena_t *_obm_pool_arena(const obm_pool_t *pool) {
   return (obm_arena_t *)((uintptr_t)pool & ~(uintptr_t)(OBM_ARENA_SIZE - 1));
 }
 OBM_INLINE obm_pool_t *_obm_pool_of(obm_arena_t *arena, const void *p) {
-  obm_pool_t *pool = &arena->pools[((uintptr_t)p >> OBM_POOL_SHIFT) & (OBM_NSLOTS - 1)];
+  /* the slot's descriptor offset straight from p: slot * 64 in two instructions */
+  _Static_assert(sizeof(obm_pool_t) == 64, "");
+  size_t off = ((uintptr_t)p >> (OBM_POOL_SHIFT - 6)) & ((size_t)(OBM_NSLOTS - 1) << 6);
+  obm_pool_t *pool = (obm_pool_t *)((uint8_t *)arena->pools + off);
   return pool - pool->head_offset;
+}
+OBM_INLINE uint32_t _obm_pool_block_size(const obm_pool_t *pool) {
+  return _obm_class_size[pool->size_class];
+}
+OBM_INLINE uint32_t _obm_pool_capacity(const obm_pool_t *pool) {
+  return _obm_class_capacity[pool->size_class];
+}
+/* The index of the block that starts at p, or a number >= 2^16 (>= any ncarved) when p is
+ * not a block start of the pool (HEAD pools; p in the pool's slots). */
+OBM_INLINE uint32_t _obm_pool_block_test(const obm_pool_t *pool, const void *p) {
+  return _obm_div_test((uint32_t)((const uint8_t *)p - pool->start), pool->div_inverse,
+                       pool->div_shift);
 }
 /* Index of the block containing p (p inside the pool's carved range). */
 OBM_INLINE size_t _obm_pool_block_index(const obm_pool_t *pool, const void *p) {
-  return (size_t)((const uint8_t *)p - pool->start) / pool->block_size;
+  return (size_t)((const uint8_t *)p - pool->start) / _obm_pool_block_size(pool);
 }
 
 /* ---- arena.c --------------------------------------------------------------------------- */

@@ -401,8 +401,6 @@ static void pool_release_locked(obm_heap_t *heap, obm_pool_t *pool, int clean) {
     p->free = NULL;
     p->nused = 0;
     p->ncarved = 0;
-    p->capacity = 0;
-    p->block_size = 0;
   }
   if (a->in_usable) usable_remove(heap, a);
   a->free_slots |= (((uint64_t)1 << nslots) - 1) << slot;

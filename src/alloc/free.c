@@ -120,8 +120,8 @@ static OBM_NOINLINE void free_arena_slow(void *p, obm_arena_t *arena, obm_pool_t
   size_t offset = (size_t)((uint8_t *)p - pool->start);
   size_t ncarved = __atomic_load_n(&pool->ncarved, __ATOMIC_RELAXED);
   if (obm_unlikely(pool->kind != OBM_SLOT_HEAD || (uint8_t *)p < pool->start ||
-                   offset >= ncarved * (size_t)pool->block_size ||
-                   offset % pool->block_size != 0)) {
+                   offset >= ncarved * (size_t)_obm_pool_block_size(pool) ||
+                   offset % _obm_pool_block_size(pool) != 0)) {
     report_not_block("free", p);
     return;
   }
@@ -137,23 +137,30 @@ static OBM_NOINLINE void free_arena_slow(void *p, obm_arena_t *arena, obm_pool_t
   }
 }
 
+/* The free that emptied a listed pool (the block is pushed already): nothing to do for the
+ * class's kept current pool. */
+static OBM_NOINLINE void free_local_emptied(obm_heap_t *heap, obm_pool_t *pool) {
+  if (pool->in_list != OBM_LISTED_KEEP) pool_became_empty(heap, pool);
+}
+
 /* arena is owned by heap, the calling thread's: only the owner reads the pool's mutable
  * fields. */
 OBM_INLINE void free_local(void *p, obm_arena_t *arena, obm_heap_t *heap) {
   obm_pool_t *pool = _obm_pool_of(arena, p);
-  obm_block_t *free_list = pool->free;
-  size_t offset = (size_t)((uint8_t *)p - pool->start);
-  uint64_t index = _obm_block_div(offset, pool->size_class); /* >= 2^48 unless a block start */
+  uint32_t index = _obm_pool_block_test(pool, p); /* >= 2^16 unless a block start */
   /* A pool that is not in its class list was full (the slow path links it back) or cached; a
    * free or metadata slot is never in a list, and an interior pointer fails the index check:
-   * all take the slow path, which reports the bad ones.  Only a pool marked OBM_LISTED_KEEP
-   * becomes empty here; any other takes the slow path for its last block. */
-  if (obm_likely(pool->in_list && (pool->nused > 1 || pool->in_list == OBM_LISTED_KEEP) &&
-                 index < pool->ncarved)) {
+   * all take the slow path, which reports the bad ones, as it does a free into an empty pool
+   * (before the push: a block pushed twice could not be taken out again).  A listed pool that
+   * becomes empty here leaves through free_local_emptied (the class's kept pool stays as it
+   * is, so that a malloc/free pair on an otherwise empty class stays on the fast paths). */
+  unsigned n = pool->nused;
+  if (obm_likely(pool->in_list && index < pool->ncarved && n != 0)) {
     obm_block_t *b = p;
-    b->next = free_list;
+    b->next = pool->free;
     pool->free = b;
-    pool->nused--;
+    pool->nused = (uint16_t)(n - 1);
+    if (obm_unlikely(n == 1)) free_local_emptied(heap, pool);
     return;
   }
   free_arena_slow(p, arena, pool, heap);
@@ -197,8 +204,7 @@ void obm_free(void *p) {
   /* This thread's arena by its frame: no page map, no owner test (NULL and foreign frames
    * never match; an entry is OBM_NO_ARENA or an arena of this heap). */
   obm_arena_t *frame = (obm_arena_t *)((uintptr_t)p & ~(uintptr_t)(OBM_ARENA_SIZE - 1));
-  if (obm_likely(atomic_load_explicit(&heap->owned[_obm_owned_index(p)], memory_order_relaxed) ==
-                 frame)) {
+  if (obm_likely(atomic_load_explicit(_obm_owned_entry(heap, p), memory_order_relaxed) == frame)) {
     free_local(p, frame, heap);
     return;
   }
@@ -227,8 +233,8 @@ uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_s
     if (pool->kind != OBM_SLOT_HEAD || (const uint8_t *)p < pool->start) return NULL;
     size_t i = _obm_pool_block_index(pool, p);
     if (i >= __atomic_load_n(&pool->ncarved, __ATOMIC_RELAXED)) return NULL; /* owner carves */
-    *block_size = pool->block_size;
-    return pool->start + i * pool->block_size;
+    *block_size = _obm_pool_block_size(pool);
+    return pool->start + i * *block_size;
   }
   obm_large_t *large = (obm_large_t *)seg;
   if (!_obm_large_contains(large, p) || (const uint8_t *)p < large->block) return NULL;
@@ -243,7 +249,8 @@ size_t _obm_raw_usable(const void *p, obm_segment_t *seg) {
       report_not_block("usable_size", p);
       return 0;
     }
-    return pool->block_size - (size_t)((const uint8_t *)p - pool->start) % pool->block_size;
+    uint32_t size = _obm_pool_block_size(pool);
+    return size - (size_t)((const uint8_t *)p - pool->start) % size;
   }
   obm_large_t *large = (obm_large_t *)seg;
   if (!_obm_large_contains(large, p) || large->cached || (const uint8_t *)p < large->block) {
@@ -271,8 +278,8 @@ int obm_owns(const void *p) {
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, p);
     return pool->kind == OBM_SLOT_HEAD && (const uint8_t *)p >= pool->start &&
            (const uint8_t *)p <
-               pool->start +
-                   (size_t)__atomic_load_n(&pool->ncarved, __ATOMIC_RELAXED) * pool->block_size;
+               pool->start + (size_t)__atomic_load_n(&pool->ncarved, __ATOMIC_RELAXED) *
+                                 _obm_pool_block_size(pool);
   }
   obm_large_t *large = (obm_large_t *)seg;
   return _obm_large_contains(large, p) && !large->cached && (const uint8_t *)p >= large->block;

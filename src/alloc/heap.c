@@ -15,7 +15,8 @@
 #include <sched.h>
 #include <string.h>
 
-obm_pool_t _obm_pool_empty;
+/* ncarved at its largest: never below a class's capacity, so nothing is carved from it */
+obm_pool_t _obm_pool_empty = {.ncarved = UINT16_MAX};
 obm_heap_t _obm_heap_empty = {
     .cls = {[0 ... OBM_NCLASSES - 1] = {.pool = &_obm_pool_empty}},
     .owned = {[0 ... OBM_OWNED - 1] = OBM_NO_ARENA},

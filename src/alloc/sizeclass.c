@@ -44,8 +44,8 @@ void _obm_sizeclass_init(void) {
     _obm_class_slots[c] = (uint8_t)best;
     _obm_class_capacity[c] = best * OBM_POOL_SIZE / b;
     unsigned shift = (unsigned)__builtin_ctz(b);
-    uint64_t d = b >> shift, inv = d; /* Newton: each step doubles the correct low bits */
-    for (int i = 0; i < 5; i++)
+    uint32_t d = b >> shift, inv = d; /* Newton: each step doubles the correct low bits */
+    for (int i = 0; i < 4; i++)
       inv *= 2 - d * inv;
     _obm_class_div[c] = (obm_class_div_t){inv, shift};
   }

@@ -85,16 +85,16 @@ void obm_stats_get(obm_stats_t *out) {
       obm_pool_t *p = &a->pools[s];
       if (p->kind != OBM_SLOT_HEAD) continue;
       obm_class_stats_t *cs = &out->classes[p->size_class];
+      uint32_t capacity = _obm_pool_capacity(p), block_size = _obm_pool_block_size(p);
       cs->npools++;
-      if (p->nused == p->capacity) cs->nfull_pools++;
+      if (p->nused == capacity) cs->nfull_pools++;
       cs->blocks_in_use += p->nused;
-      cs->blocks_free += p->capacity - p->nused;
-      cs->tail_bytes += (uint64_t)p->nslots * OBM_POOL_SIZE - (uint64_t)p->capacity * p->block_size;
+      cs->blocks_free += capacity - p->nused;
+      cs->tail_bytes += (uint64_t)p->nslots * OBM_POOL_SIZE - (uint64_t)capacity * block_size;
       if (_obm_debug_on) {
         for (uint32_t i = 0; i < p->ncarved; i++) {
-          size_t need =
-              _obm_debug_block_requested(p->start + (size_t)i * p->block_size, p->block_size);
-          if (need) cs->rounding_bytes += p->block_size - need;
+          size_t need = _obm_debug_block_requested(p->start + (size_t)i * block_size, block_size);
+          if (need) cs->rounding_bytes += block_size - need;
         }
       }
     }
@@ -604,28 +604,32 @@ static size_t check_pool(obm_arena_t *a, int s) {
     if (a->pools[s + i].kind != OBM_SLOT_TAIL || a->pools[s + i].head_offset != i)
       problems += corrupt(&a->pools[s + i], "pool tail slot is not marked", (unsigned)i,
                           a->pools[s + i].kind);
-  if (p->block_size != _obm_class_size[p->size_class] ||
-      p->capacity != _obm_class_capacity[p->size_class])
-    problems += corrupt(p, "pool geometry disagrees with its class", p->block_size, p->size_class);
-  if (p->ncarved > p->capacity || p->nused > p->capacity)
+  if (p->size_class >= OBM_NCLASSES)
+    return corrupt(p, "pool has no size class", p->size_class, OBM_NCLASSES);
+  uint32_t capacity = _obm_pool_capacity(p), block_size = _obm_pool_block_size(p);
+  if (p->nslots != _obm_class_slots[p->size_class] ||
+      p->div_inverse != _obm_class_div[p->size_class].inverse ||
+      p->div_shift != _obm_class_div[p->size_class].shift)
+    problems += corrupt(p, "pool geometry disagrees with its class", p->nslots, p->size_class);
+  if (p->ncarved > capacity || p->nused > capacity)
     problems += corrupt(p, "pool counts exceed capacity", p->ncarved, p->nused);
   uint64_t nfree = 0;
-  uint8_t *end = p->start + (size_t)p->ncarved * p->block_size;
+  uint8_t *end = p->start + (size_t)p->ncarved * block_size;
   for (obm_block_t *b = p->free; b; b = b->next) {
     uint8_t *q = (uint8_t *)b;
-    if (q < p->start || q >= end || (size_t)(q - p->start) % p->block_size) {
+    if (q < p->start || q >= end || (size_t)(q - p->start) % block_size) {
       problems +=
           corrupt(b, "free-list entry is not a carved block of its pool",
                   (unsigned long long)(uintptr_t)q, (unsigned long long)(uintptr_t)p->start);
       break;
     }
-    if (++nfree > p->capacity) {
-      problems += corrupt(p, "free list is longer than the pool (cycle?)", nfree, p->capacity);
+    if (++nfree > capacity) {
+      problems += corrupt(p, "free list is longer than the pool (cycle?)", nfree, capacity);
       break;
     }
   }
   /* nused counts blocks pending on remote_free as used */
-  if (nfree + p->nused + (p->capacity - p->ncarved) != p->capacity)
+  if (nfree + p->nused + (capacity - p->ncarved) != capacity)
     problems += corrupt(p, "nused + |free| + uncarved != capacity", nfree + p->nused, p->ncarved);
   if (p->cached && (p->in_list || p->nused != 0))
     problems += corrupt(p, "cached pool is listed or has live blocks", p->in_list, p->nused);
@@ -637,7 +641,7 @@ static size_t check_pool(obm_arena_t *a, int s) {
   }
   if (_obm_debug_on)
     for (uint32_t i = 0; i < p->ncarved; i++)
-      problems += _obm_debug_check_block(p->start + (size_t)i * p->block_size, p->block_size);
+      problems += _obm_debug_check_block(p->start + (size_t)i * block_size, block_size);
   return problems;
 }
 
