@@ -48,6 +48,7 @@ test: test-release test-asan test-tsan
 
 bench: build
 	bash bench/run.sh
+	bash bench/run_trace.sh
 
 format:
 	clang-format -i include/*.h include/obmem/*.h src/*.c src/*.h src/*/*.c src/*/*.h \

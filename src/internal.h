@@ -75,20 +75,29 @@ typedef enum obm_string_option_e {
 OBM_HIDDEN const char *_obm_option_string(obm_string_option_t o);
 
 /* ---- allocation hooks (alloc calls them, the tracer sets them) ------------------------ */
-/* In traced mode (OBMEM_TRACE at the first allocation, not with OBMEM_DEBUG) every
- * allocation takes malloc's slow path and every block lives in arenas that free's fast path
- * does not serve, so the allocator calls these for each allocation, free and realloc of the
- * program (internal calls excluded) — with no allocator lock held, alloc after success with
- * the requested size, free before the block is released.  NULL members are not called. */
+/* While hooks are installed (the tracer runs), every allocation entry point tests one global
+ * (malloc's fast path: one load and a branch) and decides per allocation whether to record it:
+ * always in exact mode (next_sample NULL), in sampled mode when the thread's byte countdown runs
+ * out (the countdown is drawn again with next_sample).  A recorded block is allocated from the
+ * thread's traced heap, whose arenas free's fast path does not serve, so the free hook is called
+ * exactly for recorded blocks; other frees keep the fast path.  Hooks are called with no
+ * allocator lock held, never re-entered on a thread (an allocation inside a hook is plain),
+ * alloc after success with the requested size, free before the block is released, realloc
+ * with old NULL when the old block was not recorded.  After they are removed no hook is called
+ * for a call that starts later; one already past the test may still call them. */
 typedef struct obm_alloc_hooks_s {
   void (*alloc)(void *p, size_t size);
   void (*free)(void *p);
   void (*realloc)(void *old, void *p, size_t size);
+  int64_t (*next_sample)(void); /* bytes to the thread's next sample; NULL: record all */
 } obm_alloc_hooks_t;
-/* Installs (or, with NULL, removes) the hooks; effective only in traced mode. */
-OBM_HIDDEN void _obm_alloc_set_hooks(const obm_alloc_hooks_t *hooks);
-/* Whether the process runs in traced mode (fixed at the first allocation). */
-OBM_HIDDEN int _obm_alloc_traced(void);
+/* Installs (or, with NULL, removes) the hooks; each installation starts a new sampling session
+ * (every thread draws a fresh countdown).  Not in debug mode (its blocks have their own format):
+ * returns ENOTSUP there, else 0. */
+OBM_HIDDEN int _obm_alloc_set_hooks(const obm_alloc_hooks_t *hooks);
+/* Nonzero on a thread while its allocations must not be recorded (obmem's own threads, the
+ * tracer's own work, a hook in progress). */
+extern OBM_HIDDEN __thread int _obm_alloc_muted __attribute__((tls_model("initial-exec")));
 
 /* ---- os/os.c: the only code that talks to the kernel about memory ---------------------- */
 /* Maps size bytes (a multiple of the page size) aligned to `alignment` (a power of two,

@@ -429,22 +429,16 @@ static void test_kill(void) {
 
 #define N_BIG 400000
 
-NOINLINE static void big_site(uint64_t *rng, int region) {
-  for (int i = 0; i < N_BIG; i++) {
-    size_t size = 16 + check_rand_below(rng, 2048);
-    void *p = fake(size, region);
-    _obm_trace_alloc(p, size);
-    _obm_trace_free(p);
-  }
+/* The allocator decides what is recorded (every call in exact mode, a countdown's worth in
+ * sampled mode): real obm_malloc traffic, one thread, so the draws depend only on the seed. */
+NOINLINE static void big_site(uint64_t *rng) {
+  for (int i = 0; i < N_BIG; i++)
+    obm_free(obm_malloc(16 + check_rand_below(rng, 2048)));
 }
 
-NOINLINE static void small_site(uint64_t *rng, int region) {
-  for (int i = 0; i < N_BIG / 4; i++) {
-    size_t size = 16 + check_rand_below(rng, 512);
-    void *p = fake(size, region);
-    _obm_trace_alloc(p, size);
-    _obm_trace_free(p);
-  }
+NOINLINE static void small_site(uint64_t *rng) {
+  for (int i = 0; i < N_BIG / 4; i++)
+    obm_free(obm_malloc(16 + check_rand_below(rng, 512)));
 }
 
 static double top_total(const char *path, char *function, size_t size) {
@@ -471,11 +465,10 @@ static void test_sampled(void) {
     o.mode = mode ? OBM_TRACE_SAMPLED : OBM_TRACE_EXACT;
     o.sample_mean_bytes = 64 * 1024;
     o.seed = 12345;
-    next_address = 0;
     uint64_t rng = 42;
     CHECK(obm_trace_start(mode ? sampled_path : exact_path, &o) == 0);
-    big_site(&rng, 0);
-    small_site(&rng, 0);
+    big_site(&rng);
+    small_site(&rng);
     CHECK(obm_trace_stop() == 0);
   }
   double exact = top_total(exact_path, f1, sizeof f1);
@@ -485,37 +478,29 @@ static void test_sampled(void) {
   printf("sampled (mean 64 KiB) estimate of big_site: %.0f vs exact %.0f bytes: %+.2f %%; "
          "capture %zu vs %zu bytes\n",
          sampled, exact, 100 * error, file_size(sampled_path), file_size(exact_path));
-  CHECKF(error < 0.05 && error > -0.05, "sampled estimate off by %.2f %%", 100 * error);
+  CHECKF(error < 0.05 && error > -0.05, "sampled estimate off by %.2f %% (sampling seed %llu)",
+         100 * error, (unsigned long long)o.seed);
 }
 
 /* ---- bytes per event on real allocator traffic ---------------------------------------------- */
 
-/* Four call sites for the bench, so stacks vary as in a program. */
+/* Four call sites for the bench, so stacks vary as in a program (the allocator records). */
 NOINLINE static void *bench_alloc0(size_t size) {
-  void *p = obm_malloc(size);
-  _obm_trace_alloc(p, size);
-  return p;
+  return obm_malloc(size);
 }
 NOINLINE static void *bench_alloc1(size_t size) {
-  void *p = obm_malloc(size);
-  _obm_trace_alloc(p, size);
-  return p;
+  return obm_malloc(size);
 }
 NOINLINE static void *bench_alloc2(size_t size) {
-  void *p = obm_malloc(size);
-  _obm_trace_alloc(p, size);
-  return p;
+  return obm_malloc(size);
 }
 NOINLINE static void *bench_alloc3(size_t size) {
-  void *p = obm_malloc(size);
-  _obm_trace_alloc(p, size);
-  return p;
+  return obm_malloc(size);
 }
 static void *(*const bench_sites[4])(size_t) = {bench_alloc0, bench_alloc1, bench_alloc2,
                                                 bench_alloc3};
 
 static void bench_free(void *p) {
-  _obm_trace_free(p);
   obm_free(p);
 }
 
@@ -661,8 +646,59 @@ static void test_run(const char *target, const char *source) {
   free(json);
 }
 
+/* ---- obmem run follows fork and exec: one capture per process --------------------------- */
+
+/* Allocations of each of the three sizes in the capture of pid. */
+static void count_sizes(int pid, const uint64_t sizes[3], uint64_t counts[3]) {
+  char path[2048], err[512];
+  snprintf(path, sizeof path, "%s/fork-%d.cap", dir, pid);
+  counts[0] = counts[1] = counts[2] = 0;
+  obm_capture_t *cap = obm_capture_open(path, err, sizeof err);
+  CHECKF(cap != NULL, "%s", err);
+  if (!cap) return;
+  obm_capture_record_t r;
+  int rc;
+  while ((rc = obm_capture_next(cap, &r)) > 0)
+    for (int k = 0; k < 3; k++)
+      counts[k] += r.kind == OBM_CAPTURE_ALLOC && r.size == sizes[k];
+  CHECKF(rc == 0, "%s: %s", path, obm_capture_error(cap));
+  CHECKF(obm_capture_complete(cap), "%s is not complete", path);
+  obm_capture_close(cap);
+}
+
+static void test_fork(const char *target) {
+  char args[8192];
+  int status;
+  snprintf(args, sizeof args, "run -o %s/fork-%%p.cap -- %s", dir, target);
+  char *out = run_obmem(args, &status);
+  CHECKF(status == 0, "status %d: %s", status, out);
+  static const char *const roles[3] = {"parent", "fork", "exec"};
+  static const uint64_t sizes[3] = {7001, 5003, 3001}, expected[3] = {7, 5, 3};
+  for (int role = 0; role < 3; role++) {
+    char key[32];
+    snprintf(key, sizeof key, "pid %s ", roles[role]);
+    const char *at = strstr(out, key);
+    CHECKF(at != NULL, "no '%s' in: %s", key, out);
+    if (!at) continue;
+    uint64_t counts[3];
+    count_sizes(atoi(at + strlen(key)), sizes, counts);
+    for (int k = 0; k < 3; k++)
+      CHECKF(counts[k] == (k == role ? expected[k] : 0),
+             "%s's capture: %llu allocations of %llu bytes", roles[role],
+             (unsigned long long)counts[k], (unsigned long long)sizes[k]);
+  }
+  free(out);
+}
+
 int main(int argc, char **argv) {
   check_seed_init("test_trace", 0, argv, 0, 1);
+  if (argc >= 5 && strcmp(argv[1], "fork") == 0) {
+    obmem_bin = argv[2];
+    dir = argv[3];
+    mkdir(dir, 0755);
+    test_fork(argv[4]);
+    return check_done();
+  }
   if (argc >= 6 && strcmp(argv[1], "run") == 0) {
     obmem_bin = argv[2];
     dir = argv[3];
@@ -679,7 +715,7 @@ int main(int argc, char **argv) {
   }
   if (argc < 4) {
     fprintf(stderr, "usage: test_trace report|kill|sampled OBMEM DIR | run OBMEM DIR TARGET "
-                    "SOURCE | bench DIR [N]\n");
+                    "SOURCE | fork OBMEM DIR TARGET | bench DIR [N]\n");
     return 2;
   }
   obmem_bin = argv[2];

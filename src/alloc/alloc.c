@@ -120,82 +120,66 @@ OBM_INLINE void *heap_class_alloc(obm_heap_t *heap, size_t size, size_t cls) {
   return class_took(hc, pool, b, size);
 }
 
-OBM_INLINE void *class_malloc(size_t size, unsigned cls) {
-  obm_heap_t *heap = _obm_heap_get();
+OBM_INLINE void *class_malloc(obm_heap_t *heap, size_t size, unsigned cls) {
   void *b = heap_class_alloc(heap, size, cls);
   if (obm_likely(b != NULL)) return b;
   return _obm_malloc_generic(heap, size, cls);
 }
 
 void *_obm_raw_malloc(size_t size) {
-  if (obm_likely(size <= OBM_MEDIUM_MAX)) return class_malloc(size, _obm_size_to_class(size));
+  if (obm_likely(size <= OBM_MEDIUM_MAX))
+    return class_malloc(_obm_heap_get(), size, _obm_size_to_class(size));
   return _obm_large_alloc(size, OBM_ALIGNMENT, 0);
 }
 
-void *_obm_raw_aligned(size_t alignment, size_t size) {
-  if (alignment <= OBM_ALIGNMENT) return _obm_raw_malloc(size);
+/* An aligned block from heap's pools, or a large block. */
+static void *aligned_in(obm_heap_t *heap, size_t alignment, size_t size) {
   if (size <= OBM_MEDIUM_MAX && alignment <= OBM_POOL_SIZE) {
     /* Pools start on 16 KiB boundaries: a class whose size is a multiple of the alignment
      * has every block aligned. */
     for (unsigned cls = _obm_size_to_class(size); cls < OBM_NCLASSES; cls++)
-      if ((_obm_class_size[cls] & (alignment - 1)) == 0) return class_malloc(size, cls);
+      if ((_obm_class_size[cls] & (alignment - 1)) == 0) return class_malloc(heap, size, cls);
   }
   return _obm_large_alloc(size, alignment, 0);
 }
 
-/* ---- traced mode: the allocation hooks ---------------------------------------------------
- * Each call of the program's is reported once, by its public entry point; the entry points
- * call one another's raw versions (realloc: _obm_raw_malloc and _obm_raw_free), never the
- * reporting ones.  While obmem starts a thread of its own, the new thread's TLS blocks are
- * not the program's: hook_depth > 0 mutes the hooks on the starting thread. */
-static _Atomic(const obm_alloc_hooks_t *) hooks;
-static __thread int hook_depth __attribute__((tls_model("initial-exec")));
-
-void _obm_alloc_set_hooks(const obm_alloc_hooks_t *h) {
-  atomic_store_explicit(&hooks, h, memory_order_release);
+void *_obm_raw_aligned(size_t alignment, size_t size) {
+  if (alignment <= OBM_ALIGNMENT) return _obm_raw_malloc(size);
+  return aligned_in(_obm_heap_get(), alignment, size);
 }
 
-int _obm_alloc_traced(void) {
-  _obm_ensure_init();
-  return _obm_traced;
-}
+/* ---- tracing (traced.c calls the hooks) -------------------------------------------------- */
 
-int _obm_own_thread_start(pthread_t *thread, const char *name, size_t stack_size, int joinable,
-                          void *(*fn)(void *)) {
-  hook_depth++;
-  int rc = _obm_os_thread_start(thread, name, stack_size, joinable, fn);
-  hook_depth--;
-  return rc;
-}
-
-/* The hooks to call for a call of the program's (traced mode only), or NULL. */
-static const obm_alloc_hooks_t *hooks_for_call(void) {
-  if (hook_depth) return NULL;
-  return atomic_load_explicit(&hooks, memory_order_acquire);
-}
-
-void _obm_alloc_report_free(void *p) {
-  const obm_alloc_hooks_t *h = hooks_for_call();
-  if (h && h->free) h->free(p);
-}
-
-static OBM_NOINLINE void report_alloc(void *p, size_t size) {
-  const obm_alloc_hooks_t *h = hooks_for_call();
-  if (p && h && h->alloc) h->alloc(p, size);
-}
-
-/* p, reported as an allocation of size bytes in traced mode. */
-OBM_INLINE void *traced_alloc(void *p, size_t size) {
-  if (obm_unlikely(_obm_traced)) report_alloc(p, size);
+/* A block from the thread's traced heap (a large block marked traced); zeroed if asked. */
+void *_obm_traced_raw(size_t alignment, size_t size, int zero) {
+  obm_heap_t *heap = _obm_tls_traced_heap;
+  if (obm_unlikely(heap->is_empty_heap)) {
+    heap = _obm_heap_init_traced();
+    if (!heap) return NULL;
+  }
+  void *p;
+  if (alignment <= OBM_ALIGNMENT && size <= OBM_MEDIUM_MAX) {
+    p = class_malloc(heap, size, _obm_size_to_class(size));
+    if (p && zero) memset(p, 0, size);
+    return p;
+  }
+  if (alignment <= OBM_ALIGNMENT || size > OBM_MEDIUM_MAX)
+    p = _obm_large_alloc(size, alignment < OBM_ALIGNMENT ? OBM_ALIGNMENT : alignment, zero);
+  else
+    p = aligned_in(heap, alignment, size);
+  if (!p) return NULL;
+  obm_segment_t *seg = _obm_pagemap_lookup(p);
+  if (seg->kind == OBM_SEG_LARGE) ((obm_large_t *)seg)->traced = 1;
+  if (zero && seg->kind != OBM_SEG_LARGE) memset(p, 0, size);
   return p;
 }
 
 /* Everything obm_malloc's inline path does not serve: size 0, large sizes, a class whose
- * first pool is full (or none), the first call of a thread, debug and traced mode. */
+ * first pool is full (or none), the first call of a thread, debug mode. */
 static OBM_NOINLINE void *malloc_slow(size_t size) {
   _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, OBM_ALIGNMENT, 0);
-  return traced_alloc(_obm_raw_malloc(size), size);
+  return _obm_raw_malloc(size);
 }
 
 /* obm_malloc when the class's first pool has no free block: carve, or the slow path.  Where
@@ -221,7 +205,7 @@ static OBM_NOINLINE void *malloc_carve(obm_heap_class_t *hc, obm_pool_t *pool, s
   return class_took(hc, pool, (obm_block_t *)first, size);
 }
 
-void *obm_malloc(size_t size) {
+OBM_INLINE void *malloc_plain(size_t size) {
   /* size - 1 < 512: sizes 1..512, one compare (0 wraps around and goes the slow way) */
   size_t s1 = size - 1, cls;
   if (obm_likely(s1 < OBM_SMALL_MAX))
@@ -239,6 +223,24 @@ void *obm_malloc(size_t size) {
   return class_took(hc, pool, b, size);
 }
 
+void *_obm_malloc_plain(size_t size) {
+  return malloc_plain(size);
+}
+
+void *obm_malloc(size_t size) {
+  /* while tracing (one load and a branch when not) */
+  if (obm_unlikely(atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL))
+    return _obm_malloc_traced(size);
+  return malloc_plain(size);
+}
+
+void *_obm_calloc_plain(size_t total) {
+  if (total > OBM_MEDIUM_MAX) return _obm_large_alloc(total, OBM_ALIGNMENT, 1);
+  void *p = class_malloc(_obm_heap_get(), total, _obm_size_to_class(total));
+  if (p) memset(p, 0, total);
+  return p;
+}
+
 void *obm_calloc(size_t count, size_t size) {
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) {
@@ -247,14 +249,9 @@ void *obm_calloc(size_t count, size_t size) {
   }
   _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(total, OBM_ALIGNMENT, 1);
-  void *p;
-  if (total > OBM_MEDIUM_MAX) {
-    p = _obm_large_alloc(total, OBM_ALIGNMENT, 1);
-  } else {
-    p = class_malloc(total, _obm_size_to_class(total));
-    if (p) memset(p, 0, total);
-  }
-  return traced_alloc(p, total);
+  if (obm_unlikely(atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL))
+    return _obm_alloc_traced(OBM_ALIGNMENT, total, 1);
+  return _obm_calloc_plain(total);
 }
 
 void *obm_aligned_alloc(size_t alignment, size_t size) {
@@ -264,7 +261,9 @@ void *obm_aligned_alloc(size_t alignment, size_t size) {
   }
   _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, alignment, 0);
-  return traced_alloc(_obm_raw_aligned(alignment, size), size);
+  if (obm_unlikely(atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL))
+    return _obm_alloc_traced(alignment, size, 0);
+  return _obm_raw_aligned(alignment, size);
 }
 
 int obm_posix_memalign(void **out, size_t alignment, size_t size) {
@@ -280,22 +279,16 @@ int obm_posix_memalign(void **out, size_t alignment, size_t size) {
   return 0;
 }
 
-static OBM_NOINLINE void report_realloc(void *old, void *p, size_t size) {
-  const obm_alloc_hooks_t *h = hooks_for_call();
-  if (p && h && h->realloc) h->realloc(old, p, size);
-}
-
-static void *realloc_block(void *ptr, size_t size);
-
 void *obm_realloc(void *ptr, size_t size) {
   if (ptr == NULL) return obm_malloc(size);
-  void *p = realloc_block(ptr, size);
-  if (obm_unlikely(_obm_traced)) report_realloc(ptr, p, size);
-  return p;
+  if (obm_unlikely(atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL))
+    return _obm_realloc_traced(ptr, size);
+  return _obm_realloc_block(ptr, size, 0);
 }
 
-/* realloc of a non-NULL ptr (obmem is initialized: ptr came from it). */
-static void *realloc_block(void *ptr, size_t size) {
+/* realloc of a non-NULL ptr (obmem is initialized: ptr came from it).  traced: the result
+ * must be a recorded block (an arena block not in a traced arena moves to the traced heap). */
+void *_obm_realloc_block(void *ptr, size_t size, int traced) {
   obm_segment_t *seg = _obm_pagemap_lookup(ptr);
   if (obm_unlikely(seg == NULL)) {
     _obm_report_foreign("realloc", ptr);
@@ -318,7 +311,7 @@ static void *realloc_block(void *ptr, size_t size) {
     old_size = _obm_pool_block_size(pool);
     /* CPython's policy: keep the block if the request fits and the shrink would save less
      * than 25 %, or the smaller class is the same one. */
-    if (size <= old_size &&
+    if ((!traced || seg->kind == OBM_SEG_ARENA_TRACED) && size <= old_size &&
         (size * 4 > old_size * 3 ||
          (size <= OBM_MEDIUM_MAX && _obm_size_to_class(size) == pool->size_class)))
       return ptr;
@@ -332,15 +325,19 @@ static void *realloc_block(void *ptr, size_t size) {
       return NULL;
     }
     old_size = large->usable_size;
-    if (size <= old_size && size * 4 > old_size * 3) return ptr; /* saves < 25 %: keep */
+    if (size <= old_size && size * 4 > old_size * 3) { /* saves < 25 %: keep */
+      if (traced) large->traced = 1;
+      return ptr;
+    }
     if (size > OBM_MEDIUM_MAX) {
       void *p = _obm_large_realloc(large, size);
+      if (p && traced) ((obm_large_t *)_obm_pagemap_lookup(p))->traced = 1;
       if (p) return p;
     }
   }
-  /* raw calls: the segment is known (no second page-map lookup), and in traced mode this is
+  /* raw calls: the segment is known (no second page-map lookup), and while tracing this is
    * one realloc event, not a malloc and a free */
-  void *fresh = _obm_raw_malloc(size);
+  void *fresh = traced ? _obm_traced_raw(OBM_ALIGNMENT, size, 0) : _obm_raw_malloc(size);
   if (!fresh) return NULL;
   memcpy(fresh, ptr, old_size < size ? old_size : size);
   _obm_raw_free(ptr, seg);

@@ -35,8 +35,9 @@ typedef struct obm_block_s {
 typedef struct obm_heap_s obm_heap_t;
 typedef struct obm_arena_s obm_arena_t;
 
-/* Arenas in debug mode carry OBM_SEG_ARENA_DEBUG, and in traced mode OBM_SEG_ARENA_TRACED,
- * so that free's fast path (kind == OBM_SEG_ARENA) needs no separate test of either mode. */
+/* Arenas in debug mode carry OBM_SEG_ARENA_DEBUG, and those of a thread's traced heap (the
+ * blocks the tracer recorded) OBM_SEG_ARENA_TRACED, so that free's fast path
+ * (kind == OBM_SEG_ARENA) needs no separate test of either. */
 enum {
   OBM_SEG_ARENA = 0xA7E4A,
   OBM_SEG_ARENA_DEBUG = 0xA7E4B,
@@ -118,6 +119,7 @@ typedef struct obm_large_s {
   size_t requested_size;           /* size of the last malloc or realloc of the block that reached
                                       large.c (realloc's in-place cases in alloc.c do not); meaningless
                                       while cached */
+  uint32_t traced;                 /* 1: the tracer recorded the block (its free is reported) */
 } obm_large_t;
 
 /* A heap's per-class state, in one place so that a malloc touches one cache line of it. */
@@ -166,6 +168,7 @@ struct obm_heap_s {
   int orphaned;      /* in a forked child: its thread did not survive the fork
                         and may have been mid-update; never adopted */
   int is_empty_heap; /* the static placeholder heap before a thread's init */
+  int traced;        /* a traced heap: arenas of kind OBM_SEG_ARENA_TRACED (alloc.c) */
   _Alignas(OBM_CACHE_LINE) _Atomic(obm_pool_t *) remote_pools; /* pools with remote frees */
   char pad_[OBM_CACHE_LINE - sizeof(void *)];
 };
@@ -193,15 +196,17 @@ extern OBM_HIDDEN __thread obm_heap_t *_obm_tls_heap;
  * thread's first allocation and always in debug mode, so that those take the slow path with
  * no test of their own. */
 extern OBM_HIDDEN __thread obm_heap_t *_obm_tls_fast_heap;
+/* The thread's traced heap (&_obm_heap_empty until its first recorded allocation): what the
+ * tracer records lives there, so that only its frees reach the free hook (alloc.c). */
+extern OBM_HIDDEN __thread obm_heap_t *_obm_tls_traced_heap;
 extern OBM_HIDDEN pthread_mutex_t _obm_global_lock; /* arenas list, spares, heaps list */
 /* Lock order (fork takes them all in this order): init, abandoned, global, pagemap, large. */
 extern OBM_HIDDEN pthread_mutex_t _obm_abandoned_lock; /* heaps of exited threads */
 extern OBM_HIDDEN pthread_mutex_t _obm_pagemap_lock;   /* creating page-map leaves */
 extern OBM_HIDDEN int _obm_debug_on;                   /* debug mode, fixed at init */
-extern OBM_HIDDEN int _obm_traced;                     /* traced mode, fixed at init */
-/* The kind of the arenas this process makes (debug, traced or plain). */
-OBM_INLINE uint32_t _obm_arena_kind(void) {
-  return _obm_debug_on ? OBM_SEG_ARENA_DEBUG : _obm_traced ? OBM_SEG_ARENA_TRACED : OBM_SEG_ARENA;
+/* The kind of the arenas heap makes (debug, traced or plain). */
+OBM_INLINE uint32_t _obm_arena_kind(const obm_heap_t *heap) {
+  return _obm_debug_on ? OBM_SEG_ARENA_DEBUG : heap->traced ? OBM_SEG_ARENA_TRACED : OBM_SEG_ARENA;
 }
 extern OBM_HIDDEN int _obm_initialized;
 /* _obm_init when needed; the test is one acquire load (threads may race to the first call). */
@@ -340,6 +345,8 @@ OBM_HIDDEN void _obm_mapped_sub(size_t bytes);
 
 /* ---- heap.c ---------------------------------------------------------------------------- */
 OBM_HIDDEN obm_heap_t *_obm_heap_init_thread(void); /* NULL only on OS failure */
+/* The thread's traced heap, made (or adopted) with its heap if needed; NULL on OS failure. */
+OBM_HIDDEN obm_heap_t *_obm_heap_init_traced(void);
 /* Collects the frees other threads pushed to this heap's pools; returns how many. */
 OBM_HIDDEN size_t _obm_heap_collect_remote(obm_heap_t *heap);
 /* Collects the remote frees of abandoned heaps and releases what became empty; returns
@@ -435,10 +442,25 @@ OBM_HIDDEN size_t _obm_raw_usable(const void *p, obm_segment_t *seg);
 /* Start of the raw block containing p (p inside obmem memory), or NULL. */
 OBM_HIDDEN uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_size);
 OBM_HIDDEN OBM_COLD void _obm_report_foreign(const char *op, const void *p);
-/* Traced mode: reports a free of the program's (alloc.c). */
+/* ---- traced.c: recorded allocations (the tracer's hooks) -------------------------------- */
+/* The hooks while the tracer runs, else NULL: the entry points' one test. */
+extern OBM_HIDDEN _Atomic(const obm_alloc_hooks_t *) _obm_alloc_hooks;
+/* The entry points while hooks are installed: each call recorded or plain (traced.c). */
+OBM_HIDDEN void *_obm_malloc_traced(size_t size);
+OBM_HIDDEN void *_obm_alloc_traced(size_t alignment, size_t size, int zero);
+OBM_HIDDEN void *_obm_realloc_traced(void *ptr, size_t size);
+/* Their plain paths (alloc.c): malloc's inline path, calloc's, realloc of a live block into a
+ * recorded one when `traced` (an untraced arena block then moves to the traced heap). */
+OBM_HIDDEN void *_obm_malloc_plain(size_t size);
+OBM_HIDDEN void *_obm_calloc_plain(size_t size);
+OBM_HIDDEN void *_obm_realloc_block(void *ptr, size_t size, int traced);
+/* A block from the thread's traced heap, or a large block marked traced (alloc.c). */
+OBM_HIDDEN void *_obm_traced_raw(size_t alignment, size_t size, int zero);
+/* Reports the free of a recorded block (in a traced arena, or a large block marked traced) to
+ * the tracer while it runs (alloc.c). */
 OBM_HIDDEN void _obm_alloc_report_free(void *p);
 /* Starts one of obmem's own threads (purge, statistics): _obm_os_thread_start, with the
- * allocations made for the new thread (its TLS blocks) not reported in traced mode. */
+ * allocations made for the new thread (its TLS blocks) not recorded while tracing. */
 OBM_HIDDEN int _obm_own_thread_start(pthread_t *thread, const char *name, size_t stack_size,
                                      int joinable, void *(*fn)(void *));
 

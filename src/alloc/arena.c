@@ -112,7 +112,7 @@ static void usable_insert(obm_heap_t *heap, obm_arena_t *a) {
 
 static void arena_init(obm_arena_t *a, obm_heap_t *heap) {
   memset(a->pools, 0, sizeof a->pools);
-  a->kind = _obm_arena_kind();
+  a->kind = _obm_arena_kind(heap);
   a->free_slots = ~(uint64_t)1;
   a->nfree_slots = OBM_NSLOTS - 1;
   a->heap = heap;

@@ -175,28 +175,43 @@ OBM_INLINE void free_in_arena(void *p, obm_arena_t *arena) {
   free_arena_slow(p, arena, _obm_pool_of(arena, p), heap);
 }
 
+/* A block of a traced arena: the thread's traced heap is the owner to compare with. */
+static void free_traced(void *p, obm_arena_t *arena) {
+  obm_heap_t *heap = _obm_tls_traced_heap;
+  if (arena->heap == heap)
+    free_local(p, arena, heap);
+  else
+    free_arena_slow(p, arena, _obm_pool_of(arena, p), heap);
+}
+
 void _obm_raw_free(void *p, obm_segment_t *seg) {
   if (obm_unlikely(seg->kind == OBM_SEG_LARGE))
     free_large(p, (obm_large_t *)seg);
+  else if (obm_unlikely(seg->kind == OBM_SEG_ARENA_TRACED))
+    free_traced(p, (obm_arena_t *)seg);
   else
     free_in_arena(p, (obm_arena_t *)seg);
 }
 
+/* Debug blocks, large blocks and recorded blocks (whose frees go to the tracer's hook). */
 static OBM_NOINLINE void free_other(void *p, obm_segment_t *seg) {
   if (_obm_debug_on) {
     _obm_debug_free(p, seg);
     return;
   }
-  if (_obm_traced) _obm_alloc_report_free(p); /* every block of a traced process comes here */
-  if (seg->kind == OBM_SEG_LARGE)
-    free_large(p, (obm_large_t *)seg);
-  else if (seg->kind == OBM_SEG_ARENA_TRACED)
-    free_in_arena(p, (obm_arena_t *)seg);
-  else
+  if (seg->kind == OBM_SEG_LARGE) {
+    obm_large_t *large = (obm_large_t *)seg;
+    if (large->traced && _obm_large_contains(large, p)) _obm_alloc_report_free(p);
+    free_large(p, large);
+  } else if (seg->kind == OBM_SEG_ARENA_TRACED) {
+    _obm_alloc_report_free(p);
+    free_traced(p, (obm_arena_t *)seg);
+  } else {
     _obm_error(OBM_ERR_CORRUPTION, p,
                "free(%p): the page map points at %p, which is not an "
                "obmem segment",
                p, (void *)seg);
+  }
 }
 
 void obm_free(void *p) {

@@ -25,6 +25,8 @@ obm_heap_t _obm_heap_empty = {
 __thread obm_heap_t *_obm_tls_heap __attribute__((tls_model("initial-exec"))) = &_obm_heap_empty;
 __thread obm_heap_t *_obm_tls_fast_heap __attribute__((tls_model("initial-exec"))) =
     &_obm_heap_empty;
+__thread obm_heap_t *_obm_tls_traced_heap __attribute__((tls_model("initial-exec"))) =
+    &_obm_heap_empty;
 
 obm_heap_t *_obm_heaps_all;
 uint64_t _obm_heaps_count, _obm_heaps_abandoned;
@@ -67,17 +69,25 @@ static obm_heap_t *heap_new(void) {
   return h;
 }
 
-obm_heap_t *_obm_heap_init_thread(void) {
-  _obm_init();
+/* An abandoned heap of the kind asked for (traced or not), taken off the list, or NULL. */
+static obm_heap_t *adopt(int traced) {
   pthread_mutex_lock(&_obm_abandoned_lock);
-  obm_heap_t *h = abandoned_heaps;
+  obm_heap_t **link = &abandoned_heaps, *h;
+  while ((h = *link) != NULL && h->traced != traced)
+    link = &h->abandoned_next;
   if (h) {
-    abandoned_heaps = h->abandoned_next;
+    *link = h->abandoned_next;
     h->abandoned_next = NULL;
     h->abandoned = 0;
     _obm_heaps_abandoned--;
   }
   pthread_mutex_unlock(&_obm_abandoned_lock);
+  return h;
+}
+
+obm_heap_t *_obm_heap_init_thread(void) {
+  _obm_init();
+  obm_heap_t *h = adopt(0);
   if (!h) h = heap_new();
   if (!h) {
     errno = ENOMEM;
@@ -87,21 +97,31 @@ obm_heap_t *_obm_heap_init_thread(void) {
   int first_live = atomic_fetch_add_explicit(&heaps_live, 1, memory_order_acq_rel) == 0;
   /* Set before pthread_setspecific: it may allocate, and must then find this heap. */
   _obm_tls_heap = h;
-  _obm_tls_fast_heap = _obm_debug_on || _obm_traced ? &_obm_heap_empty : h;
+  _obm_tls_fast_heap = _obm_debug_on ? &_obm_heap_empty : h;
   pthread_setspecific(_obm_heap_key, h);
   _obm_heap_collect_remote(h);
   if (first_live) _obm_stats_threads_back(); /* the purge thread comes back when needed */
   return h;
 }
 
-/* pthread key destructor: the thread is exiting. */
-void _obm_heap_thread_done(void *arg) {
-  obm_heap_t *h = arg;
-  if (!h || h->is_empty_heap) return;
+/* The traced heap lives and dies with the thread's heap: made after it (so that the heap's key
+ * destructor, which abandons both, runs for the thread), never counted as a live thread. */
+obm_heap_t *_obm_heap_init_traced(void) {
+  if (_obm_tls_heap->is_empty_heap && !_obm_heap_init_thread()) return NULL;
+  obm_heap_t *h = adopt(1);
+  if (!h) h = heap_new();
+  if (!h) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  h->traced = 1;
+  h->thread_id = _obm_os_thread_id();
+  _obm_tls_traced_heap = h;
   _obm_heap_collect_remote(h);
-  _obm_heap_release_empty_pools(h);
-  _obm_tls_heap = &_obm_heap_empty;
-  _obm_tls_fast_heap = &_obm_heap_empty;
+  return h;
+}
+
+static void abandon(obm_heap_t *h) {
   pthread_mutex_lock(&_obm_abandoned_lock);
   h->abandoned = 1;
   h->thread_id = 0;
@@ -109,6 +129,23 @@ void _obm_heap_thread_done(void *arg) {
   abandoned_heaps = h;
   _obm_heaps_abandoned++;
   pthread_mutex_unlock(&_obm_abandoned_lock);
+}
+
+/* pthread key destructor: the thread is exiting. */
+void _obm_heap_thread_done(void *arg) {
+  obm_heap_t *h = arg, *traced = _obm_tls_traced_heap;
+  if (!h || h->is_empty_heap) return;
+  _obm_heap_collect_remote(h);
+  _obm_heap_release_empty_pools(h);
+  if (!traced->is_empty_heap) {
+    _obm_heap_collect_remote(traced);
+    _obm_heap_release_empty_pools(traced);
+  }
+  _obm_tls_heap = &_obm_heap_empty;
+  _obm_tls_fast_heap = &_obm_heap_empty;
+  _obm_tls_traced_heap = &_obm_heap_empty;
+  abandon(h);
+  if (!traced->is_empty_heap) abandon(traced);
   if (atomic_fetch_sub_explicit(&heaps_live, 1, memory_order_acq_rel) == 1) {
     _obm_purger_threads_gone();
     _obm_stats_threads_gone();
@@ -182,11 +219,12 @@ void _obm_heap_lock_wait(obm_heap_t *heap) {
 }
 
 void _obm_heap_after_fork_child(void) {
-  obm_heap_t *self = _obm_tls_heap;
+  obm_heap_t *self = _obm_tls_heap, *self_traced = _obm_tls_traced_heap;
   pthread_mutex_lock(&_obm_global_lock);
   for (obm_heap_t *h = _obm_heaps_all; h; h = h->all_next)
-    if (h != self && !h->abandoned) h->orphaned = 1;
+    if (h != self && h != self_traced && !h->abandoned) h->orphaned = 1;
   pthread_mutex_unlock(&_obm_global_lock);
   if (!self->is_empty_heap) self->thread_id = _obm_os_thread_id();
+  if (!self_traced->is_empty_heap) self_traced->thread_id = _obm_os_thread_id();
   atomic_store_explicit(&heaps_live, self->is_empty_heap ? 0 : 1, memory_order_relaxed);
 }

@@ -7,7 +7,6 @@
 
 pthread_mutex_t _obm_global_lock = PTHREAD_MUTEX_INITIALIZER;
 int _obm_debug_on;
-int _obm_traced;
 int _obm_initialized;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -53,8 +52,6 @@ void _obm_init(void) {
     _obm_sizeclass_init();
     pthread_key_create(&_obm_heap_key, _obm_heap_thread_done);
     _obm_debug_on = _obm_option(OBM_OPTION_DEBUG) != 0;
-    /* debug mode takes every block's slow path already, with its own block format */
-    _obm_traced = !_obm_debug_on && _obm_option_string(OBM_STRING_OPTION_TRACE) != NULL;
     __atomic_store_n(&_obm_initialized, 1, __ATOMIC_RELEASE);
     first = 1;
   }

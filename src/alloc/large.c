@@ -202,6 +202,7 @@ static void segment_hand_out(obm_large_t *s, size_t offset, size_t size) {
   s->block = (uint8_t *)s + offset;
   s->usable_size = s->mapped_size - offset;
   s->cached = 0;
+  s->traced = 0;
   s->requested_size = size;
 }
 

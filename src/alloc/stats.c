@@ -651,8 +651,8 @@ size_t _obm_heap_check_all(void) {
   pthread_mutex_lock(&_obm_global_lock);
   for (obm_arena_t *a = _obm_arenas_all; a; a = a->all_next) {
     if (a->heap && a->heap->orphaned) continue; /* may have been mid-update at fork */
-    if (a->kind != _obm_arena_kind())
-      problems += corrupt(a, "arena kind is wrong", a->kind, _obm_arena_kind());
+    if (a->heap && a->kind != _obm_arena_kind(a->heap))
+      problems += corrupt(a, "arena kind is wrong", a->kind, _obm_arena_kind(a->heap));
     if (_obm_pagemap_lookup(a) != (obm_segment_t *)a)
       problems += corrupt(a, "page map does not point at the arena", 0, 0);
     if ((unsigned)__builtin_popcountll(a->free_slots) != a->nfree_slots || (a->free_slots & 1))

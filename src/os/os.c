@@ -37,13 +37,16 @@ static int injected_failure(void) {
   return 0;
 }
 
+/* Threads may race to the first call: a relaxed atomic cache (they all store the same value). */
 size_t _obm_os_page_size(void) {
   static size_t page;
-  if (page == 0) {
+  size_t value = __atomic_load_n(&page, __ATOMIC_RELAXED);
+  if (value == 0) {
     long p = sysconf(_SC_PAGESIZE);
-    page = p > 0 ? (size_t)p : 4096;
+    value = p > 0 ? (size_t)p : 4096;
+    __atomic_store_n(&page, value, __ATOMIC_RELAXED);
   }
-  return page;
+  return value;
 }
 
 static void *map_raw(size_t size) {

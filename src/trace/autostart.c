@@ -1,15 +1,15 @@
 /* autostart.c — tracing from a program's start: OBMEM_TRACE=PATH (what `obmem run` sets).
  *
- * When OBMEM_TRACE is set at the first allocation the allocator runs in traced mode (every
- * allocation takes malloc's slow path and every block lives in arenas that free's fast path
- * does not serve, so each call of the program reaches the hooks: src/alloc/alloc.c).  This
- * library constructor then starts the tracer into PATH (%p: the pid), with
- * OBMEM_TRACE_SAMPLE=BYTES for sampled mode and OBMEM_TRACE_STACKS=auto|fp|unwind|none, and a
- * destructor stops it at exit, after the program's own exit handlers.  Allocations made
- * before the constructor runs (by ld.so and earlier constructors) are not recorded; their
- * frees, which the tracer has no allocation for, are ignored by the report.  A forked child
- * does not trace (the tracer stops in it); a program started by exec traces again into its
- * own PATH when PATH has %p.
+ * A library constructor starts the tracer into PATH (%p: the pid) with obm_trace_start, as
+ * any program may at run time, with OBMEM_TRACE_SAMPLE=BYTES for sampled mode and
+ * OBMEM_TRACE_STACKS=auto|fp|unwind|none, and a destructor stops it at exit, after the
+ * program's own exit handlers.  Allocations made before the constructor runs (by ld.so and
+ * earlier constructors) are not recorded, nor are their frees.  A forked child starts its own
+ * capture when PATH has %p (trace.c); a program started by exec reads the variables again and
+ * traces into its own PATH.  Without %p a second process would truncate the first one's
+ * capture: this one then takes OBMEM_TRACE out of its environment, so that the programs it
+ * starts do not trace.  With OBMEM_DEBUG nothing is recorded (debug blocks have their own
+ * format).
  * Only in shared libraries: a static link does not pull this file in.
  */
 #define _GNU_SOURCE
@@ -50,17 +50,23 @@ static void options_from_environment(obm_trace_options_t *o) {
   }
 }
 
+static int started;
+
 __attribute__((constructor)) static void trace_from_start(void) {
-  if (!_obm_alloc_traced()) return;
   const char *path = _obm_option_string(OBM_STRING_OPTION_TRACE);
   if (path == NULL) return;
+  if (!strstr(path, "%p")) unsetenv("OBMEM_TRACE");
   obm_trace_options_t options;
   obm_trace_options_init(&options);
   options_from_environment(&options);
   int err = obm_trace_start(path, &options);
-  if (err) _obm_warning("OBMEM_TRACE=%s: cannot trace: %s", path, strerror(err));
+  if (err)
+    _obm_warning("OBMEM_TRACE=%s: cannot trace: %s", path, strerror(err));
+  else
+    started = 1;
 }
 
+/* A forked child that started its own capture stops it here too (started is inherited). */
 __attribute__((destructor)) static void trace_until_exit(void) {
-  if (_obm_alloc_traced()) obm_trace_stop(); /* EINVAL when it was not running: nothing to do */
+  if (started) obm_trace_stop(); /* EINVAL when it was not running: nothing to do */
 }

@@ -14,7 +14,8 @@
  * shrunk: a slot's key is claimed first, then the id is assigned, the definition filled and
  * marked ready, and the id published; a reader that finds its key waits for the id.
  * A per-thread direct-mapped cache keyed by a 64-bit hash of the whole return-address list
- * answers repeated stacks without touching the trie (a hash collision between two different
+ * (computed during the walk: one multiply per frame, one mix at the end) answers repeated
+ * stacks without touching the trie (a hash collision between two different
  * stacks of the same depth would merge them: 2^-64 per pair, accepted).
  *
  * Invariants: ids are dense, 1 <= id < n*_ids; def[id].ready => def fields final;
@@ -250,12 +251,20 @@ static int is_code(const code_map_t *m, uintptr_t pc, uintptr_t *range_lo, uintp
   return 1;
 }
 
+/* One step of the stack hash (a multiply per frame; mixed once at the end by stack_hash_end). */
+static inline uint64_t hash_step(uint64_t h, uintptr_t pc) {
+  return (h ^ pc) * 0x9e3779b97f4a7c15ull + (h >> 29);
+}
+
+/* Frame-pointer walk; *hash = the hash of the frames found (hashed as they are read, so the
+ * per-thread cache is probed without a second pass). */
 static size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t *pcs, size_t max,
-                      int *broken) {
+                      int *broken, uint64_t *hash) {
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
   uintptr_t range_lo = 0, range_hi = 0;
   uintptr_t fp = (uintptr_t)frame;
   size_t n = 0;
+  uint64_t h = 0x9e3779b97f4a7c15ull;
   *broken = 0;
   while (n < max) {
     if (fp < lo || fp + 16 > hi || (fp & 7)) {
@@ -270,6 +279,7 @@ static size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t *pcs, s
       break;
     }
     pcs[n++] = ret;
+    h = hash_step(h, ret);
     if (next == 0) break; /* the outermost frame (the clone/start code zeroes rbp) */
     if (next <= fp) {
       *broken = 1;
@@ -277,6 +287,7 @@ static size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t *pcs, s
     }
     fp = next;
   }
+  *hash = h;
   return n;
 }
 
@@ -301,7 +312,7 @@ static size_t walk_unwind(uintptr_t first, uintptr_t *pcs, size_t max) {
 static uint64_t hash_pcs(const uintptr_t *pcs, size_t n) {
   uint64_t h = 0x9e3779b97f4a7c15ull;
   for (size_t i = 0; i < n; i++)
-    h = mix(h ^ pcs[i]) + i;
+    h = hash_step(h, pcs[i]);
   return h;
 }
 
@@ -315,7 +326,8 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
   if (st.mode == OBM_TRACE_STACKS_NONE) return 0;
   uintptr_t pcs[OBM_TRACE_MAX_FRAMES];
   int broken;
-  size_t n = walk_fp(frame, lo, hi, pcs, st.max_frames, &broken);
+  uint64_t h;
+  size_t n = walk_fp(frame, lo, hi, pcs, st.max_frames, &broken, &h);
   if (n == 0) return 0;
   int unwind = st.unw_backtrace &&
                (st.mode == OBM_TRACE_STACKS_UNWIND || (broken && st.mode == OBM_TRACE_STACKS_AUTO));
@@ -323,8 +335,9 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
     size_t m = walk_unwind(pcs[0], pcs, st.max_frames);
     if (m > 0) n = m;
     unwind = 0; /* done: cache under the unwound stack itself */
+    h = hash_pcs(pcs, n);
   }
-  uint64_t h = hash_pcs(pcs, n);
+  h = mix(h + n);
   cache_entry_t *c = &st.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
   if (c->hash == h && c->depth == n && c->id != 0) return c->id;
   uint32_t key_depth = (uint32_t)n;

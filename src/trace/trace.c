@@ -13,11 +13,15 @@
  * a signal handler that allocates) is cut by a thread-local guard.  A session generation
  * (`gen`) tells a thread that its slot belongs to an earlier session.
  *
- * Sampled mode (Poisson by bytes, as tcmalloc and memray): each thread keeps a countdown of
- * bytes drawn from an exponential distribution of mean `sample_mean_bytes`; an allocation that
- * brings it to <= 0 is recorded and the countdown is drawn again.  A recorded block's address
- * goes into a hash set so that its free is recorded; any other free costs one lookup.  The
- * reader weights a recorded allocation of size s by s / (1 - exp(-s / mean)).
+ * The allocator decides what is recorded (src/alloc/alloc.c): while the hooks are installed,
+ * exact mode records every allocation; sampled mode (Poisson by bytes, as tcmalloc and memray)
+ * keeps a per-thread countdown of bytes drawn here (next_sample: an exponential distribution of
+ * mean `sample_mean_bytes`), and the allocation that brings it to <= 0 is recorded.  Recorded
+ * blocks live in traced arenas, so the free hook is called exactly for them.  The reader weights
+ * a recorded allocation of size s by s / (1 - exp(-s / mean)).
+ *
+ * Fork: a child whose capture path has %p starts its own capture (same options) from the
+ * atfork child handler; otherwise it does not trace.
  *
  * Invariants: slot.state: 0 free -> 1 in use -> 2 exited (last buffer queued) -> 3 draining
  * (the writer is writing that buffer) -> 0;  buffer->used <= OBM_TRACE_BUFFER_SIZE.
@@ -35,10 +39,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SAMPLE_SLOTS  (1u << 20)
-#define SAMPLE_TOMB   ((uint64_t)1)
-#define SAMPLE_PROBES 64
-
 typedef struct trace_thread_s {
   _Atomic int busy;     /* 0 idle, 1 in a hook, 2 held by flush/stop */
   _Atomic int state;    /* see the invariants above */
@@ -48,8 +48,6 @@ typedef struct trace_thread_s {
   char name[16];
   uintptr_t stack_lo, stack_hi; /* the thread's stack mapping: frame pointers must lie in it */
   obm_trace_buffer_t *buffer;   /* NULL until the first event (or after a flush took it) */
-  uint64_t rng;                 /* xorshift64* state */
-  int64_t countdown;            /* sampled mode: bytes until the next sample */
 } __attribute__((aligned(OBM_CACHE_LINE))) trace_thread_t;
 
 _Atomic int _obm_trace_on;
@@ -58,19 +56,25 @@ static struct {
   pthread_mutex_t control; /* start/stop/flush; never taken by a hook */
   trace_thread_t *threads; /* OBM_TRACE_MAX_THREADS, mapped once */
   _Atomic uint64_t gen;
-  _Atomic uint64_t *sampled; /* sampled mode: addresses of recorded live blocks */
   _Atomic uint64_t nlost;
+  _Atomic uint64_t sample_mean; /* sampled mode's mean (read by next_sample on any thread) */
+  _Atomic uint64_t sample_seed; /* options.seed, likewise */
+  _Atomic uint64_t nsamplers;   /* threads that drew a countdown this session */
   int fd;
   obm_trace_options_t options;
   uint64_t start_ns;
+  char template[4096]; /* the path asked for, %p unexpanded (a forked child expands it again) */
   char path[4096];
   pthread_key_t key;
   int key_made, atfork_done;
 } g = {.control = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
 
-static __thread trace_thread_t *tls_thread;
-static __thread uint64_t tls_gen;
-static __thread int tls_guard;
+#define TLS_IE __attribute__((tls_model("initial-exec")))
+static __thread trace_thread_t *tls_thread TLS_IE;
+static __thread uint64_t tls_gen TLS_IE;
+static __thread int tls_guard TLS_IE;
+static __thread uint64_t tls_rng TLS_IE;     /* xorshift64* state of next_sample */
+static __thread uint64_t tls_rng_gen TLS_IE; /* the session tls_rng was seeded in */
 
 uint64_t _obm_trace_start_ns(void) {
   return g.start_ns;
@@ -102,14 +106,6 @@ static double log_unit(double u) {
   return 2 * series + e * 0.69314718055994530942;
 }
 
-static int64_t draw_countdown(trace_thread_t *t) {
-  double u = ((double)(next_random(&t->rng) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-  double bytes = -log_unit(u) * (double)g.options.sample_mean_bytes;
-  return bytes < 1 ? 1 : (int64_t)bytes;
-}
-
-/* ---- the sampled-block set ----------------------------------------------------------------- */
-
 static uint64_t mix64(uint64_t x) {
   x ^= x >> 33;
   x *= 0xff51afd7ed558ccdull;
@@ -117,24 +113,21 @@ static uint64_t mix64(uint64_t x) {
   return x;
 }
 
-static int sampled_insert(uint64_t p) {
-  uint32_t mask = SAMPLE_SLOTS - 1, i = (uint32_t)mix64(p) & mask;
-  for (int probe = 0; probe < SAMPLE_PROBES; probe++, i = (i + 1) & mask) {
-    uint64_t k = atomic_load_explicit(&g.sampled[i], memory_order_relaxed);
-    if ((k == 0 || k == SAMPLE_TOMB) && atomic_compare_exchange_strong(&g.sampled[i], &k, p))
-      return 1;
+/* The allocator's sampler: bytes until the calling thread's next sample, an exponential draw of
+ * mean sample_mean_bytes.  Each thread's draws come from the seed and the order in which
+ * threads first drew in this session, so a one-thread run is reproducible from its seed. */
+static int64_t next_sample(void) {
+  uint64_t gen = atomic_load_explicit(&g.gen, memory_order_relaxed);
+  if (tls_rng_gen != gen) {
+    uint64_t k = atomic_fetch_add_explicit(&g.nsamplers, 1, memory_order_relaxed) + 1;
+    tls_rng = mix64(atomic_load_explicit(&g.sample_seed, memory_order_relaxed) +
+                    k * 0x9e3779b97f4a7c15ull) |
+              1;
+    tls_rng_gen = gen;
   }
-  return 0;
-}
-
-static int sampled_remove(uint64_t p) {
-  uint32_t mask = SAMPLE_SLOTS - 1, i = (uint32_t)mix64(p) & mask;
-  for (int probe = 0; probe < SAMPLE_PROBES; probe++, i = (i + 1) & mask) {
-    uint64_t k = atomic_load_explicit(&g.sampled[i], memory_order_relaxed);
-    if (k == 0) return 0;
-    if (k == p) return atomic_compare_exchange_strong(&g.sampled[i], &k, SAMPLE_TOMB);
-  }
-  return 0;
+  double u = ((double)(next_random(&tls_rng) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+  double bytes = -log_unit(u) * (double)atomic_load_explicit(&g.sample_mean, memory_order_relaxed);
+  return bytes < 1 ? 1 : bytes > 4e18 ? (int64_t)4e18 : (int64_t)bytes;
 }
 
 /* ---- thread slots ------------------------------------------------------------------------- */
@@ -154,8 +147,6 @@ static trace_thread_t *register_thread(uint64_t gen) {
     prctl(PR_GET_NAME, t->name, 0, 0, 0);
     _obm_trace_stack_bounds(&t->stack_lo, &t->stack_hi);
     t->buffer = NULL;
-    t->rng = mix64(g.options.seed + t->index * 0x9e3779b97f4a7c15ull) | 1;
-    t->countdown = g.options.mode == OBM_TRACE_SAMPLED ? draw_countdown(t) : 0;
     atomic_store_explicit(&t->announce, 1, memory_order_release);
     tls_thread = t;
     tls_gen = gen;
@@ -342,22 +333,8 @@ static void put_free(trace_thread_t *t, uint64_t p) {
 }
 
 static void record_alloc(trace_thread_t *t, void *p, size_t size, void *frame) {
-  if (g.options.mode == OBM_TRACE_SAMPLED) {
-    t->countdown -= (int64_t)size;
-    if (t->countdown > 0) return;
-    t->countdown = draw_countdown(t);
-    if (!sampled_insert((uint64_t)(uintptr_t)p)) {
-      atomic_fetch_add_explicit(&g.nlost, 1, memory_order_relaxed);
-      return;
-    }
-  }
   uint32_t stack = _obm_trace_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi);
   put_alloc(t, (uint64_t)(uintptr_t)p, size, stack);
-}
-
-static void record_free(trace_thread_t *t, void *p) {
-  if (g.options.mode == OBM_TRACE_SAMPLED && !sampled_remove((uint64_t)(uintptr_t)p)) return;
-  put_free(t, (uint64_t)(uintptr_t)p);
 }
 
 /* The hooks are compiled with frame pointers (CMake: src/trace/trace.c), so
@@ -378,7 +355,7 @@ OBM_NOINLINE void _obm_trace_free(void *p) {
   tls_guard = 1;
   trace_thread_t *t = enter();
   if (t) {
-    record_free(t, p);
+    put_free(t, (uint64_t)(uintptr_t)p);
     leave(t);
   }
   tls_guard = 0;
@@ -389,7 +366,7 @@ OBM_NOINLINE void _obm_trace_realloc(void *old, void *p, size_t size) {
   tls_guard = 1;
   trace_thread_t *t = enter();
   if (t) {
-    if (old) record_free(t, old);
+    if (old) put_free(t, (uint64_t)(uintptr_t)old);
     record_alloc(t, p, size, __builtin_frame_address(0));
     leave(t);
   }
@@ -407,20 +384,41 @@ void obm_trace_options_init(obm_trace_options_t *o) {
   o->max_frames = 64;
 }
 
-static void after_fork_child(void) {
-  /* the writer thread is not in the child; the parent's file is not ours to write */
-  if (atomic_load(&_obm_trace_on)) {
-    atomic_store(&_obm_trace_on, 0);
-    atomic_fetch_add(&g.gen, 1);
-    close(g.fd);
-    g.fd = -1;
-    _obm_trace_writer_forget();
-    for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++) {
-      atomic_store(&g.threads[i].state, 0);
-      atomic_store(&g.threads[i].busy, 0);
-    }
+static int start_locked(const char *path, const obm_trace_options_t *options);
+
+/* Forgets the session without writing anything (a forked child: the writer thread is not
+ * there, the parent's file is not ours to write), so that a new one can start. */
+static void forget_session(void) {
+  _obm_alloc_set_hooks(NULL);
+  atomic_store(&_obm_trace_on, 0);
+  atomic_fetch_add(&g.gen, 1);
+  close(g.fd);
+  g.fd = -1;
+  _obm_trace_writer_forget();
+  for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++) {
+    atomic_store(&g.threads[i].state, 0);
+    atomic_store(&g.threads[i].busy, 0);
   }
+}
+
+/* Runs after the allocator's own child handler (registered at its first allocation, earlier
+ * than this one), so the child may allocate and start threads. */
+static void after_fork_child(void) {
   pthread_mutex_init(&g.control, NULL);
+  if (!atomic_load(&_obm_trace_on)) return;
+  forget_session();
+  if (!strstr(g.template, "%p")) return; /* the path is the parent's capture */
+  char template[sizeof g.template];
+  memcpy(template, g.template, sizeof template);
+  obm_trace_options_t o = g.options;
+  int saved = tls_guard;
+  tls_guard = 1;
+  _obm_alloc_muted++;
+  int err = start_locked(template, &o);
+  _obm_alloc_muted--;
+  tls_guard = saved;
+  if (err)
+    _obm_warning("tracer: the forked child (pid %d) cannot trace: error %d", (int)getpid(), err);
 }
 
 static int expand_path(const char *path, char *out, size_t size) {
@@ -440,6 +438,11 @@ static int expand_path(const char *path, char *out, size_t size) {
   return 0;
 }
 
+static const obm_alloc_hooks_t exact_hooks = {_obm_trace_alloc, _obm_trace_free, _obm_trace_realloc,
+                                              NULL};
+static const obm_alloc_hooks_t sampled_hooks = {_obm_trace_alloc, _obm_trace_free,
+                                                _obm_trace_realloc, next_sample};
+
 static int start_locked(const char *path, const obm_trace_options_t *options) {
   if (atomic_load(&_obm_trace_on)) return EBUSY;
   obm_trace_options_t o;
@@ -450,21 +453,16 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   if ((o.mode != OBM_TRACE_EXACT && o.mode != OBM_TRACE_SAMPLED) ||
       (unsigned)o.stacks > OBM_TRACE_STACKS_NONE || o.max_frames == 0 ||
       o.max_frames > OBM_TRACE_MAX_FRAMES ||
-      (o.mode == OBM_TRACE_SAMPLED && o.sample_mean_bytes == 0) || !path || !*path)
+      (o.mode == OBM_TRACE_SAMPLED && o.sample_mean_bytes == 0) || !path || !*path ||
+      strlen(path) >= sizeof g.template)
     return EINVAL;
   if (o.seed == 0) o.seed = _obm_os_clock_ns() | 1;
   int err = expand_path(path, g.path, sizeof g.path);
   if (err) return err;
+  if (g.template != path) memmove(g.template, path, strlen(path) + 1);
   if (!g.threads) {
     g.threads = _obm_os_map(OBM_TRACE_MAX_THREADS * sizeof(trace_thread_t), 0);
     if (!g.threads) return ENOMEM;
-  }
-  if (o.mode == OBM_TRACE_SAMPLED) {
-    if (!g.sampled)
-      g.sampled = _obm_os_map(SAMPLE_SLOTS * sizeof(uint64_t), 0);
-    else
-      _obm_os_decommit((void *)g.sampled, SAMPLE_SLOTS * sizeof(uint64_t));
-    if (!g.sampled) return ENOMEM;
   }
   if (!g.key_made) {
     if (pthread_key_create(&g.key, thread_exit) != 0) return EAGAIN;
@@ -477,6 +475,9 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   err = _obm_trace_stacks_init(o.max_frames, o.stacks);
   if (err) return err;
   g.options = o;
+  atomic_store(&g.sample_mean, o.sample_mean_bytes);
+  atomic_store(&g.sample_seed, o.seed);
+  atomic_store(&g.nsamplers, 0);
   int fd = open(g.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return errno;
   struct timespec wall;
@@ -506,19 +507,20 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   g.fd = fd;
   atomic_fetch_add(&g.gen, 1);
   atomic_store(&_obm_trace_on, 1);
-  /* in traced mode (OBMEM_TRACE at start-up) the allocator calls the hooks; they return at
-   * once whenever tracing is off, so they stay installed */
-  static const obm_alloc_hooks_t hooks = {_obm_trace_alloc, _obm_trace_free, _obm_trace_realloc};
-  _obm_alloc_set_hooks(&hooks);
+  /* Last: from here the allocator records (not in debug mode, whose blocks have their own
+   * format: the capture then holds no events). */
+  _obm_alloc_set_hooks(o.mode == OBM_TRACE_SAMPLED ? &sampled_hooks : &exact_hooks);
   return 0;
 }
 
 int obm_trace_start(const char *path, const obm_trace_options_t *options) {
   int saved = tls_guard;
   tls_guard = 1; /* what start allocates (dlopen, the thread) is not traced */
+  _obm_alloc_muted++;
   pthread_mutex_lock(&g.control);
   int err = start_locked(path, options);
   pthread_mutex_unlock(&g.control);
+  _obm_alloc_muted--;
   tls_guard = saved;
   return err;
 }
@@ -538,6 +540,7 @@ static void collect_all(int stopping) {
 int obm_trace_flush(void) {
   int saved = tls_guard;
   tls_guard = 1;
+  _obm_alloc_muted++;
   pthread_mutex_lock(&g.control);
   int err = EINVAL;
   if (atomic_load(&_obm_trace_on)) {
@@ -545,16 +548,22 @@ int obm_trace_flush(void) {
     err = _obm_trace_writer_flush();
   }
   pthread_mutex_unlock(&g.control);
+  _obm_alloc_muted--;
   tls_guard = saved;
   return err;
 }
 
+/* The allocator stops recording first (a call already past its test may still reach a hook,
+ * which returns once _obm_trace_on is clear); recorded blocks stay valid and their frees, after
+ * this, call nothing. */
 int obm_trace_stop(void) {
   int saved = tls_guard;
   tls_guard = 1;
+  _obm_alloc_muted++;
   pthread_mutex_lock(&g.control);
   int err = EINVAL;
   if (atomic_load(&_obm_trace_on)) {
+    _obm_alloc_set_hooks(NULL);
     atomic_store(&_obm_trace_on, 0); /* seq_cst: pairs with the hook's CAS on busy */
     collect_all(1);
     atomic_fetch_add(&g.gen, 1);
@@ -565,6 +574,7 @@ int obm_trace_stop(void) {
       atomic_store(&g.threads[i].state, 0);
   }
   pthread_mutex_unlock(&g.control);
+  _obm_alloc_muted--;
   tls_guard = saved;
   return err;
 }

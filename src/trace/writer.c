@@ -285,6 +285,7 @@ static void cycle(int final) {
 
 static void *writer_main(void *arg) {
   (void)arg;
+  _obm_alloc_muted = 1; /* what this thread allocates (libdw? stdio?) is not the program's */
   for (;;) {
     uint32_t period = w.interval_ms && w.interval_ms < 100 ? w.interval_ms : 100;
     struct timespec deadline;

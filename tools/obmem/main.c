@@ -3,8 +3,8 @@
  * Each command parses its own options (every one has --help); an unknown option or a bad
  * value is named in the message and exits with status 2, as does a capture the reader
  * refuses (its message names the file and the offset).  `run` and `exec` start a program with
- * libobmem-preload.so in LD_PRELOAD; `run` also sets OBMEM_TRACE (docs/tracer.md), which puts
- * the preload library's allocator in traced mode (src/trace/autostart.c).
+ * libobmem-preload.so in LD_PRELOAD; `run` also sets OBMEM_TRACE (docs/tracer.md), which makes
+ * the preload library start tracing from its constructor (src/trace/autostart.c).
  */
 #define _GNU_SOURCE
 #include "obmem_tool.h"

@@ -1,0 +1,128 @@
+/* traced.c — the allocator's side of tracing: which allocations are recorded, and the hooks.
+ *
+ * While the tracer's hooks are installed (_obm_alloc_hooks != NULL, the one global that
+ * obm_malloc's fast path tests), each allocation entry point comes here and asks whether
+ * this call is recorded: in exact mode always; in sampled mode when the thread's byte
+ * countdown runs out (Poisson sampling by bytes, as tcmalloc's and memray's samplers: the
+ * tracer draws the countdown from an exponential distribution), so most calls go on to the
+ * plain path after a subtraction.  A recorded block comes from the thread's traced heap
+ * (alloc.c, _obm_traced_raw), whose arenas free's fast path does not serve: free_other calls
+ * _obm_alloc_report_free for exactly those blocks (and large blocks marked traced), and every
+ * other free keeps the fast path.  Each call of the program is one event: the entry points
+ * call one another's raw versions, never these.
+ *
+ * Compiled with frame pointers (CMakeLists.txt): the tracer walks the stack from its hook
+ * through these frames (named _obm_*, which the report skips) into the program's.
+ * _obm_alloc_muted > 0 on a thread records nothing: obmem's own threads being started, the
+ * tracer's own work, a hook in progress (so a hook is never re-entered).
+ *
+ * Start and stop: a thread that saw the hooks installed may call them after they are removed
+ * (the tracer's hooks then return at once); recorded blocks stay valid after stop, and their
+ * frees then call nothing.  A block recorded in one session and freed in a later one is
+ * reported as a free the capture has no allocation for (the report ignores it).
+ */
+#include "alloc/alloc_internal.h"
+
+#include <errno.h>
+
+_Atomic(const obm_alloc_hooks_t *) _obm_alloc_hooks;
+static _Atomic(uint64_t) hooks_session; /* installations so far */
+__thread int _obm_alloc_muted __attribute__((tls_model("initial-exec")));
+/* Bytes the thread may still allocate before its next sample, and the session they belong to. */
+static __thread int64_t sample_left __attribute__((tls_model("initial-exec")));
+static __thread uint64_t sample_session __attribute__((tls_model("initial-exec")));
+
+int _obm_alloc_set_hooks(const obm_alloc_hooks_t *h) {
+  _obm_ensure_init();
+  if (h && _obm_debug_on) return ENOTSUP;
+  if (h) atomic_fetch_add_explicit(&hooks_session, 1, memory_order_relaxed);
+  atomic_store_explicit(&_obm_alloc_hooks, h, memory_order_release);
+  return 0;
+}
+
+int _obm_own_thread_start(pthread_t *thread, const char *name, size_t stack_size, int joinable,
+                          void *(*fn)(void *)) {
+  _obm_alloc_muted++;
+  int rc = _obm_os_thread_start(thread, name, stack_size, joinable, fn);
+  _obm_alloc_muted--;
+  return rc;
+}
+
+/* The hooks to call for a call of the program's, or NULL (not tracing, or muted). */
+OBM_INLINE const obm_alloc_hooks_t *hooks_for_call(void) {
+  if (_obm_alloc_muted) return NULL;
+  return atomic_load_explicit(&_obm_alloc_hooks, memory_order_acquire);
+}
+
+/* The hooks when an allocation of size bytes is to be recorded, else NULL. */
+OBM_INLINE const obm_alloc_hooks_t *record_size(size_t size) {
+  const obm_alloc_hooks_t *h = hooks_for_call();
+  if (!h || !h->next_sample) return h;
+  uint64_t session = atomic_load_explicit(&hooks_session, memory_order_relaxed);
+  if (obm_unlikely(sample_session != session)) {
+    sample_session = session;
+    sample_left = h->next_sample();
+  }
+  sample_left -= (int64_t)size;
+  if (obm_likely(sample_left > 0)) return NULL;
+  sample_left = h->next_sample();
+  return h;
+}
+
+/* Whether a live block in seg was recorded: its free goes to the hook. */
+OBM_INLINE int block_traced(obm_segment_t *seg) {
+  return seg->kind == OBM_SEG_ARENA_TRACED ||
+         (seg->kind == OBM_SEG_LARGE && ((obm_large_t *)seg)->traced);
+}
+
+/* Inline: the hook's caller, the first frame recorded, is an _obm_* entry (skipped by the
+ * report as the allocator's). */
+OBM_INLINE void *alloc_recorded(const obm_alloc_hooks_t *h, size_t alignment, size_t size,
+                                int zero) {
+  void *p = _obm_traced_raw(alignment, size, zero);
+  if (p && h->alloc) {
+    _obm_alloc_muted++;
+    h->alloc(p, size);
+    _obm_alloc_muted--;
+  }
+  return p;
+}
+
+void *_obm_malloc_traced(size_t size) {
+  const obm_alloc_hooks_t *h = record_size(size);
+  if (h) return alloc_recorded(h, OBM_ALIGNMENT, size, 0);
+  return _obm_malloc_plain(size);
+}
+
+void *_obm_alloc_traced(size_t alignment, size_t size, int zero) {
+  const obm_alloc_hooks_t *h = record_size(size);
+  if (h) return alloc_recorded(h, alignment, size, zero);
+  if (zero) return _obm_calloc_plain(size);
+  return _obm_raw_aligned(alignment, size);
+}
+
+/* A recorded block stays recorded (the hook sees a realloc); another one becomes recorded when
+ * this call is (exact mode, or the countdown ran out), is reported as an allocation, and moves
+ * to the traced heap (a large block is marked in place). */
+void *_obm_realloc_traced(void *ptr, size_t size) {
+  obm_segment_t *seg = _obm_pagemap_lookup(ptr);
+  if (!seg || _obm_debug_on) return _obm_realloc_block(ptr, size, 0);
+  int was_traced = block_traced(seg);
+  const obm_alloc_hooks_t *h = was_traced ? hooks_for_call() : record_size(size);
+  void *p = _obm_realloc_block(ptr, size, h != NULL || was_traced);
+  if (p && h && h->realloc) {
+    _obm_alloc_muted++;
+    h->realloc(was_traced ? ptr : NULL, p, size);
+    _obm_alloc_muted--;
+  }
+  return p;
+}
+
+void _obm_alloc_report_free(void *p) {
+  const obm_alloc_hooks_t *h = hooks_for_call();
+  if (h && h->free) {
+    _obm_alloc_muted++;
+    h->free(p);
+    _obm_alloc_muted--;
+  }
+}
