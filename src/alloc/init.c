@@ -5,6 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifndef OBM_EMBEDDED
+#define OBM_EMBEDDED 0
+#endif
+
 pthread_mutex_t _obm_global_lock = PTHREAD_MUTEX_INITIALIZER;
 int _obm_debug_on;
 int _obm_traced;
@@ -53,8 +57,12 @@ void _obm_init(void) {
     _obm_sizeclass_init();
     pthread_key_create(&_obm_heap_key, _obm_heap_thread_done);
     _obm_debug_on = _obm_option(OBM_OPTION_DEBUG) != 0;
-    /* debug mode takes every block's slow path already, with its own block format */
-    _obm_traced = !_obm_debug_on && _obm_option_string(OBM_STRING_OPTION_TRACE) != NULL;
+    /* debug mode takes every block's slow path already, with its own block format.  A
+     * private copy of obmem inside a host (OBM_EMBEDDED: the CPython module, python/) leaves
+     * OBMEM_TRACE to the process's own obmem (the preload), which starts the tracer: traced
+     * mode without one would only slow the copy down. */
+    _obm_traced = !OBM_EMBEDDED && !_obm_debug_on &&
+                  _obm_option_string(OBM_STRING_OPTION_TRACE) != NULL;
     __atomic_store_n(&_obm_initialized, 1, __ATOMIC_RELEASE);
     first = 1;
   }
