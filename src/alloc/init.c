@@ -61,8 +61,8 @@ void _obm_init(void) {
      * private copy of obmem inside a host (OBM_EMBEDDED: the CPython module, python/) leaves
      * OBMEM_TRACE to the process's own obmem (the preload), which starts the tracer: traced
      * mode without one would only slow the copy down. */
-    _obm_traced = !OBM_EMBEDDED && !_obm_debug_on &&
-                  _obm_option_string(OBM_STRING_OPTION_TRACE) != NULL;
+    _obm_traced =
+        !OBM_EMBEDDED && !_obm_debug_on && _obm_option_string(OBM_STRING_OPTION_TRACE) != NULL;
     __atomic_store_n(&_obm_initialized, 1, __ATOMIC_RELEASE);
     first = 1;
   }
