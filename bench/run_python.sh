@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # run_python.sh — CPython as a client of the allocator: the Python workloads of bench/python/
 # under CPython's own pymalloc and, with PYTHONMALLOC=malloc (every object from malloc), under
-# glibc's malloc, mimalloc, jemalloc and obmem (build/libobmem-preload.so).
+# glibc's malloc, mimalloc, jemalloc and obmem (build/libobmem-preload.so), and with
+# obmem.install() (obmem-install: the CPython module python/, no preload, CPython's allocator
+# domains on obmem; bench/python/installed.py runs the workload after the call).
 #
 # Each run is one `python3 -S bench/python/<workload>.py SCALE` started by bench_measure (see
 # bench/measure.c), which records wall time and peak RSS and, for the preloaded allocators,
@@ -16,8 +18,8 @@
 #   BENCH_REPS=5                 runs per workload and allocator
 #   BENCH_SCALE=1                multiplies the work of every workload
 #   BENCH_PYTHON_WORKLOADS=...   workloads, comma- or space-separated (or give them as arguments)
-#   BENCH_PYTHON_ALLOCATORS=...  default "pymalloc glibc mimalloc jemalloc obmem"; tcmalloc
-#                                is also known
+#   BENCH_PYTHON_ALLOCATORS=...  default "pymalloc glibc mimalloc jemalloc obmem
+#                                obmem-install"; tcmalloc is also known
 #   BENCH_PYTHON_EXE=...         the interpreter (default: the real executable behind `python3`,
 #                                resolved through sys.executable so that a pyenv shim or other
 #                                wrapper script is not timed and does not run preloaded)
@@ -39,10 +41,10 @@ cd "$ROOT" || exit 2
 source bench/run_common.sh
 
 ALL_WORKLOADS=(churn containers json_roundtrip instances strings cycles mixed)
-KNOWN_ALLOCATORS=(pymalloc glibc mimalloc jemalloc tcmalloc obmem)
+KNOWN_ALLOCATORS=(pymalloc glibc mimalloc jemalloc tcmalloc obmem obmem-install)
 PYFLAGS=${BENCH_PYTHON_FLAGS--S}
 RAW=$RESULTS/raw-python
-split_list ALLOCATORS "${BENCH_PYTHON_ALLOCATORS:-pymalloc glibc mimalloc jemalloc obmem}"
+split_list ALLOCATORS "${BENCH_PYTHON_ALLOCATORS:-pymalloc glibc mimalloc jemalloc obmem obmem-install}"
 pick_workloads "${BENCH_PYTHON_WORKLOADS:-${ALL_WORKLOADS[*]}}" "$@"
 
 check_settings 120
@@ -87,6 +89,16 @@ if ((!build_ok)) && [[ ! -x $MEASURE ]]; then
 fi
 [[ -x $MEASURE ]] || die "$MEASURE is missing"
 find_obmem
+# obmem-install: the CPython module, built for this interpreter by the same build
+if wanted obmem-install; then
+  if ((build_ok)) && cmake --build "$BUILD" -j2 --target obmem_python >>"$RAW/build.log" 2>&1 &&
+    PYTHONPATH=$BUILD/python "$PY" -S -c 'import obmem' 2>>"$RAW/build.log"; then
+    LIB[obmem-install]=""
+    VERSION[obmem-install]=${VERSION[obmem]:-$(git rev-parse --short HEAD 2>/dev/null)}
+  else
+    note "obmem-install skipped: the module did not build or does not import with $PY (see $RAW/build.log)"
+  fi
+fi
 # Only the build's own preload library says something about how $BUILD was configured.
 if [[ -n ${LIB[obmem]:-} && -f $BUILD/CMakeCache.txt && -z ${BENCH_OBMEM_LIB:-} ]]; then
   check_build_type
@@ -100,13 +112,19 @@ write_meta python "$PY_VERSION ($PY${PYFLAGS:+ $PYFLAGS}; pymalloc built in: ${P
 read -r -a PYARGS <<<"$PYFLAGS"
 # One run: python3 bench/python/<workload>.py, with PYTHONMALLOC=malloc under every allocator
 # but pymalloc, and without the caller's PYTHON* settings that change how CPython allocates.
+# obmem-install runs the workload through bench/python/installed.py with the module on
+# PYTHONPATH (pymalloc holds what CPython allocated before the call).
 run_workload() { # workload allocator rep base
-  local pymalloc=malloc
-  [[ $2 == pymalloc ]] && pymalloc=pymalloc
-  env -u PYTHONDEVMODE -u PYTHONTRACEMALLOC -u PYTHONMALLOCSTATS -u LD_PRELOAD \
-    PYTHONMALLOC="$pymalloc" PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1 \
+  local pymalloc=malloc runner=() path=${PYTHONPATH:-}
+  [[ $2 == pymalloc || $2 == obmem-install ]] && pymalloc=pymalloc
+  if [[ $2 == obmem-install ]]; then
+    runner=(bench/python/installed.py)
+    path=$(realpath -m "$BUILD/python")
+  fi
+  env -u PYTHONDEVMODE -u PYTHONTRACEMALLOC -u PYTHONMALLOCSTATS -u LD_PRELOAD -u OBMEM_PYTHON \
+    PYTHONMALLOC="$pymalloc" PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$path" \
     "$MEASURE" -p "${LIB[$2]}" -t "$TIMEOUT" -o "$4.res" -- \
-    "$PY" "${PYARGS[@]}" "bench/python/$1.py" "$SCALE" >"$4.out" 2>"$4.err"
+    "$PY" "${PYARGS[@]}" "${runner[@]}" "bench/python/$1.py" "$SCALE" >"$4.out" 2>"$4.err"
 }
 REFERENCE_ALLOCATOR=pymalloc # the progress lines call a checksum other than pymalloc's "wrong"
 NAME_WIDTH=14

@@ -9,7 +9,15 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v gcc >/dev/null || need+=(gcc)
 command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
-command -v python3 >/dev/null || need+=(python3)
+command -v python3 >/dev/null || need+=(python3 python3-dev)
+# the CPython module (python/) builds against the headers of the python3 on PATH (Debian's
+# python3 has them in python3-dev; a pyenv build has its own)
+if command -v python3 >/dev/null &&
+   ! python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+     2>/dev/null; then
+  need+=(python3-dev)
+fi
 # `obmem report` names functions and file:line with elfutils' libdw (tools/CMakeLists.txt);
 # the tracer finds libunwind.so.8 at run time when it is there (no build dependency)
 [ -e /usr/include/elfutils/libdwfl.h ] || need+=(libdw-dev)

@@ -71,6 +71,13 @@ def main():
                    f"{gr:.2f}×, {verdict(gr <= TARGET_RSS)}.")
         out.append("")
 
+    if "obmem-install" in geo and base == "pymalloc":
+        gt, gr = geo["obmem-install"]
+        out.append(f"Target (issue 6): obmem.install() ≤ {TARGET_TIME:.2f}× pymalloc's time — "
+                   f"{gt:.2f}×, {'met' if gt <= TARGET_TIME else 'not met'} (peak RSS "
+                   f"{gr:.2f}×).")
+        out.append("")
+
     out += wall_details(results, ran)
 
     # CPU time (user + sys) is less disturbed than wall time by other load on the machine.

@@ -1,0 +1,243 @@
+/* allocator.c — obmem.install() and obmem.uninstall(): CPython's allocators on obmem.
+ *
+ * CPython allocates through three domains (PyMem_SetAllocator): RAW (PyMem_RawMalloc, called
+ * without the GIL), MEM (PyMem_Malloc) and OBJ (PyObject_Malloc).  The module moves all three
+ * to its private copy of obmem and back.  States, changed only with the GIL held:
+ *
+ *   ORIGINAL    the allocators CPython had when the module was first installed ("previous":
+ *               pymalloc and malloc, or whatever PYTHONMALLOC or an embedder set)
+ *   INSTALLED   malloc, calloc: obmem.  free: obmem's block (obm_owns, a page-map lookup that
+ *               is safe on any address) to obmem, any other block to the domain's previous
+ *               allocator.  realloc: the same split, so a block allocated before install
+ *               stays with the allocator that made it until it is freed.
+ *   FORWARDING  after uninstall: malloc, calloc: the previous allocator.  free tests ownership
+ *               as above, so obmem's live blocks are still freed by obmem; realloc of an obmem
+ *               block moves it to the previous allocator.
+ *
+ *   ORIGINAL -> INSTALLED <-> FORWARDING
+ *
+ * The previous allocators are saved once, at the first install; CPython never gets them back
+ * unwrapped, since obmem blocks may stay live until the process exits.  The hot path is one
+ * indirect call into a function of this file that calls obmem directly (malloc, calloc) or
+ * after the ownership test (free, realloc); ctx is not used.  Each domain has its own free
+ * and realloc (generated below) that name the domain's previous allocator statically: a thread
+ * calling PyMem_RawFree without the GIL while install() rewrites the RAW domain may read the
+ * new function with the old ctx, which such a function does not look at.
+ *
+ * Size 0: obm_malloc(0) and obm_realloc(p, 0) return a unique minimum block, as CPython
+ * requires of every domain.  Thread safety: obmem is thread-safe, which the RAW domain needs.
+ */
+#include "obmem_py.h"
+
+#include <obmem.h>
+#include <string.h>
+
+typedef enum install_state_e { ORIGINAL, INSTALLED, FORWARDING } install_state_t;
+
+static install_state_t state = ORIGINAL;
+static PyMemAllocatorEx previous[3]; /* indexed by PyMemAllocatorDomain; set at first install */
+static obm_py_origin_t origin = OBM_PY_ORIGIN_UNKNOWN;
+
+#define DOMAINS 3
+static const PyMemAllocatorDomain domain_ids[DOMAINS] = {PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM,
+                                                         PYMEM_DOMAIN_OBJ};
+
+/* ---- the functions CPython calls -------------------------------------------------------- */
+
+static void *obmem_malloc(void *ctx, size_t size) {
+  (void)ctx;
+  return obm_malloc(size);
+}
+
+static void *obmem_calloc(void *ctx, size_t count, size_t size) {
+  (void)ctx;
+  return obm_calloc(count, size);
+}
+
+/* Frees p with obmem when obmem handed it out, else with prev (blocks from before install). */
+static inline void free_by_owner(const PyMemAllocatorEx *prev, void *p) {
+  if (__builtin_expect(obm_owns(p), 1))
+    obm_free(p);
+  else
+    prev->free(prev->ctx, p); /* NULL too: every allocator's free(NULL) does nothing */
+}
+
+static inline void *realloc_installed(const PyMemAllocatorEx *prev, void *p, size_t size) {
+  if (p == NULL || obm_owns(p)) return obm_realloc(p, size);
+  return prev->realloc(prev->ctx, p, size);
+}
+
+/* After uninstall: an obmem block moves to the previous allocator. */
+static inline void *realloc_forwarding(const PyMemAllocatorEx *prev, void *p, size_t size) {
+  if (p == NULL || !obm_owns(p)) return prev->realloc(prev->ctx, p, size);
+  void *moved = prev->malloc(prev->ctx, size);
+  if (moved == NULL) return NULL; /* p untouched, as realloc promises */
+  size_t have = obm_usable_size(p);
+  memcpy(moved, p, have < size ? have : size);
+  obm_free(p);
+  return moved;
+}
+
+static inline void *malloc_forwarding(const PyMemAllocatorEx *prev, size_t size) {
+  return prev->malloc(prev->ctx, size);
+}
+
+static inline void *calloc_forwarding(const PyMemAllocatorEx *prev, size_t count, size_t size) {
+  return prev->calloc(prev->ctx, count, size);
+}
+
+/* One set per domain, each naming its previous allocator as a constant. */
+#define DOMAIN_FUNCTIONS(name, index)                                                              \
+  static void free_##name(void *ctx, void *p) {                                                    \
+    (void)ctx;                                                                                     \
+    free_by_owner(&previous[index], p);                                                            \
+  }                                                                                                \
+  static void *realloc_##name(void *ctx, void *p, size_t size) {                                   \
+    (void)ctx;                                                                                     \
+    return realloc_installed(&previous[index], p, size);                                           \
+  }                                                                                                \
+  static void *forwarding_malloc_##name(void *ctx, size_t size) {                                  \
+    (void)ctx;                                                                                     \
+    return malloc_forwarding(&previous[index], size);                                              \
+  }                                                                                                \
+  static void *forwarding_calloc_##name(void *ctx, size_t count, size_t size) {                    \
+    (void)ctx;                                                                                     \
+    return calloc_forwarding(&previous[index], count, size);                                       \
+  }                                                                                                \
+  static void *forwarding_realloc_##name(void *ctx, void *p, size_t size) {                        \
+    (void)ctx;                                                                                     \
+    return realloc_forwarding(&previous[index], p, size);                                          \
+  }
+
+DOMAIN_FUNCTIONS(raw, PYMEM_DOMAIN_RAW)
+DOMAIN_FUNCTIONS(mem, PYMEM_DOMAIN_MEM)
+DOMAIN_FUNCTIONS(obj, PYMEM_DOMAIN_OBJ)
+
+static const PyMemAllocatorEx installed[DOMAINS] = {
+    {NULL, obmem_malloc, obmem_calloc, realloc_raw, free_raw},
+    {NULL, obmem_malloc, obmem_calloc, realloc_mem, free_mem},
+    {NULL, obmem_malloc, obmem_calloc, realloc_obj, free_obj},
+};
+
+static const PyMemAllocatorEx forwarding[DOMAINS] = {
+    {NULL, forwarding_malloc_raw, forwarding_calloc_raw, forwarding_realloc_raw, free_raw},
+    {NULL, forwarding_malloc_mem, forwarding_calloc_mem, forwarding_realloc_mem, free_mem},
+    {NULL, forwarding_malloc_obj, forwarding_calloc_obj, forwarding_realloc_obj, free_obj},
+};
+
+/* ---- switching --------------------------------------------------------------------------- */
+
+/* 1 when every domain's current allocator is table[domain]. */
+static int current_is(const PyMemAllocatorEx *table) {
+  for (int i = 0; i < DOMAINS; i++) {
+    PyMemAllocatorEx now;
+    PyMem_GetAllocator(domain_ids[i], &now);
+    if (now.malloc != table[i].malloc || now.free != table[i].free) return 0;
+  }
+  return 1;
+}
+
+/* tracemalloc saves the allocators it wraps and puts them back at stop(): started before
+ * install, it would give CPython the allocators that cannot free obmem's blocks. */
+static int tracemalloc_is_tracing(int *tracing) {
+  PyObject *module = PyImport_ImportModule("_tracemalloc");
+  if (module == NULL) {
+    if (!PyErr_ExceptionMatches(PyExc_ImportError)) return -1;
+    PyErr_Clear(); /* an interpreter without it */
+    *tracing = 0;
+    return 0;
+  }
+  PyObject *result = PyObject_CallMethod(module, "is_tracing", NULL);
+  Py_DECREF(module);
+  if (result == NULL) return -1;
+  *tracing = PyObject_IsTrue(result);
+  Py_DECREF(result);
+  return *tracing < 0 ? -1 : 0;
+}
+
+static int refuse_if_tracemalloc(const char *what) {
+  int tracing;
+  if (tracemalloc_is_tracing(&tracing) < 0) return -1;
+  if (tracing) {
+    PyErr_Format(PyExc_RuntimeError,
+                 "obmem.%s(): tracemalloc is tracing; it would put back the allocators it "
+                 "saved at its start when it stops.  Call tracemalloc.stop() first (tracemalloc "
+                 "may be started after obmem.install())",
+                 what);
+    return -1;
+  }
+  return 0;
+}
+
+static void set_all(const PyMemAllocatorEx *table) {
+  for (int i = 0; i < DOMAINS; i++) {
+    PyMemAllocatorEx copy = table[i];
+    PyMem_SetAllocator(domain_ids[i], &copy);
+  }
+}
+
+/* Moves every domain from `expected` (the tables this module set last) to `target`.  Refused
+ * while tracemalloc traces, and when someone replaced the allocators after this module set
+ * them (their wrapper would be dropped, or would put back functions that cannot free obmem's
+ * blocks). */
+static PyObject *change(const char *what, const PyMemAllocatorEx *expected,
+                        const PyMemAllocatorEx *target, install_state_t next) {
+  if (refuse_if_tracemalloc(what) < 0) return NULL;
+  if (expected != NULL && !current_is(expected)) {
+    PyErr_Format(PyExc_RuntimeError,
+                 "obmem.%s(): CPython's allocators were replaced after obmem set its own "
+                 "(PyMem_SetAllocator by another module); obmem leaves them alone",
+                 what);
+    return NULL;
+  }
+  if (state == ORIGINAL)
+    for (int i = 0; i < DOMAINS; i++)
+      PyMem_GetAllocator(domain_ids[i], &previous[i]);
+  set_all(target);
+  state = next;
+  Py_RETURN_NONE;
+}
+
+PyObject *_obm_py_install(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  if (state == INSTALLED && current_is(installed)) Py_RETURN_NONE;
+  const PyMemAllocatorEx *expected = state == ORIGINAL    ? NULL
+                                     : state == INSTALLED ? installed
+                                                          : forwarding;
+  return change("install", expected, installed, INSTALLED);
+}
+
+PyObject *_obm_py_uninstall(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  if (state != INSTALLED) Py_RETURN_NONE;
+  return change("uninstall", installed, forwarding, FORWARDING);
+}
+
+PyObject *_obm_py_is_installed(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  return PyBool_FromLong(state == INSTALLED);
+}
+
+/* ---- where foreign blocks come from -------------------------------------------------------- */
+
+void _obm_py_note_original_allocator(void) {
+  PyMemAllocatorEx raw, obj;
+  PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &raw);
+  PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &obj);
+  /* PYTHONMALLOC=malloc sets every domain to the RAW domain's functions; pymalloc gives OBJ
+   * functions of its own; the debug hooks (and tracemalloc) pass a context, whose blocks
+   * have a layout this module does not know. */
+  if (raw.ctx != NULL || obj.ctx != NULL)
+    origin = OBM_PY_ORIGIN_UNKNOWN;
+  else if (obj.malloc == raw.malloc)
+    origin = OBM_PY_ORIGIN_MALLOC;
+  else
+    origin = OBM_PY_ORIGIN_PYMALLOC;
+}
+
+obm_py_origin_t _obm_py_origin(void) {
+  return origin;
+}
