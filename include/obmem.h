@@ -60,6 +60,11 @@ OBM_API void *obm_calloc(size_t count, size_t size) OBM_MALLOC_ATTR OBM_ALLOC_SI
 OBM_API void *obm_realloc(void *ptr, size_t size) OBM_ALLOC_SIZE(2);
 /* NULL is a no-op.  A pointer obmem never handed out is reported via the error handler. */
 OBM_API void obm_free(void *ptr);
+/* obm_free for a program that layers obmem over another allocator: frees ptr and returns 1
+ * when ptr is in obmem's memory, returns 0 and leaves it alone (no report) otherwise or when
+ * ptr is NULL, at the cost of obm_free (no separate obm_owns lookup).  A pointer inside
+ * obmem's memory that is not a live block is still reported. */
+OBM_API int obm_free_if_owned(void *ptr);
 /* alignment must be a power of two (any, up to OBM_MAX_ALIGNMENT); else NULL + EINVAL. */
 OBM_API void *obm_aligned_alloc(size_t alignment, size_t size) OBM_MALLOC_ATTR OBM_ALLOC_SIZE(2);
 /* POSIX: returns 0, EINVAL (alignment not a power of two multiple of sizeof(void*)) or ENOMEM. */

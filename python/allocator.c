@@ -6,9 +6,9 @@
  *
  *   ORIGINAL    the allocators CPython had when the module was first installed ("previous":
  *               pymalloc and malloc, or whatever PYTHONMALLOC or an embedder set)
- *   INSTALLED   malloc, calloc: obmem.  free: obmem's block (obm_owns, a page-map lookup that
- *               is safe on any address) to obmem, any other block to the domain's previous
- *               allocator.  realloc: the same split, so a block allocated before install
+ *   INSTALLED   malloc, calloc: obmem.  free: obmem's block (obm_free_if_owned: obm_free's
+ *               own lookup, safe on any address) to obmem, any other block to the domain's
+ *               previous allocator.  realloc: the same split, so a block allocated before install
  *               stays with the allocator that made it until it is freed.
  *   FORWARDING  after uninstall: malloc, calloc: the previous allocator.  free tests ownership
  *               as above, so obmem's live blocks are still freed by obmem; realloc of an obmem
@@ -56,9 +56,8 @@ static void *obmem_calloc(void *ctx, size_t count, size_t size) {
 
 /* Frees p with obmem when obmem handed it out, else with prev (blocks from before install). */
 static inline void free_by_owner(const PyMemAllocatorEx *prev, void *p) {
-  if (__builtin_expect(obm_owns(p), 1))
-    obm_free(p);
-  else
+  /* obm_free's own lookup decides; no obm_owns first (one lookup, not two) */
+  if (__builtin_expect(!obm_free_if_owned(p), 0))
     prev->free(prev->ctx, p); /* NULL too: every allocator's free(NULL) does nothing */
 }
 

@@ -650,6 +650,19 @@ static void test_foreign_pointers(void) {
   obm_free(&static_var);
   CHECK(err.ncalls == 1 && err.code == OBM_ERR_FOREIGN_POINTER);
 
+  /* obm_free_if_owned: a foreign pointer is left alone and not reported */
+  expect_no_reports();
+  CHECK(obm_free_if_owned(g) == 0 && obm_free_if_owned(&stack_var[0]) == 0);
+  CHECK(obm_free_if_owned(NULL) == 0);
+  CHECK(first_bad(g, 256, 3) == 256);
+  for (size_t n = 8; n <= 4 * MiB; n *= 8) {
+    uint64_t before = small_medium_in_use();
+    void *mine = obm_malloc(n);
+    CHECK(mine != NULL);
+    CHECKF(obm_free_if_owned(mine) == 1, "obm_free_if_owned(obm_malloc(%zu)) != 1", n);
+    CHECK(small_medium_in_use() == before);
+  }
+
   expect_reports();
   size_t u = obm_usable_size(&stack_var[0]);
   CHECKF(u == 0, "usable_size(stack address) = %zu", u);

@@ -189,6 +189,8 @@ static OBM_NOINLINE void *malloc_slow(size_t size) {
  * touch anyway. */
 static OBM_NOINLINE void *malloc_carve(obm_heap_class_t *hc, obm_pool_t *pool, size_t size,
                                        size_t cls) {
+  /* the placeholder first: before the first init the class tables are being written */
+  if (obm_unlikely(pool == &_obm_pool_empty)) return malloc_slow(size);
   unsigned n = pool->ncarved, capacity = _obm_class_capacity[cls];
   if (obm_unlikely(n >= capacity)) return malloc_slow(size);
   size_t block_size = _obm_class_size[cls];

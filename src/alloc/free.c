@@ -214,21 +214,23 @@ static OBM_NOINLINE void free_other(void *p, obm_segment_t *seg) {
   }
 }
 
-void obm_free(void *p) {
+/* obm_free, and obm_free_if_owned when `foreign` is 0: 0 for a pointer not in obmem's memory
+ * (NULL included), left untouched and not reported. */
+OBM_INLINE int free_impl(void *p, int report_foreign) {
   obm_heap_t *heap = _obm_heap_get();
   /* This thread's arena by its frame: no page map, no owner test (NULL and foreign frames
    * never match; an entry is OBM_NO_ARENA or an arena of this heap). */
   obm_arena_t *frame = (obm_arena_t *)((uintptr_t)p & ~(uintptr_t)(OBM_ARENA_SIZE - 1));
   if (obm_likely(atomic_load_explicit(_obm_owned_entry(heap, p), memory_order_relaxed) == frame)) {
     free_local(p, frame, heap);
-    return;
+    return 1;
   }
   /* NULL (chunk 0 is never ours) and addresses above 2^48 (aliases, refused by the range
    * checks that follow) need no test of their own here. */
   obm_segment_t *seg = _obm_pagemap_lookup_masked(p);
   if (obm_unlikely(seg == NULL)) {
-    if (p != NULL) _obm_report_foreign("free", p);
-    return;
+    if (report_foreign && p != NULL) _obm_report_foreign("free", p);
+    return 0;
   }
   if (obm_likely(seg->kind == OBM_SEG_ARENA)) {
     obm_arena_t *arena = (obm_arena_t *)seg;
@@ -237,9 +239,18 @@ void obm_free(void *p) {
     } else {
       free_arena_slow(p, arena, _obm_pool_of(arena, p), heap);
     }
-    return;
+    return 1;
   }
   free_other(p, seg);
+  return 1;
+}
+
+void obm_free(void *p) {
+  free_impl(p, 1);
+}
+
+int obm_free_if_owned(void *p) {
+  return free_impl(p, 0);
 }
 
 uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_size) {
