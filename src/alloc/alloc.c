@@ -136,9 +136,11 @@ void *_obm_raw_malloc(size_t size) {
 static void *aligned_in(obm_heap_t *heap, size_t alignment, size_t size) {
   if (size <= OBM_MEDIUM_MAX && alignment <= OBM_POOL_SIZE) {
     /* Pools start on 16 KiB boundaries: a class whose size is a multiple of the alignment
-     * has every block aligned. */
-    for (unsigned cls = _obm_size_to_class(size); cls < OBM_NCLASSES; cls++)
-      if ((_obm_class_size[cls] & (alignment - 1)) == 0) return class_malloc(heap, size, cls);
+     * has every block aligned (alignment is a power of two, 32 .. 16 KiB here). */
+    obm_assert(alignment >= 32);
+    unsigned shift = (unsigned)__builtin_ctzll(alignment) - 5;
+    unsigned cls = _obm_aligned_class[shift][_obm_size_to_class(size)];
+    if (cls < OBM_NCLASSES) return class_malloc(heap, size, cls);
   }
   return _obm_large_alloc(size, alignment, 0);
 }

@@ -216,6 +216,11 @@ OBM_INLINE void _obm_ensure_init(void) {
 
 extern OBM_HIDDEN const uint32_t _obm_class_size[OBM_NCLASSES];
 extern OBM_HIDDEN uint8_t _obm_class_slots[OBM_NCLASSES]; /* slots per pool */
+/* For an alignment of 2^(i + 5) (32 B .. 16 KiB, the pools' alignment): the first class >= c
+ * whose block size is a multiple of it (so that every block of its pools is aligned), or
+ * OBM_NCLASSES when none is.  Filled by _obm_sizeclass_init. */
+#define OBM_ALIGNED_CLASS_SHIFTS (OBM_POOL_SHIFT - 5 + 1)
+extern OBM_HIDDEN uint8_t _obm_aligned_class[OBM_ALIGNED_CLASS_SHIFTS][OBM_NCLASSES];
 extern OBM_HIDDEN uint32_t _obm_class_capacity[OBM_NCLASSES];
 /* Exact division by a class's block size b = d << shift (d odd), as a divisibility test
  * (Granlund & Montgomery): q = rotr32(offset * inverse, shift), inverse = d^-1 mod 2^32, for

@@ -43,6 +43,9 @@ pthread_mutex_t _obm_large_lock = PTHREAD_MUTEX_INITIALIZER;
 obm_large_t *_obm_large_live; /* doubly linked */
 static cache_entry_t cache[CACHE_MAX_ENTRIES];
 static size_t cache_bytes, cache_count;
+/* No entry is older than this (exact after each expiry scan; entries only get newer), so a
+ * free or an allocation that finds nothing expired skips the scan. */
+static uint64_t cache_oldest;
 static uint64_t live_count, live_bytes, live_mapped, nmalloc_total, cache_hits;
 static uint64_t live_mapped_highwater; /* since start or the last obm_trim */
 
@@ -92,14 +95,19 @@ static obm_large_t *cache_take(size_t i) {
 /* Moves expired entries (and, over the limits, the oldest) to *victims. */
 static void cache_expire(uint64_t now, size_t limit, obm_large_t **victims) {
   uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 10000000u; /* 10x, ns */
-  for (size_t i = 0; i < cache_count;) {
-    if (now - cache[i].since >= delay) {
-      obm_large_t *v = cache_take(i);
-      v->next = *victims;
-      *victims = v;
-    } else {
-      i++;
+  if (cache_count && now - cache_oldest >= delay) {
+    uint64_t oldest = now;
+    for (size_t i = 0; i < cache_count;) {
+      if (now - cache[i].since >= delay) {
+        obm_large_t *v = cache_take(i);
+        v->next = *victims;
+        *victims = v;
+      } else {
+        if (cache[i].since < oldest) oldest = cache[i].since;
+        i++;
+      }
     }
+    cache_oldest = oldest;
   }
   while (cache_count && (cache_bytes > limit || cache_count >= CACHE_MAX_ENTRIES)) {
     size_t oldest = 0;
@@ -311,6 +319,7 @@ void _obm_large_free(obm_large_t *s) {
     cache_expire(now, limit - s->mapped_size, &victims); /* make room first */
     s->cached = 1;
     s->next = s->prev = NULL;
+    if (cache_count == 0) cache_oldest = now;
     cache[cache_count++] = (cache_entry_t){s, s->mapped_size, now};
     cache_bytes += s->mapped_size;
   } else {

@@ -25,6 +25,7 @@ const uint8_t _obm_small_class[OBM_NSMALL_CLASSES + 1] = {
 uint8_t _obm_medium_class[OBM_MEDIUM_MAX >> 7];
 uint8_t _obm_class_slots[OBM_NCLASSES];
 uint32_t _obm_class_capacity[OBM_NCLASSES];
+uint8_t _obm_aligned_class[OBM_ALIGNED_CLASS_SHIFTS][OBM_NCLASSES];
 obm_class_div_t _obm_class_div[OBM_NCLASSES];
 
 void _obm_sizeclass_init(void) {
@@ -48,6 +49,14 @@ void _obm_sizeclass_init(void) {
     for (int i = 0; i < 4; i++)
       inv *= 2 - d * inv;
     _obm_class_div[c] = (obm_class_div_t){inv, shift};
+  }
+  for (unsigned i = 0; i < OBM_ALIGNED_CLASS_SHIFTS; i++) {
+    uint32_t mask = ((uint32_t)32 << i) - 1;
+    unsigned next = OBM_NCLASSES; /* scanning down: the nearest aligned class above */
+    for (int c = OBM_NCLASSES - 1; c >= 0; c--) {
+      if ((_obm_class_size[c] & mask) == 0) next = (unsigned)c;
+      _obm_aligned_class[i][c] = (uint8_t)next;
+    }
   }
   /* Entry i serves sizes 128 * i + 1 .. 128 * (i + 1): the first class that holds the last. */
   unsigned c = OBM_NSMALL_CLASSES;

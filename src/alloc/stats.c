@@ -48,6 +48,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -589,9 +590,21 @@ void _obm_stats_fork_child(void) {
 
 /* ---- checkers ---------------------------------------------------------------------------- */
 
+/* Problems found while the checker holds the locks, reported after it lets them go: the
+ * error handler may allocate, which can need those locks.  Under _obm_global_lock. */
+typedef struct found_s {
+  const void *where;
+  const char *what;
+  unsigned long long a, b;
+} found_t;
+#define MAX_FOUND 16
+static found_t found[MAX_FOUND];
+static size_t nfound;
+
 static size_t corrupt(const void *where, const char *what, unsigned long long a,
                       unsigned long long b) {
-  _obm_error(OBM_ERR_CORRUPTION, (void *)where, "%s (%llu vs %llu)", what, a, b);
+  if (nfound < MAX_FOUND) found[nfound] = (found_t){where, what, a, b};
+  nfound++;
   return 1;
 }
 
@@ -645,10 +658,34 @@ static size_t check_pool(obm_arena_t *a, int s) {
   return problems;
 }
 
+/* Unlocks the arena locks of the heaps before `end` (all of them for NULL). */
+static void unlock_heaps(obm_heap_t *end) {
+  for (obm_heap_t *h = _obm_heaps_all; h != end; h = h->all_next)
+    if (!h->orphaned) _obm_heap_unlock(h);
+}
+
+/* Takes _obm_global_lock and every heap's arena lock, under which the purge thread changes a
+ * heap's arenas, usable list and pool cache: checked without them, a pool release half done
+ * by the purge thread reads as corruption.  The owners take their arena lock first and then
+ * may wait for the global one, so the arena locks are only tried here, and all are let go
+ * and tried again when one is busy. */
+static void lock_everything(void) {
+  for (;;) {
+    pthread_mutex_lock(&_obm_global_lock);
+    obm_heap_t *h = _obm_heaps_all;
+    while (h && (h->orphaned || _obm_heap_trylock(h)))
+      h = h->all_next;
+    if (!h) return;
+    unlock_heaps(h);
+    pthread_mutex_unlock(&_obm_global_lock);
+    sched_yield();
+  }
+}
+
 size_t _obm_heap_check_all(void) {
   _obm_init();
   size_t problems = 0;
-  pthread_mutex_lock(&_obm_global_lock);
+  lock_everything();
   for (obm_arena_t *a = _obm_arenas_all; a; a = a->all_next) {
     if (a->heap && a->heap->orphaned) continue; /* may have been mid-update at fork */
     if (a->heap && a->kind != _obm_arena_kind(a->heap))
@@ -690,9 +727,6 @@ size_t _obm_heap_check_all(void) {
       if (h->cls[c].tail != prev_pool)
         problems += corrupt(h, "class list tail is not its last pool", (unsigned)c, 0);
     }
-    /* The pool cache changes under the heap's arena lock (the purge thread ages it).  Only
-     * tried: its owner may hold it and wait for _obm_global_lock, which we hold. */
-    if (!_obm_heap_trylock(h)) continue;
     uint64_t ncached_slots = 0;
     for (int c = 0; c < OBM_NCLASSES; c++) {
       unsigned n = 0;
@@ -716,9 +750,17 @@ size_t _obm_heap_check_all(void) {
     if (ncached_slots != h->ncached_slots)
       problems += corrupt(h, "pool cache slot count disagrees with its lists", h->ncached_slots,
                           ncached_slots);
-    _obm_heap_unlock(h);
   }
+  found_t report[MAX_FOUND];
+  size_t nreport = nfound < MAX_FOUND ? nfound : MAX_FOUND, nmore = nfound - nreport;
+  memcpy(report, found, nreport * sizeof report[0]);
+  nfound = 0;
+  unlock_heaps(NULL);
   pthread_mutex_unlock(&_obm_global_lock);
+  for (size_t i = 0; i < nreport; i++)
+    _obm_error(OBM_ERR_CORRUPTION, (void *)report[i].where, "%s (%llu vs %llu)%s", report[i].what,
+               report[i].a, report[i].b,
+               i + 1 == nreport && nmore ? " (and more problems not reported)" : "");
   return problems + _obm_large_check();
 }
 
