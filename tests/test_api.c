@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 #define KiB ((size_t)1024)
@@ -655,6 +656,41 @@ static void test_foreign_pointers(void) {
   CHECK(obm_free_if_owned(g) == 0 && obm_free_if_owned(&stack_var[0]) == 0);
   CHECK(obm_free_if_owned(NULL) == 0);
   CHECK(first_bad(g, 256, 3) == 256);
+  /* Memory of another mapping in the same 1 MiB page-map chunk as a large block: the page
+   * map points at the large segment there, and only its bounds tell the two apart. */
+  unsigned char *big = obm_malloc(200 * KiB);
+  CHECK(big != NULL);
+  uintptr_t chunk = (uintptr_t)big & ~(uintptr_t)(MiB - 1);
+  void *other = MAP_FAILED;
+  for (uintptr_t a = chunk; a < chunk + MiB && other == MAP_FAILED; a += 4096) {
+    if (obm_owns((void *)a)) continue;
+    other = mmap((void *)a, 4096, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (other != MAP_FAILED && other != (void *)a) {
+      munmap(other, 4096); /* an old kernel took the address as a hint */
+      other = MAP_FAILED;
+    }
+  }
+  if (other != MAP_FAILED) {
+    unsigned char *q = (unsigned char *)other + 64;
+    q[0] = 0x5A;
+    CHECK(!obm_owns(q));
+    CHECKF(obm_free_if_owned(q) == 0,
+           "obm_free_if_owned(%p): another mapping beside large "
+           "block %p",
+           (void *)q, (void *)big);
+    CHECK(q[0] == 0x5A);
+    expect_reports();
+    obm_free(q);
+    CHECKF(err.ncalls == 1 && err.code == OBM_ERR_FOREIGN_POINTER,
+           "free(another mapping beside a large block): %d reports, code %d", err.ncalls,
+           (int)err.code);
+    expect_no_reports();
+    munmap(other, 4096);
+  } else {
+    printf("test_api: no free page beside the large block at %p; that case not run\n", (void *)big);
+  }
+  obm_free(big);
   for (size_t n = 8; n <= 4 * MiB; n *= 8) {
     uint64_t before = small_medium_in_use();
     void *mine = obm_malloc(n);

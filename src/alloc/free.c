@@ -214,8 +214,8 @@ static OBM_NOINLINE void free_other(void *p, obm_segment_t *seg) {
   }
 }
 
-/* obm_free, and obm_free_if_owned when `foreign` is 0: 0 for a pointer not in obmem's memory
- * (NULL included), left untouched and not reported. */
+/* obm_free, and obm_free_if_owned when report_foreign is 0: 0 for a pointer not in obmem's
+ * memory (NULL included), left untouched and not reported. */
 OBM_INLINE int free_impl(void *p, int report_foreign) {
   obm_heap_t *heap = _obm_heap_get();
   /* This thread's arena by its frame: no page map, no owner test (NULL and foreign frames
@@ -241,6 +241,10 @@ OBM_INLINE int free_impl(void *p, int report_foreign) {
     }
     return 1;
   }
+  /* A large segment need not cover its page-map chunks whole: the rest may be anyone's. */
+  if (obm_unlikely(!report_foreign && seg->kind == OBM_SEG_LARGE &&
+                   !_obm_large_contains((obm_large_t *)seg, p)))
+    return 0;
   free_other(p, seg);
   return 1;
 }
