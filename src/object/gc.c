@@ -38,7 +38,9 @@
  * flags word (COLLECTING), never its type; records and lists are traversed inline (the
  * types' own traverse through a pointer otherwise); both links stay valid, so moving an
  * object between lists is O(1) and no pass restores them; the sizes the generation
- * bookkeeping needs are counted on the way, never by walking a list.
+ * bookkeeping needs are counted on the way, never by walking a list; the list walks
+ * prefetch the memory ahead of them (gc_prefetch_ahead), and a long list's visits wait
+ * until the walk meets its items ("deferred visits"), so each line is loaded once a pass.
  *
  * Incremental mode (gc_step): the oldest generation's list is the sweep's pending part;
  * rt->visited holds what the running sweep examined.  A step takes the newest pending
@@ -110,6 +112,29 @@ static void debug_object(const obm_runtime_t *rt, const char *what, const obm_ob
 
 /* ---- traversal ----------------------------------------------------------------------------- */
 
+/* A long list met by a pass, whose visits to its items wait until the walk meets each item
+ * (see "deferred visits" below).  Invariant: i < n while the slot is in use; items
+ * and n are the list's, which no pass changes (passes run no user code). */
+typedef struct gc_deferred_s {
+  obm_object_t *container; /* the list (for messages) */
+  obm_object_t **items;
+  size_t n;      /* its size */
+  size_t i;      /* items[0..i) visited */
+  size_t misses; /* objects met since items[i - 1] was */
+} gc_deferred_t;
+
+/* Tunables (settable with -D: test_gc_stress passes with -DGC_DEFER_MIN_ITEMS=1 and
+ * -DGC_DEFER_MISSES=0..3, which defer every list and drain them all the time). */
+#ifndef GC_DEFER_SLOTS
+#define GC_DEFER_SLOTS 4 /* lists deferred at once; more are traversed at once */
+#endif
+#ifndef GC_DEFER_MIN_ITEMS
+#define GC_DEFER_MIN_ITEMS 64 /* shorter lists are traversed at once */
+#endif
+#ifndef GC_DEFER_MISSES
+#define GC_DEFER_MISSES 64 /* objects met without its next item before a list is drained */
+#endif
+
 /* The state of one collection's passes. */
 typedef struct gc_ctx_s {
   obm_object_t *parent;       /* the object being traversed (for messages) */
@@ -123,7 +148,43 @@ typedef struct gc_ctx_s {
   uint32_t pending_bits;      /* a step: (flags & (OLD|VISITED|COLLECTING)) of a pending object */
   bool special;               /* an object moved to unreachable has a pending finalizer, a
                                  legacy finalizer, weak references, or no clear */
+  unsigned ndeferred;         /* deferred[0..ndeferred) in use; 0 between passes */
+  gc_deferred_t deferred[GC_DEFER_SLOTS];
 } gc_ctx_t;
+
+/* Software prefetch.  A walk over a linked list has one load in flight at a time (the next
+ * object's address is known only once this one is loaded), so over a heap that is not in
+ * cache it pays the memory's latency per object (bench/gc.c's heap: 16 ns per object for
+ * the bare walk, 8 for a list of the same size in address order).  The generation lists are
+ * close to address order, though: the allocator carves a pool's blocks in address order and
+ * move_unreachable's depth-first order keeps a structure's objects together (on that heap
+ * every link but one in 2000 goes less than 256 bytes away), so the object a walk reaches
+ * some 30 objects later is mostly about GC_PREFETCH_AHEAD bytes further on.  Asking for that
+ * line now turns the walk into a stream; where the order differs the hint is wasted, never
+ * wrong (a prefetch does not fault).  A long list's items are scattered by nature: its
+ * traversal asks for the item GC_PREFETCH_ITEMS places ahead.  Measured: docs/object.md. */
+#ifndef GC_PREFETCH_AHEAD
+#define GC_PREFETCH_AHEAD 2048 /* bytes: 32 blocks of 64 */
+#endif
+#ifndef GC_PREFETCH_ITEMS
+#define GC_PREFETCH_ITEMS 16
+#endif
+OBM_INLINE void gc_prefetch_ahead(const obm_gc_head_t *g) {
+  __builtin_prefetch((const char *)g + GC_PREFETCH_AHEAD, 1);
+}
+
+/* Calls visit(items[i], ctx) for i in [from, n), asking for the item GC_PREFETCH_ITEMS
+ * places ahead. */
+OBM_INLINE void visit_items(obm_object_t **items, size_t from, size_t n, obm_visit_t *visit,
+                            gc_ctx_t *ctx) {
+  size_t i = from;
+  for (; i + GC_PREFETCH_ITEMS < n; i++) {
+    __builtin_prefetch(items[i + GC_PREFETCH_ITEMS], 1);
+    visit(items[i], ctx);
+  }
+  for (; i < n; i++)
+    visit(items[i], ctx);
+}
 
 /* Calls visit(child, ctx) on each child of op: inline for records and lists (most objects
  * of most programs), through the type's traverse otherwise.  visit returns 0. */
@@ -138,14 +199,70 @@ OBM_INLINE void gc_traverse(obm_object_t *op, obm_visit_t *visit, gc_ctx_t *ctx)
     }
   } else if (type == &obm_list_type) {
     obm_list_t *list = (obm_list_t *)op;
-    obm_object_t **items = list->items;
-    size_t n = list->size;
-    for (size_t i = 0; i < n; i++)
-      visit(items[i], ctx);
+    visit_items(list->items, 0, list->size, visit, ctx);
   } else {
     ctx->parent = op;
     type->traverse(op, visit, ctx);
   }
+}
+
+/* ---- deferred visits ---------------------------------------------------------------------
+ * A list holding a large part of the heap (a program's big container; bench/gc.c's root
+ * holds a third of its objects) makes each pass touch every item's line twice: once from
+ * the list, long before the walk gets there (the line is evicted again on a large heap), and
+ * once on the item's own turn — about a quarter of a whole collection's memory traffic on
+ * that heap.  But the walk mostly meets a list's items in the list's order: move_unreachable
+ * puts the objects it finds through a traversal one after the other, in the traversal's
+ * order, right behind their referrer.  So a pass can wait with a long list's visits: it
+ * keeps the list in a slot, and when the walk meets the object that is the list's next item,
+ * visits it then, while its line is hot.  A list whose next item has not come up for
+ * GC_DEFER_MISSES objects (another order, items outside the set) is drained: its remaining
+ * visits happen at once, as without deferring; every slot is drained by the pass's end.
+ * Both passes are indifferent to the order of visits (update_subtract_refs counts references
+ * before an object's turn; move_unreachable moves an object back from `unreachable` when a
+ * late visit reaches it), so deferring changes no result. */
+
+/* Takes a slot for op if it is a long list and one is free (instead of traversing it). */
+static inline bool defer_list(obm_object_t *op, gc_ctx_t *ctx) {
+  if (op->type != &obm_list_type || ctx->ndeferred == GC_DEFER_SLOTS) return false;
+  obm_list_t *list = (obm_list_t *)op;
+  if (list->size < GC_DEFER_MIN_ITEMS) return false;
+  ctx->deferred[ctx->ndeferred++] = (gc_deferred_t){op, list->items, list->size, 0, 0};
+  return true;
+}
+
+/* Visits the rest of slot k's items and frees the slot. */
+static void drain_deferred(unsigned k, obm_visit_t *visit, gc_ctx_t *ctx) {
+  gc_deferred_t d = ctx->deferred[k];
+  ctx->deferred[k] = ctx->deferred[--ctx->ndeferred];
+  ctx->parent = d.container;
+  visit_items(d.items, d.i, d.n, visit, ctx);
+}
+
+/* Drains every slot whose list is overdue (all of them with `all`). */
+static void drain_overdue(obm_visit_t *visit, gc_ctx_t *ctx, bool all) {
+  for (unsigned k = ctx->ndeferred; k-- > 0;)
+    if (all || ctx->deferred[k].misses > GC_DEFER_MISSES) drain_deferred(k, visit, ctx);
+}
+
+/* The walk meets op (before its own turn): the deferred lists whose next item is op visit it
+ * now.  Returns whether some list is overdue. */
+OBM_INLINE bool meet_deferred(obm_object_t *op, obm_visit_t *visit, gc_ctx_t *ctx) {
+  bool overdue = false;
+  for (unsigned k = ctx->ndeferred; k-- > 0;) {
+    gc_deferred_t *d = &ctx->deferred[k];
+    if (d->items[d->i] != op) {
+      overdue |= ++d->misses > GC_DEFER_MISSES;
+      continue;
+    }
+    ctx->parent = d->container;
+    do
+      visit(op, ctx);
+    while (++d->i < d->n && d->items[d->i] == op);
+    d->misses = 0;
+    if (d->i == d->n) ctx->deferred[k] = ctx->deferred[--ctx->ndeferred];
+  }
+  return overdue;
 }
 
 /* ---- deduce_unreachable ------------------------------------------------------------------ */
@@ -273,7 +390,10 @@ static int visit_fused(obm_object_t *child, void *arg) {
 static size_t update_subtract_refs(obm_gc_head_t *list, gc_ctx_t *ctx) {
   size_t n = 0;
   for (obm_gc_head_t *g = gc_first(list); g != list; g = (obm_gc_head_t *)g->next) {
+    gc_prefetch_ahead(g);
     obm_object_t *op = _obm_from_gc(g);
+    if (ctx->ndeferred != 0 && meet_deferred(op, visit_fused, ctx))
+      drain_overdue(visit_fused, ctx, false);
     uint32_t f = op->flags;
     uint32_t refs = initial_refs(op, ctx);
     if (f & OBM_OBJECT_COLLECTING) { /* reached earlier: gc_refs references seen */
@@ -290,25 +410,39 @@ static size_t update_subtract_refs(obm_gc_head_t *list, gc_ctx_t *ctx) {
     }
     op->flags = (f & GC_PERSISTENT) | OBM_OBJECT_COLLECTING | (refs << OBM_GC_REFS_SHIFT);
     ctx->parent = op;
-    gc_traverse(op, visit_fused, ctx);
+    if (!defer_list(op, ctx)) gc_traverse(op, visit_fused, ctx);
     n++;
   }
+  drain_overdue(visit_fused, ctx, true);
   return n;
 }
 
 /* Invariant of the scan: objects left of g in young are reachable, with COLLECTING cleared
  * and survivor_bits set; objects moved to unreachable have COLLECTING | UNREACHABLE and
  * gc_refs 0 (UNREACHABLE stays until the next update_refs: nothing after the scan reads
- * it); objects right of g are unscanned. */
+ * it); objects right of g are unscanned; the deferred lists' remaining visits are still to
+ * come, so the scan ends only when none is left. */
 static void move_unreachable(gc_ctx_t *ctx) {
   obm_gc_head_t *young = ctx->young, *unreachable = ctx->unreachable;
   obm_gc_head_t *g = gc_first(young);
-  while (g != young) {
+  for (;;) {
+    if (ctx->ndeferred != 0) {
+      /* a drain puts what it finds reachable right before g, scanned next */
+      obm_gc_head_t *before = _obm_gc_prev(g);
+      bool overdue = g != young ? meet_deferred(_obm_from_gc(g), visit_reachable, ctx) : true;
+      if (overdue) {
+        ctx->cursor = before;
+        drain_overdue(visit_reachable, ctx, g == young);
+        g = _obm_gc_next(before);
+      }
+    }
+    if (g == young) break;
+    gc_prefetch_ahead(g);
     obm_object_t *op = _obm_from_gc(g);
     uint32_t f = op->flags;
     if (gc_refs(f) > 0) {
       ctx->cursor = g;
-      gc_traverse(op, visit_reachable, ctx);
+      if (!defer_list(op, ctx)) gc_traverse(op, visit_reachable, ctx);
       gc_survive(op, ctx->survivor_bits);
       g = _obm_gc_next(g); /* after the traverse, which may have inserted after g */
     } else {
@@ -459,6 +593,7 @@ static void delete_garbage(obm_runtime_t *rt, obm_gc_head_t *collectable, obm_gc
                            uint32_t survivor_bits) {
   while (!_obm_gc_list_is_empty(collectable)) {
     obm_gc_head_t *g = gc_first(collectable);
+    gc_prefetch_ahead(g);
     obm_object_t *op = _obm_from_gc(g);
     if (rt->debug & OBM_GC_DEBUG_SAVEALL) {
       garbage_append(rt, op);
@@ -724,6 +859,7 @@ static size_t gc_step(obm_runtime_t *rt, size_t budget, obm_gc_info_t *info) {
                 (initial_refs(op, &ctx) << OBM_GC_REFS_SHIFT);
     ctx.nset++;
     for (; g != &set; g = _obm_gc_next(g)) {
+      gc_prefetch_ahead(g);
       ctx.parent = _obm_from_gc(g);
       gc_traverse(_obm_from_gc(g), visit_closure, &ctx);
     }
