@@ -2,7 +2,7 @@
 
 Builds the CPython module `obmem` the way python/CMakeLists.txt does: python/*.c plus
 obmem's sources (OBMEM_SOURCES in CMakeLists.txt, read here so that there is one list) less
-src/trace/autostart.c, with OBM_EMBEDDED=1 and a version script that exports PyInit_obmem
+src/trace/autostart.c (so that no tracer starts at load), with a version script that exports PyInit_obmem
 alone.  The compiler and flags are the interpreter's own (sysconfig: CC, CFLAGS, CCSHARED,
 LDSHARED), as setuptools would use them; the wheel is written with zipfile.  Standard library
 only: no setuptools, no wheel package, no network.
@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE_SOURCES = ["python/module.c", "python/allocator.c", "python/footprint.c"]
 # what CMake's obmem_setup_target and python/CMakeLists.txt add (see there)
 OBMEM_FLAGS = ["-std=gnu11", "-fvisibility=hidden", "-ftls-model=initial-exec",
-               "-fno-semantic-interposition", "-fno-tree-slp-vectorize", "-DOBM_EMBEDDED=1",
+               "-fno-semantic-interposition", "-fno-tree-slp-vectorize",
                "-I" + os.path.join(ROOT, "include"), "-I" + os.path.join(ROOT, "src")]
 
 

@@ -2,8 +2,8 @@
  * Python objects (stats) and as the C library's table (print_stats), and OBMEM_PYTHON.
  *
  * Import does nothing to CPython's allocation unless OBMEM_PYTHON=1 is in the environment
- * then: the module's copy of obmem starts no tracer (it is built with OBM_EMBEDDED, so
- * OBMEM_TRACE is left to a preloaded obmem) and maps nothing until its first allocation.
+ * then: the module's copy of obmem starts no tracer (it is built without src/trace/autostart.c,
+ * so OBMEM_TRACE is left to a preloaded obmem) and maps nothing until its first allocation.
  * The statistics are those of the module's copy: the blocks CPython allocated from obmem.
  */
 #define _GNU_SOURCE

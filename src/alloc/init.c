@@ -5,10 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#ifndef OBM_EMBEDDED
-#define OBM_EMBEDDED 0
-#endif
-
 pthread_mutex_t _obm_global_lock = PTHREAD_MUTEX_INITIALIZER;
 int _obm_debug_on;
 int _obm_initialized;
