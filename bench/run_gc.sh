@@ -18,7 +18,7 @@
 #   BENCH_GC_REPS=3          runs of each measurement (each run one process)
 #   BENCH_GC_N="1e6 3e6"     heap sizes of the shapes
 #   BENCH_GC_BIG=1e7         heap size of the incremental comparison
-#   BENCH_GC_BUDGET=2000     objects per incremental step
+#   BENCH_GC_BUDGET=1000     objects per incremental step
 #   BENCH_BUILD_DIR=build    CMake build directory of the project (bench_gc is built there)
 #   BENCH_PYTHON_EXE=...     the interpreter (default: python3's real executable)
 # Raw outputs stay in bench/results/raw-gc/.
@@ -32,7 +32,7 @@ source bench/run_common.sh
 GC_REPS=${BENCH_GC_REPS:-3}
 read -r -a GC_N <<<"${BENCH_GC_N:-1e6 3e6}"
 GC_BIG=${BENCH_GC_BIG:-1e7}
-GC_BUDGET=${BENCH_GC_BUDGET:-2000}
+GC_BUDGET=${BENCH_GC_BUDGET:-1000}
 RAW=$RESULTS/raw-gc
 [[ $GC_REPS =~ ^[1-9][0-9]*$ ]] || die "BENCH_GC_REPS must be a positive integer, not '$GC_REPS'"
 [[ $GC_BUDGET =~ ^[1-9][0-9]*$ ]] || die "BENCH_GC_BUDGET must be a positive integer, not '$GC_BUDGET'"
