@@ -17,6 +17,13 @@
  * (computed during the walk: one multiply per frame, one mix at the end) answers repeated
  * stacks without touching the trie (a hash collision between two different
  * stacks of the same depth would merge them: 2^-64 per pair, accepted).
+ * A stack the cache does not know is interned from its outermost frame; the frames it shares
+ * at the outer end with the thread's previous interned stack (kept with the id of each of
+ * its suffixes) take their ids from there, so only the new inner part touches the tables
+ * (a recursive program makes a new stack per call path but shares most of it with the last).
+ * Each stack id also keeps its NHINTS latest children as hints ((frame id << 32 | child id),
+ * one word each, written whole): a lookup of (parent, frame) reads the parent's hints, which
+ * sit with the ids made around the parent's, before it probes the big table (a random miss).
  *
  * Invariants: ids are dense, 1 <= id < n*_ids; def[id].ready => def fields final;
  *             stack def: a (parent) < id, 1 <= b (frame) < nframe_ids.
@@ -34,10 +41,11 @@
 
 #define FRAME_IDS     (1u << 18)
 #define FRAME_SLOTS   (2u * FRAME_IDS)
-#define STACK_IDS     (1u << 20)
+#define STACK_IDS     (1u << 22) /* a deep recursive program makes a node per call path */
 #define STACK_SLOTS   (2u * STACK_IDS)
 #define CACHE_ENTRIES 512u /* per thread slot */
 #define ID_LOST       UINT32_MAX
+#define NHINTS        4u /* a recursive function's frame: its own call and two recursive ones */
 
 typedef struct slot_s {
   _Atomic uint64_t key; /* 0 = empty; frames: address; stacks: parent << 32 | frame */
@@ -50,6 +58,14 @@ typedef struct cache_entry_s {
   uint32_t depth;
   uint32_t id;
 } cache_entry_t;
+
+/* A thread's previous interned stack: ids[i] is the id of the stack pcs[i..n) (the node of
+ * frame i), so a new stack ending in the same k frames continues from ids[n - k]. */
+typedef struct last_stack_s {
+  uint32_t n;
+  uint32_t ids[OBM_TRACE_MAX_FRAMES];
+  uintptr_t pcs[OBM_TRACE_MAX_FRAMES];
+} last_stack_t;
 
 typedef int unw_backtrace_fn(void **buffer, int size);
 
@@ -76,7 +92,9 @@ static struct {
   _Atomic(code_map_t *) current;
   slot_t *frame_slots, *stack_slots;
   obm_trace_def_t *frame_defs, *stack_defs;
-  cache_entry_t *cache; /* OBM_TRACE_MAX_THREADS * CACHE_ENTRIES */
+  cache_entry_t *cache;              /* OBM_TRACE_MAX_THREADS * CACHE_ENTRIES */
+  last_stack_t *last;                /* OBM_TRACE_MAX_THREADS */
+  _Atomic uint64_t (*hints)[NHINTS]; /* per stack id: its latest children, frame << 32 | id */
   _Atomic uint32_t nframe_ids, nstack_ids;
   _Atomic uint64_t lost;
   uint32_t max_frames;
@@ -99,6 +117,12 @@ static size_t stack_defs_bytes(void) {
 static size_t cache_bytes(void) {
   return (size_t)OBM_TRACE_MAX_THREADS * CACHE_ENTRIES * sizeof(cache_entry_t);
 }
+static size_t last_bytes(void) {
+  return (size_t)OBM_TRACE_MAX_THREADS * sizeof(last_stack_t);
+}
+static size_t hints_bytes(void) {
+  return (STACK_IDS + OBM_TRACE_MAX_THREADS) * NHINTS * sizeof(uint64_t);
+}
 
 int _obm_trace_stacks_init(uint32_t max_frames, obm_trace_stacks_t mode) {
   st.max_frames = max_frames;
@@ -109,15 +133,22 @@ int _obm_trace_stacks_init(uint32_t max_frames, obm_trace_stacks_t mode) {
     st.frame_defs = _obm_os_map(frame_defs_bytes(), 0);
     st.stack_defs = _obm_os_map(stack_defs_bytes(), 0);
     st.cache = _obm_os_map(cache_bytes(), 0);
-    if (!st.frame_slots || !st.stack_slots || !st.frame_defs || !st.stack_defs || !st.cache) {
+    st.last = _obm_os_map(last_bytes(), 0);
+    st.hints = _obm_os_map(hints_bytes(), 0);
+    if (!st.frame_slots || !st.stack_slots || !st.frame_defs || !st.stack_defs || !st.cache ||
+        !st.last || !st.hints) {
       if (st.frame_slots) _obm_os_unmap(st.frame_slots, frame_slots_bytes());
       if (st.stack_slots) _obm_os_unmap(st.stack_slots, stack_slots_bytes());
       if (st.frame_defs) _obm_os_unmap(st.frame_defs, frame_defs_bytes());
       if (st.stack_defs) _obm_os_unmap(st.stack_defs, stack_defs_bytes());
       if (st.cache) _obm_os_unmap(st.cache, cache_bytes());
+      if (st.last) _obm_os_unmap(st.last, last_bytes());
+      if (st.hints) _obm_os_unmap(st.hints, hints_bytes());
       st.frame_slots = st.stack_slots = NULL;
       st.frame_defs = st.stack_defs = NULL;
       st.cache = NULL;
+      st.last = NULL;
+      st.hints = NULL;
       return ENOMEM;
     }
   } else {
@@ -144,6 +175,8 @@ void _obm_trace_stacks_reset(void) {
   _obm_os_decommit(st.frame_defs, frame_defs_bytes());
   _obm_os_decommit(st.stack_defs, stack_defs_bytes());
   _obm_os_decommit(st.cache, cache_bytes());
+  _obm_os_decommit(st.last, last_bytes());
+  _obm_os_decommit(st.hints, hints_bytes());
 }
 
 uint32_t _obm_trace_nstacks(void) {
@@ -204,6 +237,24 @@ static uint32_t intern(slot_t *slots, uint32_t nslots, _Atomic uint32_t *next_id
     }
   }
   return ID_LOST;
+}
+
+/* The stack (parent, frame): from the parent's hints, else interned (and made a hint). */
+static uint32_t intern_stack(uint32_t parent, uint32_t frame) {
+  _Atomic uint64_t *hint = st.hints[parent];
+  for (uint32_t k = 0; k < NHINTS; k++) {
+    uint64_t h = atomic_load_explicit(&hint[k], memory_order_relaxed);
+    if (h >> 32 == frame) return (uint32_t)h;
+  }
+  uint32_t s = intern(st.stack_slots, STACK_SLOTS, &st.nstack_ids, STACK_IDS, st.stack_defs,
+                      (uint64_t)parent << 32 | frame, parent, frame);
+  if (s != ID_LOST) { /* the oldest hint makes room (a race loses a hint, never a stack) */
+    for (uint32_t k = NHINTS - 1; k > 0; k--)
+      atomic_store_explicit(&hint[k], atomic_load_explicit(&hint[k - 1], memory_order_relaxed),
+                            memory_order_relaxed);
+    atomic_store_explicit(&hint[0], (uint64_t)frame << 32 | s, memory_order_relaxed);
+  }
+  return s;
 }
 
 static int add_code(struct dl_phdr_info *info, size_t size, void *arg) {
@@ -345,16 +396,26 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
     size_t m = walk_unwind(pcs[0], pcs, st.max_frames);
     if (m > 0) n = m;
   }
-  uint32_t parent = 0;
-  for (size_t i = n; i-- > 0;) {
+  /* the outer frames shared with the previous stack keep their ids (moved to their place in
+   * this stack); last is invalid (n = 0) until the new inner part is interned */
+  last_stack_t *last = &st.last[slot];
+  size_t shared = 0;
+  while (shared < n && shared < last->n && pcs[n - 1 - shared] == last->pcs[last->n - 1 - shared])
+    shared++;
+  if (shared && last->n != n)
+    memmove(last->ids + (n - shared), last->ids + (last->n - shared), shared * sizeof *last->ids);
+  last->n = 0;
+  uint32_t parent = shared ? last->ids[n - shared] : 0;
+  for (size_t i = n - shared; i-- > 0;) {
     uint32_t f = intern(st.frame_slots, FRAME_SLOTS, &st.nframe_ids, FRAME_IDS, st.frame_defs,
                         pcs[i], 0, pcs[i]);
     if (f == ID_LOST) goto lost;
-    uint32_t s = intern(st.stack_slots, STACK_SLOTS, &st.nstack_ids, STACK_IDS, st.stack_defs,
-                        (uint64_t)parent << 32 | f, parent, f);
+    uint32_t s = intern_stack(parent, f);
     if (s == ID_LOST) goto lost;
-    parent = s;
+    last->ids[i] = parent = s;
   }
+  memcpy(last->pcs, pcs, n * sizeof *pcs);
+  last->n = (uint32_t)n;
   *c = (cache_entry_t){h, key_depth, parent};
   return parent;
 lost:
