@@ -59,14 +59,6 @@ typedef struct cache_entry_s {
   uint32_t id;
 } cache_entry_t;
 
-/* A thread's previous interned stack: ids[i] is the id of the stack pcs[i..n) (the node of
- * frame i), so a new stack ending in the same k frames continues from ids[n - k]. */
-typedef struct last_stack_s {
-  uint32_t n;
-  uint32_t ids[OBM_TRACE_MAX_FRAMES];
-  uintptr_t pcs[OBM_TRACE_MAX_FRAMES];
-} last_stack_t;
-
 typedef int unw_backtrace_fn(void **buffer, int size);
 
 /* Under ThreadSanitizer libunwind's thread-exit destructor runs after TSan has torn the thread
@@ -84,8 +76,25 @@ typedef int unw_backtrace_fn(void **buffer, int size);
 #define CODE_RANGES 256
 typedef struct code_map_s {
   uint32_t n;
+  uint64_t gen;                               /* refreshes so far when this copy was filled */
   uintptr_t lo[CODE_RANGES], hi[CODE_RANGES]; /* sorted by lo */
 } code_map_t;
+
+/* A thread's two latest code ranges found (most frames are in the program and the C library),
+ * valid for the code map of generation gen. */
+typedef struct code_cache_s {
+  uint64_t gen;
+  uintptr_t lo[2], hi[2];
+} code_cache_t;
+
+/* A thread's previous interned stack: ids[i] is the id of the stack pcs[i..n) (the node of
+ * frame i), so a new stack ending in the same k frames continues from ids[n - k]. */
+typedef struct last_stack_s {
+  code_cache_t code; /* not part of the stack: the walk's code ranges, kept per thread */
+  uint32_t n;
+  uint32_t ids[OBM_TRACE_MAX_FRAMES];
+  uintptr_t pcs[OBM_TRACE_MAX_FRAMES];
+} last_stack_t;
 
 static struct {
   code_map_t maps[2];
@@ -280,14 +289,14 @@ void _obm_trace_code_refresh(void) {
   code_map_t *cur = atomic_load(&st.current),
              *next = cur == &st.maps[0] ? &st.maps[1] : &st.maps[0];
   next->n = 0;
+  next->gen = (cur ? cur->gen : 0) + 1;
   dl_iterate_phdr(add_code, next);
   atomic_store_explicit(&st.current, next, memory_order_release);
 }
 
-/* 1 when pc is in a code range; [*lo, *hi) caches the last range found (frames of one walk are
- * mostly in one object). */
-static int is_code(const code_map_t *m, uintptr_t pc, uintptr_t *range_lo, uintptr_t *range_hi) {
-  if (pc >= *range_lo && pc < *range_hi) return 1;
+/* 1 when pc is in a code range (a binary search; the walk tries its cached ranges first), and
+ * then c's latest range is pc's. */
+static OBM_NOINLINE int is_code_slow(const code_map_t *m, uintptr_t pc, code_cache_t *c) {
   uint32_t lo = 0, hi = m->n;
   while (lo < hi) {
     uint32_t mid = (lo + hi) / 2;
@@ -297,8 +306,10 @@ static int is_code(const code_map_t *m, uintptr_t pc, uintptr_t *range_lo, uintp
       hi = mid;
   }
   if (lo == 0 || pc >= m->hi[lo - 1]) return 0;
-  *range_lo = m->lo[lo - 1];
-  *range_hi = m->hi[lo - 1];
+  c->lo[1] = c->lo[0];
+  c->hi[1] = c->hi[0];
+  c->lo[0] = m->lo[lo - 1];
+  c->hi[0] = m->hi[lo - 1];
   return 1;
 }
 
@@ -308,32 +319,43 @@ static inline uint64_t hash_step(uint64_t h, uintptr_t pc) {
 }
 
 /* Frame-pointer walk; *hash = the hash of the frames found (hashed as they are read, so the
- * per-thread cache is probed without a second pass). */
-static size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t *pcs, size_t max,
-                      int *broken, uint64_t *hash) {
+ * per-thread cache is probed without a second pass).  Each frame [next, ret] must lie in the
+ * stack [lo, hi), 8-aligned, above the previous one by 16 bytes or more, and ret in code (the
+ * thread's two latest code ranges, kept in registers, answer almost every frame). */
+static inline size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t *pcs, size_t max,
+                             int *broken, uint64_t *hash, code_cache_t *cc) {
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
-  uintptr_t range_lo = 0, range_hi = 0;
-  uintptr_t fp = (uintptr_t)frame;
+  if (obm_unlikely(!code || !code->n))
+    code = NULL; /* no map: every address counts as code */
+  else if (obm_unlikely(cc->gen != code->gen))
+    *cc = (code_cache_t){.gen = code->gen};
+  uintptr_t fp = (uintptr_t)frame, top = hi - 16;
+  uintptr_t lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
   size_t n = 0;
   uint64_t h = 0x9e3779b97f4a7c15ull;
   *broken = 0;
+  if (fp < lo || fp > top || (fp & 7)) {
+    *broken = 1;
+    max = 0;
+  }
   while (n < max) {
-    if (fp < lo || fp + 16 > hi || (fp & 7)) {
-      *broken = 1;
-      break;
-    }
     const uintptr_t *f = (const uintptr_t *)fp;
     uintptr_t next = f[0], ret = f[1];
-    if (ret == 0) break;
-    if (code && code->n && !is_code(code, ret, &range_lo, &range_hi)) {
-      *broken = n > 0;
-      break;
+    if (obm_unlikely(ret - lo0 >= size0) && ret - lo1 >= size1) {
+      if (ret == 0) break;
+      if (code) {
+        if (!is_code_slow(code, ret, cc)) {
+          *broken = n > 0;
+          break;
+        }
+        lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
+      }
     }
     pcs[n++] = ret;
     h = hash_step(h, ret);
-    if (next == 0) break; /* the outermost frame (the clone/start code zeroes rbp) */
-    if (next <= fp) {
-      *broken = 1;
+    if (obm_unlikely(next - (fp + 16) > top - (fp + 16) || (next & 7))) {
+      /* 0: the outermost frame (the clone/start code zeroes rbp); else a broken chain */
+      *broken = next != 0;
       break;
     }
     fp = next;
@@ -378,7 +400,8 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
   uintptr_t pcs[OBM_TRACE_MAX_FRAMES];
   int broken;
   uint64_t h;
-  size_t n = walk_fp(frame, lo, hi, pcs, st.max_frames, &broken, &h);
+  last_stack_t *last = &st.last[slot];
+  size_t n = walk_fp(frame, lo, hi, pcs, st.max_frames, &broken, &h, &last->code);
   if (n == 0) return 0;
   int unwind = st.unw_backtrace &&
                (st.mode == OBM_TRACE_STACKS_UNWIND || (broken && st.mode == OBM_TRACE_STACKS_AUTO));
@@ -398,7 +421,6 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
   }
   /* the outer frames shared with the previous stack keep their ids (moved to their place in
    * this stack); last is invalid (n = 0) until the new inner part is interned */
-  last_stack_t *last = &st.last[slot];
   size_t shared = 0;
   while (shared < n && shared < last->n && pcs[n - 1 - shared] == last->pcs[last->n - 1 - shared])
     shared++;
