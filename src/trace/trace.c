@@ -282,10 +282,11 @@ void _obm_trace_threads_announce(void (*fn)(const obm_trace_thread_info_t *, voi
 
 /* ---- recording ------------------------------------------------------------------------------ */
 
-/* The time for an event: the writer's tick (exact mode: one load) or the clock (sampled). */
+/* The time for an event: the writer's tick (exact mode: one load) or the coarse clock
+ * (sampled; start_ns is a coarse reading too, so the difference is not negative). */
 static inline uint64_t event_time(void) {
   if (obm_likely(!g.clock)) return atomic_load_explicit(&_obm_trace_tick_ns, memory_order_relaxed);
-  return _obm_os_clock_ns() - g.start_ns;
+  return _obm_os_clock_coarse_ns() - g.start_ns;
 }
 
 /* A fresh buffer for t (the full one queued), starting with a TIME word; NULL when out of
@@ -499,7 +500,7 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   if (fd < 0) return errno;
   struct timespec wall;
   clock_gettime(CLOCK_REALTIME, &wall);
-  g.start_ns = _obm_os_clock_ns();
+  g.start_ns = _obm_os_clock_coarse_ns(); /* <= any later reading of either clock */
   uint8_t header[OBM_CAP_HEADER_SIZE];
   uint32_t flags = (o.mode == OBM_TRACE_SAMPLED ? OBM_CAPTURE_FLAG_SAMPLED : 0) |
                    (o.stacks != OBM_TRACE_STACKS_NONE ? OBM_CAPTURE_FLAG_STACKS : 0);

@@ -120,6 +120,6 @@ OBM_HIDDEN void _obm_trace_threads_announce(void (*fn)(const obm_trace_thread_in
 OBM_HIDDEN void _obm_trace_threads_release_exited(void);
 /* In a forked child: the writer thread does not exist there; forget it (no locks taken). */
 OBM_HIDDEN void _obm_trace_writer_forget(void);
-OBM_HIDDEN uint64_t _obm_trace_start_ns(void); /* monotonic clock (_obm_os_clock_ns) at start */
+OBM_HIDDEN uint64_t _obm_trace_start_ns(void); /* coarse monotonic clock at start */
 
 #endif /* OBM_TRACE_INTERNAL_H */
