@@ -77,8 +77,7 @@ typedef struct cache_entry_s {
  * times seen (1..255), or VARIES; open addressing, filled with CAS, never emptied in a session. */
 #define LEARN_SLOTS  (1u << 14)
 #define LEARN_VARIES UINT64_MAX
-#define LEARN_TRUST  2    /* times seen with the same constant before it is used */
-#define LEARN_SCAN   1024 /* words scanned for the next return address: the largest frame */
+#define LEARN_TRUST  2 /* times seen with the same constant before it is used */
 typedef struct learn_slot_s {
   _Atomic uint64_t pc;
   _Atomic uint64_t info;
@@ -503,16 +502,26 @@ static size_t walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi,
 }
 
 /* Learns from a libunwind walk pcs[0..m) whose frame-pointer prefix pcs[0..nfp) ends in the
- * frame at last_fp (so pcs[nfp - 1]'s stack pointer is last_fp + 16). */
+ * frame at last_fp (so pcs[nfp - 1]'s stack pointer is last_fp + 16).  A frame already
+ * learned is checked at its constant (a word compare) before the stack is scanned (up to its
+ * top: frames of any size); learning stops at a frame whose constant varies (the walk from
+ * the table cannot pass it). */
 static void learn_walk(const uintptr_t *pcs, size_t m, size_t nfp, uintptr_t last_fp, uintptr_t hi,
                        size_t max) {
   uintptr_t sp = last_fp + 16;
+  const uintptr_t *end = (const uintptr_t *)(hi - 8);
   for (size_t i = nfp - 1; i + 1 < m; i++) {
-    const uintptr_t *slot = (const uintptr_t *)sp, *end = (const uintptr_t *)(hi - 8);
-    size_t k = 0;
-    while (k < LEARN_SCAN && slot + k < end && slot[k] != pcs[i + 1])
-      k++;
-    if (k == LEARN_SCAN || slot + k >= end) return;
+    uint64_t info = learn_get(pcs[i]);
+    if (info == LEARN_VARIES) return;
+    const uintptr_t *slot = (const uintptr_t *)sp;
+    size_t k = 0, known = info >> 9;
+    if (info != 0 && !(info & 0x100) && known >= 8 && slot + known / 8 - 1 < end &&
+        slot[known / 8 - 1] == pcs[i + 1])
+      k = known / 8 - 1;
+    else
+      while (slot + k < end && slot[k] != pcs[i + 1])
+        k++;
+    if (slot + k >= end) return;
     learn_put(pcs[i], (k + 1) * 8, 0);
     sp += (k + 1) * 8;
   }
