@@ -74,10 +74,11 @@ typedef struct cache_entry_s {
 } cache_entry_t;
 
 /* The learned walk's table: return address -> (CFA - stack pointer) << 9 | outermost << 8 |
- * times seen (1..255), or VARIES; open addressing, filled with CAS, never emptied in a session. */
+ * times seen (1..255), or VARIES (count 0); open addressing, filled with CAS, never emptied in a
+ * session. */
 #define LEARN_SLOTS  (1u << 14)
-#define LEARN_VARIES UINT64_MAX
-#define LEARN_TRUST  2 /* times seen with the same constant before it is used */
+#define LEARN_VARIES ((uint64_t)1 << 9) /* count 0: fails the trust test like "unknown" */
+#define LEARN_TRUST  2                  /* times seen with the same constant before it is used */
 typedef struct learn_slot_s {
   _Atomic uint64_t pc;
   _Atomic uint64_t info;
@@ -484,16 +485,24 @@ static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
 static size_t walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max,
                            uint64_t *hash, code_cache_t *cc) {
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
+  uintptr_t lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
   uint64_t h = *hash;
+  uintptr_t pc = pcs[n - 1];
   while (n < max) {
-    uint64_t info = learn_get(pcs[n - 1]);
-    if (info == 0 || info == LEARN_VARIES || (info & 0xff) < LEARN_TRUST) return 0;
-    if (info & 0x100) break; /* the outermost frame */
-    uintptr_t cfa = sp + (info >> 9);
-    if (cfa < sp + 8 || cfa > hi || (cfa & 7)) return 0;
+    const learn_slot_t *e = &st.learned[learn_index(pc)];
+    uint64_t info = atomic_load_explicit(&e->pc, memory_order_acquire) == pc
+                        ? atomic_load_explicit(&e->info, memory_order_relaxed)
+                        : learn_get(pc);
+    if (obm_unlikely((info & 0xff) < LEARN_TRUST)) return 0; /* unknown, new or varying */
+    if (info & 0x100) break;                                 /* the outermost frame */
+    uintptr_t cfa = sp + (info >> 9);                        /* >= sp + 8: learned so */
+    if (obm_unlikely(cfa > hi || (cfa & 7))) return 0;
     uintptr_t ret = ((const uintptr_t *)cfa)[-1];
-    if (!in_cached(cc, ret, 0) && (!code || !code->n || !is_code_slow(code, ret, cc))) return 0;
-    pcs[n++] = ret;
+    if (obm_unlikely(ret - lo0 >= size0) && ret - lo1 >= size1 && !in_cached(cc, ret, 2)) {
+      if (!code || !code->n || !is_code_slow(code, ret, cc)) return 0;
+      lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
+    }
+    pcs[n++] = pc = ret;
     h = hash_step(h, ret);
     sp = cfa;
   }
@@ -538,7 +547,7 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
   if (n == 0) return 0;
   if (broken == 2) { /* a zero link ends the stack where libunwind said so, twice or more */
     uint64_t info = st.mode == OBM_TRACE_STACKS_AUTO ? learn_get(pcs[n - 1]) : 0;
-    broken = !(info != LEARN_VARIES && (info & 0x100) && (info & 0xff) >= LEARN_TRUST);
+    broken = !((info & 0x100) && (info & 0xff) >= LEARN_TRUST);
     if (st.mode != OBM_TRACE_STACKS_AUTO) broken = 0;
   }
   if (st.unw_backtrace &&
