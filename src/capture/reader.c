@@ -570,10 +570,13 @@ uint32_t obm_capture_nthreads(const obm_capture_t *cap) {
   return cap->nthreads;
 }
 const char *obm_capture_thread_name(const obm_capture_t *cap, uint32_t thread) {
-  return thread < cap->nthreads && cap->threads[thread].name ? cap->threads[thread].name : "";
+  /* nthreads counts stream 0 from the start, the table exists from the first THREAD record */
+  return thread < cap->nthreads && cap->threads && cap->threads[thread].name
+             ? cap->threads[thread].name
+             : "";
 }
 uint64_t obm_capture_thread_tid(const obm_capture_t *cap, uint32_t thread) {
-  return thread < cap->nthreads ? cap->threads[thread].tid : 0;
+  return thread < cap->nthreads && cap->threads ? cap->threads[thread].tid : 0;
 }
 uint32_t obm_capture_nmodules(const obm_capture_t *cap) {
   return cap->nmodules;
