@@ -13,7 +13,7 @@
  * obm_trace_flush/stop take the buffer.  A hook stores busy = 1 and then reads hold; flush
  * stores hold = 1 and then reads busy, so one of them sees the other (Dekker): the store-load
  * order is made by membarrier(PRIVATE_EXPEDITED) on flush's side and only a compiler barrier
- * on the hook's (a full fence on the hook's side where membarrier is missing, and under TSan).
+ * on the hook's (seq_cst exchanges on both sides where membarrier is missing, and under TSan).
  * A hook that sees hold waits for it to clear; flush waits for busy = 0 and takes the buffer.
  * Stop clears _obm_trace_on first, so a hook that then enters returns.  Re-entry on the same
  * thread (the tracer's own use of libc, a signal handler that allocates) is cut by a
@@ -74,7 +74,7 @@ static struct {
   _Atomic uint64_t sample_seed; /* options.seed, likewise */
   _Atomic uint64_t nsamplers;   /* threads that drew a countdown this session */
   int fd;
-  int fence;            /* 1: hooks order busy and hold with a fence (no membarrier; TSan) */
+  int fence;            /* 1: busy and hold are stored by seq_cst exchanges (no membarrier; TSan) */
   pid_t membarrier_pid; /* the process that registered for membarrier */
   int clock;            /* 1: hooks read the clock (sampled mode), 0: the writer's tick */
   obm_trace_options_t options;
