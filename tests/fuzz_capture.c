@@ -51,9 +51,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
           (void)obm_capture_frame_address(cap, frame);
           id = parent;
         }
-      } else if (r.kind == OBM_CAPTURE_THREAD) {
-        if (strlen(obm_capture_thread_name(cap, r.thread)) > OBM_CAP_NAME_MAX) abort();
       }
+      /* any record's thread, also before the first THREAD record (an empty table) */
+      if (strlen(obm_capture_thread_name(cap, r.thread)) > OBM_CAP_NAME_MAX) abort();
+      (void)obm_capture_thread_tid(cap, r.thread);
     }
     if (st < 0 && !strstr(obm_capture_error(cap), "offset ")) {
       fprintf(stderr, "error without an offset: %s\n", obm_capture_error(cap));
@@ -198,6 +199,26 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* A capture whose first record (a SAMPLE of stream 0) comes before any THREAD record: its
+ * thread is 0, and the thread table does not exist yet (the tracer writes this when its first
+ * cycle comes before any thread traced). */
+static void test_no_threads(const uint8_t *seed) {
+  uint8_t d[OBM_CAP_HEADER_SIZE + OBM_CAP_BLOCK_HEADER_SIZE + 8] = {0};
+  memcpy(d, seed, OBM_CAP_HEADER_SIZE); /* a valid header */
+  uint8_t *payload = d + OBM_CAP_HEADER_SIZE + OBM_CAP_BLOCK_HEADER_SIZE;
+  payload[0] = OBM_CAP_SAMPLE; /* and six zero varints */
+  _obm_cap_block_header_encode(d + OBM_CAP_HEADER_SIZE, payload, 7, 0, 0);
+  char err[512];
+  obm_capture_t *cap = obm_capture_open_memory(d, sizeof d - 1, "no-threads", err, sizeof err);
+  CHECKF(cap != NULL, "%s", err);
+  if (!cap) return;
+  obm_capture_record_t r;
+  CHECK(obm_capture_next(cap, &r) == 1 && r.kind == OBM_CAPTURE_SAMPLE);
+  CHECK(strcmp(obm_capture_thread_name(cap, r.thread), "") == 0);
+  CHECK(obm_capture_thread_tid(cap, r.thread) == 0);
+  obm_capture_close(cap);
+}
+
 int main(int argc, char **argv) {
   double seconds = argc > 1 ? atof(argv[1]) : 10;
   check_seed_init("fuzz_capture", argc, argv, 2, 1);
@@ -220,6 +241,7 @@ int main(int argc, char **argv) {
     obm_capture_close(cap);
     LLVMFuzzerTestOneInput(seeds[i], sizes[i]);
   }
+  test_no_threads(seeds[0]);
   uint64_t rng = check_seed;
   size_t capacity = (sizes[0] > sizes[1] ? sizes[0] : sizes[1]) + 4096;
   uint8_t *buf = malloc(capacity);

@@ -13,6 +13,10 @@
  *                        of the top site's bytes is within 5 % of the exact count
  *   bench DIR [N]        real obm_malloc/obm_free traffic with hooks: bytes per event and ns
  *                        per event, asserting <= 4 bytes per event
+ *   stacks DIR           a recursive tree builder (a stack per call path, more than the
+ *                        per-thread stack cache holds), built twice: every node's recorded
+ *                        stack is its parent's with one frame more (the left or the right
+ *                        call), and the second build gets the same ids
  * Compiled with -g -fno-omit-frame-pointer -fno-optimize-sibling-calls (tests/CMakeLists.txt).
  */
 #define _GNU_SOURCE
@@ -599,6 +603,85 @@ static void test_bench(long n) {
   free(fifo);
 }
 
+/* ---- stacks: a call path per node ------------------------------------------------------------ */
+
+#define TREE_DEPTH 10 /* 2047 nodes, each its own stack */
+#define TREE_NODES ((1u << (TREE_DEPTH + 1)) - 1)
+
+/* Node i (heap numbering: root 1, children 2i and 2i + 1) is allocated with size i + offset;
+ * its children are made from two different call sites. */
+NOINLINE static void tree_node(uint32_t i, uint32_t depth, size_t offset, void **blocks) {
+  blocks[i] = obm_malloc(i + offset);
+  if (depth == TREE_DEPTH) return;
+  tree_node(2 * i, depth + 1, offset, blocks);
+  tree_node(2 * i + 1, depth + 1, offset, blocks);
+}
+
+/* One build of the tree and its frees, from one call site whatever the loop around it. */
+NOINLINE static void tree_build(size_t offset, void **blocks) {
+  tree_node(1, 0, offset, blocks);
+  for (uint32_t i = 1; i <= TREE_NODES; i++)
+    obm_free(blocks[i]);
+}
+
+/* The frames of a stack, innermost first; the count. */
+static size_t stack_frames(obm_capture_t *cap, uint32_t id, uint64_t *frames, size_t max) {
+  size_t n = 0;
+  uint32_t parent, frame;
+  while (id != 0 && n < max && obm_capture_stack(cap, id, &parent, &frame) == 0) {
+    frames[n++] = obm_capture_frame_address(cap, frame);
+    id = parent;
+  }
+  return n;
+}
+
+static void test_stacks(void) {
+  char path[2048];
+  snprintf(path, sizeof path, "%s/trace-stacks.cap", dir);
+  void **blocks = calloc(TREE_NODES + 1, sizeof *blocks);
+  obm_trace_options_t o;
+  obm_trace_options_init(&o);
+  o.stacks = OBM_TRACE_STACKS_FP;
+  CHECK(obm_trace_start(path, &o) == 0);
+  for (volatile int build = 0; build < 2; build++)
+    tree_build((size_t)build * 4096, blocks);
+  CHECK(obm_trace_stop() == 0);
+  free(blocks);
+
+  char err[512];
+  obm_capture_t *cap = obm_capture_open(path, err, sizeof err);
+  CHECKF(cap != NULL, "%s", err);
+  if (!cap) return;
+  uint32_t *ids = calloc(2 * (TREE_NODES + 1), sizeof *ids);
+  obm_capture_record_t r;
+  int rc;
+  while ((rc = obm_capture_next(cap, &r)) > 0)
+    if (r.kind == OBM_CAPTURE_ALLOC && r.size % 4096 >= 1 && r.size % 4096 <= TREE_NODES)
+      ids[(r.size / 4096) * (TREE_NODES + 1) + r.size % 4096] = r.stack;
+  CHECKF(rc == 0, "%s", obm_capture_error(cap));
+  uint64_t side[2] = {0, 0}; /* the frame a left (0) or right (1) call adds */
+  int bad = 0;
+  for (uint32_t i = 2; i <= TREE_NODES && !bad; i++) {
+    uint64_t child[OBM_TRACE_MAX_FRAMES], parent[OBM_TRACE_MAX_FRAMES];
+    size_t nc = stack_frames(cap, ids[i], child, OBM_TRACE_MAX_FRAMES);
+    size_t np = stack_frames(cap, ids[i / 2], parent, OBM_TRACE_MAX_FRAMES);
+    size_t k = 0; /* where the child's stack has its extra frame */
+    while (k < np && child[k] == parent[k])
+      k++;
+    bad |= ids[i] == 0 || nc != np + 1 || k >= np;
+    for (size_t j = k; j < np && !bad; j++)
+      bad |= child[j + 1] != parent[j];
+    if (!bad && side[i & 1] == 0) side[i & 1] = child[k];
+    bad |= !bad && child[k] != side[i & 1];
+    bad |= ids[TREE_NODES + 1 + i] != ids[i]; /* the second build: the same stack */
+    CHECKF(!bad, "node %u: %zu frames (its parent %zu), stack %u then %u", i, nc, np, ids[i],
+           ids[TREE_NODES + 1 + i]);
+  }
+  CHECK(side[0] != 0 && side[1] != 0 && side[0] != side[1]);
+  free(ids);
+  obm_capture_close(cap);
+}
+
 /* ---- obmem run, end to end: the preload library traces a real program -------------------- */
 
 /* The line of `marker` in the file at path, or 0. */
@@ -713,9 +796,15 @@ int main(int argc, char **argv) {
     test_bench(argc > 3 ? atol(argv[3]) : 2000000);
     return check_done();
   }
+  if (argc >= 3 && strcmp(argv[1], "stacks") == 0) {
+    dir = argv[2];
+    mkdir(dir, 0755);
+    test_stacks();
+    return check_done();
+  }
   if (argc < 4) {
     fprintf(stderr, "usage: test_trace report|kill|sampled OBMEM DIR | run OBMEM DIR TARGET "
-                    "SOURCE | fork OBMEM DIR TARGET | bench DIR [N]\n");
+                    "SOURCE | fork OBMEM DIR TARGET | bench DIR [N] | stacks DIR\n");
     return 2;
   }
   obmem_bin = argv[2];

@@ -54,19 +54,31 @@ OBM_INLINE const obm_alloc_hooks_t *hooks_for_call(void) {
   return atomic_load_explicit(&_obm_alloc_hooks, memory_order_acquire);
 }
 
+/* record_size's slow path, out of line (so the countdown's path saves no registers): a new
+ * session's first draw, or the countdown ran out. */
+static OBM_NOINLINE const obm_alloc_hooks_t *sample_due(const obm_alloc_hooks_t *h, size_t size,
+                                                        uint64_t session) {
+  if (sample_session != session) {
+    sample_session = session;
+    sample_left = h->next_sample();
+    sample_left -= (int64_t)size;
+    if (sample_left > 0) return NULL;
+  }
+  sample_left = h->next_sample();
+  return h;
+}
+
 /* The hooks when an allocation of size bytes is to be recorded, else NULL. */
 OBM_INLINE const obm_alloc_hooks_t *record_size(size_t size) {
   const obm_alloc_hooks_t *h = hooks_for_call();
   if (!h || !h->next_sample) return h;
   uint64_t session = atomic_load_explicit(&hooks_session, memory_order_relaxed);
-  if (obm_unlikely(sample_session != session)) {
-    sample_session = session;
-    sample_left = h->next_sample();
+  if (obm_likely(sample_session == session)) {
+    int64_t left = sample_left - (int64_t)size;
+    sample_left = left;
+    if (obm_likely(left > 0)) return NULL;
   }
-  sample_left -= (int64_t)size;
-  if (obm_likely(sample_left > 0)) return NULL;
-  sample_left = h->next_sample();
-  return h;
+  return sample_due(h, size, session);
 }
 
 /* Whether a live block in seg was recorded: its free goes to the hook. */
@@ -88,9 +100,17 @@ OBM_INLINE void *alloc_recorded(const obm_alloc_hooks_t *h, size_t alignment, si
   return p;
 }
 
-void *_obm_malloc_traced(size_t size) {
+/* malloc's recorded path, with a frame (named _obm_* so that the report skips it as the
+ * allocator's): _obm_malloc_traced jumps here, so the program's return address is this
+ * frame's and the walk from the hook finds it. */
+static OBM_NOINLINE void *_obm_malloc_recorded(const obm_alloc_hooks_t *h, size_t size) {
+  return alloc_recorded(h, OBM_ALIGNMENT, size, 0);
+}
+
+/* Frameless (the sampled countdown is the path most calls take): both ends are tail jumps. */
+__attribute__((optimize("omit-frame-pointer"))) void *_obm_malloc_traced(size_t size) {
   const obm_alloc_hooks_t *h = record_size(size);
-  if (h) return alloc_recorded(h, OBM_ALIGNMENT, size, 0);
+  if (h) return _obm_malloc_recorded(h, size);
   return _obm_malloc_plain(size);
 }
 

@@ -26,6 +26,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define DROP_BEHIND ((size_t)64 << 20) /* bytes read between two MADV_DONTNEED of the mapping */
+
 typedef struct cap_stack_s {
   uint32_t parent;
   uint32_t frame;
@@ -48,6 +50,7 @@ struct obm_capture_s {
   const uint8_t *data;
   size_t size;
   int mapped;
+  size_t dropped; /* mapped: the pages below this offset were given back (MADV_DONTNEED) */
   obm_capture_header_t header;
   size_t pos; /* offset of the next block header */
   /* the block being decoded */
@@ -221,6 +224,7 @@ void obm_capture_close(obm_capture_t *cap) {
 
 void obm_capture_rewind(obm_capture_t *cap) {
   cap->pos = OBM_CAP_HEADER_SIZE;
+  cap->dropped = 0;
   cap->in_block = 0;
   cap->frames_seen = cap->stacks_seen = cap->modules_seen = 0;
   cap->complete = 0;
@@ -300,6 +304,13 @@ static int start_block(obm_capture_t *cap) {
   if (stream != 0 && (stream >= cap->nthreads || !cap->threads[stream].name))
     return fail(cap, at, "block of thread %u before that thread's THREAD record", stream);
   if (cap->complete) return fail(cap, at, "data after the END record");
+  /* what was read is never read again (records are copied out; a rewind faults the pages back
+   * from the page cache), so a long capture keeps a bounded window of the file mapped */
+  if (cap->mapped && at - cap->dropped >= DROP_BEHIND) {
+    size_t end = at & ~(size_t)4095;
+    madvise((void *)(cap->data + cap->dropped), end - cap->dropped, MADV_DONTNEED);
+    cap->dropped = end;
+  }
   cap->in_block = 1;
   cap->block_start = at;
   cap->payload = at + OBM_CAP_BLOCK_HEADER_SIZE;
@@ -559,10 +570,13 @@ uint32_t obm_capture_nthreads(const obm_capture_t *cap) {
   return cap->nthreads;
 }
 const char *obm_capture_thread_name(const obm_capture_t *cap, uint32_t thread) {
-  return thread < cap->nthreads && cap->threads[thread].name ? cap->threads[thread].name : "";
+  /* nthreads counts stream 0 from the start, the table exists from the first THREAD record */
+  return thread < cap->nthreads && cap->threads && cap->threads[thread].name
+             ? cap->threads[thread].name
+             : "";
 }
 uint64_t obm_capture_thread_tid(const obm_capture_t *cap, uint32_t thread) {
-  return thread < cap->nthreads ? cap->threads[thread].tid : 0;
+  return thread < cap->nthreads && cap->threads ? cap->threads[thread].tid : 0;
 }
 uint32_t obm_capture_nmodules(const obm_capture_t *cap) {
   return cap->nmodules;

@@ -3,10 +3,22 @@
  * Walk: frame pointers from the hook's own frame (each frame is [saved rbp, return address]);
  * every frame address is checked to lie in the thread's stack mapping, 8-aligned and above the
  * previous one, so a broken chain (code built without frame pointers) ends the walk instead of
- * reading wild memory.  In AUTO mode a chain that breaks (a non-null, invalid link) is walked
- * again with libunwind's unw_backtrace, found with dlopen at start (libunwind.so.8: no link
- * dependency for programs that do not trace), and trimmed to start at the same first frame;
- * a chain of AUTO_TRUST frames or more is unwound once per thread and prefix (see below).
+ * reading wild memory.  In AUTO mode a chain that breaks (a non-null, invalid link) is
+ * continued by the learned walk below, else walked again with libunwind's unw_backtrace, found
+ * with dlopen at start (libunwind.so.8: no link dependency for programs that do not trace),
+ * and trimmed to start at the same first frame.
+ *
+ * Learned walk (code without frame pointers): at a call site, a function's canonical frame
+ * address (CFA: the caller's stack pointer after the return; the return address is at CFA - 8)
+ * is the stack pointer plus a constant, unless the function allocates on the stack
+ * dynamically.  Each libunwind walk teaches that constant for each return address on it (the
+ * slot of the next return address, found by scanning up from the frame's stack pointer), and
+ * which return address is the outermost; a return address seen twice with the same constant
+ * (and never with another) is trusted, and a broken chain whose frames are all trusted is
+ * continued from the table, each step checked (inside the stack, above the last, a return
+ * address in code), without libunwind.  A frame that allocates dynamically shows a constant
+ * that varies and is never trusted; one that did the same twice and then differs gives wrong
+ * outer frames where the checks do not catch it (the price of not calling libunwind per event).
  *
  * Interning: a stack is a node of a trie, (parent stack id, frame id) -> stack id, so a stack
  * record in the file is two small numbers; frames are interned return address -> frame id.
@@ -17,6 +29,15 @@
  * (computed during the walk: one multiply per frame, one mix at the end) answers repeated
  * stacks without touching the trie (a hash collision between two different
  * stacks of the same depth would merge them: 2^-64 per pair, accepted).
+ * A stack the cache does not know is interned from its outermost frame; the frames it shares
+ * at the outer end with the thread's previous interned stack (kept with the id of each of
+ * its suffixes) take their ids from there, so only the new inner part touches the tables
+ * (a recursive program makes a new stack per call path but shares most of it with the last).
+ * A stack id's first NCHILDREN children are kept with it (frame id << 32 | child id, one word
+ * each, filled once by CAS), only the others in the big table: a lookup or a creation of
+ * (parent, frame) reads the parent's words, next to those of the ids made around the
+ * parent's, and most never touch the table (a random miss).  Two threads creating the same
+ * child at once make two ids; the loser's stays defined and unused.
  *
  * Invariants: ids are dense, 1 <= id < n*_ids; def[id].ready => def fields final;
  *             stack def: a (parent) < id, 1 <= b (frame) < nframe_ids.
@@ -34,10 +55,11 @@
 
 #define FRAME_IDS     (1u << 18)
 #define FRAME_SLOTS   (2u * FRAME_IDS)
-#define STACK_IDS     (1u << 20)
+#define STACK_IDS     (1u << 22) /* a deep recursive program makes a node per call path */
 #define STACK_SLOTS   (2u * STACK_IDS)
 #define CACHE_ENTRIES 512u /* per thread slot */
 #define ID_LOST       UINT32_MAX
+#define NCHILDREN     4u /* a recursive function's frame: its own call and two recursive ones */
 
 typedef struct slot_s {
   _Atomic uint64_t key; /* 0 = empty; frames: address; stacks: parent << 32 | frame */
@@ -50,6 +72,17 @@ typedef struct cache_entry_s {
   uint32_t depth;
   uint32_t id;
 } cache_entry_t;
+
+/* The learned walk's table: return address -> (CFA - stack pointer) << 9 | outermost << 8 |
+ * times seen (1..255), or VARIES (count 0); open addressing, filled with CAS, never emptied in a
+ * session. */
+#define LEARN_SLOTS  (1u << 14)
+#define LEARN_VARIES ((uint64_t)1 << 9) /* count 0: fails the trust test like "unknown" */
+#define LEARN_TRUST  2                  /* times seen with the same constant before it is used */
+typedef struct learn_slot_s {
+  _Atomic uint64_t pc;
+  _Atomic uint64_t info;
+} learn_slot_t;
 
 typedef int unw_backtrace_fn(void **buffer, int size);
 
@@ -68,15 +101,36 @@ typedef int unw_backtrace_fn(void **buffer, int size);
 #define CODE_RANGES 256
 typedef struct code_map_s {
   uint32_t n;
+  uint64_t gen;                               /* refreshes so far when this copy was filled */
   uintptr_t lo[CODE_RANGES], hi[CODE_RANGES]; /* sorted by lo */
 } code_map_t;
+
+/* A thread's latest code ranges found, most recent first (frames are mostly in obmem, the
+ * program and the C library), valid for the code map of generation gen. */
+#define CODE_CACHED 4
+typedef struct code_cache_s {
+  uint64_t gen;
+  uintptr_t lo[CODE_CACHED], hi[CODE_CACHED];
+} code_cache_t;
+
+/* A thread's previous interned stack: ids[i] is the id of the stack pcs[i..n) (the node of
+ * frame i), so a new stack ending in the same k frames continues from ids[n - k]. */
+typedef struct last_stack_s {
+  code_cache_t code; /* not part of the stack: the walk's code ranges, kept per thread */
+  uint32_t n;
+  uint32_t ids[OBM_TRACE_MAX_FRAMES];
+  uintptr_t pcs[OBM_TRACE_MAX_FRAMES];
+} last_stack_t;
 
 static struct {
   code_map_t maps[2];
   _Atomic(code_map_t *) current;
   slot_t *frame_slots, *stack_slots;
   obm_trace_def_t *frame_defs, *stack_defs;
-  cache_entry_t *cache; /* OBM_TRACE_MAX_THREADS * CACHE_ENTRIES */
+  cache_entry_t *cache;                    /* OBM_TRACE_MAX_THREADS * CACHE_ENTRIES */
+  last_stack_t *last;                      /* OBM_TRACE_MAX_THREADS */
+  learn_slot_t *learned;                   /* LEARN_SLOTS */
+  _Atomic uint64_t (*children)[NCHILDREN]; /* per stack id: its first children, frame << 32 | id */
   _Atomic uint32_t nframe_ids, nstack_ids;
   _Atomic uint64_t lost;
   uint32_t max_frames;
@@ -99,6 +153,15 @@ static size_t stack_defs_bytes(void) {
 static size_t cache_bytes(void) {
   return (size_t)OBM_TRACE_MAX_THREADS * CACHE_ENTRIES * sizeof(cache_entry_t);
 }
+static size_t last_bytes(void) {
+  return (size_t)OBM_TRACE_MAX_THREADS * sizeof(last_stack_t);
+}
+static size_t learned_bytes(void) {
+  return LEARN_SLOTS * sizeof(learn_slot_t);
+}
+static size_t children_bytes(void) {
+  return (STACK_IDS + OBM_TRACE_MAX_THREADS) * NCHILDREN * sizeof(uint64_t);
+}
 
 int _obm_trace_stacks_init(uint32_t max_frames, obm_trace_stacks_t mode) {
   st.max_frames = max_frames;
@@ -109,15 +172,25 @@ int _obm_trace_stacks_init(uint32_t max_frames, obm_trace_stacks_t mode) {
     st.frame_defs = _obm_os_map(frame_defs_bytes(), 0);
     st.stack_defs = _obm_os_map(stack_defs_bytes(), 0);
     st.cache = _obm_os_map(cache_bytes(), 0);
-    if (!st.frame_slots || !st.stack_slots || !st.frame_defs || !st.stack_defs || !st.cache) {
+    st.last = _obm_os_map(last_bytes(), 0);
+    st.children = _obm_os_map(children_bytes(), 0);
+    st.learned = _obm_os_map(learned_bytes(), 0);
+    if (!st.frame_slots || !st.stack_slots || !st.frame_defs || !st.stack_defs || !st.cache ||
+        !st.last || !st.children || !st.learned) {
       if (st.frame_slots) _obm_os_unmap(st.frame_slots, frame_slots_bytes());
       if (st.stack_slots) _obm_os_unmap(st.stack_slots, stack_slots_bytes());
       if (st.frame_defs) _obm_os_unmap(st.frame_defs, frame_defs_bytes());
       if (st.stack_defs) _obm_os_unmap(st.stack_defs, stack_defs_bytes());
       if (st.cache) _obm_os_unmap(st.cache, cache_bytes());
+      if (st.last) _obm_os_unmap(st.last, last_bytes());
+      if (st.children) _obm_os_unmap(st.children, children_bytes());
+      if (st.learned) _obm_os_unmap(st.learned, learned_bytes());
       st.frame_slots = st.stack_slots = NULL;
       st.frame_defs = st.stack_defs = NULL;
       st.cache = NULL;
+      st.last = NULL;
+      st.children = NULL;
+      st.learned = NULL;
       return ENOMEM;
     }
   } else {
@@ -144,6 +217,9 @@ void _obm_trace_stacks_reset(void) {
   _obm_os_decommit(st.frame_defs, frame_defs_bytes());
   _obm_os_decommit(st.stack_defs, stack_defs_bytes());
   _obm_os_decommit(st.cache, cache_bytes());
+  _obm_os_decommit(st.last, last_bytes());
+  _obm_os_decommit(st.children, children_bytes());
+  _obm_os_decommit(st.learned, learned_bytes());
 }
 
 uint32_t _obm_trace_nstacks(void) {
@@ -173,6 +249,18 @@ static inline uint64_t mix(uint64_t x) {
   return x;
 }
 
+/* A new id defined as (a, b); ID_LOST when the id space is full. */
+static uint32_t new_id(_Atomic uint32_t *next_id, uint32_t max_ids, obm_trace_def_t *defs,
+                       uint32_t a, uint64_t b) {
+  if (atomic_load_explicit(next_id, memory_order_relaxed) >= max_ids) return ID_LOST;
+  uint32_t id = atomic_fetch_add(next_id, 1);
+  if (id >= max_ids + OBM_TRACE_MAX_THREADS - 1) return ID_LOST; /* never: headroom */
+  defs[id].a = a;
+  defs[id].b = b;
+  atomic_store_explicit(&defs[id].ready, 1, memory_order_release);
+  return id;
+}
+
 /* Finds or creates key's id in a table; ID_LOST when the id space is full. */
 static uint32_t intern(slot_t *slots, uint32_t nslots, _Atomic uint32_t *next_id, uint32_t max_ids,
                        obm_trace_def_t *defs, uint64_t key, uint32_t a, uint64_t b) {
@@ -185,13 +273,7 @@ static uint32_t intern(slot_t *slots, uint32_t nslots, _Atomic uint32_t *next_id
       if (!atomic_compare_exchange_strong(&s->key, &k, key)) {
         if (k != key) continue; /* someone else's key took the slot: keep probing */
       } else {
-        uint32_t id = atomic_fetch_add(next_id, 1);
-        if (id >= max_ids + OBM_TRACE_MAX_THREADS - 1) id = ID_LOST; /* never: headroom */
-        if (id != ID_LOST) {
-          defs[id].a = a;
-          defs[id].b = b;
-          atomic_store_explicit(&defs[id].ready, 1, memory_order_release);
-        }
+        uint32_t id = new_id(next_id, max_ids, defs, a, b);
         atomic_store_explicit(&s->id, id, memory_order_release);
         return id;
       }
@@ -204,6 +286,23 @@ static uint32_t intern(slot_t *slots, uint32_t nslots, _Atomic uint32_t *next_id
     }
   }
   return ID_LOST;
+}
+
+/* The stack (parent, frame): among the parent's first children, else in the table. */
+static uint32_t intern_stack(uint32_t parent, uint32_t frame) {
+  _Atomic uint64_t *child = st.children[parent];
+  uint32_t made = 0; /* an id made for a word another thread filled first */
+  for (uint32_t k = 0; k < NCHILDREN; k++) {
+    uint64_t c = atomic_load_explicit(&child[k], memory_order_acquire);
+    if (c == 0) {
+      if (!made) made = new_id(&st.nstack_ids, STACK_IDS, st.stack_defs, parent, frame);
+      if (made == ID_LOST) return ID_LOST;
+      if (atomic_compare_exchange_strong(&child[k], &c, (uint64_t)frame << 32 | made)) return made;
+    }
+    if (c >> 32 == frame) return (uint32_t)c;
+  }
+  return intern(st.stack_slots, STACK_SLOTS, &st.nstack_ids, STACK_IDS, st.stack_defs,
+                (uint64_t)parent << 32 | frame, parent, frame);
 }
 
 static int add_code(struct dl_phdr_info *info, size_t size, void *arg) {
@@ -229,14 +328,21 @@ void _obm_trace_code_refresh(void) {
   code_map_t *cur = atomic_load(&st.current),
              *next = cur == &st.maps[0] ? &st.maps[1] : &st.maps[0];
   next->n = 0;
+  next->gen = (cur ? cur->gen : 0) + 1;
   dl_iterate_phdr(add_code, next);
   atomic_store_explicit(&st.current, next, memory_order_release);
 }
 
-/* 1 when pc is in a code range; [*lo, *hi) caches the last range found (frames of one walk are
- * mostly in one object). */
-static int is_code(const code_map_t *m, uintptr_t pc, uintptr_t *range_lo, uintptr_t *range_hi) {
-  if (pc >= *range_lo && pc < *range_hi) return 1;
+/* 1 when pc is in one of c's ranges from the first-th on. */
+static inline int in_cached(const code_cache_t *c, uintptr_t pc, int first) {
+  for (int i = first; i < CODE_CACHED; i++)
+    if (pc - c->lo[i] < c->hi[i] - c->lo[i]) return 1;
+  return 0;
+}
+
+/* 1 when pc is in a code range (a binary search; the walk tries its cached ranges first), and
+ * then c's latest range is pc's. */
+static OBM_NOINLINE int is_code_slow(const code_map_t *m, uintptr_t pc, code_cache_t *c) {
   uint32_t lo = 0, hi = m->n;
   while (lo < hi) {
     uint32_t mid = (lo + hi) / 2;
@@ -246,8 +352,10 @@ static int is_code(const code_map_t *m, uintptr_t pc, uintptr_t *range_lo, uintp
       hi = mid;
   }
   if (lo == 0 || pc >= m->hi[lo - 1]) return 0;
-  *range_lo = m->lo[lo - 1];
-  *range_hi = m->hi[lo - 1];
+  memmove(c->lo + 1, c->lo, (CODE_CACHED - 1) * sizeof *c->lo);
+  memmove(c->hi + 1, c->hi, (CODE_CACHED - 1) * sizeof *c->hi);
+  c->lo[0] = m->lo[lo - 1];
+  c->hi[0] = m->hi[lo - 1];
   return 1;
 }
 
@@ -257,32 +365,45 @@ static inline uint64_t hash_step(uint64_t h, uintptr_t pc) {
 }
 
 /* Frame-pointer walk; *hash = the hash of the frames found (hashed as they are read, so the
- * per-thread cache is probed without a second pass). */
-static size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t *pcs, size_t max,
-                      int *broken, uint64_t *hash) {
+ * per-thread cache is probed without a second pass).  Each frame [next, ret] must lie in the
+ * stack [lo, hi), 8-aligned, above the previous one by 16 bytes or more, and ret in code (the
+ * thread's latest code ranges, the first two kept in registers, answer almost every frame). */
+static inline size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t *pcs, size_t max,
+                             int *broken, uint64_t *hash, code_cache_t *cc, uintptr_t *last_fp) {
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
-  uintptr_t range_lo = 0, range_hi = 0;
-  uintptr_t fp = (uintptr_t)frame;
+  if (obm_unlikely(!code || !code->n))
+    code = NULL; /* no map: every address counts as code */
+  else if (obm_unlikely(cc->gen != code->gen))
+    *cc = (code_cache_t){.gen = code->gen};
+  uintptr_t fp = (uintptr_t)frame, top = hi - 16;
+  uintptr_t lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
   size_t n = 0;
   uint64_t h = 0x9e3779b97f4a7c15ull;
   *broken = 0;
+  if (fp < lo || fp > top || (fp & 7)) {
+    *broken = 1;
+    max = 0;
+  }
   while (n < max) {
-    if (fp < lo || fp + 16 > hi || (fp & 7)) {
-      *broken = 1;
-      break;
-    }
     const uintptr_t *f = (const uintptr_t *)fp;
     uintptr_t next = f[0], ret = f[1];
-    if (ret == 0) break;
-    if (code && code->n && !is_code(code, ret, &range_lo, &range_hi)) {
-      *broken = n > 0;
-      break;
+    if (obm_unlikely(ret - lo0 >= size0) && ret - lo1 >= size1 && !in_cached(cc, ret, 2)) {
+      if (ret == 0) break;
+      if (code) {
+        if (!is_code_slow(code, ret, cc)) {
+          *broken = n > 0;
+          break;
+        }
+        lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
+      }
     }
     pcs[n++] = ret;
     h = hash_step(h, ret);
-    if (next == 0) break; /* the outermost frame (the clone/start code zeroes rbp) */
-    if (next <= fp) {
-      *broken = 1;
+    *last_fp = fp;
+    if (obm_unlikely(next - (fp + 16) > top - (fp + 16) || (next & 7))) {
+      /* 0: the outermost frame (the clone/start code zeroes rbp), or code without frame
+       * pointers that happened to hold 0 in rbp (2: the caller decides); else broken (1) */
+      *broken = next != 0 ? 1 : 2;
       break;
     }
     fp = next;
@@ -316,46 +437,165 @@ static uint64_t hash_pcs(const uintptr_t *pcs, size_t n) {
   return h;
 }
 
-/* AUTO: a chain of at least AUTO_TRUST frames that then breaks (typically at the C library,
- * built without frame pointers) is unwound with libunwind once per thread and cached under
- * the frame-pointer prefix, so later stacks with the same prefix cost a frame-pointer walk;
- * a shorter chain (code without frame pointers) is unwound every time. */
-#define AUTO_TRUST 3
+static inline uint32_t learn_index(uintptr_t pc) {
+  return (uint32_t)((pc * 0x9e3779b97f4a7c15ull) >> 40) & (LEARN_SLOTS - 1);
+}
+
+/* pc's learned info, or 0 (not learned). */
+static inline uint64_t learn_get(uintptr_t pc) {
+  uint32_t i = learn_index(pc);
+  for (uint32_t probe = 0; probe < 16; probe++, i = (i + 1) & (LEARN_SLOTS - 1)) {
+    uint64_t k = atomic_load_explicit(&st.learned[i].pc, memory_order_acquire);
+    if (k == pc) return atomic_load_explicit(&st.learned[i].info, memory_order_relaxed);
+    if (k == 0) return 0;
+  }
+  return 0;
+}
+
+/* One observation: at return address pc, CFA = stack pointer + offset (outermost: libunwind's
+ * walk ended at pc).  Racing observers may lose a count, never make a wrong entry trusted
+ * without two observations of its constant. */
+static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
+  uint64_t fresh = offset << 9 | (uint64_t)outermost << 8 | 1;
+  uint32_t i = learn_index(pc);
+  for (uint32_t probe = 0; probe < 16; probe++, i = (i + 1) & (LEARN_SLOTS - 1)) {
+    learn_slot_t *e = &st.learned[i];
+    uint64_t k = atomic_load_explicit(&e->pc, memory_order_acquire);
+    if (k == 0 && atomic_compare_exchange_strong(&e->pc, &k, pc)) {
+      atomic_store_explicit(&e->info, fresh, memory_order_relaxed);
+      return;
+    }
+    if (k != pc) continue;
+    uint64_t info = atomic_load_explicit(&e->info, memory_order_relaxed);
+    if (info == LEARN_VARIES) return;
+    if (info == 0) /* its first observer is storing it */
+      info = fresh - 1;
+    else if (info >> 8 != fresh >> 8)
+      info = LEARN_VARIES;
+    else if ((info & 0xff) < 0xff)
+      info++;
+    atomic_store_explicit(&e->info, info, memory_order_relaxed);
+    return;
+  }
+}
+
+/* Continues a broken chain from the table: pcs[n - 1] is the return address into a frame
+ * whose stack pointer is sp.  The new length (the outermost frame reached, or max), or 0 when
+ * a frame is not trusted or a check fails (then libunwind walks). */
+static size_t walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max,
+                           uint64_t *hash, code_cache_t *cc) {
+  const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
+  uintptr_t lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
+  uint64_t h = *hash;
+  uintptr_t pc = pcs[n - 1];
+  while (n < max) {
+    const learn_slot_t *e = &st.learned[learn_index(pc)];
+    uint64_t info = atomic_load_explicit(&e->pc, memory_order_acquire) == pc
+                        ? atomic_load_explicit(&e->info, memory_order_relaxed)
+                        : learn_get(pc);
+    if (obm_unlikely((info & 0xff) < LEARN_TRUST)) return 0; /* unknown, new or varying */
+    if (info & 0x100) break;                                 /* the outermost frame */
+    uintptr_t cfa = sp + (info >> 9);                        /* >= sp + 8: learned so */
+    if (obm_unlikely(cfa > hi || (cfa & 7))) return 0;
+    uintptr_t ret = ((const uintptr_t *)cfa)[-1];
+    if (obm_unlikely(ret - lo0 >= size0) && ret - lo1 >= size1 && !in_cached(cc, ret, 2)) {
+      if (!code || !code->n || !is_code_slow(code, ret, cc)) return 0;
+      lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
+    }
+    pcs[n++] = pc = ret;
+    h = hash_step(h, ret);
+    sp = cfa;
+  }
+  *hash = h;
+  return n;
+}
+
+/* Learns from a libunwind walk pcs[0..m) whose frame-pointer prefix pcs[0..nfp) ends in the
+ * frame at last_fp (so pcs[nfp - 1]'s stack pointer is last_fp + 16).  A frame already
+ * learned is checked at its constant (a word compare) before the stack is scanned (up to its
+ * top: frames of any size); learning stops at a frame whose constant varies (the walk from
+ * the table cannot pass it). */
+static void learn_walk(const uintptr_t *pcs, size_t m, size_t nfp, uintptr_t last_fp, uintptr_t hi,
+                       size_t max) {
+  uintptr_t sp = last_fp + 16;
+  const uintptr_t *end = (const uintptr_t *)(hi - 8);
+  for (size_t i = nfp - 1; i + 1 < m; i++) {
+    uint64_t info = learn_get(pcs[i]);
+    if (info == LEARN_VARIES) return;
+    const uintptr_t *slot = (const uintptr_t *)sp;
+    size_t k = 0, known = info >> 9;
+    if (info != 0 && !(info & 0x100) && known >= 8 && slot + known / 8 - 1 < end &&
+        slot[known / 8 - 1] == pcs[i + 1])
+      k = known / 8 - 1;
+    else
+      while (slot + k < end && slot[k] != pcs[i + 1])
+        k++;
+    if (slot + k >= end) return;
+    learn_put(pcs[i], (k + 1) * 8, 0);
+    sp += (k + 1) * 8;
+  }
+  if (m < max) learn_put(pcs[m - 1], 0, 1);
+}
 
 uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi) {
   if (st.mode == OBM_TRACE_STACKS_NONE) return 0;
-  uintptr_t pcs[OBM_TRACE_MAX_FRAMES];
+  uintptr_t pcs[OBM_TRACE_MAX_FRAMES], last_fp = 0;
   int broken;
   uint64_t h;
-  size_t n = walk_fp(frame, lo, hi, pcs, st.max_frames, &broken, &h);
+  last_stack_t *last = &st.last[slot];
+  size_t n = walk_fp(frame, lo, hi, pcs, st.max_frames, &broken, &h, &last->code, &last_fp);
   if (n == 0) return 0;
-  int unwind = st.unw_backtrace &&
-               (st.mode == OBM_TRACE_STACKS_UNWIND || (broken && st.mode == OBM_TRACE_STACKS_AUTO));
-  if (unwind && (st.mode == OBM_TRACE_STACKS_UNWIND || n < AUTO_TRUST)) {
-    size_t m = walk_unwind(pcs[0], pcs, st.max_frames);
-    if (m > 0) n = m;
-    unwind = 0; /* done: cache under the unwound stack itself */
-    h = hash_pcs(pcs, n);
+  if (broken == 2) { /* a zero link ends the stack where libunwind said so, twice or more */
+    uint64_t info = st.mode == OBM_TRACE_STACKS_AUTO ? learn_get(pcs[n - 1]) : 0;
+    broken = !((info & 0x100) && (info & 0xff) >= LEARN_TRUST);
+    if (st.mode != OBM_TRACE_STACKS_AUTO) broken = 0;
+  }
+  if (st.unw_backtrace &&
+      (st.mode == OBM_TRACE_STACKS_UNWIND || (broken && st.mode == OBM_TRACE_STACKS_AUTO))) {
+    size_t m = 0;
+    if (st.mode == OBM_TRACE_STACKS_AUTO)
+      m = walk_learned(pcs, n, last_fp + 16, hi, st.max_frames, &h, &last->code);
+    if (m == 0) {
+      /* learn only where libunwind agrees with the frame-pointer prefix (a stale link that
+       * passed the checks would put last_fp elsewhere) */
+      uintptr_t prefix[8];
+      size_t nfp = n;
+      memcpy(prefix, pcs, (nfp < 8 ? nfp : 8) * sizeof *pcs);
+      m = walk_unwind(pcs[0], pcs, st.max_frames);
+      if (m > 0) {
+        n = m;
+        h = hash_pcs(pcs, n);
+        if (st.mode == OBM_TRACE_STACKS_AUTO && nfp <= 8 && m > nfp &&
+            memcmp(prefix, pcs, nfp * sizeof *pcs) == 0)
+          learn_walk(pcs, m, nfp, last_fp, hi, st.max_frames);
+      }
+    } else {
+      n = m;
+    }
   }
   h = mix(h + n);
   cache_entry_t *c = &st.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
   if (c->hash == h && c->depth == n && c->id != 0) return c->id;
-  uint32_t key_depth = (uint32_t)n;
-  if (unwind) {
-    size_t m = walk_unwind(pcs[0], pcs, st.max_frames);
-    if (m > 0) n = m;
-  }
-  uint32_t parent = 0;
-  for (size_t i = n; i-- > 0;) {
+  /* the outer frames shared with the previous stack keep their ids (moved to their place in
+   * this stack); last is invalid (n = 0) until the new inner part is interned */
+  size_t shared = 0;
+  while (shared < n && shared < last->n && pcs[n - 1 - shared] == last->pcs[last->n - 1 - shared])
+    shared++;
+  if (shared && last->n != n)
+    memmove(last->ids + (n - shared), last->ids + (last->n - shared), shared * sizeof *last->ids);
+  last->n = 0;
+  uint32_t parent = shared ? last->ids[n - shared] : 0;
+  for (size_t i = n - shared; i-- > 0;) {
     uint32_t f = intern(st.frame_slots, FRAME_SLOTS, &st.nframe_ids, FRAME_IDS, st.frame_defs,
                         pcs[i], 0, pcs[i]);
     if (f == ID_LOST) goto lost;
-    uint32_t s = intern(st.stack_slots, STACK_SLOTS, &st.nstack_ids, STACK_IDS, st.stack_defs,
-                        (uint64_t)parent << 32 | f, parent, f);
+    uint32_t s = intern_stack(parent, f);
     if (s == ID_LOST) goto lost;
-    parent = s;
+    last->ids[i] = parent = s;
   }
-  *c = (cache_entry_t){h, key_depth, parent};
+  memcpy(last->pcs, pcs, n * sizeof *pcs);
+  last->n = (uint32_t)n;
+  *c = (cache_entry_t){h, (uint32_t)n, parent};
   return parent;
 lost:
   atomic_fetch_add_explicit(&st.lost, 1, memory_order_relaxed);

@@ -1,17 +1,24 @@
 /* trace.c — the tracer's core: start/stop/flush, thread slots, the allocation hooks, sampling.
  *
  * Each thread that allocates while tracing gets a slot (one of OBM_TRACE_MAX_THREADS, in a raw
- * mapping) with its own event buffer; a hook encodes the event into that buffer
- * (capture_internal.h's delta coding) and hands a full buffer to the writer thread.  Nothing
- * on the hook path allocates, takes a global lock or uses stdio; a full buffer costs one
- * short mutex hold to queue it (once per 64 KiB of records).
+ * mapping) with its own event buffer; a hook appends the event as fixed-size raw words
+ * (trace_internal.h) and hands a full buffer to the writer thread, which codes them
+ * (capture_internal.h's delta coding).  Nothing on the hook path allocates, takes a lock,
+ * makes an atomic read-modify-write or uses stdio; a full buffer costs one short mutex hold
+ * to queue it (once per 256 KiB of raw words).  The time of an event is the writer's
+ * millisecond tick in exact mode (one load), the clock in sampled mode.
  *
- * Concurrency: a slot's `busy` word is 1 while its thread is inside a hook and 2 while
- * obm_trace_flush/stop take its buffer; a hook sets it with a CAS (seq_cst) and then re-reads
- * _obm_trace_on, stop clears _obm_trace_on and then takes every busy word (Dekker), so after
- * stop no hook touches a buffer.  Re-entry on the same thread (the tracer's own use of libc,
- * a signal handler that allocates) is cut by a thread-local guard.  A session generation
- * (`gen`) tells a thread that its slot belongs to an earlier session.
+ * Concurrency: a per-thread lock that only flush and stop pay for.  A slot's `busy` word is 1
+ * while its thread is inside a hook (plain stores by that thread); `hold` is 1 while
+ * obm_trace_flush/stop take the buffer.  A hook stores busy = 1 and then reads hold; flush
+ * stores hold = 1 and then reads busy, so one of them sees the other (Dekker): the store-load
+ * order is made by membarrier(PRIVATE_EXPEDITED) on flush's side and only a compiler barrier
+ * on the hook's (seq_cst exchanges on both sides where membarrier is missing, and under TSan).
+ * A hook that sees hold waits for it to clear; flush waits for busy = 0 and takes the buffer.
+ * Stop clears _obm_trace_on first, so a hook that then enters returns.  Re-entry on the same
+ * thread (the tracer's own use of libc, a signal handler that allocates) is cut by a
+ * thread-local guard.  A session generation (`gen`) tells a thread that its slot belongs to
+ * an earlier session.
  *
  * The allocator decides what is recorded (src/alloc/alloc.c): while the hooks are installed,
  * exact mode records every allocation; sampled mode (Poisson by bytes, as tcmalloc and memray)
@@ -24,7 +31,8 @@
  * atfork child handler; otherwise it does not trace.
  *
  * Invariants: slot.state: 0 free -> 1 in use -> 2 exited (last buffer queued) -> 3 draining
- * (the writer is writing that buffer) -> 0;  buffer->used <= OBM_TRACE_BUFFER_SIZE.
+ * (the writer is writing that buffer) -> 0;  buffer == NULL or
+ * buffer->words < pos <= limit + OBM_TRACE_RAW_EVENT_MAX <= buffer->words + OBM_TRACE_BUFFER_WORDS.
  */
 #define _GNU_SOURCE
 #include "trace/trace_internal.h"
@@ -35,12 +43,15 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 typedef struct trace_thread_s {
-  _Atomic int busy;     /* 0 idle, 1 in a hook, 2 held by flush/stop */
+  _Atomic int busy;     /* 1 while the thread is in a hook (stored by the thread only) */
+  _Atomic int hold;     /* 1 while flush/stop take the buffer (stored under g.control) */
   _Atomic int state;    /* see the invariants above */
   _Atomic int announce; /* 1: a THREAD record is due (set after the fields below) */
   uint32_t index;       /* slot + 1: the stream id in the file */
@@ -48,6 +59,8 @@ typedef struct trace_thread_s {
   char name[16];
   uintptr_t stack_lo, stack_hi; /* the thread's stack mapping: frame pointers must lie in it */
   obm_trace_buffer_t *buffer;   /* NULL until the first event (or after a flush took it) */
+  uint64_t *pos, *limit;        /* the next word; an event starts at or below limit */
+  uint64_t time_ns;             /* the buffer's latest TIME word */
 } __attribute__((aligned(OBM_CACHE_LINE))) trace_thread_t;
 
 _Atomic int _obm_trace_on;
@@ -61,6 +74,9 @@ static struct {
   _Atomic uint64_t sample_seed; /* options.seed, likewise */
   _Atomic uint64_t nsamplers;   /* threads that drew a countdown this session */
   int fd;
+  int fence;            /* 1: busy and hold are stored by seq_cst exchanges (no membarrier; TSan) */
+  pid_t membarrier_pid; /* the process that registered for membarrier */
+  int clock;            /* 1: hooks read the clock (sampled mode), 0: the writer's tick */
   obm_trace_options_t options;
   uint64_t start_ns;
   char template[4096]; /* the path asked for, %p unexpanded (a forked child expands it again) */
@@ -134,7 +150,7 @@ static int64_t next_sample(void) {
 
 static void thread_exit(void *arg);
 
-static trace_thread_t *register_thread(uint64_t gen) {
+static OBM_NOINLINE trace_thread_t *register_thread(uint64_t gen) {
   for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++) {
     trace_thread_t *t = &g.threads[i];
     int expected = 0;
@@ -147,6 +163,7 @@ static trace_thread_t *register_thread(uint64_t gen) {
     prctl(PR_GET_NAME, t->name, 0, 0, 0);
     _obm_trace_stack_bounds(&t->stack_lo, &t->stack_hi);
     t->buffer = NULL;
+    t->pos = t->limit = NULL;
     atomic_store_explicit(&t->announce, 1, memory_order_release);
     tls_thread = t;
     tls_gen = gen;
@@ -158,39 +175,65 @@ static trace_thread_t *register_thread(uint64_t gen) {
   return NULL;
 }
 
-static void lock_busy(trace_thread_t *t, int as) {
-  int expected = 0;
-  while (!atomic_compare_exchange_weak(&t->busy, &expected, as)) {
-    expected = 0;
-    __builtin_ia32_pause();
+#if defined(__SANITIZE_THREAD__)
+#define TRACE_TSAN 1
+#else
+#define TRACE_TSAN 0
+#endif
+
+/* The hook's side of the Dekker pair: busy = 1, then hold is read; waits while hold is set.
+ * Without membarrier the store is a seq_cst exchange (a full barrier, which TSan models; it
+ * refuses atomic_thread_fence), paired with flush's seq_cst exchange of hold. */
+OBM_INLINE void lock_own(trace_thread_t *t) {
+  for (;;) {
+    if (obm_unlikely(g.fence)) {
+      atomic_exchange_explicit(&t->busy, 1, memory_order_seq_cst);
+    } else {
+      atomic_store_explicit(&t->busy, 1, memory_order_relaxed);
+      atomic_signal_fence(memory_order_seq_cst); /* flush's membarrier orders the rest */
+    }
+    if (obm_likely(!atomic_load_explicit(&t->hold, memory_order_seq_cst))) return;
+    atomic_store_explicit(&t->busy, 0, memory_order_release);
+    while (atomic_load_explicit(&t->hold, memory_order_acquire))
+      __builtin_ia32_pause();
   }
 }
 
+static void unlock_own(trace_thread_t *t) {
+  atomic_store_explicit(&t->busy, 0, memory_order_release);
+}
+
+/* Flush's side, after its stores of hold: makes every hook that stored busy = 1 before this
+ * visible to the busy loads that follow, and every hook after it see hold.  Without membarrier
+ * the stores of hold were seq_cst exchanges (the hooks' side does the same). */
+static void heavy_barrier(void) {
+  if (!g.fence) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+}
+
 /* Enters a hook: the calling thread's slot with busy held, or NULL (not tracing). */
-static trace_thread_t *enter(void) {
+OBM_INLINE trace_thread_t *enter(void) {
   uint64_t gen = atomic_load_explicit(&g.gen, memory_order_acquire);
   trace_thread_t *t = tls_thread;
-  if (!t || tls_gen != gen) {
+  if (obm_unlikely(!t || tls_gen != gen)) {
     t = register_thread(gen);
     if (!t) return NULL;
   }
-  lock_busy(t, 1);
-  if (!atomic_load(&_obm_trace_on) || atomic_load(&g.gen) != tls_gen) {
-    atomic_store_explicit(&t->busy, 0, memory_order_release);
+  lock_own(t);
+  if (obm_unlikely(!atomic_load(&_obm_trace_on) || atomic_load(&g.gen) != tls_gen)) {
+    unlock_own(t);
     return NULL;
   }
   return t;
 }
 
-static void leave(trace_thread_t *t) {
-  atomic_store_explicit(&t->busy, 0, memory_order_release);
-}
-
-/* Hands the thread's buffer to the writer (called with busy held by the thread or by flush). */
+/* Hands the thread's buffer to the writer (called with busy held by the thread, or with hold
+ * by flush after busy was seen 0). */
 static void submit(trace_thread_t *t) {
   if (t->buffer) {
+    t->buffer->nwords = (uint32_t)(t->pos - t->buffer->words);
     _obm_trace_writer_submit(t->buffer);
     t->buffer = NULL;
+    t->pos = t->limit = NULL;
   }
 }
 
@@ -198,12 +241,14 @@ static void thread_exit(void *arg) {
   trace_thread_t *t = arg;
   tls_guard = 1;
   if (t == tls_thread && tls_gen == atomic_load(&g.gen) && atomic_load(&t->state) == 1) {
-    lock_busy(t, 2);
-    prctl(PR_GET_NAME, t->name, 0, 0, 0); /* the name it ended with */
-    atomic_store_explicit(&t->announce, 1, memory_order_release);
-    submit(t);
-    atomic_store(&t->state, 2);
-    atomic_store_explicit(&t->busy, 0, memory_order_release);
+    lock_own(t);
+    if (atomic_load(&t->state) == 1) {      /* stop may have taken the slot meanwhile */
+      prctl(PR_GET_NAME, t->name, 0, 0, 0); /* the name it ended with */
+      atomic_store_explicit(&t->announce, 1, memory_order_release);
+      submit(t);
+      atomic_store(&t->state, 2);
+    }
+    unlock_own(t);
   }
   tls_thread = NULL;
   tls_guard = 0;
@@ -237,99 +282,63 @@ void _obm_trace_threads_announce(void (*fn)(const obm_trace_thread_info_t *, voi
 
 /* ---- recording ------------------------------------------------------------------------------ */
 
-/* Room for one event plus a TIME record in the thread's buffer; NULL when out of memory. */
-static obm_trace_buffer_t *reserve_room(trace_thread_t *t) {
-  obm_trace_buffer_t *b = t->buffer;
-  if (b && b->used + OBM_CAP_EVENT_MAX + 12 > OBM_TRACE_BUFFER_SIZE) {
-    submit(t);
-    b = NULL;
-  }
-  uint64_t now = _obm_os_clock_coarse_ns() - g.start_ns;
+/* The time for an event: the writer's tick (exact mode: one load) or the coarse clock
+ * (sampled; start_ns is a coarse reading too, so the difference is not negative). */
+static inline uint64_t event_time(void) {
+  if (obm_likely(!g.clock)) return atomic_load_explicit(&_obm_trace_tick_ns, memory_order_relaxed);
+  return _obm_os_clock_coarse_ns() - g.start_ns;
+}
+
+/* A fresh buffer for t (the full one queued), starting with a TIME word; NULL when out of
+ * memory (the event is counted lost). */
+static OBM_NOINLINE uint64_t *fresh_buffer(trace_thread_t *t, uint64_t now) {
+  submit(t);
+  obm_trace_buffer_t *b = _obm_trace_buffer_get();
   if (!b) {
-    b = _obm_trace_buffer_get();
-    if (!b) return NULL;
-    b->stream = t->index;
-    b->base_time_ns = b->last_time_ns = now;
-    t->buffer = b;
-  } else if (now >= b->last_time_ns + 1000) {
-    uint64_t us = (now - b->last_time_ns) / 1000;
-    uint8_t *p = b->data + b->used;
-    *p++ = OBM_CAP_TIME;
-    p = _obm_cap_put_varint(p, us);
-    b->used = (uint32_t)(p - b->data);
-    b->last_time_ns += us * 1000;
+    atomic_fetch_add_explicit(&g.nlost, 1, memory_order_relaxed);
+    return NULL;
   }
-  return b;
+  b->stream = t->index;
+  t->buffer = b;
+  t->limit = b->words + OBM_TRACE_BUFFER_WORDS - OBM_TRACE_RAW_EVENT_MAX;
+  b->words[0] = now << 2 | OBM_TRACE_RAW_TIME;
+  t->time_ns = now;
+  return b->words + 1;
 }
 
-/* reserve_room, counting the event as lost when there is no room. */
-static obm_trace_buffer_t *reserve(trace_thread_t *t) {
-  obm_trace_buffer_t *b = reserve_room(t);
-  if (!b) atomic_fetch_add_explicit(&g.nlost, 1, memory_order_relaxed);
-  return b;
+/* Room for one event (and its TIME word when the time moved) at the returned place; NULL when
+ * out of memory. */
+static inline uint64_t *reserve(trace_thread_t *t) {
+  uint64_t now = event_time();
+  uint64_t *w = t->pos;
+  if (obm_unlikely(w > t->limit || !w)) return fresh_buffer(t, now);
+  if (obm_unlikely(now != t->time_ns)) {
+    *w++ = now << 2 | OBM_TRACE_RAW_TIME;
+    t->time_ns = now;
+  }
+  return w;
 }
 
-static void put_alloc(trace_thread_t *t, uint64_t p, uint64_t size, uint32_t stack) {
-  obm_trace_buffer_t *b = reserve(t);
-  if (!b) return;
-  uint8_t *o = b->data + b->used;
-  obm_cap_delta_t *d = &b->delta;
-  if (p & ((1u << OBM_CAP_ADDRESS_SHIFT) - 1)) {
-    *o++ = OBM_CAP_ALLOC_RAW;
-    o = _obm_cap_put_varint(o, p);
-    o = _obm_cap_put_varint(o, size);
-    o = _obm_cap_put_varint(o, stack);
+static inline void put_alloc(trace_thread_t *t, uint64_t p, uint64_t size, uint32_t stack) {
+  uint64_t *w = reserve(t);
+  if (!w) return;
+  if (obm_likely(size < ((uint64_t)1 << 32))) {
+    w[0] = p << 2 | OBM_TRACE_RAW_ALLOC;
+    w[1] = size << 32 | stack;
+    t->pos = w + 2;
   } else {
-    uint64_t units = p >> OBM_CAP_ADDRESS_SHIFT;
-    int k = _obm_cap_mru_find(d, size, stack);
-    if (k >= 0) {
-      int64_t diff = (int64_t)(units - d->mru[k].last);
-      int64_t block = (int64_t)_obm_cap_block_units(size), q = diff / block;
-      if (q * block == diff && q >= -8 && q < 8) {
-        *o++ = (uint8_t)(OBM_CAP_TAG_ALLOC_MRU | (unsigned)k << 4 | ((uint64_t)q & 0xf));
-      } else {
-        *o++ = (uint8_t)(OBM_CAP_ALLOC_MRU_FAR + k);
-        o = _obm_cap_put_varint(o, _obm_cap_zigzag(diff));
-      }
-    } else {
-      int j = _obm_cap_mru_find_stack(d, stack);
-      *o++ = (uint8_t)(j >= 0 ? OBM_CAP_ALLOC_MRU_STACK + j : OBM_CAP_ALLOC);
-      o = _obm_cap_put_varint(o, _obm_cap_zigzag((int64_t)(units - d->last_alloc)));
-      o = _obm_cap_put_varint(o, size);
-      if (j < 0) o = _obm_cap_put_varint(o, stack);
-    }
-    _obm_cap_note_alloc(d, k, units, size, stack);
+    w[0] = p << 2 | OBM_TRACE_RAW_ALLOC_BIG;
+    w[1] = size;
+    w[2] = stack;
+    t->pos = w + 3;
   }
-  b->used = (uint32_t)(o - b->data);
-  b->nevents++;
 }
 
-static void put_free(trace_thread_t *t, uint64_t p) {
-  obm_trace_buffer_t *b = reserve(t);
-  if (!b) return;
-  uint8_t *o = b->data + b->used;
-  obm_cap_delta_t *d = &b->delta;
-  if (p & ((1u << OBM_CAP_ADDRESS_SHIFT) - 1)) {
-    *o++ = OBM_CAP_FREE_RAW;
-    o = _obm_cap_put_varint(o, p);
-  } else {
-    uint64_t units = p >> OBM_CAP_ADDRESS_SHIFT;
-    int64_t diff = (int64_t)(units - d->last_free);
-    uint32_t age = 0;
-    while (age < OBM_CAP_NRECENT && _obm_cap_recent(d, age) != units)
-      age++;
-    if (age < OBM_CAP_NRECENT) {
-      *o++ = (uint8_t)(OBM_CAP_TAG_FREE_RECENT | age);
-    } else if (diff >= -32 && diff < 32) {
-      *o++ = (uint8_t)(OBM_CAP_TAG_FREE_NEAR | ((uint64_t)diff & 0x3f));
-    } else {
-      *o++ = OBM_CAP_FREE;
-      o = _obm_cap_put_varint(o, _obm_cap_zigzag(diff));
-    }
-    d->last_free = units;
-  }
-  b->used = (uint32_t)(o - b->data);
-  b->nevents++;
+static inline void put_free(trace_thread_t *t, uint64_t p) {
+  uint64_t *w = reserve(t);
+  if (!w) return;
+  w[0] = p << 2 | OBM_TRACE_RAW_FREE;
+  t->pos = w + 1;
 }
 
 static void record_alloc(trace_thread_t *t, void *p, size_t size, void *frame) {
@@ -345,7 +354,7 @@ OBM_NOINLINE void _obm_trace_alloc(void *p, size_t size) {
   trace_thread_t *t = enter();
   if (t) {
     record_alloc(t, p, size, __builtin_frame_address(0));
-    leave(t);
+    unlock_own(t);
   }
   tls_guard = 0;
 }
@@ -356,7 +365,7 @@ OBM_NOINLINE void _obm_trace_free(void *p) {
   trace_thread_t *t = enter();
   if (t) {
     put_free(t, (uint64_t)(uintptr_t)p);
-    leave(t);
+    unlock_own(t);
   }
   tls_guard = 0;
 }
@@ -368,7 +377,7 @@ OBM_NOINLINE void _obm_trace_realloc(void *old, void *p, size_t size) {
   if (t) {
     if (old) put_free(t, (uint64_t)(uintptr_t)old);
     record_alloc(t, p, size, __builtin_frame_address(0));
-    leave(t);
+    unlock_own(t);
   }
   tls_guard = 0;
 }
@@ -398,6 +407,7 @@ static void forget_session(void) {
   for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++) {
     atomic_store(&g.threads[i].state, 0);
     atomic_store(&g.threads[i].busy, 0);
+    atomic_store(&g.threads[i].hold, 0);
   }
 }
 
@@ -457,6 +467,14 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
       strlen(path) >= sizeof g.template)
     return EINVAL;
   if (o.seed == 0) o.seed = _obm_os_clock_ns() | 1;
+  /* membarrier lets the hooks do without a fence; registered once in each process (a forked
+   * child is a new one; registering may wait for an RCU grace period) */
+  if (g.membarrier_pid != getpid()) {
+    g.membarrier_pid = getpid();
+    g.fence =
+        TRACE_TSAN || syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0;
+  }
+  g.clock = o.mode == OBM_TRACE_SAMPLED;
   int err = expand_path(path, g.path, sizeof g.path);
   if (err) return err;
   if (g.template != path) memmove(g.template, path, strlen(path) + 1);
@@ -482,7 +500,7 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   if (fd < 0) return errno;
   struct timespec wall;
   clock_gettime(CLOCK_REALTIME, &wall);
-  g.start_ns = _obm_os_clock_coarse_ns();
+  g.start_ns = _obm_os_clock_coarse_ns(); /* <= any later reading of either clock */
   uint8_t header[OBM_CAP_HEADER_SIZE];
   uint32_t flags = (o.mode == OBM_TRACE_SAMPLED ? OBM_CAPTURE_FLAG_SAMPLED : 0) |
                    (o.stacks != OBM_TRACE_STACKS_NONE ? OBM_CAPTURE_FLAG_STACKS : 0);
@@ -497,9 +515,10 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++) {
     atomic_store(&g.threads[i].state, 0);
     atomic_store(&g.threads[i].busy, 0);
+    atomic_store(&g.threads[i].hold, 0);
   }
   atomic_store(&g.nlost, 0);
-  err = _obm_trace_writer_start(fd, o.sample_interval_ms);
+  err = _obm_trace_writer_start(fd, o.sample_interval_ms, !g.clock);
   if (err) {
     close(fd);
     return err;
@@ -525,15 +544,22 @@ int obm_trace_start(const char *path, const obm_trace_options_t *options) {
   return err;
 }
 
-/* Takes every slot's buffer (waiting for a hook in progress) and queues it. */
+/* Takes every slot's buffer (waiting for a hook in progress) and queues it: holds every slot
+ * in use, one heavy barrier, then each slot once its hook (if any) has left. */
 static void collect_all(int stopping) {
+  for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++)
+    if (atomic_load(&g.threads[i].state) == 1) atomic_exchange(&g.threads[i].hold, 1);
+  heavy_barrier();
   for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++) {
     trace_thread_t *t = &g.threads[i];
-    if (atomic_load(&t->state) != 1) continue;
-    lock_busy(t, 2);
-    if (atomic_load(&t->state) == 1) submit(t);
-    if (stopping) atomic_store(&t->state, 2);
-    atomic_store_explicit(&t->busy, 0, memory_order_release);
+    if (!atomic_load_explicit(&t->hold, memory_order_relaxed)) continue;
+    while (atomic_load(&t->busy))
+      __builtin_ia32_pause();
+    if (atomic_load(&t->state) == 1) {
+      submit(t);
+      if (stopping) atomic_store(&t->state, 2);
+    }
+    atomic_store_explicit(&t->hold, 0, memory_order_release);
   }
 }
 
@@ -564,7 +590,7 @@ int obm_trace_stop(void) {
   int err = EINVAL;
   if (atomic_load(&_obm_trace_on)) {
     _obm_alloc_set_hooks(NULL);
-    atomic_store(&_obm_trace_on, 0); /* seq_cst: pairs with the hook's CAS on busy */
+    atomic_store(&_obm_trace_on, 0); /* a hook that enters after collect_all returns */
     collect_all(1);
     atomic_fetch_add(&g.gen, 1);
     err = _obm_trace_writer_stop(atomic_load(&g.nlost) + _obm_trace_stacks_lost());

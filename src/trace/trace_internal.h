@@ -33,21 +33,33 @@ OBM_HIDDEN void _obm_trace_realloc(void *old, void *p, size_t size);
 
 /* ---- shared between trace.c, stacks.c and writer.c ------------------------------------- */
 
-#define OBM_TRACE_MAX_FRAMES  256
-#define OBM_TRACE_MAX_THREADS 1024        /* thread slots; a thread past them is not traced */
-#define OBM_TRACE_BUFFER_SIZE (64 * 1024) /* one thread's event buffer (payload bytes) */
+#define OBM_TRACE_MAX_FRAMES   256
+#define OBM_TRACE_MAX_THREADS  1024        /* thread slots; a thread past them is not traced */
+#define OBM_TRACE_BUFFER_WORDS (32 * 1024) /* one thread's event buffer: 256 KiB of raw words */
 
-/* An event buffer: a block's payload being filled by one thread, then queued for the writer.
- * Invariant: used <= OBM_TRACE_BUFFER_SIZE - OBM_CAP_EVENT_MAX while owned by a thread. */
+/* Raw event words, what a hook appends (fixed size, no coding): the writer thread turns them
+ * into the file's delta-coded records (writer.c).  The low 2 bits of a word's first word say:
+ *   0  TIME   word >> 2 = ns since start; every buffer starts with one, and a hook adds one
+ *             when the time it reads has changed since the buffer's latest
+ *   1  FREE   word >> 2 = the address
+ *   2  ALLOC  word >> 2 = the address; next word: size << 32 | stack   (size < 2^32)
+ *   3  ALLOC  word >> 2 = the address; next words: size, stack          (any size)
+ * (user-space addresses are below 2^62 on every machine obmem runs on). */
+enum {
+  OBM_TRACE_RAW_TIME = 0,
+  OBM_TRACE_RAW_FREE = 1,
+  OBM_TRACE_RAW_ALLOC = 2,
+  OBM_TRACE_RAW_ALLOC_BIG = 3
+};
+#define OBM_TRACE_RAW_EVENT_MAX 4 /* words: an ALLOC_BIG and a TIME */
+
+/* An event buffer: raw words filled by one thread, then queued for the writer.
+ * Invariant: nwords <= OBM_TRACE_BUFFER_WORDS; words[0] is a TIME word once nwords > 0. */
 typedef struct obm_trace_buffer_s {
   struct obm_trace_buffer_s *next; /* in the writer queue or the free list */
-  uint32_t used;                   /* payload bytes */
+  uint32_t nwords;                 /* set when the buffer is queued */
   uint32_t stream;                 /* thread index */
-  uint64_t base_time_ns;           /* time of the first event (since start) */
-  uint64_t last_time_ns;           /* time of the last TIME point */
-  obm_cap_delta_t delta;           /* coding state (capture_internal.h), zero at start */
-  uint64_t nevents;                /* events in data */
-  uint8_t data[OBM_TRACE_BUFFER_SIZE];
+  uint64_t words[OBM_TRACE_BUFFER_WORDS];
 } obm_trace_buffer_t;
 
 /* Stack interning (stacks.c).  Ids are dense from 1 in order of creation; the writer writes
@@ -77,7 +89,10 @@ OBM_HIDDEN const obm_trace_def_t *_obm_trace_frame_def(uint32_t id);
 OBM_HIDDEN uint64_t _obm_trace_stacks_lost(void);
 
 /* The writer (writer.c). */
-OBM_HIDDEN int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms);
+/* The writer's clock for the hooks: ns since start, advanced by the writer thread every
+ * millisecond while `ticking` was asked of _obm_trace_writer_start (exact mode). */
+extern OBM_HIDDEN _Atomic uint64_t _obm_trace_tick_ns;
+OBM_HIDDEN int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms, int ticking);
 /* Queues a filled buffer (FIFO: a thread's buffers reach the file in its order). */
 OBM_HIDDEN void _obm_trace_writer_submit(obm_trace_buffer_t *buffer);
 OBM_HIDDEN obm_trace_buffer_t *_obm_trace_buffer_get(void); /* NULL when out of memory */
@@ -105,6 +120,6 @@ OBM_HIDDEN void _obm_trace_threads_announce(void (*fn)(const obm_trace_thread_in
 OBM_HIDDEN void _obm_trace_threads_release_exited(void);
 /* In a forked child: the writer thread does not exist there; forget it (no locks taken). */
 OBM_HIDDEN void _obm_trace_writer_forget(void);
-OBM_HIDDEN uint64_t _obm_trace_start_ns(void); /* monotonic clock at start */
+OBM_HIDDEN uint64_t _obm_trace_start_ns(void); /* coarse monotonic clock at start */
 
 #endif /* OBM_TRACE_INTERNAL_H */

@@ -1,12 +1,16 @@
 /* writer.c — the tracer's writer thread: event buffers, definitions and the timeline to the file.
  *
- * Threads queue full event buffers (a FIFO under one mutex, taken once per buffer) and post a
- * semaphore.  The writer thread wakes on that or every sample period, and in each cycle:
+ * Threads queue full event buffers of raw words (trace_internal.h; a FIFO under one mutex,
+ * taken once per buffer) and post a semaphore.  The writer thread wakes on that or every
+ * sample period (and, in exact mode, every millisecond to advance the hooks' clock,
+ * _obm_trace_tick_ns), and in each cycle:
  *   1. marks exited thread slots, 2. takes the whole queue,
  *   3. writes one definitions block (stream 0): THREAD records for new or renamed threads,
  *      MODULE records when the set of loaded objects changed, the FRAME and STACK records made
  *      since the last cycle (in id order, up to the first not yet ready), a SAMPLE when due,
- *   4. writes each queued buffer as a block (header + payload in one writev), recycles it,
+ *   4. codes each queued buffer into blocks (delta coding, capture_internal.h; a block per
+ *      buffer unless it outgrows OBM_CAP_BLOCK_MAX), writes each (header + payload in one
+ *      writev) and recycles the buffer,
  *   5. frees the marked slots.
  * Every id an event uses was made ready before its buffer was queued, so step 3 defines it
  * before step 4 writes the event.  Blocks are whole when each writev returns, so a process
@@ -47,6 +51,8 @@ static struct {
   int seen_main;
   uint8_t *defs; /* block header + payload, OBM_CAP_BLOCK_MAX + header */
   size_t defs_used;
+  uint8_t *events;  /* an event block's payload being coded, OBM_CAP_BLOCK_MAX */
+  uint32_t tick_ms; /* 1: advance _obm_trace_tick_ns every millisecond; 0: not */
   uint64_t nlost;
   _Atomic uint64_t bytes, nevents;
   _Atomic int error;
@@ -54,6 +60,8 @@ static struct {
 } w = {.lock = PTHREAD_MUTEX_INITIALIZER,
        .flush_lock = PTHREAD_MUTEX_INITIALIZER,
        .flushed = PTHREAD_COND_INITIALIZER};
+
+_Atomic uint64_t _obm_trace_tick_ns;
 
 uint64_t _obm_trace_writer_bytes(void) {
   return atomic_load(&w.bytes);
@@ -70,9 +78,7 @@ obm_trace_buffer_t *_obm_trace_buffer_get(void) {
   if (!b) b = _obm_os_map(sizeof(obm_trace_buffer_t) + 4096 - sizeof(obm_trace_buffer_t) % 4096, 0);
   if (!b) return NULL;
   b->next = NULL;
-  b->used = 0;
-  memset(&b->delta, 0, sizeof b->delta);
-  b->nevents = 0;
+  b->nwords = 0;
   return b;
 }
 
@@ -115,7 +121,133 @@ static void write_block(const uint8_t *payload, uint32_t size, uint32_t stream, 
 }
 
 static uint64_t now_ns(void) {
-  return _obm_os_clock_coarse_ns() - _obm_trace_start_ns();
+  return _obm_os_clock_ns() - _obm_trace_start_ns();
+}
+
+/* ---- event coding: raw words -> blocks of delta-coded records ------------------------------ */
+
+/* One event block being coded: the coding state both sides keep, reset at every block. */
+typedef struct coder_s {
+  obm_cap_delta_t delta;
+  uint32_t stream;
+  size_t used;           /* payload bytes in w.events */
+  uint64_t base_time_ns; /* the block's time */
+  uint64_t last_time_ns; /* the latest TIME point */
+  uint64_t nevents;
+} coder_t;
+
+static void coder_flush(coder_t *c) {
+  if (c->used) {
+    write_block(w.events, (uint32_t)c->used, c->stream, c->base_time_ns);
+    atomic_fetch_add(&w.nevents, c->nevents);
+  }
+  c->used = 0;
+  c->nevents = 0;
+  memset(&c->delta, 0, sizeof c->delta);
+  c->base_time_ns = c->last_time_ns;
+}
+
+/* Room for one event (and a TIME record) at time now; the place to code it. */
+static uint8_t *coder_reserve(coder_t *c, uint64_t now) {
+  if (c->used + OBM_CAP_EVENT_MAX + 12 > OBM_CAP_BLOCK_MAX) coder_flush(c);
+  uint8_t *p = w.events + c->used;
+  if (c->used == 0) {
+    c->base_time_ns = c->last_time_ns = now;
+  } else if (now >= c->last_time_ns + 1000) {
+    uint64_t us = (now - c->last_time_ns) / 1000;
+    *p++ = OBM_CAP_TIME;
+    p = _obm_cap_put_varint(p, us);
+    c->last_time_ns += us * 1000;
+  }
+  return p;
+}
+
+static uint8_t *code_alloc(obm_cap_delta_t *d, uint8_t *o, uint64_t p, uint64_t size,
+                           uint32_t stack) {
+  if (p & ((1u << OBM_CAP_ADDRESS_SHIFT) - 1)) {
+    *o++ = OBM_CAP_ALLOC_RAW;
+    o = _obm_cap_put_varint(o, p);
+    o = _obm_cap_put_varint(o, size);
+    return _obm_cap_put_varint(o, stack);
+  }
+  uint64_t units = p >> OBM_CAP_ADDRESS_SHIFT;
+  int k = _obm_cap_mru_find(d, size, stack);
+  if (k >= 0) {
+    int64_t diff = (int64_t)(units - d->mru[k].last);
+    int64_t block = (int64_t)_obm_cap_block_units(size), q = diff / block;
+    if (q * block == diff && q >= -8 && q < 8) {
+      *o++ = (uint8_t)(OBM_CAP_TAG_ALLOC_MRU | (unsigned)k << 4 | ((uint64_t)q & 0xf));
+    } else {
+      *o++ = (uint8_t)(OBM_CAP_ALLOC_MRU_FAR + k);
+      o = _obm_cap_put_varint(o, _obm_cap_zigzag(diff));
+    }
+  } else {
+    int j = _obm_cap_mru_find_stack(d, stack);
+    *o++ = (uint8_t)(j >= 0 ? OBM_CAP_ALLOC_MRU_STACK + j : OBM_CAP_ALLOC);
+    o = _obm_cap_put_varint(o, _obm_cap_zigzag((int64_t)(units - d->last_alloc)));
+    o = _obm_cap_put_varint(o, size);
+    if (j < 0) o = _obm_cap_put_varint(o, stack);
+  }
+  _obm_cap_note_alloc(d, k, units, size, stack);
+  return o;
+}
+
+static uint8_t *code_free(obm_cap_delta_t *d, uint8_t *o, uint64_t p) {
+  if (p & ((1u << OBM_CAP_ADDRESS_SHIFT) - 1)) {
+    *o++ = OBM_CAP_FREE_RAW;
+    return _obm_cap_put_varint(o, p);
+  }
+  uint64_t units = p >> OBM_CAP_ADDRESS_SHIFT;
+  int64_t diff = (int64_t)(units - d->last_free);
+  uint32_t age = 0;
+  while (age < OBM_CAP_NRECENT && _obm_cap_recent(d, age) != units)
+    age++;
+  if (age < OBM_CAP_NRECENT) {
+    *o++ = (uint8_t)(OBM_CAP_TAG_FREE_RECENT | age);
+  } else if (diff >= -32 && diff < 32) {
+    *o++ = (uint8_t)(OBM_CAP_TAG_FREE_NEAR | ((uint64_t)diff & 0x3f));
+  } else {
+    *o++ = OBM_CAP_FREE;
+    o = _obm_cap_put_varint(o, _obm_cap_zigzag(diff));
+  }
+  d->last_free = units;
+  return o;
+}
+
+/* Codes a thread's buffer of raw words into blocks and writes them. */
+static void write_events(const obm_trace_buffer_t *b) {
+  coder_t c = {.stream = b->stream};
+  uint64_t now = 0;
+  const uint64_t *x = b->words, *end = b->words + b->nwords;
+  while (x < end) {
+    uint64_t word = *x++;
+    uint64_t value = word >> 2;
+    uint8_t *o;
+    switch (word & 3) {
+    case OBM_TRACE_RAW_TIME:
+      now = value;
+      continue;
+    case OBM_TRACE_RAW_FREE:
+      o = coder_reserve(&c, now);
+      o = code_free(&c.delta, o, value);
+      break;
+    case OBM_TRACE_RAW_ALLOC:
+      if (x >= end) return; /* never: a hook writes an event whole */
+      o = coder_reserve(&c, now);
+      o = code_alloc(&c.delta, o, value, *x >> 32, (uint32_t)*x);
+      x++;
+      break;
+    default: /* OBM_TRACE_RAW_ALLOC_BIG */
+      if (x + 1 >= end) return;
+      o = coder_reserve(&c, now);
+      o = code_alloc(&c.delta, o, value, x[0], (uint32_t)x[1]);
+      x += 2;
+      break;
+    }
+    c.used = (size_t)(o - w.events);
+    c.nevents++;
+  }
+  coder_flush(&c);
 }
 
 static void defs_flush(void) {
@@ -271,16 +403,42 @@ static void cycle(int final) {
   while (list) {
     obm_trace_buffer_t *b = list;
     list = b->next;
-    if (b->used) {
-      write_block(b->data, b->used, b->stream, b->base_time_ns);
-      atomic_fetch_add(&w.nevents, b->nevents);
-    }
+    write_events(b);
     pthread_mutex_lock(&w.lock);
     b->next = w.free;
     w.free = b;
     pthread_mutex_unlock(&w.lock);
   }
   _obm_trace_threads_release_exited();
+}
+
+static int before(const struct timespec *a, const struct timespec *b) {
+  return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* Sleeps until deadline or a post of w.wake; while ticking, wakes every millisecond to
+ * advance _obm_trace_tick_ns (the hooks' clock in exact mode: ~1 ms resolution). */
+static void wait_until(const struct timespec *deadline) {
+  for (;;) {
+    struct timespec until = *deadline;
+    if (w.tick_ms) {
+      clock_gettime(CLOCK_MONOTONIC, &until);
+      until.tv_nsec += 1000000L;
+      if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+      }
+      if (before(deadline, &until)) until = *deadline;
+    }
+    int r;
+    while ((r = sem_clockwait(&w.wake, CLOCK_MONOTONIC, &until)) != 0 && errno == EINTR) {
+    }
+    if (w.tick_ms) atomic_store_explicit(&_obm_trace_tick_ns, now_ns(), memory_order_relaxed);
+    if (r == 0) return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (!before(&now, deadline)) return;
+  }
 }
 
 static void *writer_main(void *arg) {
@@ -295,8 +453,7 @@ static void *writer_main(void *arg) {
       deadline.tv_sec += deadline.tv_nsec / 1000000000L;
       deadline.tv_nsec %= 1000000000L;
     }
-    while (sem_clockwait(&w.wake, CLOCK_MONOTONIC, &deadline) != 0 && errno == EINTR) {
-    }
+    wait_until(&deadline);
     while (sem_trywait(&w.wake) == 0) {
     } /* one cycle serves every post so far */
     int stopping = atomic_load(&w.stopping);
@@ -320,12 +477,15 @@ static void *writer_main(void *arg) {
   }
 }
 
-int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms) {
+int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms, int ticking) {
   if (!w.defs) {
     w.defs = _obm_os_map(OBM_CAP_BLOCK_MAX, 0);
+    w.events = _obm_os_map(OBM_CAP_BLOCK_MAX, 0);
     w.stats = _obm_os_map((sizeof(obm_stats_t) + 4095) & ~(size_t)4095, 0);
-    if (!w.defs || !w.stats) return ENOMEM;
+    if (!w.defs || !w.events || !w.stats) return ENOMEM;
   }
+  w.tick_ms = ticking ? 1 : 0;
+  atomic_store(&_obm_trace_tick_ns, 0);
   if (!w.sem_made) {
     sem_init(&w.wake, 0, 0);
     w.sem_made = 1;
