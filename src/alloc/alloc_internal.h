@@ -145,6 +145,10 @@ struct obm_heap_s {
    * read by the owner without it: an entry names an arena of this heap while the arena holds
    * any live block, which is all a valid free needs. */
   _Atomic(obm_arena_t *) owned[OBM_OWNED];
+  /* Sampled tracing: bytes this thread may still allocate before its next recorded one,
+   * counted down by obm_malloc inline and by traced.c; only the owner writes it. */
+  _Atomic(int64_t) sample_left;
+  int sample_drawn;    /* sample_left was drawn once (traced.c) */
   obm_arena_t *usable; /* arenas with free slots, nfree_slots ascending */
   /* Empty pools kept per class, newest first (arena.c): changed under arena_lock only, by
    * the owner and the purge thread; the owner peeks at an entry without the lock. */

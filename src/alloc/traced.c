@@ -26,16 +26,11 @@
 #include <errno.h>
 
 _Atomic(const obm_alloc_hooks_t *) _obm_alloc_hooks;
-static _Atomic(uint64_t) hooks_session; /* installations so far */
 __thread int _obm_alloc_muted __attribute__((tls_model("initial-exec")));
-/* Bytes the thread may still allocate before its next sample, and the session they belong to. */
-static __thread int64_t sample_left __attribute__((tls_model("initial-exec")));
-static __thread uint64_t sample_session __attribute__((tls_model("initial-exec")));
 
 int _obm_alloc_set_hooks(const obm_alloc_hooks_t *h) {
   _obm_ensure_init();
   if (h && _obm_debug_on) return ENOTSUP;
-  if (h) atomic_fetch_add_explicit(&hooks_session, 1, memory_order_relaxed);
   atomic_store_explicit(&_obm_alloc_hooks, h, memory_order_release);
   return 0;
 }
@@ -54,31 +49,41 @@ OBM_INLINE const obm_alloc_hooks_t *hooks_for_call(void) {
   return atomic_load_explicit(&_obm_alloc_hooks, memory_order_acquire);
 }
 
-/* record_size's slow path, out of line (so the countdown's path saves no registers): a new
- * session's first draw, or the countdown ran out. */
-static OBM_NOINLINE const obm_alloc_hooks_t *sample_due(const obm_alloc_hooks_t *h, size_t size,
-                                                        uint64_t session) {
-  if (sample_session != session) {
-    sample_session = session;
-    sample_left = h->next_sample();
-    sample_left -= (int64_t)size;
-    if (sample_left > 0) return NULL;
+/* record_size's slow path, out of line (so the countdown's path saves no registers): the
+ * heap's first draw (a heap made or set up while not sampling holds 0, and was never drawn:
+ * its first call is not a sample), or the countdown ran out.  A countdown carries over from
+ * one tracing session to the next: the exponential distribution is memoryless, so the wait
+ * left is as good as a fresh draw of the same mean. */
+static OBM_NOINLINE const obm_alloc_hooks_t *sample_due(const obm_alloc_hooks_t *h,
+                                                        obm_heap_t *heap, size_t size) {
+  if (!heap->sample_drawn) {
+    heap->sample_drawn = 1;
+    int64_t left = h->next_sample() - (int64_t)size;
+    if (left > 0) {
+      atomic_store_explicit(&heap->sample_left, left, memory_order_relaxed);
+      return NULL;
+    }
   }
-  sample_left = h->next_sample();
+  atomic_store_explicit(&heap->sample_left, h->next_sample(), memory_order_relaxed);
   return h;
 }
 
-/* The hooks when an allocation of size bytes is to be recorded, else NULL. */
+/* The hooks when an allocation of size bytes is to be recorded, else NULL.  The countdown is
+ * the heap's, which obm_malloc also counts down inline. */
 OBM_INLINE const obm_alloc_hooks_t *record_size(size_t size) {
   const obm_alloc_hooks_t *h = hooks_for_call();
   if (!h || !h->next_sample) return h;
-  uint64_t session = atomic_load_explicit(&hooks_session, memory_order_relaxed);
-  if (obm_likely(sample_session == session)) {
-    int64_t left = sample_left - (int64_t)size;
-    sample_left = left;
-    if (obm_likely(left > 0)) return NULL;
+  obm_heap_t *heap = _obm_tls_heap;
+  if (obm_unlikely(heap->is_empty_heap)) {
+    heap = _obm_heap_init_thread();
+    if (!heap) return NULL; /* the plain path reports ENOMEM */
   }
-  return sample_due(h, size, session);
+  int64_t left = atomic_load_explicit(&heap->sample_left, memory_order_relaxed) - (int64_t)size;
+  if (obm_likely(left > 0)) {
+    atomic_store_explicit(&heap->sample_left, left, memory_order_relaxed);
+    return NULL;
+  }
+  return sample_due(h, heap, size);
 }
 
 /* Whether a live block in seg was recorded: its free goes to the hook. */
