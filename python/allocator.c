@@ -152,8 +152,12 @@ static inline void *realloc_traced(const PyMemAllocatorEx *prev, void *p, size_t
 #define TRACED_FUNCTIONS(name, index)                                                              \
   static void traced_free_##name(void *ctx, void *p) {                                             \
     (void)ctx;                                                                                     \
-    if (p != NULL) _obm_py_trace_remove(p);                                                        \
+    if (p == NULL) return;                                                                         \
+    /* the free overlaps the load of p's trace slot; no other thread can be handed p and     */    \
+    /* trace it meanwhile: this one holds the GIL, and RAW (without it) is not traced         */   \
+    _obm_py_trace_prefetch(p);                                                                     \
     free_by_owner(&previous[index], p);                                                            \
+    _obm_py_trace_remove(p);                                                                       \
   }                                                                                                \
   static void *traced_realloc_##name(void *ctx, void *p, size_t size) {                            \
     (void)ctx;                                                                                     \

@@ -9,7 +9,9 @@
  * them allocates nothing, creates no frame object and runs no Python code, so it is safe
  * inside an allocation hook.  A frame is skipped, as CPython's own tracemalloc and traceback
  * code skip it, when it is incomplete (pushed but not yet at its first traceable
- * instruction) and, on 3.12, when it is a C-stack shim (FRAME_OWNED_BY_CSTACK).  Other
+ * instruction: only the newest frame can be, so only it is tested, which spares a load of
+ * each older frame's code object) and, on 3.12, when it is a C-stack shim
+ * (FRAME_OWNED_BY_CSTACK).  Other
  * versions: _obm_py_frames_supported() is 0 and obmem.start() refuses.
  *
  * Why a walk per allocation and not a shadow stack kept by a profile hook: the walk costs
@@ -44,9 +46,10 @@ int _obm_py_frames_walk(obm_py_frame_t *out, int limit) {
 #endif
     PyCodeObject *code = frame->f_code;
     _Py_CODEUNIT *first = _PyCode_CODE(code);
-    if (frame->owner != FRAME_OWNED_BY_GENERATOR &&
+    /* Only the newest frame can be incomplete: a frame that called another has run. */
+    if (frame == thread->cframe->current_frame && frame->owner != FRAME_OWNED_BY_GENERATOR &&
         frame->prev_instr < first + code->_co_firsttraceable)
-      continue; /* incomplete */
+      continue;
     out[n].code = (PyObject *)code;
     out[n].offset = (int32_t)(frame->prev_instr - first);
     n++;

@@ -64,6 +64,8 @@ int _obm_py_frames_line(PyObject *code, int32_t offset);
 int _obm_py_trace_is_on(void);
 int _obm_py_trace_add(void *p, size_t size); /* -1: the tracer's memory ran out */
 void _obm_py_trace_remove(void *p);
+/* Starts loading p's slot of the trace table (a later _obm_py_trace_remove finds it cached). */
+void _obm_py_trace_prefetch(const void *p);
 void _obm_py_trace_lost(void);
 int _obm_py_trace_stop(void); /* 0, or -1 with an exception set */
 /* trace.c: the module's functions */
