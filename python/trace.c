@@ -20,8 +20,9 @@
  *                 deletion) gives each page with traced blocks a record: an index of its 128
  *                 16-byte offsets (entry number + 1, 0: none) and its entries (8 bytes: size,
  *                 stack id << 7 | offset), unordered, a removal moving the last entry into the
- *                 hole.  A record is freed when its last trace goes.  A free of a pointer not
- *                 in the table (allocated before start()) is ignored.
+ *                 hole.  An empty record is kept until the directory is next rebuilt (at 1/2
+ *                 load; empty pages count), which frees it.  A free of a pointer not in the
+ *                 table (allocated before start()) is ignored.
  *
  *   invariants    traced_bytes == sum of the trace sizes == sum of stacks' live_bytes;
  *                 ntraces == sum of stacks' live_count;  peak_bytes >= traced_bytes;
@@ -54,9 +55,9 @@
 #define CLOCK_EVERY   256        /* allocations between two looks at the clock */
 #define HUGE_SIZE     UINT32_MAX /* a trace's size field for blocks of 4 GiB or more */
 
-#define PAGE_SHIFT 11                  /* the directory's pages: 2 KiB of address space */
-#define PAGE_SLOTS 128                 /* 16-byte offsets in a page */
-#define MAX_STACKS (UINT32_C(1) << 25) /* stack ids fit in 25 bits beside the offset */
+#define PAGE_SHIFT 11                        /* the directory's pages: 2 KiB of address space */
+#define PAGE_SLOTS 128                       /* 16-byte offsets in a page */
+#define MAX_STACKS ((UINT32_C(1) << 24) - 2) /* ids fit beside a 7-bit offset and an nframe */
 
 typedef struct trace_entry_s {
   uint32_t size;         /* HUGE_SIZE: the size is in huge[] */
@@ -82,6 +83,13 @@ typedef struct stack_entry_s {
   uint64_t peak_bytes, peak_count; /* when traced_bytes was recorded_bytes */
 } stack_entry_t;
 
+/* A slot of the stack index: what a lookup needs without reading the stack's entry. */
+typedef struct stack_slot_s {
+  uint64_t hash;
+  uint32_t first;     /* the stack's frames are frames[first .. first + nframe) */
+  uint32_t id_nframe; /* (id + 1) << 8 | nframe; 0: empty slot */
+} stack_slot_t;
+
 typedef struct sample_s {
   double time; /* seconds since start() */
   uint64_t traced_bytes, obmem_bytes, rss_bytes;
@@ -105,13 +113,15 @@ static struct tracer_s {
 
   page_slot_t *pages;        /* the directory: capacity pages_mask + 1, a power of two */
   size_t pages_mask, npages; /* npages <= 1/2 of the capacity */
+  size_t nempty_pages;       /* pages whose record has no trace (kept until a rebuild) */
   int pages_shift;           /* 64 - log2(capacity) */
   size_t ntraces, records_bytes;
 
   stack_entry_t *stacks;
   uint32_t nstacks, stacks_capacity;
-  uint32_t *stack_index; /* stack id + 1, 0: empty; nstacks <= 1/2 of its capacity */
+  stack_slot_t *stack_index; /* nstacks <= 1/2 of its capacity */
   size_t stack_index_mask;
+  int stack_index_shift; /* 64 - log2(capacity): the index uses the hash's high bits */
   obm_py_frame_t *frames;
   size_t nframes, frames_capacity;
 
@@ -163,18 +173,31 @@ static int pages_alloc(size_t capacity) {
   return 0;
 }
 
-static int pages_grow(void) {
+static size_t record_bytes(unsigned capacity) {
+  return sizeof(page_record_t) + capacity * sizeof(trace_entry_t);
+}
+
+/* Rehashes the directory into `capacity` slots, freeing the records of empty pages. */
+static int pages_rebuild(size_t capacity) {
   page_slot_t *old = T.pages;
   size_t old_capacity = T.pages_mask + 1;
-  if (pages_alloc(old_capacity * 2) < 0) return -1; /* T unchanged */
+  if (pages_alloc(capacity) < 0) return -1; /* T unchanged */
   for (size_t i = 0; i < old_capacity; i++) {
     if (old[i].page == 0) continue;
+    page_record_t *r = old[i].record;
+    if (r->ntraces == 0) {
+      T.records_bytes -= record_bytes(r->capacity);
+      free(r);
+      T.npages--;
+      continue;
+    }
     size_t j = page_home(old[i].page);
     while (T.pages[j].page != 0)
       j = (j + 1) & T.pages_mask;
     T.pages[j] = old[i];
   }
   free(old);
+  T.nempty_pages = 0;
   return 0;
 }
 
@@ -186,45 +209,17 @@ static inline page_slot_t *page_find(uintptr_t page) {
   }
 }
 
-/* Empties directory slot `hole`, moving later slots of its cluster back (no tombstones). */
-static void page_delete(size_t hole) {
-  size_t i = hole, j = hole;
-  for (;;) {
-    j = (j + 1) & T.pages_mask;
-    if (T.pages[j].page == 0) break;
-    size_t k = page_home(T.pages[j].page);
-    if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) continue; /* at home or past it */
-    T.pages[i] = T.pages[j];
-    i = j;
-  }
-  T.pages[i].page = 0;
-  T.pages[i].record = NULL;
-  T.npages--;
-}
-
-static size_t record_bytes(unsigned capacity) {
-  return sizeof(page_record_t) + capacity * sizeof(trace_entry_t);
-}
-
-/* The record of `page`, made (empty) when there is none, with room for one more trace;
- * NULL when out of memory. */
-static page_record_t *page_record_for_add(uintptr_t page) {
+/* The directory slot of `page`, with a record (made empty when there was none); NULL when
+ * out of memory. */
+static page_slot_t *page_slot_for_add(uintptr_t page) {
   size_t i = page_home(page);
-  for (; T.pages[i].page != 0; i = (i + 1) & T.pages_mask) {
-    if (T.pages[i].page != page) continue;
-    page_record_t *r = T.pages[i].record;
-    if (r->ntraces < r->capacity) return r;
-    unsigned capacity = r->capacity * 2u > PAGE_SLOTS ? PAGE_SLOTS : r->capacity * 2u;
-    page_record_t *grown = realloc(r, record_bytes(capacity));
-    if (grown == NULL) return NULL;
-    T.records_bytes += record_bytes(capacity) - record_bytes(grown->capacity);
-    grown->capacity = (uint16_t)capacity;
-    T.pages[i].record = grown;
-    return grown;
-  }
-  if ((T.npages + 1) * 2 > T.pages_mask + 1) {
-    if (pages_grow() < 0) return NULL;
-    return page_record_for_add(page);
+  for (; T.pages[i].page != 0; i = (i + 1) & T.pages_mask)
+    if (T.pages[i].page == page) return &T.pages[i];
+  if ((T.npages + 1) * 2 > T.pages_mask + 1) { /* rebuilt without the empty pages */
+    size_t capacity = T.pages_mask + 1;
+    if ((T.npages - T.nempty_pages + 1) * 4 > capacity) capacity *= 2;
+    if (pages_rebuild(capacity) < 0) return NULL;
+    return page_slot_for_add(page);
   }
   page_record_t *r = malloc(record_bytes(4));
   if (r == NULL) return NULL;
@@ -235,7 +230,26 @@ static page_record_t *page_record_for_add(uintptr_t page) {
   T.pages[i].page = page;
   T.pages[i].record = r;
   T.npages++;
-  return r;
+  T.nempty_pages++;
+  return &T.pages[i];
+}
+
+/* A new entry at `offset` of the record of `slot`; NULL when out of memory. */
+static trace_entry_t *record_add(page_slot_t *slot, unsigned offset) {
+  page_record_t *r = slot->record;
+  if (r->ntraces == r->capacity) {
+    unsigned capacity = r->capacity * 2u > PAGE_SLOTS ? PAGE_SLOTS : r->capacity * 2u;
+    page_record_t *grown = realloc(r, record_bytes(capacity));
+    if (grown == NULL) return NULL;
+    T.records_bytes += record_bytes(capacity) - record_bytes(grown->capacity);
+    grown->capacity = (uint16_t)capacity;
+    slot->record = r = grown;
+  }
+  if (r->ntraces == 0) T.nempty_pages--;
+  trace_entry_t *e = &r->entries[r->ntraces++];
+  r->index[offset] = (uint8_t)r->ntraces;
+  T.ntraces++;
+  return e;
 }
 
 static size_t huge_take(uintptr_t ptr) {
@@ -284,11 +298,9 @@ static void trace_delete(page_slot_t *s, trace_entry_t *e) {
   }
   r->index[offset] = 0;
   T.ntraces--;
-  if (--r->ntraces == 0) {
-    T.records_bytes -= record_bytes(r->capacity);
-    free(r);
-    page_delete((size_t)(s - T.pages));
-  }
+  /* An empty record stays (a page often fills again soon: freeing and making it again cost
+   * more than the rest of the hook); the directory drops empty pages when it is rebuilt. */
+  if (--r->ntraces == 0) T.nempty_pages++;
 }
 
 /* ---- the stack table ---------------------------------------------------------------------- */
@@ -301,40 +313,43 @@ static uint64_t stack_hash(const obm_py_frame_t *frames, int n) {
   return h ^ (h >> 29);
 }
 
-static int stack_equal(const stack_entry_t *s, uint64_t hash, const obm_py_frame_t *frames, int n) {
-  if (s->hash != hash || s->nframe != (uint32_t)n) return 0;
-  const obm_py_frame_t *mine = &T.frames[s->first];
+static inline int frames_equal(const obm_py_frame_t *a, const obm_py_frame_t *b, int n) {
   for (int i = 0; i < n; i++)
-    if (mine[i].code != frames[i].code || mine[i].offset != frames[i].offset) return 0;
+    if (a[i].code != b[i].code || a[i].offset != b[i].offset) return 0;
   return 1;
 }
 
 static int stack_index_grow(void) {
   size_t capacity = T.stack_index ? (T.stack_index_mask + 1) * 2 : 1024;
-  uint32_t *index = calloc(capacity, sizeof *index);
+  stack_slot_t *index = calloc(capacity, sizeof *index);
   if (index == NULL) return -1;
-  for (uint32_t id = 0; id < T.nstacks; id++) {
-    size_t i = (size_t)T.stacks[id].hash & (capacity - 1);
-    while (index[i] != 0)
+  for (size_t k = 0; T.stack_index != NULL && k <= T.stack_index_mask; k++) {
+    if (T.stack_index[k].id_nframe == 0) continue;
+    size_t i = (size_t)(T.stack_index[k].hash >> (64 - __builtin_ctzll(capacity)));
+    while (index[i].id_nframe != 0)
       i = (i + 1) & (capacity - 1);
-    index[i] = id + 1;
+    index[i] = T.stack_index[k];
   }
   free(T.stack_index);
   T.stack_index = index;
   T.stack_index_mask = capacity - 1;
+  T.stack_index_shift = 64 - __builtin_ctzll(capacity);
   return 0;
 }
 
-/* The id of the stack `frames[0..n)`, added when new; UINT32_MAX when out of memory. */
+/* The id of the stack `frames[0..n)`, added when new; UINT32_MAX when out of memory.  A hit
+ * reads the index slot and the stack's frames, not its entry. */
 static uint32_t stack_intern(const obm_py_frame_t *frames, int n) {
   uint64_t hash = stack_hash(frames, n);
-  size_t i = (size_t)hash & T.stack_index_mask;
-  for (; T.stack_index[i] != 0; i = (i + 1) & T.stack_index_mask) {
-    uint32_t id = T.stack_index[i] - 1;
-    if (stack_equal(&T.stacks[id], hash, frames, n)) return id;
+  size_t i = (size_t)(hash >> T.stack_index_shift);
+  for (; T.stack_index[i].id_nframe != 0; i = (i + 1) & T.stack_index_mask) {
+    const stack_slot_t *slot = &T.stack_index[i];
+    if (slot->hash == hash && (slot->id_nframe & 0xff) == (uint32_t)n &&
+        frames_equal(&T.frames[slot->first], frames, n))
+      return (slot->id_nframe >> 8) - 1;
   }
   size_t stacks_capacity = T.stacks_capacity;
-  if (T.nstacks >= MAX_STACKS ||
+  if (T.nstacks >= MAX_STACKS || (T.nstacks + 1) * 4 > (T.stack_index_mask + 1) * 3 ||
       reserve((void **)&T.stacks, &stacks_capacity, T.nstacks, sizeof *T.stacks) < 0)
     return UINT32_MAX;
   T.stacks_capacity = (uint32_t)stacks_capacity;
@@ -350,10 +365,9 @@ static uint32_t stack_intern(const obm_py_frame_t *frames, int n) {
     f->line = -2; /* resolved by the first snapshot that needs it */
     Py_INCREF(f->code);
   }
-  T.stack_index[i] = id + 1;
-  if ((size_t)T.nstacks * 2 > T.stack_index_mask + 1 && stack_index_grow() < 0) {
-    /* the index stays valid, only fuller; the next lookups still find every stack */
-  }
+  T.stack_index[i] = (stack_slot_t){hash, s->first, (id + 1) << 8 | (uint32_t)n};
+  if ((size_t)T.nstacks * 2 > T.stack_index_mask + 1)
+    (void)stack_index_grow(); /* on failure it stays valid, fuller: new stacks stop at 3/4 */
   return id;
 }
 
@@ -417,19 +431,19 @@ int _obm_py_trace_add(void *p, size_t size) {
   uint32_t id = stack_intern(frames, n);
   if (id == UINT32_MAX) return -1;
   unsigned offset = (unsigned)(ptr >> 4) & (PAGE_SLOTS - 1);
-  trace_entry_t *e = trace_find(ptr, NULL);
-  if (e != NULL) { /* a stale trace of the same address (freed where it could not be seen) */
+  page_slot_t *slot = page_slot_for_add(page);
+  if (slot == NULL) return -1;
+  trace_entry_t *e;
+  unsigned entry = slot->record->index[offset];
+  if (entry != 0) { /* a stale trace of the same address (freed where it could not be seen) */
+    e = &slot->record->entries[entry - 1];
     size_t old = e->size == HUGE_SIZE ? huge_take(ptr) : e->size;
     stack_entry_t *s = &T.stacks[e->stack_offset >> 7];
     s->live_bytes -= old;
     s->live_count--;
     T.traced_bytes -= old;
-  } else {
-    page_record_t *r = page_record_for_add(page);
-    if (r == NULL) return -1;
-    e = &r->entries[r->ntraces++];
-    r->index[offset] = (uint8_t)r->ntraces;
-    T.ntraces++;
+  } else if ((e = record_add(slot, offset)) == NULL) {
+    return -1;
   }
   if (size >= HUGE_SIZE) {
     if (reserve((void **)&T.huge, &T.huge_capacity, T.nhuge, sizeof *T.huge) < 0) {
@@ -500,7 +514,7 @@ static PyObject **tables_release(size_t *ncodes) {
   T.stack_index = NULL;
   T.frames = NULL;
   T.huge = NULL;
-  T.npages = T.records_bytes = T.ntraces = T.nframes = T.nhuge = T.huge_capacity =
+  T.npages = T.nempty_pages = T.records_bytes = T.ntraces = T.nframes = T.nhuge = T.huge_capacity =
       T.frames_capacity = 0;
   T.nstacks = T.stacks_capacity = 0;
   T.traced_bytes = T.peak_bytes = T.recorded_bytes = 0;
