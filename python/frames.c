@@ -26,6 +26,12 @@
 #define Py_BUILD_CORE 1
 #endif
 #include <internal/pycore_frame.h>
+#if PY_VERSION_HEX < 0x030C0000
+#include <internal/pycore_pystate.h> /* _PyThreadState_GET: an inline read of _PyRuntime */
+#define CURRENT_THREAD() _PyThreadState_GET()
+#else /* 3.12 keeps it in a thread-local variable that is not exported */
+#define CURRENT_THREAD() _PyThreadState_UncheckedGet()
+#endif
 #else
 #define OBM_PY_FRAMES 0
 #endif
@@ -36,7 +42,7 @@ int _obm_py_frames_supported(void) {
 
 int _obm_py_frames_walk(obm_py_frame_t *out, int limit) {
 #if OBM_PY_FRAMES
-  PyThreadState *thread = _PyThreadState_UncheckedGet();
+  PyThreadState *thread = CURRENT_THREAD();
   if (thread == NULL || thread->cframe == NULL) return 0;
   int n = 0;
   for (_PyInterpreterFrame *frame = thread->cframe->current_frame; frame != NULL && n < limit;
