@@ -18,13 +18,20 @@
  * two loads per frame only when something is allocated, while a shadow stack costs a
  * callback on every call and return, allocating or not (docs/python.md has the numbers).
  */
-#include "obmem_py.h"
+#include <patchlevel.h> /* PY_VERSION_HEX alone: Py_BUILD_CORE must come before Python.h */
 
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
 #define OBM_PY_FRAMES 1
 #ifndef Py_BUILD_CORE
 #define Py_BUILD_CORE 1
 #endif
+#else
+#define OBM_PY_FRAMES 0
+#endif
+
+#include "obmem_py.h"
+
+#if OBM_PY_FRAMES
 #include <internal/pycore_frame.h>
 #if PY_VERSION_HEX < 0x030C0000
 #include <internal/pycore_pystate.h> /* _PyThreadState_GET: an inline read of _PyRuntime */
@@ -32,8 +39,6 @@
 #else /* 3.12 keeps it in a thread-local variable that is not exported */
 #define CURRENT_THREAD() _PyThreadState_UncheckedGet()
 #endif
-#else
-#define OBM_PY_FRAMES 0
 #endif
 
 int _obm_py_frames_supported(void) {
