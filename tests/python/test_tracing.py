@@ -17,7 +17,11 @@ What is checked:
   - threads: each thread's allocations at its own line;
   - the peak snapshot: a temporary peak in a known function, gone at the end;
   - the timeline: samples and GC events (generation 2 of gc.collect());
-  - the refusals: nframe out of range, snapshot while not tracing; uninstall stops tracing.
+  - the refusals: nframe out of range, snapshot while not tracing; uninstall stops tracing;
+  - CPython's own test_tracemalloc cases that apply, with obmem's functions put in the
+    tracemalloc module (the others read _tracemalloc's internals, count the whole stack's
+    depth in total_nframe, or expect the traceback of an object taken from a free list to be
+    its reuse's, which CPython reports to tracemalloc alone).
 """
 import gc
 import os
@@ -29,6 +33,11 @@ import tracemalloc
 import unittest
 
 import obmem
+
+try:
+    from test import test_tracemalloc as cpython_tests
+except ImportError:  # an interpreter without its test package
+    cpython_tests = None
 
 SEED = int(os.environ.get("OBMEM_TEST_SEED", "12345"))
 THIS = os.path.abspath(__file__)
@@ -294,6 +303,37 @@ class TracingTest(unittest.TestCase):
         self.assertFalse(obmem.is_installed())
         obmem.start()  # installs again
         self.assertTrue(obmem.is_installed())
+
+
+SUBSTITUTED = ("start", "stop", "is_tracing", "get_traceback_limit", "take_snapshot",
+               "get_traced_memory", "reset_peak", "get_object_traceback", "clear_traces",
+               "get_tracemalloc_memory")
+CPYTHON_CASES = ("test_clear_traces", "test_fork", "test_get_object_traceback",
+                 "test_get_traced_memory", "test_get_tracemalloc_memory", "test_is_tracing",
+                 "test_no_incomplete_frames", "test_reset_peak", "test_snapshot_save_attr")
+
+
+class CPythonTracemallocTest(unittest.TestCase):
+    def test_cpython_cases(self):
+        if cpython_tests is None:
+            self.skipTest("no test.test_tracemalloc in this interpreter")
+        saved = {name: getattr(tracemalloc, name) for name in SUBSTITUTED}
+        obmem.install()
+        try:
+            for name in SUBSTITUTED:
+                setattr(tracemalloc, name, getattr(obmem, name))
+            suite = unittest.TestSuite(cpython_tests.TestTracemallocEnabled(name)
+                                       for name in CPYTHON_CASES)
+            result = unittest.TestResult()
+            suite.run(result)
+        finally:
+            for name, value in saved.items():
+                setattr(tracemalloc, name, value)
+            obmem.stop()
+            obmem.uninstall()
+        problems = [(str(case), text) for case, text in result.failures + result.errors]
+        self.assertEqual(problems, [])
+        self.assertEqual(result.testsRun, len(CPYTHON_CASES))
 
 
 if __name__ == "__main__":
