@@ -16,6 +16,11 @@
  *
  *   ORIGINAL -> INSTALLED <-> FORWARDING
  *
+ * While obmem.start() traces (trace.c), INSTALLED uses the traced functions in the MEM and OBJ
+ * domains: the same calls, then _obm_py_trace_add() after an allocation and
+ * _obm_py_trace_remove() before a free (the GIL is held in these domains, so trace.c's tables
+ * need no lock).  RAW keeps the untraced functions.  uninstall() stops the tracing first.
+ *
  * The previous allocators are saved once, at the first install; CPython never gets them back
  * unwrapped, since obmem blocks may stay live until the process exits.  The hot path is one
  * indirect call into a function of this file that calls obmem directly (malloc, calloc) or
@@ -112,11 +117,70 @@ DOMAIN_FUNCTIONS(raw, PYMEM_DOMAIN_RAW)
 DOMAIN_FUNCTIONS(mem, PYMEM_DOMAIN_MEM)
 DOMAIN_FUNCTIONS(obj, PYMEM_DOMAIN_OBJ)
 
+/* Traced (MEM and OBJ, GIL held).  A block the tracer cannot record (its own memory ran out)
+ * is not handed out, as tracemalloc does; a realloc that moved the block already cannot be
+ * undone, so its trace is counted as lost instead. */
+static void *traced_malloc(void *ctx, size_t size) {
+  (void)ctx;
+  void *p = obm_malloc(size);
+  if (p != NULL && __builtin_expect(_obm_py_trace_add(p, size) < 0, 0)) {
+    obm_free(p);
+    return NULL;
+  }
+  return p;
+}
+
+static void *traced_calloc(void *ctx, size_t count, size_t size) {
+  (void)ctx;
+  void *p = obm_calloc(count, size);
+  if (p != NULL && __builtin_expect(_obm_py_trace_add(p, count * size) < 0, 0)) {
+    obm_free(p);
+    return NULL;
+  }
+  return p;
+}
+
+static inline void *realloc_traced(const PyMemAllocatorEx *prev, void *p, size_t size) {
+  void *moved = realloc_installed(prev, p, size);
+  if (moved != NULL) {
+    if (p != NULL) _obm_py_trace_remove(p);
+    if (__builtin_expect(_obm_py_trace_add(moved, size) < 0, 0)) _obm_py_trace_lost();
+  }
+  return moved;
+}
+
+#define TRACED_FUNCTIONS(name, index)                                                              \
+  static void traced_free_##name(void *ctx, void *p) {                                             \
+    (void)ctx;                                                                                     \
+    if (p == NULL) return;                                                                         \
+    /* the free overlaps the load of p's trace slot; no other thread can be handed p and     */    \
+    /* trace it meanwhile: this one holds the GIL, and RAW (without it) is not traced         */   \
+    _obm_py_trace_prefetch(p);                                                                     \
+    free_by_owner(&previous[index], p);                                                            \
+    _obm_py_trace_remove(p);                                                                       \
+  }                                                                                                \
+  static void *traced_realloc_##name(void *ctx, void *p, size_t size) {                            \
+    (void)ctx;                                                                                     \
+    return realloc_traced(&previous[index], p, size);                                              \
+  }
+
+TRACED_FUNCTIONS(mem, PYMEM_DOMAIN_MEM)
+TRACED_FUNCTIONS(obj, PYMEM_DOMAIN_OBJ)
+
 static const PyMemAllocatorEx installed[DOMAINS] = {
     {NULL, obmem_malloc, obmem_calloc, realloc_raw, free_raw},
     {NULL, obmem_malloc, obmem_calloc, realloc_mem, free_mem},
     {NULL, obmem_malloc, obmem_calloc, realloc_obj, free_obj},
 };
+
+static const PyMemAllocatorEx traced[DOMAINS] = {
+    {NULL, obmem_malloc, obmem_calloc, realloc_raw, free_raw}, /* RAW: not traced */
+    {NULL, traced_malloc, traced_calloc, traced_realloc_mem, traced_free_mem},
+    {NULL, traced_malloc, traced_calloc, traced_realloc_obj, traced_free_obj},
+};
+
+/* The INSTALLED functions now: `installed`, or `traced` while trace.c traces. */
+static const PyMemAllocatorEx *installed_now = installed;
 
 static const PyMemAllocatorEx forwarding[DOMAINS] = {
     {NULL, forwarding_malloc_raw, forwarding_calloc_raw, forwarding_realloc_raw, free_raw},
@@ -200,18 +264,44 @@ static PyObject *change(const char *what, const PyMemAllocatorEx *expected,
 PyObject *_obm_py_install(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
-  if (state == INSTALLED && current_is(installed)) Py_RETURN_NONE;
+  if (state == INSTALLED && current_is(installed_now)) Py_RETURN_NONE;
   const PyMemAllocatorEx *expected = state == ORIGINAL    ? NULL
-                                     : state == INSTALLED ? installed
+                                     : state == INSTALLED ? installed_now
                                                           : forwarding;
-  return change("install", expected, installed, INSTALLED);
+  return change("install", expected, installed_now, INSTALLED);
 }
 
 PyObject *_obm_py_uninstall(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
   if (state != INSTALLED) Py_RETURN_NONE;
-  return change("uninstall", installed, forwarding, FORWARDING);
+  if (_obm_py_trace_stop() < 0) return NULL; /* the traces would outlive their hooks */
+  return change("uninstall", installed_now, forwarding, FORWARDING);
+}
+
+int _obm_py_allocator_set_traced(int on) {
+  if (on && state != INSTALLED) {
+    PyObject *done = _obm_py_install(NULL, NULL);
+    if (done == NULL) return -1;
+    Py_DECREF(done);
+  }
+  const PyMemAllocatorEx *target = on ? traced : installed;
+  if (installed_now == target) return 0;
+  if (state != INSTALLED) { /* stop() after uninstall(): the forwarding functions stay */
+    installed_now = target;
+    return 0;
+  }
+  if (!current_is(installed_now)) {
+    PyErr_Format(PyExc_RuntimeError,
+                 "obmem.%s(): CPython's allocators were replaced after obmem set its own "
+                 "(PyMem_SetAllocator by another module, or tracemalloc.start()); obmem "
+                 "leaves them alone",
+                 on ? "start" : "stop");
+    return -1;
+  }
+  set_all(target);
+  installed_now = target;
+  return 0;
 }
 
 PyObject *_obm_py_is_installed(PyObject *module, PyObject *unused) {

@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,7 +24,10 @@ import tempfile
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULE_SOURCES = ["python/module.c", "python/allocator.c", "python/footprint.c"]
+MODULE_SOURCES = ["python/module.c", "python/allocator.c", "python/footprint.c",
+                  "python/trace.c", "python/frames.c"]
+# pure Python, installed beside the module (which imports it)
+MODULE_PYTHON = ["python/_obmem_tracing.py"]
 # what CMake's obmem_setup_target and python/CMakeLists.txt add (see there)
 OBMEM_FLAGS = ["-std=gnu11", "-fvisibility=hidden", "-ftls-model=initial-exec",
                "-fno-semantic-interposition", "-fno-tree-slp-vectorize",
@@ -70,6 +74,8 @@ def build_module(out_dir):
     link = (_config("LDSHARED") + objects + ["-o", target, "-pthread",
             "-Wl,--version-script=" + os.path.join(ROOT, "python", "obmem.map")])
     subprocess.run(link, check=True)
+    for source in MODULE_PYTHON:
+        shutil.copy(os.path.join(ROOT, source), out_dir)
     return target
 
 
@@ -110,6 +116,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     wheel_name = "obmem-%s-%s.whl" % (version(), _tag())
     with open(module, "rb") as f:
         files = {os.path.basename(module): f.read()}
+    for source in MODULE_PYTHON:
+        files[os.path.basename(source)] = _read(source).encode()
     files[info + "/METADATA"] = _metadata().encode()
     files[info + "/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: obmem build_backend\n"
                               "Root-Is-Purelib: false\nTag: %s\n" % _tag()).encode()

@@ -152,7 +152,7 @@ static size_t block_size(const void *block, size_t request, allocator_t *by) {
 
 /* ---- what an object asked for ------------------------------------------------------------ */
 
-static size_t pre_header_size(PyTypeObject *tp) {
+size_t _obm_py_pre_header_size(PyTypeObject *tp) {
   size_t n = PyType_IS_GC(tp) ? GC_HEAD_SIZE : 0;
   unsigned long preheader_flags = Py_TPFLAGS_MANAGED_DICT;
 #ifdef Py_TPFLAGS_MANAGED_WEAKREF
@@ -325,7 +325,7 @@ typedef struct footprint_s {
 
 static void measure(PyObject *o, footprint_t *f) {
   PyTypeObject *tp = Py_TYPE(o);
-  size_t pre = pre_header_size(tp);
+  size_t pre = _obm_py_pre_header_size(tp);
   f->request = pre + inline_request(o);
   if (is_static(o)) {
     f->object_by = BY_STATIC;

@@ -194,6 +194,34 @@ static PyMethodDef module_methods[] = {
      "holding the object),\n'buffers' (the blocks it owns), 'request' (the bytes the object "
      "asked for),\n'buffers_request' (the bytes its buffers asked for) and 'allocator' ('obmem', "
      "'pymalloc', 'malloc', 'static' or 'unknown')."},
+    /* tracing (trace.c); the tracemalloc-compatible classes and take_snapshot() etc. are
+     * added at import from _obmem_tracing.py */
+    {"start", (PyCFunction)(void (*)(void))_obm_py_trace_start, METH_VARARGS | METH_KEYWORDS,
+     "start(nframe=1, *, timeline_interval_ms=10.0)\n--\n\nRecord every allocation of the MEM "
+     "and OBJ domains with up to nframe frames of its\nPython stack (1..128), as "
+     "tracemalloc.start() does; installs obmem first if needed.\nThe timeline takes a sample "
+     "every timeline_interval_ms (0: none)."},
+    {"stop", _obm_py_trace_stop_py, METH_NOARGS,
+     "stop()\n--\n\nStop tracing and forget every trace (obmem stays installed)."},
+    {"clear_traces", _obm_py_trace_clear, METH_NOARGS,
+     "clear_traces()\n--\n\nForget every trace; tracing goes on."},
+    {"is_tracing", _obm_py_trace_is_tracing, METH_NOARGS,
+     "is_tracing()\n--\n\nTrue while obmem traces allocations."},
+    {"get_traceback_limit", _obm_py_trace_limit, METH_NOARGS,
+     "get_traceback_limit()\n--\n\nThe number of frames kept per traceback."},
+    {"get_traced_memory", _obm_py_trace_memory, METH_NOARGS,
+     "get_traced_memory()\n--\n\n(current, peak): bytes of the traced blocks, exact."},
+    {"reset_peak", _obm_py_trace_reset_peak, METH_NOARGS,
+     "reset_peak()\n--\n\nThe peak becomes the current traced size (and the peak set its "
+     "stacks)."},
+    {"get_tracemalloc_memory", _obm_py_trace_self_memory, METH_NOARGS,
+     "get_tracemalloc_memory()\n--\n\nBytes of the tracer's own tables (libc memory)."},
+    {"_raw_snapshot", _obm_py_trace_raw_snapshot, METH_VARARGS,
+     "_raw_snapshot(peak=False)\n--\n\n(traces, names): the data of take_snapshot()."},
+    {"_raw_object_traceback", _obm_py_trace_raw_object, METH_O,
+     "_raw_object_traceback(obj)\n--\n\n(traceback, names) or None."},
+    {"_raw_timeline", _obm_py_trace_raw_timeline, METH_NOARGS,
+     "_raw_timeline()\n--\n\n(interval_ms, samples, gc_events)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -213,6 +241,13 @@ PyMODINIT_FUNC PyInit_obmem(void) {
   if (module == NULL) return NULL;
   if (PyModule_AddStringConstant(module, "__version__", OBM_VERSION_STRING) < 0) goto fail;
   _obm_py_note_original_allocator();
+  /* the tracemalloc-compatible surface, in Python over the _raw_* functions */
+  PyObject *tracing = PyImport_ImportModule("_obmem_tracing");
+  if (tracing == NULL) goto fail;
+  PyObject *bound = PyObject_CallMethod(tracing, "bind", "O", module);
+  Py_DECREF(tracing);
+  if (bound == NULL) goto fail;
+  Py_DECREF(bound);
   /* OBMEM_PYTHON=1: install at import (docs/python.md says when that is) */
   const char *env = getenv("OBMEM_PYTHON");
   if (env != NULL && strcmp(env, "1") == 0) {

@@ -3,6 +3,9 @@
  *   module.c     the module: functions table, stats(), print_stats(), OBMEM_PYTHON at import
  *   allocator.c  install(), uninstall(), is_installed(): CPython's allocator domains on obmem
  *   footprint.c  sizeof(), deep_sizeof(), footprint(): what an object really occupies
+ *   trace.c      start(), stop(), ...: allocations recorded with their Python stacks
+ *   frames.c     the running thread's Python frames (the one file built with Py_BUILD_CORE)
+ *   _obmem_tracing.py  the tracemalloc-compatible classes over trace.c's raw data
  *
  * The module links its own private copy of obmem (python/CMakeLists.txt, setup.py) and uses
  * only the public header: a front end never includes an internal one (STYLE.md).
@@ -21,6 +24,9 @@
 PyObject *_obm_py_install(PyObject *module, PyObject *unused);
 PyObject *_obm_py_uninstall(PyObject *module, PyObject *unused);
 PyObject *_obm_py_is_installed(PyObject *module, PyObject *unused);
+/* Switches the MEM and OBJ domains between the installed functions and the traced ones
+ * (which call trace.c); installs first when needed.  0, or -1 with an exception set. */
+int _obm_py_allocator_set_traced(int on);
 /* Records which allocator CPython used before obmem (footprint.c rounds foreign blocks by
  * it).  Called once at import, before any install. */
 void _obm_py_note_original_allocator(void);
@@ -37,5 +43,42 @@ obm_py_origin_t _obm_py_origin(void);
 PyObject *_obm_py_sizeof(PyObject *module, PyObject *obj);
 PyObject *_obm_py_deep_sizeof(PyObject *module, PyObject *obj);
 PyObject *_obm_py_footprint(PyObject *module, PyObject *obj);
+/* The bytes in front of an object of type tp in its block (GC and managed-dict headers). */
+size_t _obm_py_pre_header_size(PyTypeObject *tp);
+
+/* frames.c */
+typedef struct obm_py_frame_s {
+  PyObject *code; /* the frame's code object */
+  int32_t offset; /* its instruction, in code units from the start of the code */
+  int32_t line;   /* trace.c: its line, -2 until resolved */
+} obm_py_frame_t;
+/* 1 when this interpreter's frame layout is known (3.11, 3.12). */
+int _obm_py_frames_supported(void);
+/* Fills out[0..n) with the running thread's Python frames, most recent first, n <= limit;
+ * the GIL held.  Allocates nothing and takes no reference. */
+int _obm_py_frames_walk(obm_py_frame_t *out, int limit);
+/* The line of instruction `offset` of code (PyCode_Addr2Line), -1 when it has none. */
+int _obm_py_frames_line(PyObject *code, int32_t offset);
+
+/* trace.c: the hooks' side (GIL held) */
+int _obm_py_trace_is_on(void);
+int _obm_py_trace_add(void *p, size_t size); /* -1: the tracer's memory ran out */
+void _obm_py_trace_remove(void *p);
+/* Starts loading p's slot of the trace table (a later _obm_py_trace_remove finds it cached). */
+void _obm_py_trace_prefetch(const void *p);
+void _obm_py_trace_lost(void);
+int _obm_py_trace_stop(void); /* 0, or -1 with an exception set */
+/* trace.c: the module's functions */
+PyObject *_obm_py_trace_start(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *_obm_py_trace_stop_py(PyObject *module, PyObject *unused);
+PyObject *_obm_py_trace_clear(PyObject *module, PyObject *unused);
+PyObject *_obm_py_trace_is_tracing(PyObject *module, PyObject *unused);
+PyObject *_obm_py_trace_limit(PyObject *module, PyObject *unused);
+PyObject *_obm_py_trace_memory(PyObject *module, PyObject *unused);
+PyObject *_obm_py_trace_reset_peak(PyObject *module, PyObject *unused);
+PyObject *_obm_py_trace_self_memory(PyObject *module, PyObject *unused);
+PyObject *_obm_py_trace_raw_snapshot(PyObject *module, PyObject *args);
+PyObject *_obm_py_trace_raw_object(PyObject *module, PyObject *obj);
+PyObject *_obm_py_trace_raw_timeline(PyObject *module, PyObject *unused);
 
 #endif /* OBMEM_PY_H */

@@ -6,7 +6,8 @@ The same test modules run twice at once (2 cores): plain (pymalloc), and after
 the run.  Each run writes regrtest's JUnit XML; tests/preload/junit_results.py reduces it to
 one line per test case, and the two lists must be identical (a case that fails plainly on
 this machine must fail the same way on obmem, no more).  A run that crashes leaves no XML and
-fails.  The obmem run must end with obmem still installed, after more than 10^6 allocations.
+fails.  The obmem run must end with obmem still installed, after more than 10^6 allocations
+(and still tracing, with OBMEM_REGRTEST_NFRAME=N: obmem.start(N) after install()).
 When the lists differ, the modules concerned run once more in both modes (timing-sensitive
 cases can fail by chance on a loaded machine); only a difference that repeats fails.
 
@@ -21,12 +22,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "preload"))
 import junit_results  # noqa: E402  (tests/preload/junit_results.py)
 
+# OBMEM_REGRTEST_NFRAME=N (> 0): the obmem run also traces, obmem.start(N) after install(),
+# and must end still tracing.
+NFRAME = int(os.environ.get("OBMEM_REGRTEST_NFRAME", "0") or "0")
 INSTALL_THEN_REGRTEST = (
     "import atexit, runpy, obmem\n"
     "obmem.install()\n"
+    + ("obmem.start(%d)\n" % NFRAME if NFRAME > 0 else "") +
     "def report():\n"
     "    n = sum(c['allocations'] for c in obmem.stats()['classes'])\n"
-    "    print('obmem-regrtest: installed=%s allocations=%d' % (obmem.is_installed(), n))\n"
+    "    print('obmem-regrtest: installed=%s tracing=%s allocations=%d' %\n"
+    "          (obmem.is_installed(), obmem.is_tracing(), n))\n"
     "atexit.register(report)\n"
     "runpy.run_module('test', run_name='__main__', alter_sys=True)\n")
 
@@ -72,9 +78,10 @@ def run_both(work, tag, modules):
     with open(runs["obmem"][1].name) as f:
         lines = [line for line in f if line.startswith("obmem-regrtest:")]
     if not lines or "installed=True" not in lines[-1] or \
+            (NFRAME > 0 and "tracing=True" not in lines[-1]) or \
             int(lines[-1].rsplit("=", 1)[1]) < 1_000_000:
-        raise SystemExit("regrtest.py: the obmem run did not end installed with > 10^6 "
-                         "allocations: %r" % lines)
+        raise SystemExit("regrtest.py: the obmem run did not end installed%s with > 10^6 "
+                         "allocations: %r" % (" and tracing" if NFRAME > 0 else "", lines))
     print("regrtest.py: %s: %d modules, %d test cases, %s" %
           (tag, len(modules), len(out["plain"]), lines[-1].strip()))
     return out["plain"], out["obmem"]

@@ -1,0 +1,29 @@
+"""traced.py — runs one bench/python workload under a tracing mode (bench/run_python_trace.sh).
+
+Usage: python3 -S traced.py MODE WORKLOAD.py SCALE   (PYTHONPATH: the built module, build/python)
+MODE:
+  obmem        obmem.install(), no tracing (the base of the obmem modes)
+  obmem-N      obmem.install(), then obmem.start(N): every MEM/OBJ block with N Python frames
+  pymalloc     CPython's own allocator, no tracing (the base of the tracemalloc modes)
+  tmalloc-N    tracemalloc.start(N) on CPython's own allocator
+Tracing starts just before the workload runs and stays on to the end (the traces of its live
+blocks included in the peak RSS), as a program that traces would run.
+"""
+import runpy
+import sys
+
+mode, script = sys.argv[1], sys.argv[2]
+if mode.startswith("obmem"):
+    import obmem
+
+    obmem.install()
+    if mode != "obmem":
+        obmem.start(int(mode.split("-")[1]))
+elif mode.startswith("tmalloc-"):
+    import tracemalloc
+
+    tracemalloc.start(int(mode.split("-")[1]))
+elif mode != "pymalloc":
+    sys.exit("traced.py: unknown mode %r" % mode)
+sys.argv = sys.argv[2:]
+runpy.run_path(script, run_name="__main__")

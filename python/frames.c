@@ -1,0 +1,84 @@
+/* frames.c — the Python stack of the running thread, read from the interpreter's own frames.
+ *
+ * The tracer (trace.c) attributes each allocation to the (code object, instruction offset) of
+ * up to `limit` frames of the thread that holds the GIL, most recent first.  CPython 3.11 and
+ * 3.12 keep a thread's Python frames as a linked list of _PyInterpreterFrame (the thread
+ * state's cframe->current_frame, then ->previous), whose layout is in the internal header
+ * pycore_frame.h: this is the only file of the module built with Py_BUILD_CORE, and it reads
+ * three fields of a frame (f_code, prev_instr, previous) and two of its code object.  Walking
+ * them allocates nothing, creates no frame object and runs no Python code, so it is safe
+ * inside an allocation hook.  A frame is skipped, as CPython's own tracemalloc and traceback
+ * code skip it, when it is incomplete (pushed but not yet at its first traceable
+ * instruction: only the newest frame can be, so only it is tested, which spares a load of
+ * each older frame's code object) and, on 3.12, when it is a C-stack shim
+ * (FRAME_OWNED_BY_CSTACK).  Other
+ * versions: _obm_py_frames_supported() is 0 and obmem.start() refuses.
+ *
+ * Why a walk per allocation and not a shadow stack kept by a profile hook: the walk costs
+ * two loads per frame only when something is allocated, while a shadow stack costs a
+ * callback on every call and return, allocating or not (docs/python.md has the numbers).
+ */
+#include <patchlevel.h> /* PY_VERSION_HEX alone: Py_BUILD_CORE must come before Python.h */
+
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
+#define OBM_PY_FRAMES 1
+#ifndef Py_BUILD_CORE
+#define Py_BUILD_CORE 1
+#endif
+#else
+#define OBM_PY_FRAMES 0
+#endif
+
+#include "obmem_py.h"
+
+#if OBM_PY_FRAMES
+#include <internal/pycore_frame.h>
+#if PY_VERSION_HEX < 0x030C0000
+#include <internal/pycore_pystate.h> /* _PyThreadState_GET: an inline read of _PyRuntime */
+#define CURRENT_THREAD() _PyThreadState_GET()
+#else /* 3.12 keeps it in a thread-local variable that is not exported */
+#define CURRENT_THREAD() _PyThreadState_UncheckedGet()
+#endif
+#endif
+
+int _obm_py_frames_supported(void) {
+  return OBM_PY_FRAMES;
+}
+
+int _obm_py_frames_walk(obm_py_frame_t *out, int limit) {
+#if OBM_PY_FRAMES
+  PyThreadState *thread = CURRENT_THREAD();
+  if (thread == NULL || thread->cframe == NULL) return 0;
+  int n = 0;
+  for (_PyInterpreterFrame *frame = thread->cframe->current_frame; frame != NULL && n < limit;
+       frame = frame->previous) {
+#if PY_VERSION_HEX >= 0x030C0000
+    if (frame->owner == FRAME_OWNED_BY_CSTACK) continue;
+#endif
+    PyCodeObject *code = frame->f_code;
+    _Py_CODEUNIT *first = _PyCode_CODE(code);
+    /* Only the newest frame can be incomplete: a frame that called another has run. */
+    if (frame == thread->cframe->current_frame && frame->owner != FRAME_OWNED_BY_GENERATOR &&
+        frame->prev_instr < first + code->_co_firsttraceable)
+      continue;
+    out[n].code = (PyObject *)code;
+    out[n].offset = (int32_t)(frame->prev_instr - first);
+    n++;
+  }
+  return n;
+#else
+  (void)out;
+  (void)limit;
+  return 0;
+#endif
+}
+
+int _obm_py_frames_line(PyObject *code, int32_t offset) {
+#if OBM_PY_FRAMES
+  return PyCode_Addr2Line((PyCodeObject *)code, offset * (int)sizeof(_Py_CODEUNIT));
+#else
+  (void)code;
+  (void)offset;
+  return -1;
+#endif
+}

@@ -1,0 +1,343 @@
+"""test_tracing.py — obmem's Python-level tracing (python/trace.c, python/_obmem_tracing.py).
+
+Run by ctest (tests/python/CMakeLists.txt) with PYTHONPATH at the built module.  Deterministic:
+fixed sizes and counts, no timing thresholds; the thread test's shuffle uses OBMEM_TEST_SEED
+(printed on failure).  The lines allocations are attributed to are found by the markers
+"# line: NAME" in this file, so editing the file does not break the expectations.
+
+What is checked:
+  - exact attribution: 1000 blocks of a known size at a known line are the top 'lineno'
+    statistic, with their bytes and count; several frames with nframe > 1; function names;
+  - the same top lines, in the same order, as tracemalloc on the same code, run one after the
+    other in this process;
+  - snapshots: compare_to, filter_traces with Filter and DomainFilter, traceback statistics,
+    cumulative, dump and load;
+  - get_object_traceback for a GC instance (pre-headers) and a plain object;
+  - start/stop/clear_traces with objects alive from before: their frees are ignored;
+  - threads: each thread's allocations at its own line;
+  - the peak snapshot: a temporary peak in a known function, gone at the end;
+  - the timeline: samples and GC events (generation 2 of gc.collect());
+  - the refusals: nframe out of range, snapshot while not tracing; uninstall stops tracing;
+  - CPython's own test_tracemalloc cases that apply, with obmem's functions put in the
+    tracemalloc module (the others read _tracemalloc's internals, count the whole stack's
+    depth in total_nframe, or expect the traceback of an object taken from a free list to be
+    its reuse's, which CPython reports to tracemalloc alone).
+"""
+import gc
+import os
+import random
+import sys
+import tempfile
+import threading
+import tracemalloc
+import unittest
+
+import obmem
+
+try:
+    from test import test_tracemalloc as cpython_tests
+except ImportError:  # an interpreter without its test package
+    cpython_tests = None
+
+SEED = int(os.environ.get("OBMEM_TEST_SEED", "12345"))
+THIS = os.path.abspath(__file__)
+BLOB = 200  # bytes(BLOB) asks for sys.getsizeof(bytes(BLOB)) bytes
+
+
+def line_of(name):
+    """The line of this file marked "# line: name"."""
+    with open(THIS, encoding="utf-8") as f:
+        for number, text in enumerate(f, 1):
+            if text.rstrip().endswith("# line: " + name):
+                return number
+    raise AssertionError("no line marked %r" % name)
+
+
+def make_blobs(n):
+    return [bytes(BLOB) for _ in range(n)]  # line: blobs
+
+
+def make_small(n):
+    return [bytes(40) for _ in range(n)]  # line: small
+
+
+def make_medium(n):
+    return [bytes(120) for _ in range(n)]  # line: medium
+
+
+def nested_outer(n):
+    return nested_inner(n)  # line: outer
+
+
+def nested_inner(n):
+    return [bytes(64) for _ in range(n)]  # line: inner
+
+
+class Item:
+    def __init__(self, i):
+        self.i = i
+
+
+def make_item():
+    return Item(7)  # line: item
+
+
+def temporary_peak():
+    big = [bytes(1000) for _ in range(5000)]  # line: peak
+    return len(big)
+
+
+def ours(stats, count=None):
+    """The statistics of this file only, as (lineno, size, count)."""
+    rows = [(s.traceback[0].lineno, s.size, s.count) for s in stats
+            if s.traceback[0].filename == THIS]
+    return rows if count is None else rows[:count]
+
+
+class TracingTest(unittest.TestCase):
+    def setUp(self):
+        obmem.install()
+
+    def tearDown(self):
+        obmem.stop()
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+        obmem.uninstall()
+
+    def test_exact_attribution(self):
+        obmem.start()
+        self.assertTrue(obmem.is_tracing())
+        self.assertEqual(obmem.get_traceback_limit(), 1)
+        blobs = make_blobs(1000)
+        snapshot = obmem.take_snapshot()
+        top = snapshot.statistics("lineno")[0]
+        self.assertEqual(top.traceback[0].filename, THIS)
+        self.assertEqual(top.traceback[0].lineno, line_of("blobs"))
+        self.assertGreaterEqual(top.count, 1000)
+        self.assertGreaterEqual(top.size, 1000 * sys.getsizeof(blobs[0]))
+        # the list and its growth, nothing else: at most one more block than the blobs
+        self.assertLessEqual(top.count, 1001)
+        self.assertEqual(snapshot.function_name(top.traceback[0]),
+                         "<listcomp>" if sys.version_info < (3, 12) else "make_blobs")
+        current, peak = obmem.get_traced_memory()
+        self.assertGreaterEqual(current, top.size)
+        self.assertGreaterEqual(peak, current)
+        del blobs
+
+    def test_frames(self):
+        obmem.start(10)
+        self.assertEqual(obmem.get_traceback_limit(), 10)
+        kept = nested_outer(500)  # line: call
+        stats = obmem.take_snapshot().statistics("traceback")
+        lines = [f.lineno for f in stats[0].traceback if f.filename == THIS]  # oldest first
+        wanted = [line_of("call"), line_of("outer"), line_of("inner")]
+        if sys.version_info < (3, 12):  # the comprehension is a frame of its own
+            wanted.append(line_of("inner"))
+        self.assertEqual(lines[-len(wanted):], wanted)
+        self.assertGreaterEqual(stats[0].count, 500)
+        del kept
+
+    def test_same_top_lines_as_tracemalloc(self):
+        def workload():
+            return make_blobs(3000), make_medium(2000), make_small(3000)
+
+        tracemalloc.start()
+        kept = workload()
+        expected = ours(tracemalloc.take_snapshot().statistics("lineno"), 3)
+        tracemalloc.stop()
+        del kept
+        obmem.start()
+        kept = workload()
+        got = ours(obmem.take_snapshot().statistics("lineno"), 3)
+        del kept
+        self.assertEqual([r[0] for r in got], [r[0] for r in expected])
+        self.assertEqual([line_of("blobs"), line_of("medium"), line_of("small")],
+                         [r[0] for r in got])
+        for (line, size, count), (_, tm_size, tm_count) in zip(got, expected):
+            self.assertEqual((size, count), (tm_size, tm_count), "line %d" % line)
+
+    def test_compare_filter_dump(self):
+        obmem.start()
+        first = make_small(100)
+        old = obmem.take_snapshot()
+        second = make_medium(700)
+        new = obmem.take_snapshot()
+        diff = new.compare_to(old, "lineno")
+        self.assertEqual(diff[0].traceback[0].lineno, line_of("medium"))
+        self.assertGreaterEqual(diff[0].count_diff, 700)
+        self.assertGreaterEqual(diff[0].size_diff, 700 * sys.getsizeof(second[0]))
+        only_here = new.filter_traces([obmem.Filter(True, THIS)])
+        self.assertTrue(all(t.traceback[0].filename == THIS for t in only_here.traces))
+        self.assertEqual(only_here.function_names, new.function_names)
+        not_here = new.filter_traces([obmem.Filter(False, THIS)])
+        self.assertEqual(len(only_here.traces) + len(not_here.traces), len(new.traces))
+        self.assertEqual(len(new.filter_traces([obmem.DomainFilter(False, 0)]).traces), 0)
+        self.assertEqual(len(new.filter_traces([obmem.DomainFilter(True, 0)]).traces),
+                         len(new.traces))
+        by_file = {s.traceback[0].filename: s for s in new.statistics("filename")}
+        self.assertGreaterEqual(by_file[THIS].count, 800)
+        cumulative = new.statistics("lineno", cumulative=True)
+        self.assertGreaterEqual(len(cumulative), 2)
+        with tempfile.TemporaryDirectory() as work:
+            path = os.path.join(work, "snapshot.pickle")
+            new.dump(path)
+            loaded = obmem.Snapshot.load(path)
+        self.assertIsInstance(loaded, obmem.Snapshot)
+        self.assertEqual(loaded.statistics("lineno"), new.statistics("lineno"))
+        self.assertEqual(loaded.function_names, new.function_names)
+        del first, second
+
+    def test_object_traceback(self):
+        obmem.start()
+        item = make_item()  # a GC instance: its block starts before the object
+        blob = make_blobs(1)[0]  # not GC
+        tb = obmem.get_object_traceback(item)
+        self.assertIsNotNone(tb)
+        self.assertEqual((tb[0].filename, tb[0].lineno), (THIS, line_of("item")))
+        tb = obmem.get_object_traceback(blob)
+        self.assertEqual(tb[0].lineno, line_of("blobs"))
+        self.assertIsNone(obmem.get_object_traceback(None))  # static, never traced
+        obmem.stop()
+        self.assertIsNone(obmem.get_object_traceback(item))
+
+    def test_live_objects_across_start_stop_clear(self):
+        before = make_blobs(2000)
+        obmem.start()
+        after = make_medium(500)
+        current, _ = obmem.get_traced_memory()
+        del before  # allocated before start(): frees ignored
+        gc.collect()
+        now, _ = obmem.get_traced_memory()
+        self.assertGreaterEqual(now, 500 * sys.getsizeof(after[0]))
+        self.assertLess(abs(now - current), 64 * 1024)
+        obmem.clear_traces()
+        self.assertTrue(obmem.is_tracing())
+        self.assertLess(obmem.get_traced_memory()[0], 64 * 1024)
+        del after  # traced, then cleared: ignored too
+        fresh = make_small(300)
+        stats = ours(obmem.take_snapshot().statistics("lineno"))
+        self.assertEqual(stats[0][0], line_of("small"))
+        self.assertNotIn(line_of("medium"), [r[0] for r in stats])
+        obmem.stop()
+        self.assertFalse(obmem.is_tracing())
+        self.assertEqual(obmem.get_traced_memory(), (0, 0))
+        del fresh
+        obmem.start(3)
+        again = make_blobs(10)
+        self.assertEqual(ours(obmem.take_snapshot().statistics("lineno"))[0][0], line_of("blobs"))
+        del again
+
+    def test_threads(self):
+        rng = random.Random(SEED)
+        makers = [make_blobs, make_medium, make_small, nested_inner]
+        rng.shuffle(makers)
+        obmem.start()
+        results = {}
+        barrier = threading.Barrier(len(makers))
+
+        def run(maker):
+            barrier.wait()
+            results[maker] = [maker(50) for _ in range(20)]
+
+        threads = [threading.Thread(target=run, args=(m,)) for m in makers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = {r[0]: r for r in ours(obmem.take_snapshot().statistics("lineno"))}
+        for name in ("blobs", "medium", "small", "inner"):
+            self.assertIn(line_of(name), stats, "seed %d" % SEED)
+            self.assertGreaterEqual(stats[line_of(name)][2], 1000, "seed %d" % SEED)
+
+    def test_peak_snapshot(self):
+        obmem.start()
+        kept = make_small(100)
+        self.assertEqual(temporary_peak(), 5000)
+        _, peak = obmem.get_traced_memory()
+        at_peak = {r[0]: r for r in ours(obmem.get_peak_snapshot().statistics("lineno"))}
+        self.assertIn(line_of("peak"), at_peak)
+        # recorded when the peak had grown by 1 % or 64 KiB: within that step of the peak
+        step = max(peak // 100, 64 * 1024)
+        size = sys.getsizeof(bytes(1000))
+        self.assertGreaterEqual(at_peak[line_of("peak")][1], 5000 * size - step)
+        self.assertGreaterEqual(at_peak[line_of("peak")][2], 5000 - step // size - 1)
+        total = sum(s.size for s in obmem.get_peak_snapshot().statistics("lineno"))
+        self.assertLessEqual(total, peak)
+        self.assertGreaterEqual(total, peak - step - 8 * 5000)
+        at_end = {r[0] for r in ours(obmem.take_snapshot().statistics("lineno"))}
+        self.assertNotIn(line_of("peak"), at_end)
+        self.assertIn(line_of("small"), at_end)
+        obmem.reset_peak()  # the peak set is now the live set
+        at_reset = {r[0] for r in ours(obmem.get_peak_snapshot().statistics("lineno"))}
+        self.assertNotIn(line_of("peak"), at_reset)
+        del kept
+
+    def test_timeline(self):
+        obmem.start(timeline_interval_ms=0.001)
+        kept = [make_small(1000) for _ in range(20)]
+        gc.collect()
+        timeline = obmem.get_timeline()
+        self.assertGreaterEqual(len(timeline.samples), 2)
+        times = [s.time for s in timeline.samples]
+        self.assertEqual(times, sorted(times))
+        self.assertGreater(max(s.traced_bytes for s in timeline.samples), 0)
+        self.assertTrue(all(s.rss_bytes > 0 and s.obmem_bytes > 0 for s in timeline.samples[1:]))
+        full = [e for e in timeline.gc_events if e.generation == 2]
+        self.assertGreaterEqual(len(full), 1)
+        self.assertGreaterEqual(full[-1].duration, 0)
+        self.assertGreaterEqual(timeline.longest_gc_pause, full[-1].duration)
+        self.assertGreaterEqual(timeline.gc_time, timeline.longest_gc_pause)
+        obmem.stop()
+        self.assertNotIn("_obmem_gc_callback", [getattr(c, "__name__", "") for c in gc.callbacks])
+        del kept
+
+    def test_refusals(self):
+        for bad in (0, -1, 129):
+            with self.assertRaises(ValueError):
+                obmem.start(bad)
+        with self.assertRaises(RuntimeError):
+            obmem.take_snapshot()
+        obmem.start()
+        obmem.uninstall()  # stops tracing: the hooks go with it
+        self.assertFalse(obmem.is_tracing())
+        self.assertFalse(obmem.is_installed())
+        obmem.start()  # installs again
+        self.assertTrue(obmem.is_installed())
+
+
+SUBSTITUTED = ("start", "stop", "is_tracing", "get_traceback_limit", "take_snapshot",
+               "get_traced_memory", "reset_peak", "get_object_traceback", "clear_traces",
+               "get_tracemalloc_memory")
+CPYTHON_CASES = ("test_clear_traces", "test_fork", "test_get_object_traceback",
+                 "test_get_traced_memory", "test_get_tracemalloc_memory", "test_is_tracing",
+                 "test_no_incomplete_frames", "test_reset_peak", "test_snapshot_save_attr")
+
+
+class CPythonTracemallocTest(unittest.TestCase):
+    def test_cpython_cases(self):
+        if cpython_tests is None:
+            self.skipTest("no test.test_tracemalloc in this interpreter")
+        saved = {name: getattr(tracemalloc, name) for name in SUBSTITUTED}
+        obmem.install()
+        try:
+            for name in SUBSTITUTED:
+                setattr(tracemalloc, name, getattr(obmem, name))
+            suite = unittest.TestSuite(cpython_tests.TestTracemallocEnabled(name)
+                                       for name in CPYTHON_CASES)
+            result = unittest.TestResult()
+            suite.run(result)
+        finally:
+            for name, value in saved.items():
+                setattr(tracemalloc, name, value)
+            obmem.stop()
+            obmem.uninstall()
+        problems = [(str(case), text) for case, text in result.failures + result.errors]
+        self.assertEqual(problems, [])
+        self.assertEqual(result.testsRun, len(CPYTHON_CASES))
+
+
+if __name__ == "__main__":
+    try:
+        unittest.main()
+    finally:
+        print("OBMEM_TEST_SEED=%d" % SEED, file=sys.stderr)
