@@ -49,6 +49,8 @@ test: test-release test-asan test-tsan
 bench: build
 	bash bench/run.sh
 	bash bench/run_trace.sh
+	# Python-level tracing against tracemalloc (scale 0.2: tracemalloc with 25 frames is ~45x)
+	BENCH_SCALE=$${BENCH_SCALE:-0.2} bash bench/run_python_trace.sh
 
 format:
 	clang-format -i include/*.h include/obmem/*.h src/*.c src/*.h src/*/*.c src/*/*.h \
