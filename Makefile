@@ -1,5 +1,6 @@
 # obmem — the two commands a newcomer needs, over CMake:
-#   make demo    build and run the bundled examples: the allocator's statistics, then a traced run
+#   make demo    build and run the bundled examples: the allocator's statistics, a traced run of
+#                a C program, then a Python script traced by the CPython module
 #   make test    build and run every test: Release, AddressSanitizer+UBSan, ThreadSanitizer
 # and for developers: make build, make bench, make format, make clean.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -25,6 +26,13 @@ demo: build
 	@echo "== examples/demo_trace.c traced by obmem run, then obmem report: leak, peak, temporaries =="
 	./$(BUILD)/tools/obmem run -o $(BUILD)/demo_trace.cap -- ./$(BUILD)/examples/demo_trace
 	./$(BUILD)/tools/obmem report --top 5 $(BUILD)/demo_trace.cap
+	@if ls $(BUILD)/python/obmem*.so >/dev/null 2>&1; then \
+	  echo; \
+	  echo "== examples/python/trace.py with the CPython module: which lines allocate, now and at the peak =="; \
+	  PYTHONPATH=$(BUILD)/python python3 examples/python/trace.py; \
+	else \
+	  echo "(the CPython module was not built: no CPython 3.11+ with headers; see docs/python.md)"; \
+	fi
 
 test-release: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
