@@ -69,6 +69,19 @@ check_allocators() {
   done
 }
 
+# find_python: PY, the interpreter the Python benchmarks run (BENCH_PYTHON_EXE, else the real
+# binary behind `python3`, not a wrapper script such as pyenv's shim), and PY_VERSION.
+find_python() {
+  if [[ -n ${BENCH_PYTHON_EXE:-} ]]; then
+    PY=$BENCH_PYTHON_EXE
+  else
+    command -v python3 >/dev/null || die "python3 is not installed"
+    PY=$(python3 -c 'import sys; print(sys.executable)') || die "python3 does not run"
+  fi
+  [[ -x $PY ]] || PY=$(command -v "$PY") || die "no interpreter at '$PY'"
+  PY_VERSION=$("$PY" --version 2>&1)
+}
+
 # start_raw: an empty raw directory, so that no file of an earlier run is taken for this one's.
 start_raw() {
   rm -rf "$RAW"

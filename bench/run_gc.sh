@@ -38,13 +38,7 @@ RAW=$RESULTS/raw-gc
 [[ $GC_BUDGET =~ ^[1-9][0-9]*$ ]] || die "BENCH_GC_BUDGET must be a positive integer, not '$GC_BUDGET'"
 start_raw
 
-if [[ -n ${BENCH_PYTHON_EXE:-} ]]; then
-  PY=$BENCH_PYTHON_EXE
-else
-  command -v python3 >/dev/null || die "python3 is not installed"
-  PY=$(python3 -c 'import sys; print(sys.executable)') || die "python3 does not run"
-fi
-PY_VERSION=$("$PY" --version 2>&1)
+find_python
 
 build_project bench_gc
 GC_BIN=$BUILD/bench/bench_gc

@@ -55,15 +55,7 @@ done
 check_allocators
 ((${#WORKLOADS[@]} > 0)) || die "no workload to run"
 
-# The interpreter: the real binary, not a wrapper script.
-if [[ -n ${BENCH_PYTHON_EXE:-} ]]; then
-  PY=$BENCH_PYTHON_EXE
-else
-  command -v python3 >/dev/null || die "python3 is not installed"
-  PY=$(python3 -c 'import sys; print(sys.executable)') || die "python3 does not run"
-fi
-[[ -x $PY ]] || PY=$(command -v "$PY") || die "no interpreter at '$PY'"
-PY_VERSION=$("$PY" --version 2>&1)
+find_python
 PY_PYMALLOC=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("WITH_PYMALLOC"))' 2>/dev/null)
 
 start_raw

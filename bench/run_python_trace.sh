@@ -42,14 +42,7 @@ for a in "${ALLOCATORS[@]}"; do
 done
 ((${#WORKLOADS[@]} > 0)) || die "no workload to run"
 
-if [[ -n ${BENCH_PYTHON_EXE:-} ]]; then
-  PY=$BENCH_PYTHON_EXE
-else
-  command -v python3 >/dev/null || die "python3 is not installed"
-  PY=$(python3 -c 'import sys; print(sys.executable)') || die "python3 does not run"
-fi
-[[ -x $PY ]] || PY=$(command -v "$PY") || die "no interpreter at '$PY'"
-PY_VERSION=$("$PY" --version 2>&1)
+find_python
 
 start_raw
 

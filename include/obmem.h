@@ -71,6 +71,8 @@ OBM_API void *obm_aligned_alloc(size_t alignment, size_t size) OBM_MALLOC_ATTR O
 OBM_API int obm_posix_memalign(void **out, size_t alignment, size_t size);
 /* Bytes usable at ptr (>= the request); 0 for NULL.  A foreign pointer is reported. */
 OBM_API size_t obm_usable_size(const void *ptr);
+/* The process's resident set size now, in bytes (/proc/self/statm), or 0 if unknown. */
+OBM_API size_t obm_rss_bytes(void);
 /* 1 when ptr points into memory obmem handed out (any interior address of a live mapping),
  * 0 otherwise.  Never touches memory that obmem does not own. */
 OBM_API int obm_owns(const void *ptr);

@@ -41,14 +41,12 @@
  */
 #include "obmem_py.h"
 
-#include <fcntl.h>
 #include <obmem.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #define MAX_NFRAME    128
 #define PEAK_MIN_STEP (64u * 1024u)
@@ -381,26 +379,13 @@ static void peak_record(void) {
   T.recorded_bytes = T.traced_bytes;
 }
 
-static uint64_t rss_bytes(void) {
-  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  char text[128];
-  ssize_t n = read(fd, text, sizeof text - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  text[n] = 0;
-  unsigned long long size = 0, resident = 0;
-  if (sscanf(text, "%llu %llu", &size, &resident) != 2) return 0;
-  return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-
 static void timeline_sample(uint64_t now) {
   static obm_stats_t stats; /* ~5 KiB; the GIL serializes the callers */
   if (reserve((void **)&T.samples, &T.samples_capacity, T.nsamples, sizeof *T.samples) < 0)
     return; /* a sample less */
   obm_stats_get(&stats);
-  T.samples[T.nsamples++] =
-      (sample_t){(double)(now - T.start_ns) / 1e9, T.traced_bytes, stats.bytes_in_use, rss_bytes()};
+  T.samples[T.nsamples++] = (sample_t){(double)(now - T.start_ns) / 1e9, T.traced_bytes,
+                                       stats.bytes_in_use, obm_rss_bytes()};
   T.next_sample_ns = now + T.interval_ns;
 }
 

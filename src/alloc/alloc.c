@@ -231,17 +231,19 @@ void *_obm_malloc_plain(size_t size) {
   return malloc_plain(size);
 }
 
+/* obm_malloc while the tracer's hooks are set: out of line, so that the untraced fast path
+ * keeps its registers.  Sampled mode: most calls only count down and go on to the plain
+ * path (the placeholder heap of a thread not yet set up holds 0, so its calls go on to
+ * traced.c). */
+static OBM_NOINLINE void *malloc_hooked(const obm_alloc_hooks_t *h, size_t size) {
+  if (h->next_sample && _obm_sample_countdown(_obm_tls_fast_heap, size)) return malloc_plain(size);
+  return _obm_malloc_traced(size);
+}
+
 void *obm_malloc(size_t size) {
   /* while tracing (one load and a branch when not) */
   const obm_alloc_hooks_t *h = atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed);
-  if (obm_unlikely(h != NULL)) {
-    /* Sampled mode: most calls only count down here (the placeholder heap of a thread not
-     * yet set up holds 0, so its calls go on to traced.c). */
-    obm_heap_t *heap = _obm_tls_fast_heap;
-    int64_t left = atomic_load_explicit(&heap->sample_left, memory_order_relaxed) - (int64_t)size;
-    if (!h->next_sample || left <= 0) return _obm_malloc_traced(size);
-    atomic_store_explicit(&heap->sample_left, left, memory_order_relaxed);
-  }
+  if (obm_unlikely(h != NULL)) return malloc_hooked(h, size);
   return malloc_plain(size);
 }
 

@@ -456,6 +456,15 @@ OBM_HIDDEN OBM_COLD void _obm_report_foreign(const char *op, const void *p);
 extern OBM_HIDDEN _Atomic(const obm_alloc_hooks_t *) _obm_alloc_hooks;
 /* The entry points while hooks are installed: each call recorded or plain (traced.c). */
 OBM_HIDDEN void *_obm_malloc_traced(size_t size);
+/* Sampled tracing's countdown (heap->sample_left), shared by obm_malloc's inline path and
+ * traced.c: counts size down and returns 1 while bytes are left, else 0 (the allocation is due
+ * for a sample, or the heap never drew: traced.c decides, and redraws). */
+OBM_INLINE int _obm_sample_countdown(obm_heap_t *heap, size_t size) {
+  int64_t left = atomic_load_explicit(&heap->sample_left, memory_order_relaxed) - (int64_t)size;
+  if (left <= 0) return 0;
+  atomic_store_explicit(&heap->sample_left, left, memory_order_relaxed);
+  return 1;
+}
 OBM_HIDDEN void *_obm_alloc_traced(size_t alignment, size_t size, int zero);
 OBM_HIDDEN void *_obm_realloc_traced(void *ptr, size_t size);
 /* Their plain paths (alloc.c): malloc's inline path, calloc's, realloc of a live block into a

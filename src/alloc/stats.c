@@ -682,6 +682,10 @@ static void lock_everything(void) {
   }
 }
 
+size_t obm_rss_bytes(void) {
+  return _obm_os_rss_bytes();
+}
+
 size_t _obm_heap_check_all(void) {
   _obm_init();
   size_t problems = 0;

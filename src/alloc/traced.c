@@ -78,11 +78,7 @@ OBM_INLINE const obm_alloc_hooks_t *record_size(size_t size) {
     heap = _obm_heap_init_thread();
     if (!heap) return NULL; /* the plain path reports ENOMEM */
   }
-  int64_t left = atomic_load_explicit(&heap->sample_left, memory_order_relaxed) - (int64_t)size;
-  if (obm_likely(left > 0)) {
-    atomic_store_explicit(&heap->sample_left, left, memory_order_relaxed);
-    return NULL;
-  }
+  if (obm_likely(_obm_sample_countdown(heap, size))) return NULL;
   return sample_due(h, heap, size);
 }
 

@@ -532,15 +532,27 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   return 0;
 }
 
-int obm_trace_start(const char *path, const obm_trace_options_t *options) {
+/* start, stop and flush: under the control lock, with this thread's allocations not traced
+ * (what they allocate — dlopen, the writer thread — is the tracer's).  Returns the guard's
+ * previous value for control_leave. */
+static int control_enter(void) {
   int saved = tls_guard;
-  tls_guard = 1; /* what start allocates (dlopen, the thread) is not traced */
+  tls_guard = 1;
   _obm_alloc_muted++;
   pthread_mutex_lock(&g.control);
-  int err = start_locked(path, options);
+  return saved;
+}
+
+static void control_leave(int saved) {
   pthread_mutex_unlock(&g.control);
   _obm_alloc_muted--;
   tls_guard = saved;
+}
+
+int obm_trace_start(const char *path, const obm_trace_options_t *options) {
+  int saved = control_enter();
+  int err = start_locked(path, options);
+  control_leave(saved);
   return err;
 }
 
@@ -564,18 +576,13 @@ static void collect_all(int stopping) {
 }
 
 int obm_trace_flush(void) {
-  int saved = tls_guard;
-  tls_guard = 1;
-  _obm_alloc_muted++;
-  pthread_mutex_lock(&g.control);
+  int saved = control_enter();
   int err = EINVAL;
   if (atomic_load(&_obm_trace_on)) {
     collect_all(0);
     err = _obm_trace_writer_flush();
   }
-  pthread_mutex_unlock(&g.control);
-  _obm_alloc_muted--;
-  tls_guard = saved;
+  control_leave(saved);
   return err;
 }
 
@@ -583,10 +590,7 @@ int obm_trace_flush(void) {
  * which returns once _obm_trace_on is clear); recorded blocks stay valid and their frees, after
  * this, call nothing. */
 int obm_trace_stop(void) {
-  int saved = tls_guard;
-  tls_guard = 1;
-  _obm_alloc_muted++;
-  pthread_mutex_lock(&g.control);
+  int saved = control_enter();
   int err = EINVAL;
   if (atomic_load(&_obm_trace_on)) {
     _obm_alloc_set_hooks(NULL);
@@ -599,9 +603,7 @@ int obm_trace_stop(void) {
     for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++)
       atomic_store(&g.threads[i].state, 0);
   }
-  pthread_mutex_unlock(&g.control);
-  _obm_alloc_muted--;
-  tls_guard = saved;
+  control_leave(saved);
   return err;
 }
 
