@@ -111,7 +111,8 @@ struct obm_arena_s {
  * Invariant: block + usable_size == (uint8_t *)this + mapped_size. */
 typedef struct obm_large_s {
   uint32_t kind;      /* OBM_SEG_LARGE */
-  uint32_t cached;    /* 1 while in the cache (freed) */
+  uint16_t cached;    /* 1 while in the cache (freed) */
+  uint16_t traced;    /* 1: the tracer recorded the block (its free is reported) */
   size_t mapped_size; /* bytes mapped, a multiple of the page size */
   uint8_t *block;     /* the pointer handed out */
   size_t usable_size;
@@ -119,7 +120,8 @@ typedef struct obm_large_s {
   size_t requested_size;           /* size of the last malloc or realloc of the block that reached
                                       large.c (realloc's in-place cases in alloc.c do not); meaningless
                                       while cached */
-  uint32_t traced;                 /* 1: the tracer recorded the block (its free is reported) */
+  size_t touched; /* bytes from the segment's start its blocks may have made resident: the
+                     high-water mark of header + requested size since the last decommit */
 } obm_large_t;
 
 /* A heap's per-class state, in one place so that a malloc touches one cache line of it. */
@@ -345,6 +347,9 @@ OBM_HIDDEN int _obm_arena_purge_expired(void);
 OBM_HIDDEN int _obm_arena_purge_heap(obm_heap_t *heap, uint64_t now);
 /* Gives the pages of the heap's free slots back to the OS (they stay mapped). */
 OBM_HIDDEN void _obm_arena_decommit_free(obm_heap_t *heap);
+/* Decommits dirty free slots of the heap (older first) up to `want` bytes, before fresh memory
+ * is mapped; returns the bytes decommitted. */
+OBM_HIDDEN size_t _obm_arena_give_back(obm_heap_t *heap, size_t want);
 OBM_HIDDEN extern obm_arena_t *_obm_arenas_all; /* under _obm_global_lock */
 OBM_HIDDEN extern uint64_t _obm_arenas_allocated, _obm_arenas_reclaimed, _obm_arenas_current,
     _obm_arenas_highwater, _obm_arenas_nspare;
@@ -495,6 +500,9 @@ extern OBM_HIDDEN obm_large_t *_obm_large_live;
 /* Unmaps cached large blocks older than 10x OBMEM_PURGE_DELAY_MS; returns whether the
  * cache still holds blocks. */
 OBM_HIDDEN int _obm_large_purge_expired(void);
+/* Unmaps the least recently freed cached large segments, up to `want` bytes, before an arena
+ * is mapped fresh; returns the bytes unmapped. */
+OBM_HIDDEN size_t _obm_large_give_back(size_t want);
 
 /* ---- purge.c: the purge thread ---------------------------------------------------------- */
 /* Memory became purgeable later (dirty slots, a spare arena, a cached large block): makes

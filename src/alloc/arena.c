@@ -144,6 +144,7 @@ static obm_arena_t *arena_new(obm_heap_t *heap) {
   pthread_mutex_unlock(&_obm_global_lock);
   unmap_list(victims);
   if (!a) {
+    _obm_large_give_back(OBM_ARENA_SIZE);
     a = _obm_os_map(OBM_ARENA_SIZE, OBM_ARENA_SIZE);
     if (!a) return NULL;
     if (_obm_pagemap_set(a, OBM_ARENA_SIZE, (obm_segment_t *)a) != 0) {
@@ -324,6 +325,37 @@ int _obm_arena_purge_heap(obm_heap_t *heap, uint64_t now) {
   return left;
 }
 
+/* The process is about to map fresh memory (an arena, a large block): free slots left dirty
+ * (resident, waiting for their purge delay) that cannot take its place would add to the peak
+ * beside it.  Decommits dirty free slots of the heap, the older ones first, until `want` bytes
+ * are given back or none is left; returns the bytes given back.  So the purge delay costs no
+ * peak RSS (a segregated heap cannot reuse a free slot for a large block, or scattered single
+ * slots for a 14-slot pool, where glibc's heap coalesces), and can be long enough that memory
+ * freed and soon reused is not faulted in again. */
+static size_t give_back_locked(obm_heap_t *heap, size_t want) {
+  size_t given = 0;
+  if (_obm_option(OBM_OPTION_PURGE_DELAY_MS) == 0) return 0; /* nothing is left dirty */
+  for (int pass = 0; pass < 2 && given < want; pass++) {
+    for (obm_arena_t *a = heap->usable; a && given < want; a = a->next) {
+      uint64_t m = (pass == 0 ? a->dirty_old : a->dirty_slots | a->dirty_old) & a->free_slots;
+      if (!m) continue;
+      decommit_slots(a, m);
+      a->dirty_old &= ~m;
+      a->dirty_slots &= ~m;
+      given += (size_t)__builtin_popcountll(m) * OBM_POOL_SIZE;
+    }
+  }
+  return given;
+}
+
+size_t _obm_arena_give_back(obm_heap_t *heap, size_t want) {
+  if (heap->is_empty_heap) return 0;
+  _obm_heap_lock(heap);
+  size_t given = give_back_locked(heap, want);
+  _obm_heap_unlock(heap);
+  return given;
+}
+
 /* Gives the pages of every free slot of the arena back to the OS (they stay mapped). */
 static void arena_decommit_free(obm_arena_t *a) {
   decommit_slots(a, a->free_slots);
@@ -341,19 +373,48 @@ static int find_run(uint64_t free_slots, unsigned k) {
   return m ? __builtin_ctzll(m) : -1;
 }
 
-obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
-  _obm_heap_lock(heap);
-  obm_arena_t *a = heap->usable;
-  int slot = -1;
-  for (int tries = 0; a && tries < 64; a = a->next, tries++) {
+/* The arena and first slot of a run of nslots free slots in the heap's usable arenas
+ * (resident ones first), or -1. */
+static int find_slots(obm_heap_t *heap, unsigned nslots, obm_arena_t **where) {
+  int tries = 0;
+  for (obm_arena_t *a = heap->usable; a && tries < 64; a = a->next, tries++) {
     if (a->nfree_slots < nslots) continue;
     /* resident slots first: the others fault in again */
+    int slot = -1;
     uint64_t dirty = a->free_slots & (a->dirty_slots | a->dirty_old);
     if (dirty) slot = find_run(dirty, nslots);
     if (slot < 0) slot = find_run(a->free_slots, nslots);
-    if (slot >= 0) break;
+    if (slot >= 0) {
+      *where = a;
+      return slot;
+    }
+  }
+  return -1;
+}
+
+/* Releases the heap's cached empty pools to their arenas, still resident (dirty). */
+static void cache_release_all(obm_heap_t *heap) {
+  for (unsigned c = 0; c < OBM_NCLASSES && heap->ncached_slots; c++) {
+    obm_pool_t *pool;
+    while ((pool = atomic_load_explicit(&heap->cached[c], memory_order_relaxed)) != NULL) {
+      cache_remove(heap, pool);
+      pool_release_locked(heap, pool, 0);
+    }
+  }
+}
+
+obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
+  _obm_heap_lock(heap);
+  obm_arena_t *a = NULL;
+  int slot = find_slots(heap, nslots, &a);
+  if (slot < 0 && heap->ncached_slots) {
+    /* empty pools kept for other classes are resident memory this pool can use, as
+     * pymalloc's empty pools serve any class, rather than a fresh arena beside them */
+    cache_release_all(heap);
+    slot = find_slots(heap, nslots, &a);
   }
   if (slot < 0) {
+    give_back_locked(heap, OBM_ARENA_SIZE);
     a = arena_new(heap);
     if (!a) {
       _obm_heap_unlock(heap);

@@ -7,10 +7,11 @@
  * largest smaller cached segment with mremap (its pages are reused, only the extension is new),
  * so that a big segment stays whole for a request of its size; with nothing smaller cached it
  * takes a segment at most 8x the request whole, and beside only bigger ones it maps a fresh
- * segment (cache_choose).  A cached segment is never trimmed for a smaller request: the pages
- * cut off are resident, and the next request of the segment's size would fault them in again
- * (only slack beyond 64 MiB is unmapped).  The cache is a compact array (one scan of contiguous
- * memory, no walk through the segments' own pages), bounded by the larger of
+ * segment (cache_choose).  A cached segment is never unmapped in part for a smaller request
+ * (only slack beyond 64 MiB is): the next request of the segment's size finds its mapping
+ * whole.  But a request under half of what the last block made resident gives back the pages
+ * beyond the new block (segment_trim_resident).  The cache is a compact array (one scan of
+ * contiguous memory, no walk through the segments' own pages), bounded by the larger of
  * OBMEM_LARGE_CACHE_MB and the large-block high-water mark, and by CACHE_MAX_ENTRIES; an entry
  * older than 10 x OBMEM_PURGE_DELAY_MS (a large block is worth more page faults than a pool
  * slot) is unmapped at the next large allocation or free, as is the least recently freed one
@@ -139,6 +140,7 @@ static void segment_shrink(obm_large_t *s, size_t new_size) {
     _obm_pagemap_set((void *)first_free_chunk, (uintptr_t)base + old - first_free_chunk, NULL);
   _obm_os_remap_inplace(base, old, new_size);
   s->mapped_size = new_size;
+  if (s->touched > new_size) s->touched = new_size;
   _obm_mapped_sub(old - new_size);
 }
 
@@ -214,13 +216,36 @@ static void segment_hand_out(obm_large_t *s, size_t offset, size_t size) {
   s->requested_size = size;
 }
 
+static void note_touched(obm_large_t *s) {
+  size_t end = page_round((size_t)(s->block - (uint8_t *)s) + s->requested_size);
+  if (end > s->touched) s->touched = end;
+}
+
+/* A cached segment taken whole by cache_choose's first rule (less than a MiB too big) for a
+ * request under half of what its last occupant made resident: the pages beyond the new
+ * block's end are given back (they stay mapped, so a later growth of the block, or a bigger
+ * block after it, needs no system call, only the faults).  Without this, a 67 KB buffer that
+ * took a cached 880 KB segment kept 800 KB of a JSON text's old pages resident for as long as
+ * it lived (bench/python/json_roundtrip.py: peak RSS 1.09x pymalloc's -> 1.03x).  Not after
+ * the third rule (a segment up to 8x too big, taken whole because it is the only kind of
+ * buffer there is): bench/large.c then takes 8-64 MiB segments for 1-8 MiB requests, and
+ * trimming them tripled its page faults and its time.  Call without the large lock. */
+static void segment_trim_resident(obm_large_t *s) {
+  size_t keep = page_round((size_t)(s->block - (uint8_t *)s) + s->requested_size);
+  /* debug mode checks a freed block's fill when its memory is handed out again */
+  if (s->touched / 2 <= keep || _obm_debug_on) return;
+  _obm_os_decommit((uint8_t *)s + keep, s->touched - keep);
+  s->touched = keep;
+}
+
 /* The cache entry a request of `need` bytes uses (under _obm_large_lock), in this order:
  *   1. the smallest segment >= need, if less than CACHE_SLACK_MAX too big: taken whole;
  *   2. the largest segment < need: grown to need (*grow = 1) rather than a bigger one taken with
  *      a MiB or more of slack, which stays whole for a request its size;
  *   3. the smallest segment >= need, if at most CACHE_FIT_RATIO times need: taken whole;
  *   4. none (SIZE_MAX): only much bigger segments are cached, and a fresh one is mapped. */
-static size_t cache_choose(size_t need, int *grow) {
+enum { CHOSE_CLOSE, CHOSE_GROW, CHOSE_WHOLE }; /* cache_choose's rules 1, 2, 3 */
+static size_t cache_choose(size_t need, int *how) {
   size_t fit = SIZE_MAX, below = SIZE_MAX;
   for (size_t i = 0; i < cache_count; i++) {
     size_t size = cache[i].size;
@@ -230,11 +255,15 @@ static size_t cache_choose(size_t need, int *grow) {
       below = i;
     }
   }
-  if (fit != SIZE_MAX && cache[fit].size - need < CACHE_SLACK_MAX) return fit;
+  if (fit != SIZE_MAX && cache[fit].size - need < CACHE_SLACK_MAX) {
+    *how = CHOSE_CLOSE;
+    return fit;
+  }
   if (below != SIZE_MAX) {
-    *grow = 1;
+    *how = CHOSE_GROW;
     return below;
   }
+  *how = CHOSE_WHOLE;
   if (fit != SIZE_MAX && cache[fit].size / CACHE_FIT_RATIO <= need) return fit;
   return SIZE_MAX;
 }
@@ -249,17 +278,18 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
   size_t need = page_round(offset + (size ? size : 1)); /* the block must lie inside */
   size_t map_align = alignment > OBM_ARENA_SIZE ? alignment : OBM_ARENA_SIZE;
   obm_large_t *s = NULL, *grow = NULL;
-  int linked = 0;
+  int linked = 0, trim = 0;
   if (map_align == OBM_ARENA_SIZE) {
     obm_large_t *victims = NULL;
     pthread_mutex_lock(&_obm_large_lock);
     if (cache_count) {
-      int grow_it = 0;
-      size_t i = cache_choose(need, &grow_it);
+      int how = CHOSE_WHOLE;
+      size_t i = cache_choose(need, &how);
       if (i != SIZE_MAX) {
         s = cache_take(i);
         cache_hits++;
-        if (grow_it) {
+        trim = how == CHOSE_CLOSE;
+        if (how == CHOSE_GROW) {
           grow = s;
           s = NULL;
         } else if (!LARGE_NEEDS_SHRINK(s, need)) {
@@ -274,17 +304,24 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     }
     pthread_mutex_unlock(&_obm_large_lock);
     unmap_victims(victims);
-    if (grow) s = segment_grow(grow, need);
+    if (grow) {
+      _obm_arena_give_back(_obm_heap_get(), need - grow->mapped_size);
+      s = segment_grow(grow, need);
+    }
     if (s && !linked && LARGE_NEEDS_SHRINK(s, need)) segment_shrink(s, need);
   }
   if (linked) {
+    if (trim) segment_trim_resident(s);
+    note_touched(s);
     if (zero) memset(s->block, 0, size);
     return s->block;
   }
   if (s) {
     segment_hand_out(s, offset, size);
+    if (trim) segment_trim_resident(s);
     if (zero) memset(s->block, 0, size);
   } else {
+    _obm_arena_give_back(_obm_heap_get(), need);
     s = _obm_os_map(need, map_align);
     if (!s) return NULL;
     if (_obm_pagemap_set(s, need, (obm_segment_t *)s) != 0) {
@@ -299,7 +336,9 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     s->usable_size = need - offset; /* fresh pages are zero: nothing to clear */
     s->cached = 0;
     s->requested_size = size;
+    s->touched = 0;
   }
+  note_touched(s);
   pthread_mutex_lock(&_obm_large_lock);
   live_link(s);
   nmalloc_total++;
@@ -350,6 +389,7 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
   if (need <= old) {
     size_t previous = s->requested_size;
     s->requested_size = size;
+    note_touched(s);
     if (size >= previous || need * 4 > old * 3) return s->block; /* grew, or saves < 25 % */
     pthread_mutex_lock(&_obm_large_lock);
     live_mapped -= old - need;
@@ -376,6 +416,7 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
     s->usable_size = need - offset;
     pthread_mutex_unlock(&_obm_large_lock);
     s->requested_size = size;
+    note_touched(s);
     return s->block;
   }
   /* Move the pages to a new aligned place.  Unlink first: neighbours point at s. */
@@ -399,6 +440,7 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
     n->block = (uint8_t *)n + offset;
     n->usable_size = need - offset;
     n->requested_size = size;
+    note_touched(n);
     s = n;
   } else {
     _obm_pagemap_set(s, s->mapped_size, (obm_segment_t *)s);
@@ -424,6 +466,28 @@ void _obm_large_trim(void) {
   }
   pthread_mutex_unlock(&_obm_large_lock);
   unmap_victims(victims);
+}
+
+/* An arena is about to be mapped fresh: cached segments (resident, unused) cannot hold its
+ * pools and would add to the peak beside it, where glibc's heap would have reused the pages
+ * of a freed big block for small ones.  Unmaps the least recently freed cached segments until
+ * `want` bytes are given back or the cache is empty; returns the bytes given back. */
+size_t _obm_large_give_back(size_t want) {
+  obm_large_t *victims = NULL;
+  size_t given = 0;
+  pthread_mutex_lock(&_obm_large_lock);
+  while (cache_count && given < want) {
+    size_t oldest = 0;
+    for (size_t i = 1; i < cache_count; i++)
+      if (cache[i].since < cache[oldest].since) oldest = i;
+    given += cache[oldest].size;
+    obm_large_t *v = cache_take(oldest);
+    v->next = victims;
+    victims = v;
+  }
+  pthread_mutex_unlock(&_obm_large_lock);
+  unmap_victims(victims);
+  return given;
 }
 
 int _obm_large_purge_expired(void) {
