@@ -25,7 +25,7 @@ import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE_SOURCES = ["python/module.c", "python/allocator.c", "python/footprint.c",
-                  "python/trace.c", "python/frames.c"]
+                  "python/trace.c", "python/frames.c", "python/capture.c"]
 # pure Python, installed beside the module (which imports it)
 MODULE_PYTHON = ["python/_obmem_tracing.py"]
 # what CMake's obmem_setup_target and python/CMakeLists.txt add (see there)
@@ -72,7 +72,8 @@ def build_module(out_dir):
         objects = list(pool.map(compile_one, sources()))
     target = os.path.join(out_dir, "obmem" + sysconfig.get_config_var("EXT_SUFFIX"))
     link = (_config("LDSHARED") + objects + ["-o", target, "-pthread",
-            "-Wl,--version-script=" + os.path.join(ROOT, "python", "obmem.map")])
+            "-Wl,--version-script=" + os.path.join(ROOT, "python", "obmem.map"),
+            "-lm", "-ldl"])
     subprocess.run(link, check=True)
     for source in MODULE_PYTHON:
         shutil.copy(os.path.join(ROOT, source), out_dir)

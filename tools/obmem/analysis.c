@@ -250,6 +250,21 @@ static size_t site_of(tool_report_t *r, tool_symbols_t *sym, const obm_capture_t
   const char *function = "<no stack>", *file = "";
   int line = 0;
   uint64_t address = 0;
+  /* a stack with Python frames (PYFRAME): the site is the innermost of them, also when native
+   * frames (the C code that allocated, --native) are inside it */
+  for (uint32_t id = stack; id != 0;) {
+    uint32_t parent, frame, py_line;
+    const char *py_function, *py_file;
+    if (obm_capture_stack(cap, id, &parent, &frame) != 0) break;
+    if (obm_capture_frame_python(cap, frame, &py_function, &py_file, &py_line)) {
+      function = py_function;
+      file = py_file;
+      line = (int)py_line;
+      stack = 0; /* found: no native site */
+      break;
+    }
+    id = parent;
+  }
   for (uint32_t id = stack; id != 0;) {
     uint32_t parent, frame;
     if (obm_capture_stack(cap, id, &parent, &frame) != 0) break;
