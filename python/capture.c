@@ -28,6 +28,25 @@
 static PyObject **kept;        /* code objects named this session (references; libc memory) */
 static size_t nkept, kept_cap; /* the GIL guards them: names runs with it held */
 static int capturing;
+#define STOP_CODES 4
+static PyObject *stop_codes[STOP_CODES]; /* the runner's frames: a stack ends below them */
+static int nstop_codes;
+
+/* The thread's Python frames, innermost first, up to (not including) the first frame of a
+ * stop code (the runner's own: runpy's _run_code, obmem.__main__'s run_target). */
+static int capture_frames(obm_trace_interp_frame_t *out, int max) {
+  int n = _obm_py_frames_capture(out, max);
+  for (int i = 0; i < n; i++)
+    for (int k = 0; k < nstop_codes; k++)
+      if (out[i].code == stop_codes[k]) return i;
+  return n;
+}
+
+static void release_stop_codes(void) {
+  for (int k = 0; k < nstop_codes; k++)
+    Py_CLEAR(stop_codes[k]);
+  nstop_codes = 0;
+}
 
 static int capture_names(const void *code, uint32_t offset, obm_trace_interp_names_t *out) {
   PyCodeObject *co = (PyCodeObject *)code;
@@ -75,16 +94,31 @@ static void release_kept(void) {
   free(list);
 }
 
-/* _capture_start(path, native=False, sample=0, max_frames=64, interval_ms=50) -> path */
+/* _capture_start(path, native=False, sample=0, max_frames=64, interval_ms=50, stop_at=())
+ * -> path */
 PyObject *_obm_py_capture_start(PyObject *module, PyObject *args, PyObject *kwargs) {
   (void)module;
-  static char *keywords[] = {"path", "native", "sample", "max_frames", "interval_ms", NULL};
+  static char *keywords[] = {"path",        "native",  "sample", "max_frames",
+                             "interval_ms", "stop_at", NULL};
   const char *path;
   int native = 0, max_frames = 64, interval_ms = 50;
   unsigned long long sample = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|pKii:_capture_start", keywords, &path,
-                                   &native, &sample, &max_frames, &interval_ms))
+  PyObject *stop_at = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|pKiiO!:_capture_start", keywords, &path,
+                                   &native, &sample, &max_frames, &interval_ms, &PyTuple_Type,
+                                   &stop_at))
     return NULL;
+  if (stop_at != NULL) {
+    if (PyTuple_GET_SIZE(stop_at) > STOP_CODES) {
+      PyErr_Format(PyExc_ValueError, "stop_at: at most %d code objects", STOP_CODES);
+      return NULL;
+    }
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(stop_at); k++)
+      if (!PyCode_Check(PyTuple_GET_ITEM(stop_at, k))) {
+        PyErr_SetString(PyExc_TypeError, "stop_at: a tuple of code objects");
+        return NULL;
+      }
+  }
   if (!_obm_py_frames_supported()) {
     PyErr_SetString(PyExc_RuntimeError,
                     "obmem run: Python frames are read on CPython 3.11 and 3.12 only");
@@ -101,7 +135,12 @@ PyObject *_obm_py_capture_start(PyObject *module, PyObject *args, PyObject *kwar
   PyObject *done = _obm_py_install(NULL, NULL);
   if (done == NULL) return NULL;
   Py_DECREF(done);
-  obm_trace_interp_t interp = {.frames = _obm_py_frames_capture, .names = capture_names};
+  release_stop_codes();
+  for (Py_ssize_t k = 0; stop_at != NULL && k < PyTuple_GET_SIZE(stop_at); k++) {
+    stop_codes[k] = Py_NewRef(PyTuple_GET_ITEM(stop_at, k));
+    nstop_codes++;
+  }
+  obm_trace_interp_t interp = {.frames = capture_frames, .names = capture_names};
   /* the interpreter loop: its native frames are replaced by the Python frames (--native) */
   Dl_info info;
   const ElfW(Sym) *symbol = NULL;
@@ -123,6 +162,7 @@ PyObject *_obm_py_capture_start(PyObject *module, PyObject *args, PyObject *kwar
   if (!err) err = obm_trace_start(path, &o);
   if (err) {
     obm_trace_set_interpreter(NULL);
+    release_stop_codes();
     errno = err;
     PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
     return NULL;
@@ -140,6 +180,7 @@ PyObject *_obm_py_capture_stop(PyObject *module, PyObject *unused) {
   obm_trace_set_interpreter(NULL);
   capturing = 0;
   release_kept();
+  release_stop_codes();
   if (err) {
     errno = err;
     return PyErr_SetFromErrno(PyExc_OSError);

@@ -148,8 +148,10 @@ def main(argv):
         print("python -m obmem run: %s: no such file" % target, file=sys.stderr)
         return 2
     try:
+        # stacks end at the program's own frames: runpy's and this runner's are left out
         path = obmem._capture_start(opts["out"], native=opts["native"], sample=opts["sample"],
-                                    max_frames=opts["max_frames"])
+                                    max_frames=opts["max_frames"],
+                                    stop_at=(runpy._run_code.__code__, run_target.__code__))
     except (OSError, RuntimeError, ValueError) as e:
         print("python -m obmem run: cannot write the capture %s: %s" % (opts["out"], e),
               file=sys.stderr)
