@@ -102,9 +102,10 @@ typedef struct obm_trace_interp_s {
   /* The calling thread's frames, innermost first, at most max; called inside the allocation
    * hook (what it allocates is not recorded).  Returns how many (0: none). */
   int (*frames)(obm_trace_interp_frame_t *out, int max);
-  /* The names of a frame, called once per new (code, offset) of a session, on the thread
-   * that met it, right after `frames` returned it.  0, or nonzero: the frame is recorded as
-   * "?" without a file. */
+  /* The names of a frame, called once per new (code, offset) of a session (threads that meet
+   * it first at the same moment may each call it; one answer is kept), on the thread that
+   * met it, right after `frames` returned it.  0, or nonzero: the frame is recorded as "?"
+   * without a file. */
   int (*names)(const void *code, uint32_t offset, obm_trace_interp_names_t *out);
   uintptr_t eval_lo, eval_hi; /* the interpreter loop's code; 0, 0 = unknown */
 } obm_trace_interp_t;
