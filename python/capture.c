@@ -257,8 +257,10 @@ PyObject *_obm_py_capture_summary(PyObject *module, PyObject *arg) {
       if (mean > 0 && r.size > 0) b = b / (1 - exp(-b / mean));
       if (2 * (t.used + 1) > t.mask && table_grow(&t) < 0) break;
       size_t i = slot_of(&t, r.address);
-      if (t.slots[i].address) live -= t.slots[i].bytes; /* a free we did not see */
-      else t.used++;
+      if (t.slots[i].address)
+        live -= t.slots[i].bytes; /* a free we did not see */
+      else
+        t.used++;
       t.slots[i] = (live_t){r.address, b};
       live += b;
       nallocs++;

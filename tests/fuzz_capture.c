@@ -6,11 +6,12 @@
  * table entry.  Built with -DOBM_LIBFUZZER and clang's -fsanitize=fuzzer it is a libFuzzer
  * target (tests/CMakeLists.txt: OBMEM_LIBFUZZER=ON).  Otherwise main() is a deterministic
  * mutation fuzzer: it writes seed captures with the tracer (threads, many stacks, exact,
- * sampled, and with a made-up interpreter's frames: PYFRAME records), then mutates them with a fixed-seed generator (bit flips, interesting bytes,
- * truncation, chunk copies and deletions, random 32-bit words) and, half of the time, repairs
- * the checksums so that the mutation reaches the record decoder.  The mutation sequence is fixed
- * by the seed; the seed captures differ between runs only in their timing records (TIME,
- * SAMPLE).  It runs for a bounded time:
+ * sampled, and with a made-up interpreter's frames: PYFRAME records), then mutates them with
+ * a fixed-seed generator (bit flips, interesting bytes, truncation, chunk copies and
+ * deletions, random 32-bit words) and, half of the time, repairs the checksums so that the
+ * mutation reaches the record decoder.  The mutation sequence is fixed by the seed; the seed
+ * captures differ between runs only in their timing records (TIME, SAMPLE).  It runs for a
+ * bounded time:
  *   fuzz_capture [SECONDS [SEED]]     (default 10 s, seed 1)
  */
 #define _GNU_SOURCE
@@ -179,7 +180,8 @@ static void repair_checksums(uint8_t *d, size_t size) {
 }
 
 static size_t mutate(uint8_t *d, size_t size, size_t capacity, uint64_t *rng) {
-  static const uint8_t interesting[] = {0, 1, 0x7f, 0x80, 0xff, 0x40, 0x3f, 0x88, 0x8c, 0x11, 0x12, 0x16};
+  static const uint8_t interesting[] = {0,    1,    0x7f, 0x80, 0xff, 0x40,
+                                        0x3f, 0x88, 0x8c, 0x11, 0x12, 0x16};
   int n = 1 + (int)check_rand_below(rng, 4);
   for (int i = 0; i < n && size > 0; i++) {
     size_t at = check_rand_below(rng, size);

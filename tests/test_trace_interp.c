@@ -163,7 +163,8 @@ static void test_alone(void) {
   obm_capture_close(cap);
 }
 
-/* ---- merged with native frames ---------------------------------------------------------------- */
+/* ---- merged with native frames ----------------------------------------------------------------
+ */
 
 static volatile int sink;
 
@@ -189,8 +190,8 @@ static void test_merged(void) {
   /* fake_eval's code: up to the next function of this file (they are small and close) */
   uintptr_t lo = (uintptr_t)fake_eval, hi = lo + 256;
   uintptr_t others[] = {(uintptr_t)c_allocator, (uintptr_t)eval_caller, (uintptr_t)test_merged,
-                        (uintptr_t)fake_frames, (uintptr_t)fake_names, (uintptr_t)thread_main,
-                        (uintptr_t)test_alone,  (uintptr_t)stack_of,   (uintptr_t)set_stack};
+                        (uintptr_t)fake_frames, (uintptr_t)fake_names,  (uintptr_t)thread_main,
+                        (uintptr_t)test_alone,  (uintptr_t)stack_of,    (uintptr_t)set_stack};
   for (size_t i = 0; i < sizeof others / sizeof *others; i++)
     if (others[i] > lo && others[i] < hi) hi = others[i];
   obm_trace_interp_t in = {
@@ -223,8 +224,7 @@ static void test_merged(void) {
     int n = stack_of(cap, r.stack, frames, native, 64);
     if (r.size == 2000) {
       /* c_allocator, the two interpreted frames (innermost first), then eval_caller */
-      CHECKF(n >= 4 && frames[0] == -1 && frames[1] == 502 && frames[2] == 603 &&
-                 frames[3] == -1,
+      CHECKF(n >= 4 && frames[0] == -1 && frames[1] == 502 && frames[2] == 603 && frames[3] == -1,
              "%d frames: %d %d %d %d", n, frames[0], frames[1], frames[2], frames[3]);
       if (n < 4) continue;
       CHECK(native[0] - (uintptr_t)c_allocator < 256);

@@ -620,8 +620,8 @@ uint32_t _obm_trace_frame_find(uint64_t key) {
 }
 
 uint32_t _obm_trace_frame_intern(uint64_t key, uint32_t a, uint64_t b) {
-  uint32_t id = intern(st.frame_slots, FRAME_SLOTS, &st.nframe_ids, FRAME_IDS, st.frame_defs, key,
-                       a, b);
+  uint32_t id =
+      intern(st.frame_slots, FRAME_SLOTS, &st.nframe_ids, FRAME_IDS, st.frame_defs, key, a, b);
   return id == ID_LOST ? 0 : id;
 }
 

@@ -342,10 +342,9 @@ static inline void put_free(trace_thread_t *t, uint64_t p) {
 }
 
 static void record_alloc(trace_thread_t *t, void *p, size_t size, void *frame) {
-  uint32_t stack =
-      obm_unlikely(_obm_trace_interp_on)
-          ? _obm_trace_interp_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi)
-          : _obm_trace_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi);
+  uint32_t stack = obm_unlikely(_obm_trace_interp_on)
+                       ? _obm_trace_interp_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi)
+                       : _obm_trace_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi);
   put_alloc(t, (uint64_t)(uintptr_t)p, size, stack);
 }
 
