@@ -28,6 +28,9 @@ MODULE_SOURCES = ["python/module.c", "python/allocator.c", "python/footprint.c",
                   "python/trace.c", "python/frames.c", "python/capture.c"]
 # pure Python, installed beside the module (which imports it)
 MODULE_PYTHON = ["python/_obmem_tracing.py"]
+# the package shim that makes `python -m obmem run` work (python/obmem/__init__.py), installed
+# as the directory obmem/ beside the module
+PACKAGE_PYTHON = ["python/obmem/__init__.py", "python/obmem/__main__.py"]
 # what CMake's obmem_setup_target and python/CMakeLists.txt add (see there)
 OBMEM_FLAGS = ["-std=gnu11", "-fvisibility=hidden", "-ftls-model=initial-exec",
                "-fno-semantic-interposition", "-fno-tree-slp-vectorize",
@@ -77,6 +80,9 @@ def build_module(out_dir):
     subprocess.run(link, check=True)
     for source in MODULE_PYTHON:
         shutil.copy(os.path.join(ROOT, source), out_dir)
+    os.makedirs(os.path.join(out_dir, "obmem"), exist_ok=True)
+    for source in PACKAGE_PYTHON:
+        shutil.copy(os.path.join(ROOT, source), os.path.join(out_dir, "obmem"))
     return target
 
 
@@ -119,6 +125,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         files = {os.path.basename(module): f.read()}
     for source in MODULE_PYTHON:
         files[os.path.basename(source)] = _read(source).encode()
+    for source in PACKAGE_PYTHON:
+        files["obmem/" + os.path.basename(source)] = _read(source).encode()
     files[info + "/METADATA"] = _metadata().encode()
     files[info + "/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: obmem build_backend\n"
                               "Root-Is-Purelib: false\nTag: %s\n" % _tag()).encode()
