@@ -176,7 +176,10 @@ PyObject *_obm_py_capture_stop(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
   if (!capturing) Py_RETURN_NONE;
+  /* EINVAL: not tracing, as in a forked child whose capture path had no %p (the child does
+   * not trace, the file is the parent's) */
   int err = obm_trace_stop();
+  if (err == EINVAL) err = 0;
   obm_trace_set_interpreter(NULL);
   capturing = 0;
   release_kept();
