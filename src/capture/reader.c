@@ -4,12 +4,14 @@
  * header is checked (magic, size within the file and OBM_CAP_BLOCK_MAX, CRC-32) before any of
  * its records is looked at, and every varint read is bounded by the block's end, so no input
  * makes the reader read outside the data.  Definitions are checked as they arrive: a stack's
- * parent is an earlier stack and its frame an earlier frame, an allocation's stack is defined,
- * a thread's block comes after its THREAD record.  The first fault stops the reader with
+ * parent is an earlier stack and its frame an earlier frame (FRAME or PYFRAME: one id
+ * sequence), an allocation's stack is defined, a thread's block comes after its THREAD record,
+ * a PYFRAME's names are within their bounds and hold no NUL byte.  The first fault stops the reader with
  * "FILE: offset N: what" in obm_capture_error.
  *
  * Invariants: nstacks >= 1 (stack 0 = empty), nframes >= 1 (frame 0 unused);
  *             stacks[i].parent < i; 1 <= stacks[i].frame < nframes for i >= 1;
+ *             pyframes[i] != NULL (i < pyframes_cap) only for the ids of PYFRAME records;
  *             pos <= size; in_block => block_start + OBM_CAP_BLOCK_HEADER_SIZE + block_size <=
  * size. After a rewind the tables stay and re-read definitions are counted (*_seen) but not added.
  */
