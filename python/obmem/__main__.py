@@ -157,6 +157,7 @@ def main(argv):
               file=sys.stderr)
         return 2
     status = 0
+    pid = os.getpid()
     try:
         run_target(kind, target, args)
     except SystemExit as e:
@@ -167,6 +168,10 @@ def main(argv):
     finally:
         obmem._capture_stop()
         sys.stdout.flush()
+    if os.getpid() != pid:  # a forked child that came back here: its own capture, or none
+        if "%p" not in opts["out"]:
+            return status
+        path = opts["out"].replace("%p", str(os.getpid()))
     print("obmem run: capture written to %s (obmem report %s)" % (path, path), file=sys.stderr)
     if opts["max_peak"] is not None or opts["max_leak"] is not None:
         try:
