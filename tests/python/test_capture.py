@@ -18,6 +18,7 @@ What is checked:
   - `obmem diff --json` of two runs with K and 2K leaked blocks: the leak site's change;
   - budgets: --max-leak/--max-peak under and over, from both commands (exit 0 and 1); the
     program's own exit status is passed on;
+  - a forked child's own capture (%p) with its own allocations;
   - bad input: unknown options and a missing script (exit 2, named); a damaged PYFRAME record
     refused by `obmem report` with its offset named (exit 2).
 """
@@ -207,6 +208,32 @@ class CaptureTest(unittest.TestCase):
         run([sys.executable, "-m", "obmem", "run", "-o", cap, self.script, str(K), "3"],
             expect=3)
         run([OBMEM, "run", "-o", cap, self.script, str(K), "4"], expect=4)
+
+    def test_fork(self):
+        # a forked child writes its own capture (%p) with its own allocations, and says so
+        script = os.path.join(self.dir, "forks.py")
+        with open(script, "w") as f:
+            f.write("import os\n"
+                    "def child():\n"
+                    "    kept = [None] * %d\n"
+                    "    for i in range(len(kept)):\n"
+                    "        kept[i] = bytes(%d)\n"
+                    "    return kept\n"
+                    "pid = os.fork()\n"
+                    "if pid == 0:\n"
+                    "    kept = child()\n"
+                    "else:\n"
+                    "    os.waitpid(pid, 0)\n" % (K, S))
+        p = run([sys.executable, "-m", "obmem", "run", "-o",
+                 os.path.join(self.dir, "fork-%p.cap"), script])
+        paths = [line.split("capture written to ")[1].split()[0]
+                 for line in p.stderr.splitlines() if "capture written to" in line]
+        self.assertEqual(len(set(paths)), 2, p.stderr)
+        found = [r for r in map(report, paths)
+                 if any(row["function"] == "child" for row in r["leaks"])]
+        self.assertEqual(len(found), 1)
+        row = [row for row in found[0]["leaks"] if row["function"] == "child"][0]
+        self.assertEqual((row["count"], row["bytes"]), (K, K * self.size))
 
     def test_bad_options(self):
         p = run([sys.executable, "-m", "obmem", "run", "--bogus", self.script], expect=2)
