@@ -111,7 +111,8 @@ typedef struct obm_trace_interp_s {
 } obm_trace_interp_t;
 
 /* Sets (or, with NULL, clears) the interpreter for the sessions started after this call; the
- * struct is copied.  EBUSY while tracing, EINVAL when `frames` or `names` is NULL. */
+ * struct is copied.  Call it before obm_trace_start, not concurrently with it.  EBUSY while
+ * tracing, EINVAL when `frames` or `names` is NULL. */
 OBM_TRACE_API int obm_trace_set_interpreter(const obm_trace_interp_t *interp);
 
 #ifdef __cplusplus
