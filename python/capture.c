@@ -124,8 +124,12 @@ PyObject *_obm_py_capture_start(PyObject *module, PyObject *args, PyObject *kwar
                     "obmem run: Python frames are read on CPython 3.11 and 3.12 only");
     return NULL;
   }
-  if (max_frames < 1 || max_frames > 256 || interval_ms < 0) {
+  if (max_frames < 1 || max_frames > 256) {
     PyErr_Format(PyExc_ValueError, "obmem run: max_frames must be 1..256, not %d", max_frames);
+    return NULL;
+  }
+  if (interval_ms < 0) {
+    PyErr_Format(PyExc_ValueError, "obmem run: interval_ms must be >= 0, not %d", interval_ms);
     return NULL;
   }
   if (capturing || obm_trace_active()) {
