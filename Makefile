@@ -1,6 +1,7 @@
 # obmem — the two commands a newcomer needs, over CMake:
 #   make demo    build and run the bundled examples: the allocator's statistics, a traced run of
-#                a C program, then a Python script traced by the CPython module
+#                a C program, then a Python script traced by the CPython module, and a Python
+#                program profiled by `obmem run script.py` with its report
 #   make test    build and run every test: Release, AddressSanitizer+UBSan, ThreadSanitizer
 # and for developers: make build, make bench, make format, make clean.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -30,6 +31,10 @@ demo: build
 	  echo; \
 	  echo "== examples/python/trace.py with the CPython module: which lines allocate, now and at the peak =="; \
 	  PYTHONPATH=$(BUILD)/python python3 examples/python/trace.py; \
+	  echo; \
+	  echo "== examples/python/leaky.py traced by obmem run, then obmem report: its leak and its peak =="; \
+	  ./$(BUILD)/tools/obmem run -o $(BUILD)/demo_python.cap examples/python/leaky.py && \
+	  ./$(BUILD)/tools/obmem report --top 5 $(BUILD)/demo_python.cap; \
 	else \
 	  echo "(the CPython module was not built: no CPython 3.11+ with headers; see docs/python.md)"; \
 	fi

@@ -25,9 +25,12 @@ import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE_SOURCES = ["python/module.c", "python/allocator.c", "python/footprint.c",
-                  "python/trace.c", "python/frames.c"]
+                  "python/trace.c", "python/frames.c", "python/capture.c"]
 # pure Python, installed beside the module (which imports it)
 MODULE_PYTHON = ["python/_obmem_tracing.py"]
+# the package shim that makes `python -m obmem run` work (python/obmem/__init__.py), installed
+# as the directory obmem/ beside the module
+PACKAGE_PYTHON = ["python/obmem/__init__.py", "python/obmem/__main__.py"]
 # what CMake's obmem_setup_target and python/CMakeLists.txt add (see there)
 OBMEM_FLAGS = ["-std=gnu11", "-fvisibility=hidden", "-ftls-model=initial-exec",
                "-fno-semantic-interposition", "-fno-tree-slp-vectorize",
@@ -72,10 +75,14 @@ def build_module(out_dir):
         objects = list(pool.map(compile_one, sources()))
     target = os.path.join(out_dir, "obmem" + sysconfig.get_config_var("EXT_SUFFIX"))
     link = (_config("LDSHARED") + objects + ["-o", target, "-pthread",
-            "-Wl,--version-script=" + os.path.join(ROOT, "python", "obmem.map")])
+            "-Wl,--version-script=" + os.path.join(ROOT, "python", "obmem.map"),
+            "-lm", "-ldl"])
     subprocess.run(link, check=True)
     for source in MODULE_PYTHON:
         shutil.copy(os.path.join(ROOT, source), out_dir)
+    os.makedirs(os.path.join(out_dir, "obmem"), exist_ok=True)
+    for source in PACKAGE_PYTHON:
+        shutil.copy(os.path.join(ROOT, source), os.path.join(out_dir, "obmem"))
     return target
 
 
@@ -118,6 +125,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         files = {os.path.basename(module): f.read()}
     for source in MODULE_PYTHON:
         files[os.path.basename(source)] = _read(source).encode()
+    for source in PACKAGE_PYTHON:
+        files["obmem/" + os.path.basename(source)] = _read(source).encode()
     files[info + "/METADATA"] = _metadata().encode()
     files[info + "/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: obmem build_backend\n"
                               "Root-Is-Purelib: false\nTag: %s\n" % _tag()).encode()

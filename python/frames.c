@@ -73,6 +73,30 @@ int _obm_py_frames_walk(obm_py_frame_t *out, int limit) {
 #endif
 }
 
+int _obm_py_frames_capture(obm_trace_interp_frame_t *out, int max) {
+#if OBM_PY_FRAMES
+  /* only a thread that holds the GIL may read its frames (the RAW domain is also called
+   * without it): on 3.11 the current thread state is the GIL holder's, compared with this
+   * thread's own (thread-local); on 3.12 the thread-local one is NULL while detached */
+  PyThreadState *thread = CURRENT_THREAD();
+  if (thread == NULL) return 0;
+#if PY_VERSION_HEX < 0x030C0000
+  if (thread != PyGILState_GetThisThreadState()) return 0;
+#endif
+  obm_py_frame_t frames[256];
+  int n = _obm_py_frames_walk(frames, max < 256 ? max : 256);
+  for (int i = 0; i < n; i++) {
+    out[i].code = frames[i].code;
+    out[i].offset = (uint32_t)frames[i].offset;
+  }
+  return n;
+#else
+  (void)out;
+  (void)max;
+  return 0;
+#endif
+}
+
 int _obm_py_frames_line(PyObject *code, int32_t offset) {
 #if OBM_PY_FRAMES
   return PyCode_Addr2Line((PyCodeObject *)code, offset * (int)sizeof(_Py_CODEUNIT));

@@ -222,6 +222,18 @@ static PyMethodDef module_methods[] = {
      "_raw_object_traceback(obj)\n--\n\n(traceback, names) or None."},
     {"_raw_timeline", _obm_py_trace_raw_timeline, METH_NOARGS,
      "_raw_timeline()\n--\n\n(interval_ms, samples, gc_events)."},
+    /* capture files (capture.c), used by `python -m obmem run` (obmem/__main__.py) */
+    {"_capture_start", (PyCFunction)(void (*)(void))_obm_py_capture_start,
+     METH_VARARGS | METH_KEYWORDS,
+     "_capture_start(path, native=False, sample=0, max_frames=64, interval_ms=50)\n--\n\n"
+     "Install obmem and trace every allocation of CPython's domains with its Python stack\n"
+     "(and native frames with native=True) into the capture file path (%p = pid); returns\n"
+     "the path written.  sample: mean bytes between samples (0 = every allocation)."},
+    {"_capture_stop", _obm_py_capture_stop, METH_NOARGS,
+     "_capture_stop()\n--\n\nStop the capture: the file is complete and closed."},
+    {"_capture_summary", _obm_py_capture_summary, METH_O,
+     "_capture_summary(path)\n--\n\nA dict: peak_bytes, leak_bytes (live at the end), "
+     "allocations, complete."},
     {NULL, NULL, 0, NULL},
 };
 

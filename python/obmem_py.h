@@ -4,6 +4,7 @@
  *   allocator.c  install(), uninstall(), is_installed(): CPython's allocator domains on obmem
  *   footprint.c  sizeof(), deep_sizeof(), footprint(): what an object really occupies
  *   trace.c      start(), stop(), ...: allocations recorded with their Python stacks
+ *   capture.c    _capture_start(), _capture_stop(): the tracer's capture file (obmem run)
  *   frames.c     the running thread's Python frames (the one file built with Py_BUILD_CORE)
  *   _obmem_tracing.py  the tracemalloc-compatible classes over trace.c's raw data
  *
@@ -15,6 +16,8 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include <obmem/trace.h>
 
 #if PY_VERSION_HEX < 0x030B0000
 #error "the obmem module needs CPython 3.11 or newer"
@@ -57,6 +60,9 @@ int _obm_py_frames_supported(void);
 /* Fills out[0..n) with the running thread's Python frames, most recent first, n <= limit;
  * the GIL held.  Allocates nothing and takes no reference. */
 int _obm_py_frames_walk(obm_py_frame_t *out, int limit);
+/* The same as the tracer's interpreter frames (capture.c), when this thread holds the GIL;
+ * 0 when it does not (the RAW domain is called without it) or runs no Python code. */
+int _obm_py_frames_capture(obm_trace_interp_frame_t *out, int max);
 /* The line of instruction `offset` of code (PyCode_Addr2Line), -1 when it has none. */
 int _obm_py_frames_line(PyObject *code, int32_t offset);
 
@@ -80,5 +86,10 @@ PyObject *_obm_py_trace_self_memory(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_raw_snapshot(PyObject *module, PyObject *args);
 PyObject *_obm_py_trace_raw_object(PyObject *module, PyObject *obj);
 PyObject *_obm_py_trace_raw_timeline(PyObject *module, PyObject *unused);
+
+/* capture.c: a capture file of the Python program (python -m obmem run) */
+PyObject *_obm_py_capture_start(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *_obm_py_capture_stop(PyObject *module, PyObject *unused);
+PyObject *_obm_py_capture_summary(PyObject *module, PyObject *path);
 
 #endif /* OBMEM_PY_H */

@@ -5,12 +5,13 @@
  * allocation's stack to the root (parent < id must hold, or the walk would not end) and every
  * table entry.  Built with -DOBM_LIBFUZZER and clang's -fsanitize=fuzzer it is a libFuzzer
  * target (tests/CMakeLists.txt: OBMEM_LIBFUZZER=ON).  Otherwise main() is a deterministic
- * mutation fuzzer: it writes seed captures with the tracer (threads, many stacks, exact and
- * sampled), then mutates them with a fixed-seed generator (bit flips, interesting bytes,
- * truncation, chunk copies and deletions, random 32-bit words) and, half of the time, repairs
- * the checksums so that the mutation reaches the record decoder.  The mutation sequence is fixed
- * by the seed; the seed captures differ between runs only in their timing records (TIME,
- * SAMPLE).  It runs for a bounded time:
+ * mutation fuzzer: it writes seed captures with the tracer (threads, many stacks, exact,
+ * sampled, and with a made-up interpreter's frames: PYFRAME records), then mutates them with
+ * a fixed-seed generator (bit flips, interesting bytes, truncation, chunk copies and
+ * deletions, random 32-bit words) and, half of the time, repairs the checksums so that the
+ * mutation reaches the record decoder.  The mutation sequence is fixed by the seed; the seed
+ * captures differ between runs only in their timing records (TIME, SAMPLE).  It runs for a
+ * bounded time:
  *   fuzz_capture [SECONDS [SEED]]     (default 10 s, seed 1)
  */
 #define _GNU_SOURCE
@@ -49,6 +50,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
           if (obm_capture_stack(cap, id, &parent, &frame) != 0 || parent >= id) abort();
           if (frame == 0 || frame >= obm_capture_nframes(cap)) abort();
           (void)obm_capture_frame_address(cap, frame);
+          const char *function, *file;
+          uint32_t line;
+          if (obm_capture_frame_python(cap, frame, &function, &file, &line) &&
+              (strlen(function) > OBM_CAP_PYNAME_MAX || strlen(file) > OBM_CAP_NAME_MAX))
+            abort();
           id = parent;
         }
       }
@@ -110,11 +116,38 @@ static uint8_t *read_all(const char *path, size_t *size) {
   return buf;
 }
 
+/* A made-up interpreter for the third seed (PYFRAME records): a stack of up to 4 frames of
+ * 3 code objects, changing with every call, named "fK"/"modK.py" (a long name for one). */
+static char seed_codes[3][16] __attribute__((aligned(16)));
+static __thread unsigned seed_calls;
+static int seed_frames(obm_trace_interp_frame_t *out, int max) {
+  unsigned c = seed_calls++, n = c % 5;
+  if ((int)n > max) n = (unsigned)max;
+  for (unsigned i = 0; i < n; i++)
+    out[i] = (obm_trace_interp_frame_t){seed_codes[(c + i) % 3], (c / 5 + i) % 7};
+  return (int)n;
+}
+static int seed_names(const void *code, uint32_t offset, obm_trace_interp_names_t *out) {
+  static char long_name[300];
+  int k = (int)(((const char *)code - seed_codes[0]) / 16);
+  memset(long_name, 'x', sizeof long_name);
+  out->function = k == 2 ? long_name : k ? "f1" : "f0";
+  out->function_len = k == 2 ? sizeof long_name : 2;
+  out->file = k ? "mod1.py" : "<frozen mod0>";
+  out->file_len = strlen(out->file);
+  out->line = offset * 3;
+  return 0;
+}
+
 static uint8_t *make_seed(const char *path, int sampled, size_t *size) {
   obm_trace_options_t o;
   obm_trace_options_init(&o);
   o.sample_interval_ms = 1;
-  if (sampled) {
+  if (sampled == 2) { /* interpreter frames merged with native ones */
+    obm_trace_interp_t in = {.frames = seed_frames, .names = seed_names};
+    CHECK(obm_trace_set_interpreter(&in) == 0);
+    o.stacks = OBM_TRACE_STACKS_FP;
+  } else if (sampled) {
     o.mode = OBM_TRACE_SAMPLED;
     o.sample_mean_bytes = 256;
     o.seed = 99;
@@ -126,6 +159,7 @@ static uint8_t *make_seed(const char *path, int sampled, size_t *size) {
     pthread_join(t, NULL);
   }
   CHECK(obm_trace_stop() == 0);
+  CHECK(obm_trace_set_interpreter(NULL) == 0);
   uint8_t *data = read_all(path, size);
   remove(path);
   return data;
@@ -146,7 +180,8 @@ static void repair_checksums(uint8_t *d, size_t size) {
 }
 
 static size_t mutate(uint8_t *d, size_t size, size_t capacity, uint64_t *rng) {
-  static const uint8_t interesting[] = {0, 1, 0x7f, 0x80, 0xff, 0x40, 0x3f, 0x88, 0x8c, 0x11, 0x12};
+  static const uint8_t interesting[] = {0,    1,    0x7f, 0x80, 0xff, 0x40,
+                                        0x3f, 0x88, 0x8c, 0x11, 0x12, 0x16};
   int n = 1 + (int)check_rand_below(rng, 4);
   for (int i = 0; i < n && size > 0; i++) {
     size_t at = check_rand_below(rng, size);
@@ -224,9 +259,10 @@ int main(int argc, char **argv) {
   check_seed_init("fuzz_capture", argc, argv, 2, 1);
   char path[256];
   snprintf(path, sizeof path, "/tmp/obmem-fuzz-seed-%d.cap", (int)getpid());
-  size_t sizes[2];
-  uint8_t *seeds[2] = {make_seed(path, 0, &sizes[0]), make_seed(path, 1, &sizes[1])};
-  for (int i = 0; i < 2; i++) {
+  size_t sizes[3];
+  uint8_t *seeds[3] = {make_seed(path, 0, &sizes[0]), make_seed(path, 1, &sizes[1]),
+                       make_seed(path, 2, &sizes[2])};
+  for (int i = 0; i < 3; i++) {
     /* the seeds themselves are read whole and without error */
     char err[512];
     obm_capture_t *cap = obm_capture_open_memory(seeds[i], sizes[i], "seed", err, sizeof err);
@@ -238,18 +274,25 @@ int main(int argc, char **argv) {
       n++;
     CHECKF(st == 0 && obm_capture_complete(cap), "seed %d: %s", i, obm_capture_error(cap));
     CHECK(n > 100);
+    if (i == 2) { /* the interpreter's frames are there */
+      uint32_t py = 0;
+      for (uint32_t f = 1; f < obm_capture_nframes(cap); f++)
+        py += (uint32_t)obm_capture_frame_python(cap, f, NULL, NULL, NULL);
+      CHECKF(py == 21, "%u Python frames", py); /* 3 codes x 7 offsets */
+    }
     obm_capture_close(cap);
     LLVMFuzzerTestOneInput(seeds[i], sizes[i]);
   }
   test_no_threads(seeds[0]);
   uint64_t rng = check_seed;
-  size_t capacity = (sizes[0] > sizes[1] ? sizes[0] : sizes[1]) + 4096;
+  size_t capacity = sizes[0] > sizes[1] ? sizes[0] : sizes[1];
+  capacity = (capacity > sizes[2] ? capacity : sizes[2]) + 4096;
   uint8_t *buf = malloc(capacity);
   double start = now_s();
   uint64_t runs = 0;
   while (now_s() - start < seconds) {
     for (int k = 0; k < 64; k++, runs++) {
-      int which = (int)(check_rand(&rng) & 1);
+      int which = (int)(check_rand(&rng) % 3);
       memcpy(buf, seeds[which], sizes[which]);
       size_t size = mutate(buf, sizes[which], capacity, &rng);
       /* a fresh allocation of exactly the input's size, so ASan sees any overread */
@@ -260,11 +303,11 @@ int main(int argc, char **argv) {
     }
   }
   CHECK(runs > 0);
-  printf("fuzz_capture: %llu inputs in %.1f s (seed captures of %zu and %zu bytes)\n",
-         (unsigned long long)runs, now_s() - start, sizes[0], sizes[1]);
+  printf("fuzz_capture: %llu inputs in %.1f s (seed captures of %zu, %zu and %zu bytes)\n",
+         (unsigned long long)runs, now_s() - start, sizes[0], sizes[1], sizes[2]);
   free(buf);
-  free(seeds[0]);
-  free(seeds[1]);
+  for (int i = 0; i < 3; i++)
+    free(seeds[i]);
   return check_done();
 }
 #endif

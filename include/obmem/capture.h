@@ -28,6 +28,7 @@ extern "C" {
 #define OBM_CAPTURE_VERSION      1
 #define OBM_CAPTURE_FLAG_SAMPLED 0x1u /* allocations sampled by bytes (sample_mean_bytes) */
 #define OBM_CAPTURE_FLAG_STACKS  0x2u /* native stacks were recorded */
+#define OBM_CAPTURE_FLAG_PYTHON  0x4u /* interpreter (Python) frames were recorded */
 
 typedef struct obm_capture_header_s {
   uint32_t version;           /* OBM_CAPTURE_VERSION */
@@ -107,6 +108,11 @@ OBM_CAPTURE_API int obm_capture_stack(const obm_capture_t *cap, uint32_t stack, 
                                       uint32_t *frame);
 OBM_CAPTURE_API uint32_t obm_capture_nframes(const obm_capture_t *cap); /* ids 1..n-1 */
 OBM_CAPTURE_API uint64_t obm_capture_frame_address(const obm_capture_t *cap, uint32_t frame);
+/* An interpreter's frame (a PYFRAME record: a Python function): 1 and its names (owned by
+ * cap, valid until close; line 0 = unknown), or 0 for a native frame (a return address). */
+OBM_CAPTURE_API int obm_capture_frame_python(const obm_capture_t *cap, uint32_t frame,
+                                             const char **function, const char **file,
+                                             uint32_t *line);
 OBM_CAPTURE_API uint32_t obm_capture_nthreads(const obm_capture_t *cap); /* indexes 1..n-1 */
 OBM_CAPTURE_API const char *obm_capture_thread_name(const obm_capture_t *cap, uint32_t thread);
 OBM_CAPTURE_API uint64_t obm_capture_thread_tid(const obm_capture_t *cap, uint32_t thread);

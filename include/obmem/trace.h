@@ -71,6 +71,50 @@ OBM_TRACE_API void obm_trace_stats_get(obm_trace_stats_t *out);
 /* The path being written (after %p expansion), or NULL. */
 OBM_TRACE_API const char *obm_trace_path(void);
 
+/* ---- Interpreter frames ----------------------------------------------------------------------
+ * A language runtime that allocates through obmem (the CPython module) gives the tracer its
+ * own frames, so that an allocation is recorded with the interpreted stack (PYFRAME records,
+ * docs/capture-format.md) instead of, or merged with, the native one.  Public because a front
+ * end uses only public headers (STYLE.md) and any interpreter built on obmem can use it.
+ *
+ * In a session started while an interpreter is set, an allocation's stack is:
+ *   options.stacks == NONE:  the interpreter's frames alone (innermost first, max_frames);
+ *   otherwise (native):      the native frames up to the innermost one inside
+ *                            [eval_lo, eval_hi) (the interpreter loop), then the interpreter's
+ *                            frames, then the native frames outside the outermost loop frame
+ *                            (main, ...); the loop's own frames are replaced.  With no loop
+ *                            frame found, the interpreter's frames come first (innermost).
+ *   and the native stack alone when `frames` returns 0 (a thread that runs no interpreted
+ *   code, or may not look at it now: CPython's RAW domain without the GIL). */
+typedef struct obm_trace_interp_frame_s {
+  const void *code; /* the runtime's code object: kept alive (its address not reused) from
+                       the first `names` call on it until the session stops */
+  uint32_t offset;  /* instruction offset in it (offsets >= 2^20 share one frame) */
+} obm_trace_interp_frame_t;
+
+typedef struct obm_trace_interp_names_s {
+  const char *function, *file; /* need not be NUL-terminated; copied at once */
+  size_t function_len, file_len;
+  uint32_t line; /* 0 = unknown */
+} obm_trace_interp_names_t;
+
+typedef struct obm_trace_interp_s {
+  /* The calling thread's frames, innermost first, at most max; called inside the allocation
+   * hook (what it allocates is not recorded).  Returns how many (0: none). */
+  int (*frames)(obm_trace_interp_frame_t *out, int max);
+  /* The names of a frame, called once per new (code, offset) of a session (threads that meet
+   * it first at the same moment may each call it; one answer is kept), on the thread that
+   * met it, right after `frames` returned it.  0, or nonzero: the frame is recorded as "?"
+   * without a file. */
+  int (*names)(const void *code, uint32_t offset, obm_trace_interp_names_t *out);
+  uintptr_t eval_lo, eval_hi; /* the interpreter loop's code; 0, 0 = unknown */
+} obm_trace_interp_t;
+
+/* Sets (or, with NULL, clears) the interpreter for the sessions started after this call; the
+ * struct is copied.  Call it before obm_trace_start, not concurrently with it.  EBUSY while
+ * tracing, EINVAL when `frames` or `names` is NULL. */
+OBM_TRACE_API int obm_trace_set_interpreter(const obm_trace_interp_t *interp);
+
 #ifdef __cplusplus
 }
 #endif

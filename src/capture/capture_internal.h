@@ -27,6 +27,7 @@
 #define OBM_CAP_ADDRESS_SHIFT     4                 /* obmem blocks are 16-byte aligned */
 #define OBM_CAP_NAME_MAX          4096              /* longest thread name or module path */
 #define OBM_CAP_BUILD_ID_MAX      64
+#define OBM_CAP_PYNAME_MAX        1024              /* longest PYFRAME function name */
 
 /* Event coding state, the same on both sides, reset at every block (obm_cap_delta_t):
  *   mru[0..nmru)   the last 4 distinct (stack, size) pairs allocated, most recent first, each
@@ -54,6 +55,8 @@ enum {
   OBM_CAP_MODULE = 0x13,          /* load address, path length, path, id length, build id */
   OBM_CAP_SAMPLE = 0x14,          /* time us, heap, rss, arenas, pools, fragmentation 1/1000 */
   OBM_CAP_END = 0x15,             /* nevents, nlost */
+  OBM_CAP_PYFRAME = 0x16,         /* line, function length, function, file length, file: an
+                                     interpreter's frame (Python); id = next frame id */
   OBM_CAP_ALLOC_MRU_FAR = 0x88,   /* + k (0..3): zz(address - mru[k].last) in units */
   OBM_CAP_ALLOC_MRU_STACK = 0x8c, /* + k (0..3): zz(address - last_alloc), size; the stack of
                                      pair k with a new size: a new pair */

@@ -4,12 +4,14 @@
  * header is checked (magic, size within the file and OBM_CAP_BLOCK_MAX, CRC-32) before any of
  * its records is looked at, and every varint read is bounded by the block's end, so no input
  * makes the reader read outside the data.  Definitions are checked as they arrive: a stack's
- * parent is an earlier stack and its frame an earlier frame, an allocation's stack is defined,
- * a thread's block comes after its THREAD record.  The first fault stops the reader with
+ * parent is an earlier stack and its frame an earlier frame (FRAME or PYFRAME: one id
+ * sequence), an allocation's stack is defined, a thread's block comes after its THREAD record,
+ * a PYFRAME's names are within their bounds and hold no NUL byte.  The first fault stops the reader with
  * "FILE: offset N: what" in obm_capture_error.
  *
  * Invariants: nstacks >= 1 (stack 0 = empty), nframes >= 1 (frame 0 unused);
  *             stacks[i].parent < i; 1 <= stacks[i].frame < nframes for i >= 1;
+ *             pyframes[i] != NULL (i < pyframes_cap) only for the ids of PYFRAME records;
  *             pos <= size; in_block => block_start + OBM_CAP_BLOCK_HEADER_SIZE + block_size <=
  * size. After a rewind the tables stay and re-read definitions are counted (*_seen) but not added.
  */
@@ -38,6 +40,13 @@ typedef struct cap_thread_s {
   char *name; /* NULL until a THREAD record names the index */
 } cap_thread_t;
 
+/* An interpreter frame's names (PYFRAME): one allocation, function then file, NUL-terminated. */
+typedef struct cap_pyframe_s {
+  uint32_t line;
+  const char *file;
+  char function[]; /* then the file */
+} cap_pyframe_t;
+
 typedef struct cap_module_s {
   uint64_t load_address;
   char *path;
@@ -63,6 +72,8 @@ struct obm_capture_s {
   /* tables */
   uint64_t *frames;
   uint32_t nframes, frames_cap, frames_seen;
+  cap_pyframe_t **pyframes; /* per frame id: NULL (native) or its names; pyframes_cap entries */
+  uint32_t pyframes_cap;
   cap_stack_t *stacks;
   uint32_t nstacks, stacks_cap, stacks_seen;
   cap_thread_t *threads;
@@ -216,6 +227,9 @@ void obm_capture_close(obm_capture_t *cap) {
     free(cap->modules[i].path);
   free(cap->threads);
   free(cap->modules);
+  for (uint32_t i = 0; i < cap->nframes && cap->pyframes && i < cap->pyframes_cap; i++)
+    free(cap->pyframes[i]);
+  free(cap->pyframes);
   free(cap->frames);
   free(cap->stacks);
   free(cap->name);
@@ -416,6 +430,41 @@ static int decode(obm_capture_t *cap, obm_capture_record_t *out) {
       cap->frames[cap->nframes++] = a;
     }
     return 0;
+  case OBM_CAP_PYFRAME: {
+    const uint8_t *function, *file;
+    uint64_t function_len, file_len;
+    if (get_varint(cap, at, &a)) return -1;
+    if (a > UINT32_MAX)
+      return fail(cap, at, "Python frame line %llu out of range", (unsigned long long)a);
+    if (get_bytes(cap, at, OBM_CAP_PYNAME_MAX, &function, &function_len) ||
+        get_bytes(cap, at, OBM_CAP_NAME_MAX, &file, &file_len))
+      return -1;
+    if (memchr(function, 0, (size_t)function_len) || memchr(file, 0, (size_t)file_len))
+      return fail(cap, at, "Python frame name holds a NUL byte");
+    if (++cap->frames_seen >= cap->nframes) {
+      uint32_t id = cap->nframes;
+      if (grow((void **)&cap->frames, &cap->frames_cap, id + 1, sizeof(uint64_t)))
+        return fail(cap, at, "out of memory");
+      if (id >= cap->pyframes_cap) {
+        uint32_t old = cap->pyframes_cap;
+        if (grow((void **)&cap->pyframes, &cap->pyframes_cap, id + 1, sizeof(cap_pyframe_t *)))
+          return fail(cap, at, "out of memory");
+        memset(cap->pyframes + old, 0, (cap->pyframes_cap - old) * sizeof(cap_pyframe_t *));
+      }
+      cap_pyframe_t *f = malloc(sizeof *f + (size_t)function_len + (size_t)file_len + 2);
+      if (!f) return fail(cap, at, "out of memory");
+      f->line = (uint32_t)a;
+      memcpy(f->function, function, (size_t)function_len);
+      f->function[function_len] = 0;
+      char *file_copy = f->function + function_len + 1;
+      memcpy(file_copy, file, (size_t)file_len);
+      file_copy[file_len] = 0;
+      f->file = file_copy;
+      cap->pyframes[id] = f;
+      cap->frames[cap->nframes++] = 0;
+    }
+    return 0;
+  }
   case OBM_CAP_STACK: {
     if (get_varint(cap, at, &a) || get_varint(cap, at, &b)) return -1;
     uint32_t id = cap->stacks_seen + 1;
@@ -565,6 +614,15 @@ uint32_t obm_capture_nframes(const obm_capture_t *cap) {
 }
 uint64_t obm_capture_frame_address(const obm_capture_t *cap, uint32_t frame) {
   return frame < cap->nframes ? cap->frames[frame] : 0;
+}
+int obm_capture_frame_python(const obm_capture_t *cap, uint32_t frame, const char **function,
+                             const char **file, uint32_t *line) {
+  if (frame >= cap->nframes || frame >= cap->pyframes_cap || !cap->pyframes[frame]) return 0;
+  const cap_pyframe_t *f = cap->pyframes[frame];
+  if (function) *function = f->function;
+  if (file) *file = f->file;
+  if (line) *line = f->line;
+  return 1;
 }
 uint32_t obm_capture_nthreads(const obm_capture_t *cap) {
   return cap->nthreads;

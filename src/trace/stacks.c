@@ -602,6 +602,38 @@ lost:
   return parent; /* the outer part of the stack that fitted */
 }
 
+/* ---- for interp.c: interpreter frames in the same tables ------------------------------------ */
+
+uint32_t _obm_trace_frame_find(uint64_t key) {
+  uint32_t mask = FRAME_SLOTS - 1, i = (uint32_t)mix(key) & mask;
+  for (uint32_t probe = 0; probe < FRAME_SLOTS; probe++, i = (i + 1) & mask) {
+    uint64_t k = atomic_load_explicit(&st.frame_slots[i].key, memory_order_acquire);
+    if (k == 0) return 0;
+    if (k == key) {
+      uint32_t id;
+      while ((id = atomic_load_explicit(&st.frame_slots[i].id, memory_order_acquire)) == 0)
+        __builtin_ia32_pause();
+      return id == ID_LOST ? 0 : id;
+    }
+  }
+  return 0;
+}
+
+uint32_t _obm_trace_frame_intern(uint64_t key, uint32_t a, uint64_t b) {
+  uint32_t id =
+      intern(st.frame_slots, FRAME_SLOTS, &st.nframe_ids, FRAME_IDS, st.frame_defs, key, a, b);
+  return id == ID_LOST ? 0 : id;
+}
+
+uint32_t _obm_trace_stack_intern(uint32_t parent, uint32_t frame) {
+  uint32_t id = intern_stack(parent, frame);
+  return id == ID_LOST ? 0 : id;
+}
+
+void _obm_trace_count_lost(void) {
+  atomic_fetch_add_explicit(&st.lost, 1, memory_order_relaxed);
+}
+
 /* Parses /proc/self/maps with raw reads into a stack buffer (no malloc, no stdio). */
 void _obm_trace_stack_bounds(uintptr_t *lo, uintptr_t *hi) {
   uintptr_t sp = (uintptr_t)__builtin_frame_address(0);

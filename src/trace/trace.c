@@ -342,7 +342,9 @@ static inline void put_free(trace_thread_t *t, uint64_t p) {
 }
 
 static void record_alloc(trace_thread_t *t, void *p, size_t size, void *frame) {
-  uint32_t stack = _obm_trace_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi);
+  uint32_t stack = obm_unlikely(_obm_trace_interp_on)
+                       ? _obm_trace_interp_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi)
+                       : _obm_trace_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi);
   put_alloc(t, (uint64_t)(uintptr_t)p, size, stack);
 }
 
@@ -492,6 +494,7 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   }
   err = _obm_trace_stacks_init(o.max_frames, o.stacks);
   if (err) return err;
+  int interp = _obm_trace_interp_start(o.max_frames, o.stacks);
   g.options = o;
   atomic_store(&g.sample_mean, o.sample_mean_bytes);
   atomic_store(&g.sample_seed, o.seed);
@@ -503,7 +506,8 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   g.start_ns = _obm_os_clock_coarse_ns(); /* <= any later reading of either clock */
   uint8_t header[OBM_CAP_HEADER_SIZE];
   uint32_t flags = (o.mode == OBM_TRACE_SAMPLED ? OBM_CAPTURE_FLAG_SAMPLED : 0) |
-                   (o.stacks != OBM_TRACE_STACKS_NONE ? OBM_CAPTURE_FLAG_STACKS : 0);
+                   (o.stacks != OBM_TRACE_STACKS_NONE ? OBM_CAPTURE_FLAG_STACKS : 0) |
+                   (interp ? OBM_CAPTURE_FLAG_PYTHON : 0);
   _obm_cap_header_encode(header, flags, o.mode == OBM_TRACE_SAMPLED ? o.sample_mean_bytes : 0,
                          (uint32_t)getpid(), (uint32_t)_obm_os_page_size(),
                          (uint64_t)wall.tv_sec * 1000000000u + (uint64_t)wall.tv_nsec);
@@ -598,6 +602,7 @@ int obm_trace_stop(void) {
     collect_all(1);
     atomic_fetch_add(&g.gen, 1);
     err = _obm_trace_writer_stop(atomic_load(&g.nlost) + _obm_trace_stacks_lost());
+    _obm_trace_interp_stop();
     if (close(g.fd) != 0 && !err) err = errno;
     g.fd = -1;
     for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++)

@@ -88,6 +88,30 @@ OBM_HIDDEN const obm_trace_def_t *_obm_trace_stack_def(uint32_t id);
 OBM_HIDDEN const obm_trace_def_t *_obm_trace_frame_def(uint32_t id);
 OBM_HIDDEN uint64_t _obm_trace_stacks_lost(void);
 
+/* For interp.c, which interns an interpreter's frames into the same tables (ids from the
+ * same spaces; ID_LOST is returned as 0 and counted lost): the frame id of key, 0 when not
+ * interned yet; the frame id of key, made with definition (a, b) when new; the stack
+ * (parent, frame). */
+OBM_HIDDEN uint32_t _obm_trace_frame_find(uint64_t key);
+OBM_HIDDEN uint32_t _obm_trace_frame_intern(uint64_t key, uint32_t a, uint64_t b);
+OBM_HIDDEN uint32_t _obm_trace_stack_intern(uint32_t parent, uint32_t frame);
+OBM_HIDDEN void _obm_trace_count_lost(void);
+#define OBM_TRACE_FRAME_INTERP 1 /* a frame def's `a`: b points at its interp_names_t */
+
+/* Interpreter frames (interp.c).  A frame def with a == OBM_TRACE_FRAME_INTERP is written as
+ * a PYFRAME record from this (in the tracer's own memory, never freed during a session). */
+typedef struct obm_trace_pyname_s {
+  uint32_t line, function_len, file_len;
+  char bytes[]; /* function then file */
+} obm_trace_pyname_t;
+/* 1 when the session being started records interpreter frames (then interp.c is ready). */
+OBM_HIDDEN int _obm_trace_interp_start(uint32_t max_frames, obm_trace_stacks_t mode);
+OBM_HIDDEN void _obm_trace_interp_stop(void);
+extern OBM_HIDDEN int _obm_trace_interp_on; /* set for a session by _obm_trace_interp_start */
+/* The stack id of an allocation in a session with interpreter frames. */
+OBM_HIDDEN uint32_t _obm_trace_interp_stack_id(uint32_t slot, void *frame, uintptr_t stack_lo,
+                                               uintptr_t stack_hi);
+
 /* The writer (writer.c). */
 /* The writer's clock for the hooks: ns since start, advanced by the writer thread every
  * millisecond while `ticking` was asked of _obm_trace_writer_start (exact mode). */

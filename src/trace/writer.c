@@ -345,6 +345,19 @@ static void put_modules_if_changed(void) {
   _obm_trace_code_refresh();
 }
 
+/* An interpreter's frame (interp.c): PYFRAME line, function, file. */
+static void put_pyframe(const obm_trace_pyname_t *n) {
+  uint8_t *p = defs_reserve(32 + (size_t)n->function_len + n->file_len);
+  *p++ = OBM_CAP_PYFRAME;
+  p = _obm_cap_put_varint(p, n->line);
+  p = _obm_cap_put_varint(p, n->function_len);
+  memcpy(p, n->bytes, n->function_len);
+  p += n->function_len;
+  p = _obm_cap_put_varint(p, n->file_len);
+  memcpy(p, n->bytes + n->function_len, n->file_len);
+  defs_commit(p + n->file_len);
+}
+
 static void put_definitions(void) {
   uint32_t ns = _obm_trace_nstacks(), nf = _obm_trace_nframes();
   for (; w.frames_written < nf; w.frames_written++) {
@@ -352,6 +365,10 @@ static void put_definitions(void) {
     if (id == 0) continue;
     const obm_trace_def_t *d = _obm_trace_frame_def(id);
     if (!atomic_load_explicit(&d->ready, memory_order_acquire)) break;
+    if (d->a == OBM_TRACE_FRAME_INTERP) {
+      put_pyframe((const obm_trace_pyname_t *)(uintptr_t)d->b);
+      continue;
+    }
     uint8_t *p = defs_reserve(12);
     *p++ = OBM_CAP_FRAME;
     defs_commit(_obm_cap_put_varint(p, d->b));

@@ -250,6 +250,21 @@ static size_t site_of(tool_report_t *r, tool_symbols_t *sym, const obm_capture_t
   const char *function = "<no stack>", *file = "";
   int line = 0;
   uint64_t address = 0;
+  /* a stack with Python frames (PYFRAME): the site is the innermost of them, also when native
+   * frames (the C code that allocated, --native) are inside it */
+  for (uint32_t id = stack; id != 0;) {
+    uint32_t parent, frame, py_line;
+    const char *py_function, *py_file;
+    if (obm_capture_stack(cap, id, &parent, &frame) != 0) break;
+    if (obm_capture_frame_python(cap, frame, &py_function, &py_file, &py_line)) {
+      function = py_function;
+      file = py_file;
+      line = (int)py_line;
+      stack = 0; /* found: no native site */
+      break;
+    }
+    id = parent;
+  }
   for (uint32_t id = stack; id != 0;) {
     uint32_t parent, frame;
     if (obm_capture_stack(cap, id, &parent, &frame) != 0) break;
@@ -468,14 +483,18 @@ static void print_json(FILE *out, const tool_report_t *r, const tool_options_t *
   fprintf(out, "{\n\"file\": ");
   json_string(out, r->path);
   fprintf(out,
-          ",\n\"pid\": %u,\n\"mode\": \"%s\",\n\"sample_mean_bytes\": %llu,\n\"complete\": %s,\n"
+          ",\n\"pid\": %u,\n\"mode\": \"%s\",\n\"sample_mean_bytes\": %llu,\n"
+          "\"python_stacks\": %s,\n\"native_stacks\": %s,\n\"complete\": %s,\n"
           "\"records\": %llu,\n\"allocations\": %llu,\n\"frees\": %llu,\n"
           "\"estimated_allocations\": %.0f,\n\"total_bytes\": %.0f,\n\"peak_bytes\": %.0f,\n"
           "\"peak_time_ms\": %.3f,\n\"duration_ms\": %.3f,\n\"leaked_bytes\": %.0f,\n"
           "\"leaked_blocks\": %.0f,\n\"temporary_allocations\": %.0f,\n\"temporary_bytes\": %.0f,\n"
           "\"unmatched_frees\": %llu,\n",
           r->header.pid, r->header.flags & OBM_CAPTURE_FLAG_SAMPLED ? "sampled" : "exact",
-          (unsigned long long)r->header.sample_mean_bytes, r->complete ? "true" : "false",
+          (unsigned long long)r->header.sample_mean_bytes,
+          r->header.flags & OBM_CAPTURE_FLAG_PYTHON ? "true" : "false",
+          r->header.flags & OBM_CAPTURE_FLAG_STACKS ? "true" : "false",
+          r->complete ? "true" : "false",
           (unsigned long long)r->nrecords, (unsigned long long)r->nallocs,
           (unsigned long long)r->nfrees, r->total_count, r->total_bytes, r->peak_bytes,
           (double)r->peak_time_ns / 1e6, (double)r->end_time_ns / 1e6, r->leak_bytes, r->leak_count,
@@ -550,6 +569,9 @@ void tool_report_print(FILE *out, const tool_report_t *r, const tool_options_t *
     human(a, sizeof a, (double)r->header.sample_mean_bytes);
     fprintf(out, " (one sample per %s on average; numbers are estimates)", a);
   }
+  if (r->header.flags & OBM_CAPTURE_FLAG_PYTHON)
+    fprintf(out, ", Python stacks%s",
+            r->header.flags & OBM_CAPTURE_FLAG_STACKS ? " with native frames" : "");
   fprintf(out, ", %llu records over %.3f s%s\n", (unsigned long long)r->nrecords,
           (double)r->end_time_ns / 1e9, r->complete ? "" : ", INCOMPLETE");
   human(a, sizeof a, r->peak_bytes);

@@ -21,6 +21,9 @@
 #ifndef OBMEM_PRELOAD_PATH
 #define OBMEM_PRELOAD_PATH "libobmem-preload.so"
 #endif
+#ifndef OBMEM_PYTHON_PATH
+#define OBMEM_PYTHON_PATH "python3"
+#endif
 
 static const char usage_main[] =
     "usage: obmem COMMAND [OPTIONS] ...\n"
@@ -31,6 +34,7 @@ static const char usage_main[] =
     "  diff A B           compare two captures by allocation site\n"
     "  run -- PROG ARGS   run PROG on obmem with the tracer: every allocation and free,\n"
     "                     with its stack, into a capture file\n"
+    "  run script.py ARGS the same for a Python program, with its Python stacks\n"
     "  exec -- PROG ARGS  run PROG on obmem (LD_PRELOAD of libobmem-preload.so), untraced\n"
     "  help [COMMAND]     this text, or a command's\n"
     "\n"
@@ -62,14 +66,18 @@ static const char usage_diff[] =
 static const char usage_run[] =
     "usage: obmem run [-o FILE] [--sample BYTES] [--native] [--max-peak SIZE]\n"
     "                 [--max-leak SIZE] -- PROG [ARGS...]\n"
+    "       obmem run [OPTIONS] script.py [ARGS...]     (or -m MODULE [ARGS...])\n"
     "\n"
     "Runs PROG with libobmem-preload.so in LD_PRELOAD and OBMEM_TRACE=FILE in its environment\n"
     "(default obmem-%p.cap in the current directory; %p becomes each process's pid), then\n"
-    "prints where the capture went.\n"
+    "prints where the capture went.  A PROG ending in .py (or -m MODULE) is a Python program:\n"
+    "it runs as `python3 -m obmem run` (the CPython module: CPython's allocations with their\n"
+    "Python stacks, function (file:line)); OBMEM_PYTHON_EXECUTABLE names the interpreter.\n"
     "  -o FILE          the capture path (OBMEM_TRACE)\n"
     "  --sample BYTES   sampled mode, one sample per BYTES on average (OBMEM_TRACE_SAMPLE);\n"
     "                   sizes take K, M, G suffixes\n"
-    "  --native         record native stacks (the default; OBMEM_TRACE_STACKS=auto)\n"
+    "  --native         record native stacks (the default for PROG, OBMEM_TRACE_STACKS=auto;\n"
+    "                   for Python, C frames merged with the Python frames)\n"
     "  --max-peak SIZE  exit 1 with a message when the peak exceeds SIZE\n"
     "  --max-leak SIZE  exit 1 with a message when more than SIZE is live at exit\n"
     "The preload library is OBMEM_PRELOAD_LIBRARY if set, else the one this obmem was built "
@@ -229,7 +237,7 @@ static int cmd_exec(int argc, char **argv) {
 static int cmd_run(int argc, char **argv) {
   const char *out = "obmem-%p.cap";
   uint64_t sample = 0, max_peak = 0, max_leak = 0;
-  int have_peak = 0, have_leak = 0, i = 1;
+  int have_peak = 0, have_leak = 0, native = 0, python_module = 0, i = 1;
   for (; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -241,7 +249,14 @@ static int cmd_run(int argc, char **argv) {
       break;
     }
     if (a[0] != '-') break;
-    if (strcmp(a, "--native") == 0) continue;
+    if (strcmp(a, "--native") == 0) {
+      native = 1;
+      continue;
+    }
+    if (strcmp(a, "-m") == 0) { /* a Python module: -m MODULE ARGS */
+      python_module = 1;
+      break;
+    }
     int takes = strcmp(a, "-o") == 0 || strcmp(a, "--sample") == 0 ||
                 strcmp(a, "--max-peak") == 0 || strcmp(a, "--max-leak") == 0;
     if (!takes) return bad_usage("run", "unknown option '%s'", a);
@@ -260,13 +275,48 @@ static int cmd_run(int argc, char **argv) {
     have_leak |= dst == &max_leak;
   }
   if (i >= argc) return bad_usage("run", "%s", "needs a program to run (obmem run -- PROG ARGS)");
-  int st = set_preload("run");
-  if (st) return st;
-  setenv("OBMEM_TRACE", out, 1);
-  if (sample) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%llu", (unsigned long long)sample);
-    setenv("OBMEM_TRACE_SAMPLE", buf, 1);
+  if (python_module && i + 1 >= argc) return bad_usage("run", "%s", "-m needs a module name");
+  size_t len = strlen(argv[i]);
+  int python = python_module || (len > 3 && strcmp(argv[i] + len - 3, ".py") == 0);
+  char **child = argv + i;
+  char sample_text[32];
+  snprintf(sample_text, sizeof sample_text, "%llu", (unsigned long long)sample);
+  if (python) {
+    /* python3 -m obmem run -o OUT [--native] [--sample N] -- script.py ARGS (the budgets are
+     * checked here, from the capture, as for any program) */
+    const char *interpreter = getenv("OBMEM_PYTHON_EXECUTABLE");
+    if (!interpreter || !*interpreter) interpreter = OBMEM_PYTHON_PATH;
+    child = calloc((size_t)(argc - i) + 12, sizeof *child);
+    if (!child) return TOOL_EXIT_BAD_INPUT;
+    size_t k = 0;
+    child[k++] = (char *)interpreter;
+    child[k++] = "-m";
+    child[k++] = "obmem";
+    child[k++] = "run";
+    child[k++] = "-o";
+    child[k++] = (char *)out;
+    if (native) child[k++] = "--native";
+    if (sample) {
+      child[k++] = "--sample";
+      child[k++] = sample_text;
+    }
+    if (!python_module) child[k++] = "--";
+    for (int j = i; j < argc; j++)
+      child[k++] = argv[j];
+#ifdef OBMEM_PYTHON_MODULE_DIR
+    const char *old = getenv("PYTHONPATH");
+    char *value;
+    if (asprintf(&value, "%s%s%s", OBMEM_PYTHON_MODULE_DIR, old && *old ? ":" : "",
+                 old && *old ? old : "") < 0)
+      return TOOL_EXIT_BAD_INPUT;
+    setenv("PYTHONPATH", value, 1);
+    free(value);
+#endif
+  } else {
+    int st = set_preload("run");
+    if (st) return st;
+    setenv("OBMEM_TRACE", out, 1);
+    if (sample) setenv("OBMEM_TRACE_SAMPLE", sample_text, 1);
   }
   fflush(NULL);
   pid_t pid = fork();
@@ -275,8 +325,8 @@ static int cmd_run(int argc, char **argv) {
     return TOOL_EXIT_BAD_INPUT;
   }
   if (pid == 0) {
-    execvp(argv[i], argv + i);
-    fprintf(stderr, "obmem run: %s: %s\n", argv[i], strerror(errno));
+    execvp(child[0], child);
+    fprintf(stderr, "obmem run: %s: %s\n", child[0], strerror(errno));
     _exit(127);
   }
   int status = 0;
@@ -296,18 +346,20 @@ static int cmd_run(int argc, char **argv) {
   }
   path[n] = 0;
   struct stat sb;
+  if (python) free(child);
   if (stat(path, &sb) != 0) {
-    fprintf(stderr,
-            "obmem run: no capture at %s (the program was not dynamically linked, or it "
-            "failed before its first allocation, or OBMEM_DEBUG was set)\n",
-            path);
+    fprintf(stderr, "obmem run: no capture at %s (%s)\n", path,
+            python ? "see the Python program's messages above"
+                   : "the program was not dynamically linked, or it failed before its first "
+                     "allocation, or OBMEM_DEBUG was set");
     return code;
   }
-  fprintf(stderr, "obmem run: capture written to %s (obmem report %s)\n", path, path);
+  if (!python) /* python -m obmem run said it already */
+    fprintf(stderr, "obmem run: capture written to %s (obmem report %s)\n", path, path);
   if (have_peak || have_leak) {
     tool_options_t o = {.top = 10};
     tool_report_t r;
-    st = tool_analyse(path, &o, &r);
+    int st = tool_analyse(path, &o, &r);
     if (st) return st;
     int over = 0;
     if (have_peak && r.peak_bytes > (double)max_peak) {
