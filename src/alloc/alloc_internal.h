@@ -104,6 +104,8 @@ struct obm_arena_s {
   uint8_t pad_[7];
   uint64_t dirty_slots; /* free slots released since the heap's last purge pass (resident) */
   uint64_t dirty_old;   /* free slots already dirty at that pass: purged at the next one */
+  uint64_t purged_slots; /* free slots a purge pass decommitted, not taken again since */
+  uint64_t spare_delay;  /* ns a spare arena is kept: its last heap's purge delay */
   _Alignas(OBM_CACHE_LINE) obm_pool_t pools[OBM_NSLOTS]; /* one cache line each */
 };
 
@@ -160,6 +162,9 @@ struct obm_heap_s {
   obm_arena_t *last_with[OBM_NSLOTS + 1]; /* last arena in `usable` with that nfree (nfp2lasta) */
   uint64_t last_with_mask;                /* bit n set <=> last_with[n] != NULL (n < 64) */
   uint64_t last_purge_check;              /* coarse clock of the last purge pass (arena.c) */
+  uint64_t purge_delay;   /* ns; this heap's own delay, adapted (arena.c); 0: the option's */
+  uint32_t purged_last;   /* slots the last purge pass decommitted */
+  uint32_t purge_refault; /* purged slots pools took again since the last pass */
   /* Held by the owner while it changes its arenas' slots (taking or releasing a pool, and
    * trim), and by the purge thread while it decommits them (purge.c): the only state another
    * thread touches outside remote frees.  Never taken on malloc's or free's fast path. */
@@ -347,9 +352,6 @@ OBM_HIDDEN int _obm_arena_purge_expired(void);
 OBM_HIDDEN int _obm_arena_purge_heap(obm_heap_t *heap, uint64_t now);
 /* Gives the pages of the heap's free slots back to the OS (they stay mapped). */
 OBM_HIDDEN void _obm_arena_decommit_free(obm_heap_t *heap);
-/* Decommits dirty free slots of the heap (older first) up to `want` bytes, before fresh memory
- * is mapped; returns the bytes decommitted. */
-OBM_HIDDEN size_t _obm_arena_give_back(obm_heap_t *heap, size_t want);
 OBM_HIDDEN extern obm_arena_t *_obm_arenas_all; /* under _obm_global_lock */
 OBM_HIDDEN extern uint64_t _obm_arenas_allocated, _obm_arenas_reclaimed, _obm_arenas_current,
     _obm_arenas_highwater, _obm_arenas_nspare;
@@ -500,9 +502,6 @@ extern OBM_HIDDEN obm_large_t *_obm_large_live;
 /* Unmaps cached large blocks older than 10x OBMEM_PURGE_DELAY_MS; returns whether the
  * cache still holds blocks. */
 OBM_HIDDEN int _obm_large_purge_expired(void);
-/* Unmaps the least recently freed cached large segments, up to `want` bytes, before an arena
- * is mapped fresh; returns the bytes unmapped. */
-OBM_HIDDEN size_t _obm_large_give_back(size_t want);
 
 /* ---- purge.c: the purge thread ---------------------------------------------------------- */
 /* Memory became purgeable later (dirty slots, a spare arena, a cached large block): makes

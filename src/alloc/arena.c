@@ -26,6 +26,8 @@ _Atomic(uint64_t) _obm_bytes_mapped, _obm_bytes_mapped_peak;
 static obm_arena_t *spare_arenas;
 
 /* The empty time of a spare lives in its (unused) pools[1].start field. */
+static uint64_t heap_delay(const obm_heap_t *heap);
+
 static uint64_t spare_since(obm_arena_t *a) {
   return (uint64_t)(uintptr_t)a->pools[1].start;
 }
@@ -34,12 +36,11 @@ static uint64_t spare_since(obm_arena_t *a) {
  * *left (if not NULL) tells whether spares that will expire later remain. */
 static obm_arena_t *spares_expire(uint64_t now, int *left) {
   long keep = _obm_option(OBM_OPTION_ARENA_SPARE);
-  uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
   obm_arena_t **link = &spare_arenas, *victims = NULL;
   long i = 0;
   while (*link) {
     obm_arena_t *a = *link;
-    if (i >= keep && (now - spare_since(a) >= delay || i >= keep + SPARE_MAX)) {
+    if (i >= keep && (now - spare_since(a) >= a->spare_delay || i >= keep + SPARE_MAX)) {
       *link = a->next;
       a->next = victims;
       victims = a;
@@ -120,6 +121,7 @@ static void arena_init(obm_arena_t *a, obm_heap_t *heap) {
   a->in_usable = 0;
   a->dirty_slots = 0;
   a->dirty_old = 0;
+  a->purged_slots = 0;
   a->pools[0].kind = OBM_SLOT_META;
 }
 
@@ -144,7 +146,6 @@ static obm_arena_t *arena_new(obm_heap_t *heap) {
   pthread_mutex_unlock(&_obm_global_lock);
   unmap_list(victims);
   if (!a) {
-    _obm_large_give_back(OBM_ARENA_SIZE);
     a = _obm_os_map(OBM_ARENA_SIZE, OBM_ARENA_SIZE);
     if (!a) return NULL;
     if (_obm_pagemap_set(a, OBM_ARENA_SIZE, (obm_segment_t *)a) != 0) {
@@ -190,6 +191,7 @@ static void arena_free(obm_arena_t *a) {
   obm_heap_t *heap = a->heap;
   if (atomic_load_explicit(&heap->owned[_obm_owned_index(a)], memory_order_relaxed) == a)
     atomic_store_explicit(&heap->owned[_obm_owned_index(a)], OBM_NO_ARENA, memory_order_relaxed);
+  a->spare_delay = heap_delay(heap);
   a->heap = NULL;
   a->pools[1].start = (uint8_t *)(uintptr_t)now;
   a->next = spare_arenas;
@@ -267,20 +269,54 @@ static void cache_age(obm_heap_t *heap) {
   }
 }
 
-/* The heap's purge pass, if a delay has passed since the last one; returns whether dirty
- * slots or cached pools remain (purgeable at a later pass).  Caller holds the heap's arena
- * lock. */
+/* The purge delay adapts per heap, between the option's value and PURGE_DELAY_MAX_FACTOR
+ * times it.  A pass that finds that pools took again at least a quarter of the slots the
+ * previous pass decommitted (16 or more) doubles the heap's delay: the program frees and
+ * reallocates in rounds longer than the delay, and each purge only cost it the page faults of
+ * the next round (CPython's bench/python/containers.py and instances.py had 1.5-2x the page
+ * faults of pymalloc, which never purges a pool, and spent 5-10 % of their time on them at
+ * 10 ms).  A pass that finds none of the previous pass's slots taken again halves it.  Spare
+ * arenas are kept for the delay of the heap that freed them.  A program that idles still
+ * falls back to its live size, after at most PURGE_DELAY_MAX_FACTOR times the option. */
+#define PURGE_DELAY_MAX_FACTOR 64
+static uint64_t heap_delay(const obm_heap_t *heap) {
+  if (heap->purge_delay) return heap->purge_delay;
+  return (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
+}
+
+static void adapt_delay(obm_heap_t *heap) {
+  uint64_t base = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
+  uint64_t d = heap_delay(heap);
+  if (heap->purge_refault >= 16 && heap->purge_refault * 4 >= heap->purged_last) {
+    if (d < base * PURGE_DELAY_MAX_FACTOR) d *= 2;
+  } else if (heap->purge_refault == 0 && heap->purged_last > 0 && d > base) {
+    d /= 2;
+  }
+  heap->purge_delay = d > base ? d : 0;
+  heap->purge_refault = 0;
+}
+
+/* The heap's purge pass, if a delay has passed since the last one (delay 0: at once);
+ * returns whether dirty slots or cached pools remain (purgeable at a later pass).  Caller
+ * holds the heap's arena lock. */
 static int purge_pass(obm_heap_t *heap, uint64_t now, uint64_t delay) {
   int due = now - heap->last_purge_check >= delay;
   if (due) {
+    adapt_delay(heap);
     heap->last_purge_check = now;
     heap->released_since_pass = 0;
+    heap->purged_last = 0;
     cache_age(heap);
   }
   int left = heap->ncached_slots != 0;
   for (obm_arena_t *a = heap->usable; a; a = a->next) {
     if (due) {
-      if (a->dirty_old & a->free_slots) decommit_slots(a, a->dirty_old & a->free_slots);
+      uint64_t m = a->dirty_old & a->free_slots;
+      if (m) {
+        decommit_slots(a, m);
+        a->purged_slots |= m;
+        heap->purged_last += (uint32_t)__builtin_popcountll(m);
+      }
       a->dirty_old = a->dirty_slots & a->free_slots;
       a->dirty_slots = 0;
     }
@@ -306,7 +342,7 @@ static uint32_t release_budget(const obm_heap_t *heap) {
 static void heap_purge(obm_heap_t *heap) {
   int over = heap->released_since_pass > release_budget(heap);
   if (!over && (++heap->purge_tick & 15)) return; /* the clock is read every 16th release */
-  uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
+  uint64_t delay = heap_delay(heap);
   uint64_t now = _obm_os_clock_coarse_ns();
   if (!over && now - heap->last_purge_check < delay) return;
   purge_pass(heap, now, over ? 0 : delay);
@@ -319,41 +355,9 @@ static void heap_purge(obm_heap_t *heap) {
  * the heap's arena lock, skipped when the owner holds it (it is busy and purges itself). */
 int _obm_arena_purge_heap(obm_heap_t *heap, uint64_t now) {
   if (!_obm_heap_trylock(heap)) return 1;
-  uint64_t delay = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) * 1000000u;
-  int left = purge_pass(heap, now, delay);
+  int left = purge_pass(heap, now, heap_delay(heap));
   _obm_heap_unlock(heap);
   return left;
-}
-
-/* The process is about to map fresh memory (an arena, a large block): free slots left dirty
- * (resident, waiting for their purge delay) that cannot take its place would add to the peak
- * beside it.  Decommits dirty free slots of the heap, the older ones first, until `want` bytes
- * are given back or none is left; returns the bytes given back.  So the purge delay costs no
- * peak RSS (a segregated heap cannot reuse a free slot for a large block, or scattered single
- * slots for a 14-slot pool, where glibc's heap coalesces), and can be long enough that memory
- * freed and soon reused is not faulted in again. */
-static size_t give_back_locked(obm_heap_t *heap, size_t want) {
-  size_t given = 0;
-  if (_obm_option(OBM_OPTION_PURGE_DELAY_MS) == 0) return 0; /* nothing is left dirty */
-  for (int pass = 0; pass < 2 && given < want; pass++) {
-    for (obm_arena_t *a = heap->usable; a && given < want; a = a->next) {
-      uint64_t m = (pass == 0 ? a->dirty_old : a->dirty_slots | a->dirty_old) & a->free_slots;
-      if (!m) continue;
-      decommit_slots(a, m);
-      a->dirty_old &= ~m;
-      a->dirty_slots &= ~m;
-      given += (size_t)__builtin_popcountll(m) * OBM_POOL_SIZE;
-    }
-  }
-  return given;
-}
-
-size_t _obm_arena_give_back(obm_heap_t *heap, size_t want) {
-  if (heap->is_empty_heap) return 0;
-  _obm_heap_lock(heap);
-  size_t given = give_back_locked(heap, want);
-  _obm_heap_unlock(heap);
-  return given;
 }
 
 /* Gives the pages of every free slot of the arena back to the OS (they stay mapped). */
@@ -392,29 +396,11 @@ static int find_slots(obm_heap_t *heap, unsigned nslots, obm_arena_t **where) {
   return -1;
 }
 
-/* Releases the heap's cached empty pools to their arenas, still resident (dirty). */
-static void cache_release_all(obm_heap_t *heap) {
-  for (unsigned c = 0; c < OBM_NCLASSES && heap->ncached_slots; c++) {
-    obm_pool_t *pool;
-    while ((pool = atomic_load_explicit(&heap->cached[c], memory_order_relaxed)) != NULL) {
-      cache_remove(heap, pool);
-      pool_release_locked(heap, pool, 0);
-    }
-  }
-}
-
 obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
   _obm_heap_lock(heap);
   obm_arena_t *a = NULL;
   int slot = find_slots(heap, nslots, &a);
-  if (slot < 0 && heap->ncached_slots) {
-    /* empty pools kept for other classes are resident memory this pool can use, as
-     * pymalloc's empty pools serve any class, rather than a fresh arena beside them */
-    cache_release_all(heap);
-    slot = find_slots(heap, nslots, &a);
-  }
   if (slot < 0) {
-    give_back_locked(heap, OBM_ARENA_SIZE);
     a = arena_new(heap);
     if (!a) {
       _obm_heap_unlock(heap);
@@ -425,6 +411,10 @@ obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
     usable_remove(heap, a);
   }
   uint64_t bits = (nslots == 64 ? ~(uint64_t)0 : (((uint64_t)1 << nslots) - 1)) << slot;
+  if (a->purged_slots & bits) { /* what a purge pass gave back faults in again */
+    heap->purge_refault += (uint32_t)__builtin_popcountll(a->purged_slots & bits);
+    a->purged_slots &= ~bits;
+  }
   a->free_slots &= ~bits;
   a->dirty_slots &= ~bits;
   a->dirty_old &= ~bits;

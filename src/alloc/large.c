@@ -304,10 +304,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     }
     pthread_mutex_unlock(&_obm_large_lock);
     unmap_victims(victims);
-    if (grow) {
-      _obm_arena_give_back(_obm_heap_get(), need - grow->mapped_size);
-      s = segment_grow(grow, need);
-    }
+    if (grow) s = segment_grow(grow, need);
     if (s && !linked && LARGE_NEEDS_SHRINK(s, need)) segment_shrink(s, need);
   }
   if (linked) {
@@ -321,7 +318,6 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     if (trim) segment_trim_resident(s);
     if (zero) memset(s->block, 0, size);
   } else {
-    _obm_arena_give_back(_obm_heap_get(), need);
     s = _obm_os_map(need, map_align);
     if (!s) return NULL;
     if (_obm_pagemap_set(s, need, (obm_segment_t *)s) != 0) {
@@ -466,28 +462,6 @@ void _obm_large_trim(void) {
   }
   pthread_mutex_unlock(&_obm_large_lock);
   unmap_victims(victims);
-}
-
-/* An arena is about to be mapped fresh: cached segments (resident, unused) cannot hold its
- * pools and would add to the peak beside it, where glibc's heap would have reused the pages
- * of a freed big block for small ones.  Unmaps the least recently freed cached segments until
- * `want` bytes are given back or the cache is empty; returns the bytes given back. */
-size_t _obm_large_give_back(size_t want) {
-  obm_large_t *victims = NULL;
-  size_t given = 0;
-  pthread_mutex_lock(&_obm_large_lock);
-  while (cache_count && given < want) {
-    size_t oldest = 0;
-    for (size_t i = 1; i < cache_count; i++)
-      if (cache[i].since < cache[oldest].since) oldest = i;
-    given += cache[oldest].size;
-    obm_large_t *v = cache_take(oldest);
-    v->next = victims;
-    victims = v;
-  }
-  pthread_mutex_unlock(&_obm_large_lock);
-  unmap_victims(victims);
-  return given;
 }
 
 int _obm_large_purge_expired(void) {
