@@ -27,6 +27,7 @@ static obm_arena_t *spare_arenas;
 
 /* The empty time of a spare lives in its (unused) pools[1].start field. */
 static uint64_t heap_delay(const obm_heap_t *heap);
+static void give_back_before_map(obm_heap_t *self);
 
 static uint64_t spare_since(obm_arena_t *a) {
   return (uint64_t)(uintptr_t)a->pools[1].start;
@@ -146,6 +147,7 @@ static obm_arena_t *arena_new(obm_heap_t *heap) {
   pthread_mutex_unlock(&_obm_global_lock);
   unmap_list(victims);
   if (!a) {
+    give_back_before_map(heap);
     a = _obm_os_map(OBM_ARENA_SIZE, OBM_ARENA_SIZE);
     if (!a) return NULL;
     if (_obm_pagemap_set(a, OBM_ARENA_SIZE, (obm_segment_t *)a) != 0) {
@@ -358,6 +360,64 @@ int _obm_arena_purge_heap(obm_heap_t *heap, uint64_t now) {
   int left = purge_pass(heap, now, heap_delay(heap));
   _obm_heap_unlock(heap);
   return left;
+}
+
+/* Decommits dirty free slots of the heap (caller holds its arena lock), the older
+ * generation first, then its cached empty pools, until `want` bytes are given back or none is
+ * left. */
+static size_t give_back_locked(obm_heap_t *heap, size_t want) {
+  size_t given = 0;
+  for (int pass = 0; pass < 2 && given < want; pass++) {
+    for (obm_arena_t *a = heap->usable; a && given < want; a = a->next) {
+      uint64_t m = (pass == 0 ? a->dirty_old : a->dirty_slots | a->dirty_old) & a->free_slots;
+      if (!m) continue;
+      decommit_slots(a, m);
+      a->dirty_old &= ~m;
+      a->dirty_slots &= ~m;
+      given += (size_t)__builtin_popcountll(m) * OBM_POOL_SIZE;
+    }
+  }
+  /* then the empty pools kept for their class, decommitted on the way back */
+  for (unsigned c = 0; c < OBM_NCLASSES && given < want && heap->ncached_slots; c++) {
+    obm_pool_t *pool;
+    while (given < want &&
+           (pool = atomic_load_explicit(&heap->cached[c], memory_order_relaxed)) != NULL) {
+      given += (size_t)pool->nslots * OBM_POOL_SIZE;
+      cache_remove(heap, pool);
+      pool_release_locked(heap, pool, 1);
+    }
+  }
+  return given;
+}
+
+/* A heap is about to map a fresh arena (no free slot, no spare): dirty slots anywhere in the
+ * process are free memory that would stay resident beside it.  A heap's purge delay may have
+ * grown long (adapt_delay), and one thread's dirty slots are of no use to another's pools, so
+ * they are given back now, the caller's own first, then those of every heap whose owner is not
+ * in its arena code (a trylock), up to an arena's worth.  This keeps the peak of threads that
+ * free what others allocate (bench/server.c: 110 -> 135 MiB with delays adapted and nothing
+ * given back) where the short delay had it.  Caller holds self's arena lock. */
+static void give_back_before_map(obm_heap_t *self) {
+  if (_obm_option(OBM_OPTION_PURGE_DELAY_MS) == 0) return; /* nothing is left dirty */
+  size_t want = OBM_ARENA_SIZE;
+  size_t given = give_back_locked(self, want);
+  if (given >= want) return;
+  /* heaps are never freed; the global lock is not held across a heap's give-back, which
+   * may free an arena (arena_free takes it) */
+  pthread_mutex_lock(&_obm_global_lock);
+  obm_heap_t *h = _obm_heaps_all;
+  pthread_mutex_unlock(&_obm_global_lock);
+  while (h && given < want) {
+    pthread_mutex_lock(&_obm_global_lock);
+    int skip = h == self || h->orphaned || h->is_empty_heap;
+    obm_heap_t *next = h->all_next;
+    pthread_mutex_unlock(&_obm_global_lock);
+    if (!skip && _obm_heap_trylock(h)) { /* an owner in its arena code looks after itself */
+      given += give_back_locked(h, want - given);
+      _obm_heap_unlock(h);
+    }
+    h = next;
+  }
 }
 
 /* Gives the pages of every free slot of the arena back to the OS (they stay mapped). */
