@@ -122,16 +122,41 @@ void *_obm_alloc_traced(size_t alignment, size_t size, int zero) {
   return _obm_raw_aligned(alignment, size);
 }
 
-/* A recorded block stays recorded (the hook sees a realloc); another one becomes recorded when
- * this call is (exact mode, or the countdown ran out), is reported as an allocation, and moves
- * to the traced heap (a large block is marked in place). */
+/* The usable size of the live block ptr in seg (a pool block's class size, a large block's). */
+OBM_INLINE size_t block_usable(obm_segment_t *seg, void *ptr) {
+  if (seg->kind == OBM_SEG_LARGE) return ((obm_large_t *)seg)->usable_size;
+  return _obm_pool_block_size(_obm_pool_of((obm_arena_t *)seg, ptr));
+}
+
+/* Exact mode: every realloc is recorded (a block from before tracing as an allocation; it
+ * moves to the traced heap, a large block is marked in place).
+ * Sampled mode: a realloc counts down the usable bytes it adds (none when it fits in place:
+ * the new block's class size, or the size for a large block, minus the old block's usable
+ * size), so a block that grows to s bytes by reallocs has counted about s bytes and is sampled
+ * with about the probability 1 - exp(-s / mean) of a malloc(s), as the report's weights
+ * assume, not once per realloc.  A block that becomes sampled moves to the traced heap and is
+ * reported as an allocation; a recorded block stays recorded, and its realloc is reported (a free
+ * and an allocation) when it moves or when its growth is due for a sample; a realloc in place that
+ * is not due is not reported (the capture keeps the size it recorded, at most the block's
+ * usable size smaller). */
 void *_obm_realloc_traced(void *ptr, size_t size) {
   obm_segment_t *seg = _obm_pagemap_lookup(ptr);
   if (!seg || _obm_debug_on) return _obm_realloc_block(ptr, size, 0);
   int was_traced = block_traced(seg);
-  const obm_alloc_hooks_t *h = was_traced ? hooks_for_call() : record_size(size);
-  void *p = _obm_realloc_block(ptr, size, h != NULL || was_traced);
-  if (p && h && h->realloc) {
+  const obm_alloc_hooks_t *h = hooks_for_call();
+  int due = h != NULL; /* exact mode: every realloc */
+  if (h && h->next_sample) {
+    size_t usable = block_usable(seg, ptr);
+    if (size > usable) {
+      size_t fresh = size <= OBM_MEDIUM_MAX ? _obm_class_size[_obm_size_to_class(size)] : size;
+      due = record_size(fresh - usable) != NULL;
+    } else {
+      due = 0;
+    }
+  }
+  if (!due && !was_traced) return _obm_realloc_block(ptr, size, 0);
+  void *p = _obm_realloc_block(ptr, size, 1);
+  if (p && h && h->realloc && (due || p != ptr)) {
     _obm_alloc_muted++;
     h->realloc(was_traced ? ptr : NULL, p, size);
     _obm_alloc_muted--;
