@@ -35,6 +35,11 @@ int _obm_alloc_set_hooks(const obm_alloc_hooks_t *h) {
   return 0;
 }
 
+void _obm_alloc_arm_sampling(void) {
+  _obm_ensure_init();
+  if (!atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed)) _obm_heaps_arm_sampling();
+}
+
 int _obm_own_thread_start(pthread_t *thread, const char *name, size_t stack_size, int joinable,
                           void *(*fn)(void *)) {
   _obm_alloc_muted++;
@@ -50,13 +55,13 @@ OBM_INLINE const obm_alloc_hooks_t *hooks_for_call(void) {
 }
 
 /* record_size's slow path, out of line (so the countdown's path saves no registers): the
- * heap's first draw (a heap made or set up while not sampling holds 0, and was never drawn:
- * its first call is not a sample), or the countdown ran out.  A countdown carries over from
- * one tracing session to the next: the exponential distribution is memoryless, so the wait
- * left is as good as a fresh draw of the same mean. */
+ * heap's first draw (a heap never drawn, or armed by a start or when it was made or adopted:
+ * its first call is not a sample; the exponential distribution is memoryless, so a fresh
+ * draw is as good as the wait left), or the countdown ran out. */
 static OBM_NOINLINE const obm_alloc_hooks_t *sample_due(const obm_alloc_hooks_t *h,
                                                         obm_heap_t *heap, size_t size) {
-  if (!heap->sample_drawn) {
+  if (!heap->sample_drawn ||
+      atomic_load_explicit(&heap->sample_left, memory_order_relaxed) < OBM_SAMPLE_ARMED / 2) {
     heap->sample_drawn = 1;
     int64_t left = h->next_sample() - (int64_t)size;
     if (left > 0) {
