@@ -59,7 +59,10 @@
 #define STACK_SLOTS   (2u * STACK_IDS)
 #define CACHE_ENTRIES 512u /* per thread slot */
 #define ID_LOST       UINT32_MAX
-#define NCHILDREN     4u /* a recursive function's frame: its own call and two recursive ones */
+#define NCHILDREN     4u
+#define FRAME_CACHE                                                                                \
+  64u /* per thread slot: frame ids by return address */ /* a recursive function's frame: its own  \
+                                                            call and two recursive ones */
 
 typedef struct slot_s {
   _Atomic uint64_t key; /* 0 = empty; frames: address; stacks: parent << 32 | frame */
@@ -120,6 +123,10 @@ typedef struct last_stack_s {
   uint32_t n;
   uint32_t ids[OBM_TRACE_MAX_FRAMES];
   uintptr_t pcs[OBM_TRACE_MAX_FRAMES];
+  struct {
+    uintptr_t pc;
+    uint32_t id;
+  } frame_ids[FRAME_CACHE]; /* the thread's recent frames' ids, direct-mapped by address */
 } last_stack_t;
 
 static struct {
@@ -586,9 +593,15 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
   last->n = 0;
   uint32_t parent = shared ? last->ids[n - shared] : 0;
   for (size_t i = n - shared; i-- > 0;) {
-    uint32_t f = intern(st.frame_slots, FRAME_SLOTS, &st.nframe_ids, FRAME_IDS, st.frame_defs,
-                        pcs[i], 0, pcs[i]);
-    if (f == ID_LOST) goto lost;
+    uintptr_t pc = pcs[i];
+    size_t e = (pc ^ (pc >> 6)) & (FRAME_CACHE - 1);
+    uint32_t f = last->frame_ids[e].id;
+    if (last->frame_ids[e].pc != pc || f == 0) {
+      f = intern(st.frame_slots, FRAME_SLOTS, &st.nframe_ids, FRAME_IDS, st.frame_defs, pc, 0, pc);
+      if (f == ID_LOST) goto lost;
+      last->frame_ids[e].pc = pc;
+      last->frame_ids[e].id = f;
+    }
     uint32_t s = intern_stack(parent, f);
     if (s == ID_LOST) goto lost;
     last->ids[i] = parent = s;
