@@ -120,6 +120,8 @@ typedef struct obm_large_s {
                                       large.c (realloc's in-place cases in alloc.c do not); meaningless
                                       while cached */
   uint32_t traced;                 /* 1: the tracer recorded the block (its free is reported) */
+  uint32_t traced_size;            /* sampled tracing: the size last recorded (saturated), so
+                                      that a growth in place is reported once it drifts (traced.c) */
 } obm_large_t;
 
 /* A heap's per-class state, in one place so that a malloc touches one cache line of it. */

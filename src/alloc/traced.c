@@ -103,6 +103,11 @@ OBM_INLINE void *alloc_recorded(const obm_alloc_hooks_t *h, size_t alignment, si
     h->alloc(p, size);
     _obm_alloc_muted--;
   }
+  if (p && size > OBM_MEDIUM_MAX) { /* large (or very aligned): its recorded size */
+    obm_segment_t *seg = _obm_pagemap_lookup(p);
+    if (seg && seg->kind == OBM_SEG_LARGE)
+      ((obm_large_t *)seg)->traced_size = size < UINT32_MAX ? (uint32_t)size : UINT32_MAX;
+  }
   return p;
 }
 
@@ -133,17 +138,57 @@ OBM_INLINE size_t block_usable(obm_segment_t *seg, void *ptr) {
   return _obm_pool_block_size(_obm_pool_of((obm_arena_t *)seg, ptr));
 }
 
+/* Records a realloc of old (NULL: not recorded before) to p. */
+OBM_INLINE void report_realloc(const obm_alloc_hooks_t *h, void *old, void *p, size_t size) {
+  if (h->realloc) {
+    _obm_alloc_muted++;
+    h->realloc(old, p, size);
+    _obm_alloc_muted--;
+  }
+}
+
+/* Sampled mode, a realloc from or to a large block: the usable bytes it adds are known after
+ * (a large block's usable size is not its class's: the large cache may hand out more), so the
+ * block is marked traced after the fact when due.  A recorded large block's realloc is also
+ * reported when it stays in place but its size drifted by more than 1/8 from the size last
+ * recorded (the capture's size for it stays within 1/8 of the truth). */
+static OBM_NOINLINE void *realloc_sampled_large(const obm_alloc_hooks_t *h, obm_segment_t *seg,
+                                                int was_traced, size_t usable, void *ptr,
+                                                size_t size) {
+  if (!was_traced && size <= usable) return _obm_realloc_block(ptr, size, 0);
+  void *p = _obm_realloc_block(ptr, size, was_traced);
+  obm_segment_t *fresh = p ? _obm_pagemap_lookup(p) : NULL;
+  if (!fresh) return p;
+  size_t got = block_usable(fresh, p);
+  int due = got > usable && record_size(got - usable) != NULL;
+  obm_large_t *large = fresh->kind == OBM_SEG_LARGE ? (obm_large_t *)fresh : NULL;
+  if (due && large) large->traced = 1;
+  int drifted = 0;
+  if (was_traced && p == ptr && large) {
+    uint64_t last = large->traced_size;
+    drifted = size > last + last / 8 || size < last - last / 8;
+  }
+  if (due || (was_traced && (p != ptr || drifted))) {
+    report_realloc(h, was_traced ? ptr : NULL, p, size);
+    if (large) large->traced_size = size < UINT32_MAX ? (uint32_t)size : UINT32_MAX;
+  }
+  (void)seg;
+  return p;
+}
+
 /* Exact mode: every realloc is recorded (a block from before tracing as an allocation; it
  * moves to the traced heap, a large block is marked in place).
- * Sampled mode: a realloc counts down the usable bytes it adds (none when it fits in place:
- * the new block's class size, or the size for a large block, minus the old block's usable
- * size), so a block that grows to s bytes by reallocs has counted about s bytes and is sampled
- * with about the probability 1 - exp(-s / mean) of a malloc(s), as the report's weights
- * assume, not once per realloc.  A block that becomes sampled moves to the traced heap and is
- * reported as an allocation; a recorded block stays recorded, and its realloc is reported (a free
- * and an allocation) when it moves or when its growth is due for a sample; a realloc in place that
- * is not due is not reported (the capture keeps the size it recorded, at most the block's
- * usable size smaller). */
+ * Sampled mode: a realloc counts down the usable bytes it adds (none when it fits in place):
+ * the new block's class size, or for a large block the usable size it got, minus the old
+ * block's usable size.  So a block grown to s bytes by many reallocs has counted about s bytes
+ * (a large block from the large cache: its slack too) and is sampled with about the
+ * probability 1 - exp(-s / mean) of one malloc(s), as the report's weights assume, not once
+ * per realloc.  A block that becomes sampled moves to the traced heap (a large block is
+ * marked after the fact) and is reported as an allocation; a recorded block stays recorded,
+ * and its realloc is reported (a free and an allocation) when it moves, when its growth is
+ * due, or (a large block) when its size drifted by more than 1/8 from the size recorded; a
+ * pool block's realloc in place is not reported (the capture's size for it is then at most
+ * its class's spacing smaller). */
 void *_obm_realloc_traced(void *ptr, size_t size) {
   obm_segment_t *seg = _obm_pagemap_lookup(ptr);
   if (!seg || _obm_debug_on) return _obm_realloc_block(ptr, size, 0);
@@ -152,12 +197,9 @@ void *_obm_realloc_traced(void *ptr, size_t size) {
   int due = h != NULL; /* exact mode: every realloc */
   if (h && h->next_sample) {
     size_t usable = block_usable(seg, ptr);
-    if (size > usable) {
-      size_t fresh = size <= OBM_MEDIUM_MAX ? _obm_class_size[_obm_size_to_class(size)] : size;
-      due = record_size(fresh - usable) != NULL;
-    } else {
-      due = 0;
-    }
+    if (size > OBM_MEDIUM_MAX || seg->kind == OBM_SEG_LARGE)
+      return realloc_sampled_large(h, seg, was_traced, usable, ptr, size);
+    due = size > usable && record_size(_obm_class_size[_obm_size_to_class(size)] - usable) != NULL;
   }
   if (!due && !was_traced) return _obm_realloc_block(ptr, size, 0);
   void *p = _obm_realloc_block(ptr, size, 1);
