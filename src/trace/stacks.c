@@ -715,7 +715,7 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
   uintptr_t pcs[OBM_TRACE_MAX_FRAMES], slots[OBM_TRACE_MAX_FRAMES], links[OBM_TRACE_MAX_FRAMES];
   uint64_t h = 0;
   last_stack_t *last = &st.last[slot];
-  const code_map_t *code = atomic_load_explicit(&st.current, memory_order_relaxed);
+  const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
   uint64_t code_gen = code ? code->gen : 0;
   match_t m = {.last = last, .j = -1, .bad = (int)last->n, .max = st.max_frames};
   /* the search (and the walk's record of slots) only for a deep latest stack: for shallow
