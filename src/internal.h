@@ -91,10 +91,14 @@ typedef struct obm_alloc_hooks_s {
   void (*realloc)(void *old, void *p, size_t size);
   int64_t (*next_sample)(void); /* bytes to the thread's next sample; NULL: record all */
 } obm_alloc_hooks_t;
-/* Installs (or, with NULL, removes) the hooks; each installation starts a new sampling session
- * (every thread draws a fresh countdown).  Not in debug mode (its blocks have their own format):
- * returns ENOTSUP there, else 0. */
+/* Installs (or, with NULL, removes) the hooks.  Not in debug mode (its blocks have their own
+ * format): returns ENOTSUP there, else 0. */
 OBM_HIDDEN int _obm_alloc_set_hooks(const obm_alloc_hooks_t *hooks);
+/* Before installing hooks (none installed; takes the allocator's global lock, so not in a
+ * fork handler): every thread's countdown is reset, so that each draws afresh in sampled mode
+ * and records everything in exact mode.  A forked child that goes on with its parent's
+ * session (same mode) keeps the countdowns it inherited. */
+OBM_HIDDEN void _obm_alloc_arm_sampling(void);
 /* Nonzero on a thread while its allocations must not be recorded (obmem's own threads, the
  * tracer's own work, a hook in progress). */
 extern OBM_HIDDEN __thread int _obm_alloc_muted __attribute__((tls_model("initial-exec")));

@@ -445,6 +445,34 @@ NOINLINE static void small_site(uint64_t *rng) {
     obm_free(obm_malloc(16 + check_rand_below(rng, 512)));
 }
 
+/* Growing buffers, all live at the end (the peak): each grows by reallocs of a few bytes, as
+ * a string builder does, to 16..272 KiB.  Returns the bytes live at the end. */
+#define N_GROWN 160
+NOINLINE static size_t grow_site(uint64_t *rng, void **bufs) {
+  size_t total = 0;
+  for (int i = 0; i < N_GROWN; i++) {
+    size_t target = 16 * 1024 + check_rand_below(rng, 256 * 1024), size = 0;
+    bufs[i] = NULL;
+    while (size < target) {
+      size += 1 + check_rand_below(rng, 256);
+      bufs[i] = obm_realloc(bufs[i], size);
+    }
+    total += size;
+  }
+  return total;
+}
+
+static double peak_bytes(const char *path) {
+  char args[8192];
+  int status;
+  snprintf(args, sizeof args, "report --json %s", path);
+  char *json = run_obmem(args, &status);
+  CHECKF(status == 0, "%s", json);
+  double peak = json_number(json, "peak_bytes");
+  free(json);
+  return peak;
+}
+
 static double top_total(const char *path, char *function, size_t size) {
   char args[8192], row[2048];
   int status;
@@ -484,6 +512,37 @@ static void test_sampled(void) {
          sampled, exact, 100 * error, file_size(sampled_path), file_size(exact_path));
   CHECKF(error < 0.05 && error > -0.05, "sampled estimate off by %.2f %% (sampling seed %llu)",
          100 * error, (unsigned long long)o.seed);
+
+  /* reallocs: a buffer grown by many small reallocs is sampled about as often as one malloc
+   * of its final size, so the peak estimate holds (counting each realloc as an allocation
+   * sampled nearly every buffer and recorded all its later reallocs) */
+  void **bufs = calloc(N_GROWN, sizeof *bufs);
+  double peaks[2];
+  size_t live = 0;
+  for (int mode = 0; mode < 2; mode++) {
+    obm_trace_options_init(&o);
+    o.mode = mode ? OBM_TRACE_SAMPLED : OBM_TRACE_EXACT;
+    o.sample_mean_bytes = 64 * 1024;
+    o.seed = 12345;
+    uint64_t rng = 7;
+    CHECK(obm_trace_start(mode ? sampled_path : exact_path, &o) == 0);
+    live = grow_site(&rng, bufs);
+    CHECK(obm_trace_stop() == 0);
+    for (int i = 0; i < N_GROWN; i++)
+      obm_free(bufs[i]);
+    peaks[mode] = peak_bytes(mode ? sampled_path : exact_path);
+  }
+  free(bufs);
+  error = peaks[1] / peaks[0] - 1;
+  printf("sampled (mean 64 KiB) peak of %d grown buffers: %.0f vs exact %.0f bytes (live %zu): "
+         "%+.2f %%; capture %zu vs %zu bytes\n",
+         N_GROWN, peaks[1], peaks[0], live, 100 * error, file_size(sampled_path),
+         file_size(exact_path));
+  CHECKF(peaks[0] >= (double)live && peaks[0] < (double)live * 1.01, "exact peak %.0f, live %zu",
+         peaks[0], live);
+  CHECKF(error < 0.1 && error > -0.1, "sampled peak off by %.2f %% (sampling seed %llu)",
+         100 * error, (unsigned long long)o.seed);
+  CHECK(file_size(sampled_path) * 20 < file_size(exact_path));
 }
 
 /* ---- bytes per event on real allocator traffic ---------------------------------------------- */

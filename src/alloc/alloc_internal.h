@@ -122,8 +122,11 @@ typedef struct obm_large_s {
   size_t requested_size;           /* size of the last malloc or realloc of the block that reached
                                       large.c (realloc's in-place cases in alloc.c do not); meaningless
                                       while cached */
-  size_t touched; /* bytes from the segment's start its blocks may have made resident: the
-                     high-water mark of header + requested size since the last decommit */
+  uint32_t touched_pages; /* pages from the segment's start its blocks may have made resident:
+                             the high-water mark of header + requested size since the last
+                             decommit (saturated) */
+  uint32_t traced_size;   /* sampled tracing: the size last recorded (saturated), so that a
+                             growth in place is reported once it drifts (traced.c) */
 } obm_large_t;
 
 /* A heap's per-class state, in one place so that a malloc touches one cache line of it. */
@@ -463,9 +466,14 @@ OBM_HIDDEN OBM_COLD void _obm_report_foreign(const char *op, const void *p);
 extern OBM_HIDDEN _Atomic(const obm_alloc_hooks_t *) _obm_alloc_hooks;
 /* The entry points while hooks are installed: each call recorded or plain (traced.c). */
 OBM_HIDDEN void *_obm_malloc_traced(size_t size);
-/* Sampled tracing's countdown (heap->sample_left), shared by obm_malloc's inline path and
- * traced.c: counts size down and returns 1 while bytes are left, else 0 (the allocation is due
- * for a sample, or the heap never drew: traced.c decides, and redraws). */
+/* Tracing's byte countdown (heap->sample_left), counted down by obm_malloc inline while the
+ * hooks are set and by traced.c: counts size down and returns 1 while bytes are left, else 0
+ * (sampled mode: the allocation is due for a sample, or the heap was armed: traced.c decides,
+ * and redraws; exact mode keeps the countdown <= 0, so every call goes on to traced.c).
+ * Heaps are armed (OBM_SAMPLE_ARMED) when made or adopted and by every start, before the hooks
+ * are installed (_obm_heaps_arm_sampling), while no owner counts down. */
+#define OBM_SAMPLE_ARMED (-((int64_t)1 << 62)) /* draw afresh at the next allocation */
+OBM_HIDDEN void _obm_heaps_arm_sampling(void);
 OBM_INLINE int _obm_sample_countdown(obm_heap_t *heap, size_t size) {
   int64_t left = atomic_load_explicit(&heap->sample_left, memory_order_relaxed) - (int64_t)size;
   if (left <= 0) return 0;

@@ -94,6 +94,8 @@ obm_heap_t *_obm_heap_init_thread(void) {
     return NULL;
   }
   h->thread_id = _obm_os_thread_id();
+  /* a new or adopted heap looks at the hooks at its first malloc (alloc_internal.h) */
+  atomic_store_explicit(&h->sample_left, OBM_SAMPLE_ARMED, memory_order_relaxed);
   int first_live = atomic_fetch_add_explicit(&heaps_live, 1, memory_order_acq_rel) == 0;
   /* Set before pthread_setspecific: it may allocate, and must then find this heap. */
   _obm_tls_heap = h;
@@ -220,6 +222,13 @@ void _obm_heap_lock_wait(obm_heap_t *heap) {
   do {
     sched_yield();
   } while (atomic_exchange_explicit(&heap->arena_lock, 1, memory_order_acquire));
+}
+
+void _obm_heaps_arm_sampling(void) {
+  pthread_mutex_lock(&_obm_global_lock);
+  for (obm_heap_t *h = _obm_heaps_all; h; h = h->all_next)
+    atomic_store_explicit(&h->sample_left, OBM_SAMPLE_ARMED, memory_order_relaxed);
+  pthread_mutex_unlock(&_obm_global_lock);
 }
 
 void _obm_heap_after_fork_child(void) {

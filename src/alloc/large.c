@@ -120,6 +120,10 @@ static void cache_expire(uint64_t now, size_t limit, obm_large_t **victims) {
   }
 }
 
+static size_t touched_bytes(const obm_large_t *s) {
+  return (size_t)s->touched_pages * _obm_os_page_size();
+}
+
 static void unmap_victims(obm_large_t *victims);
 
 static void segment_unmap(obm_large_t *s) {
@@ -140,7 +144,7 @@ static void segment_shrink(obm_large_t *s, size_t new_size) {
     _obm_pagemap_set((void *)first_free_chunk, (uintptr_t)base + old - first_free_chunk, NULL);
   _obm_os_remap_inplace(base, old, new_size);
   s->mapped_size = new_size;
-  if (s->touched > new_size) s->touched = new_size;
+  if (touched_bytes(s) > new_size) s->touched_pages = (uint32_t)(new_size / _obm_os_page_size());
   _obm_mapped_sub(old - new_size);
 }
 
@@ -217,8 +221,10 @@ static void segment_hand_out(obm_large_t *s, size_t offset, size_t size) {
 }
 
 static void note_touched(obm_large_t *s) {
-  size_t end = page_round((size_t)(s->block - (uint8_t *)s) + s->requested_size);
-  if (end > s->touched) s->touched = end;
+  size_t pages = page_round((size_t)(s->block - (uint8_t *)s) + s->requested_size) /
+                 _obm_os_page_size();
+  if (pages > UINT32_MAX) pages = UINT32_MAX; /* 16 TiB: trimmed no further */
+  if (pages > s->touched_pages) s->touched_pages = (uint32_t)pages;
 }
 
 /* A cached segment taken whole by cache_choose's first rule (less than a MiB too big) for a
@@ -233,9 +239,10 @@ static void note_touched(obm_large_t *s) {
 static void segment_trim_resident(obm_large_t *s) {
   size_t keep = page_round((size_t)(s->block - (uint8_t *)s) + s->requested_size);
   /* debug mode checks a freed block's fill when its memory is handed out again */
-  if (s->touched / 2 <= keep || _obm_debug_on) return;
-  _obm_os_decommit((uint8_t *)s + keep, s->touched - keep);
-  s->touched = keep;
+  size_t touched = touched_bytes(s);
+  if (touched / 2 <= keep || _obm_debug_on) return;
+  _obm_os_decommit((uint8_t *)s + keep, touched - keep);
+  s->touched_pages = (uint32_t)(keep / _obm_os_page_size());
 }
 
 /* The cache entry a request of `need` bytes uses (under _obm_large_lock), in this order:
@@ -332,7 +339,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     s->usable_size = need - offset; /* fresh pages are zero: nothing to clear */
     s->cached = 0;
     s->requested_size = size;
-    s->touched = 0;
+    s->touched_pages = 0;
   }
   note_touched(s);
   pthread_mutex_lock(&_obm_large_lock);

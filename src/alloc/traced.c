@@ -35,6 +35,11 @@ int _obm_alloc_set_hooks(const obm_alloc_hooks_t *h) {
   return 0;
 }
 
+void _obm_alloc_arm_sampling(void) {
+  _obm_ensure_init();
+  if (!atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed)) _obm_heaps_arm_sampling();
+}
+
 int _obm_own_thread_start(pthread_t *thread, const char *name, size_t stack_size, int joinable,
                           void *(*fn)(void *)) {
   _obm_alloc_muted++;
@@ -50,13 +55,13 @@ OBM_INLINE const obm_alloc_hooks_t *hooks_for_call(void) {
 }
 
 /* record_size's slow path, out of line (so the countdown's path saves no registers): the
- * heap's first draw (a heap made or set up while not sampling holds 0, and was never drawn:
- * its first call is not a sample), or the countdown ran out.  A countdown carries over from
- * one tracing session to the next: the exponential distribution is memoryless, so the wait
- * left is as good as a fresh draw of the same mean. */
+ * heap's first draw (a heap never drawn, or armed by a start or when it was made or adopted:
+ * its first call is not a sample; the exponential distribution is memoryless, so a fresh
+ * draw is as good as the wait left), or the countdown ran out. */
 static OBM_NOINLINE const obm_alloc_hooks_t *sample_due(const obm_alloc_hooks_t *h,
                                                         obm_heap_t *heap, size_t size) {
-  if (!heap->sample_drawn) {
+  if (!heap->sample_drawn ||
+      atomic_load_explicit(&heap->sample_left, memory_order_relaxed) < OBM_SAMPLE_ARMED / 2) {
     heap->sample_drawn = 1;
     int64_t left = h->next_sample() - (int64_t)size;
     if (left > 0) {
@@ -98,6 +103,11 @@ OBM_INLINE void *alloc_recorded(const obm_alloc_hooks_t *h, size_t alignment, si
     h->alloc(p, size);
     _obm_alloc_muted--;
   }
+  if (p && size > OBM_MEDIUM_MAX) { /* large (or very aligned): its recorded size */
+    obm_segment_t *seg = _obm_pagemap_lookup(p);
+    if (seg && seg->kind == OBM_SEG_LARGE)
+      ((obm_large_t *)seg)->traced_size = size < UINT32_MAX ? (uint32_t)size : UINT32_MAX;
+  }
   return p;
 }
 
@@ -122,16 +132,78 @@ void *_obm_alloc_traced(size_t alignment, size_t size, int zero) {
   return _obm_raw_aligned(alignment, size);
 }
 
-/* A recorded block stays recorded (the hook sees a realloc); another one becomes recorded when
- * this call is (exact mode, or the countdown ran out), is reported as an allocation, and moves
- * to the traced heap (a large block is marked in place). */
+/* The usable size of the live block ptr in seg (a pool block's class size, a large block's). */
+OBM_INLINE size_t block_usable(obm_segment_t *seg, void *ptr) {
+  if (seg->kind == OBM_SEG_LARGE) return ((obm_large_t *)seg)->usable_size;
+  return _obm_pool_block_size(_obm_pool_of((obm_arena_t *)seg, ptr));
+}
+
+/* Records a realloc of old (NULL: not recorded before) to p. */
+OBM_INLINE void report_realloc(const obm_alloc_hooks_t *h, void *old, void *p, size_t size) {
+  if (h->realloc) {
+    _obm_alloc_muted++;
+    h->realloc(old, p, size);
+    _obm_alloc_muted--;
+  }
+}
+
+/* Sampled mode, a realloc from or to a large block: the usable bytes it adds are known after
+ * (a large block's usable size is not its class's: the large cache may hand out more), so the
+ * block is marked traced after the fact when due.  A recorded large block's realloc is also
+ * reported when it stays in place but its size drifted by more than 1/8 from the size last
+ * recorded (the capture's size for it stays within 1/8 of the truth). */
+static OBM_NOINLINE void *realloc_sampled_large(const obm_alloc_hooks_t *h, obm_segment_t *seg,
+                                                int was_traced, size_t usable, void *ptr,
+                                                size_t size) {
+  if (!was_traced && size <= usable) return _obm_realloc_block(ptr, size, 0);
+  void *p = _obm_realloc_block(ptr, size, was_traced);
+  obm_segment_t *fresh = p ? _obm_pagemap_lookup(p) : NULL;
+  if (!fresh) return p;
+  size_t got = block_usable(fresh, p);
+  int due = got > usable && record_size(got - usable) != NULL;
+  obm_large_t *large = fresh->kind == OBM_SEG_LARGE ? (obm_large_t *)fresh : NULL;
+  if (due && large) large->traced = 1;
+  int drifted = 0;
+  if (was_traced && p == ptr && large) {
+    uint64_t last = large->traced_size;
+    drifted = size > last + last / 8 || size < last - last / 8;
+  }
+  if (due || (was_traced && (p != ptr || drifted))) {
+    report_realloc(h, was_traced ? ptr : NULL, p, size);
+    if (large) large->traced_size = size < UINT32_MAX ? (uint32_t)size : UINT32_MAX;
+  }
+  (void)seg;
+  return p;
+}
+
+/* Exact mode: every realloc is recorded (a block from before tracing as an allocation; it
+ * moves to the traced heap, a large block is marked in place).
+ * Sampled mode: a realloc counts down the usable bytes it adds (none when it fits in place):
+ * the new block's class size, or for a large block the usable size it got, minus the old
+ * block's usable size.  So a block grown to s bytes by many reallocs has counted about s bytes
+ * (a large block from the large cache: its slack too) and is sampled with about the
+ * probability 1 - exp(-s / mean) of one malloc(s), as the report's weights assume, not once
+ * per realloc.  A block that becomes sampled moves to the traced heap (a large block is
+ * marked after the fact) and is reported as an allocation; a recorded block stays recorded,
+ * and its realloc is reported (a free and an allocation) when it moves, when its growth is
+ * due, or (a large block) when its size drifted by more than 1/8 from the size recorded; a
+ * pool block's realloc in place is not reported (the capture's size for it is then at most
+ * its class's spacing smaller). */
 void *_obm_realloc_traced(void *ptr, size_t size) {
   obm_segment_t *seg = _obm_pagemap_lookup(ptr);
   if (!seg || _obm_debug_on) return _obm_realloc_block(ptr, size, 0);
   int was_traced = block_traced(seg);
-  const obm_alloc_hooks_t *h = was_traced ? hooks_for_call() : record_size(size);
-  void *p = _obm_realloc_block(ptr, size, h != NULL || was_traced);
-  if (p && h && h->realloc) {
+  const obm_alloc_hooks_t *h = hooks_for_call();
+  int due = h != NULL; /* exact mode: every realloc */
+  if (h && h->next_sample) {
+    size_t usable = block_usable(seg, ptr);
+    if (size > OBM_MEDIUM_MAX || seg->kind == OBM_SEG_LARGE)
+      return realloc_sampled_large(h, seg, was_traced, usable, ptr, size);
+    due = size > usable && record_size(_obm_class_size[_obm_size_to_class(size)] - usable) != NULL;
+  }
+  if (!due && !was_traced) return _obm_realloc_block(ptr, size, 0);
+  void *p = _obm_realloc_block(ptr, size, 1);
+  if (p && h && h->realloc && (due || p != ptr)) {
     _obm_alloc_muted++;
     h->realloc(was_traced ? ptr : NULL, p, size);
     _obm_alloc_muted--;

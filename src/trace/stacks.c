@@ -39,6 +39,17 @@
  * parent's, and most never touch the table (a random miss).  Two threads creating the same
  * child at once make two ids; the loser's stays defined and unused.
  *
+ * A deep stack (a recursive program: a new call path per allocation, each sharing most of its
+ * frames with the one before) is not walked to its end: a thread keeps its latest interned
+ * stack with, for each frame, the stack slot its return address was read from (and the frame
+ * link below it, for a frame-pointer frame).  A walk that reads the same return address from
+ * the same slot, with the same link, as one of that stack's frames, and finds the words of
+ * the frames outside it unchanged (one load and compare each), would read the same frames from
+ * there out (the walk is a function of the words it reads): it stops there and interns only
+ * its new inner frames on top of that frame's id (from a per-thread cache when the same inner
+ * frames were seen on top of it before).  Shallow stacks (fewer than MATCH_DEPTH frames) are
+ * walked whole and answered by the cache: cheaper than the search.
+ *
  * Invariants: ids are dense, 1 <= id < n*_ids; def[id].ready => def fields final;
  *             stack def: a (parent) < id, 1 <= b (frame) < nframe_ids.
  */
@@ -59,7 +70,14 @@
 #define STACK_SLOTS   (2u * STACK_IDS)
 #define CACHE_ENTRIES 512u /* per thread slot */
 #define ID_LOST       UINT32_MAX
-#define NCHILDREN     4u /* a recursive function's frame: its own call and two recursive ones */
+#define NCHILDREN     4u
+#define FRAME_CACHE   64u  /* per thread slot: frame ids by return address */
+#define INNER_CACHE   256u /* per thread slot: (stack id, inner frames) -> stack ids */
+#define INNER_FRAMES  6u
+#define MATCH_DEPTH                                                                                \
+  10u /* the latest stack is searched when it has this many frames */ /* a recursive function's    \
+                                                                         frame: its own call and   \
+                                                                         two recursive ones */
 
 typedef struct slot_s {
   _Atomic uint64_t key; /* 0 = empty; frames: address; stacks: parent << 32 | frame */
@@ -113,14 +131,72 @@ typedef struct code_cache_s {
   uintptr_t lo[CODE_CACHED], hi[CODE_CACHED];
 } code_cache_t;
 
-/* A thread's previous interned stack: ids[i] is the id of the stack pcs[i..n) (the node of
- * frame i), so a new stack ending in the same k frames continues from ids[n - k]. */
+/* A thread's latest interned stack, outermost frame first: pcs[j] is its frame j (0 = the
+ * outermost), ids[j] the id of the stack of frames 0..j, so a new stack that shares the
+ * outer k frames continues from ids[k - 1].  When `matchable`, slots[j] is the address the
+ * walk read pcs[j] from, and links[j] the frame link it read just below it (| 1) for a
+ * frame-pointer frame, 0 for a learned one: a later walk that reads the same return address
+ * at the same slot, with the same link, from a stack whose slots 0..j-1 still hold the same
+ * words, would find the same frames from there out (the walk is a function of the words it
+ * reads), so it stops there (see _obm_trace_stack_id).  lo, hi: the stack the slots are in;
+ * code_gen: the code map they were checked against. */
 typedef struct last_stack_s {
   code_cache_t code; /* not part of the stack: the walk's code ranges, kept per thread */
-  uint32_t n;
+  uint32_t n;        /* frames with pcs and ids; 0 when none */
+  int matchable;     /* slots and links valid, the walk ended at the outermost frame */
+  uintptr_t lo, hi;
+  uint64_t code_gen;
+  struct {
+    uintptr_t pc;
+    uint32_t id;
+  } frame_ids[FRAME_CACHE]; /* the thread's recent frames' ids, direct-mapped by address */
+  struct {
+    uint64_t hash;              /* of the inner frames and the id of the stack they were called
+                                   from (0: empty) */
+    uint32_t ids[INNER_FRAMES]; /* ids of the stacks ending in each, outermost first */
+  } inner[INNER_CACHE];         /* up to INNER_FRAMES frames on top of a matched stack */
   uint32_t ids[OBM_TRACE_MAX_FRAMES];
   uintptr_t pcs[OBM_TRACE_MAX_FRAMES];
+  uintptr_t slots[OBM_TRACE_MAX_FRAMES];
+  uintptr_t links[OBM_TRACE_MAX_FRAMES];
 } last_stack_t;
+
+/* A walk's search for the latest stack's frames (innermost first, so candidates go from the
+ * latest stack's last frame toward its first): j is the next candidate index, -1 when none
+ * is left; frames 0..ok-1 of the latest stack hold the same words, frame bad does not
+ * (bad = n when none was found changed).  found: the walk's frame `at` is the latest
+ * stack's frame `j`. */
+typedef struct match_s {
+  const last_stack_t *last;
+  int j, ok, bad, found;
+  size_t at, max;
+} match_t;
+
+/* Whether the walk's frame i (return address pc read at slot, link as in last_stack_t) is a
+ * frame of the latest stack whose outer frames are unchanged: then m->found. */
+static inline int match_frame(match_t *m, size_t i, uintptr_t slot, uintptr_t pc, uintptr_t link) {
+  const last_stack_t *l = m->last;
+  int j = m->j;
+  while (j >= 0 && l->slots[j] < slot)
+    j--;
+  m->j = j;
+  if (obm_likely(j < 0 || l->slots[j] != slot || l->pcs[j] != pc || l->links[j] != link)) return 0;
+  if (i + 1 + (size_t)j > m->max || j > m->bad) return 0;
+  int k = m->ok; /* the outer frames' words, once each per walk */
+  for (; k < j; k++) {
+    const uintptr_t *w = (const uintptr_t *)l->slots[k];
+    if (w[0] != l->pcs[k]) break;
+    if (obm_unlikely(l->links[k] != 0) && w[-1] != (l->links[k] ^ 1)) break;
+  }
+  m->ok = k;
+  if (k < j) {
+    m->bad = k;
+    return 0;
+  }
+  m->found = 1;
+  m->at = i;
+  return 1;
+}
 
 static struct {
   code_map_t maps[2];
@@ -365,11 +441,16 @@ static inline uint64_t hash_step(uint64_t h, uintptr_t pc) {
 }
 
 /* Frame-pointer walk; *hash = the hash of the frames found (hashed as they are read, so the
- * per-thread cache is probed without a second pass).  Each frame [next, ret] must lie in the
- * stack [lo, hi), 8-aligned, above the previous one by 16 bytes or more, and ret in code (the
- * thread's latest code ranges, the first two kept in registers, answer almost every frame). */
-static inline size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t *pcs, size_t max,
-                             int *broken, uint64_t *hash, code_cache_t *cc, uintptr_t *last_fp) {
+ * per-thread cache is probed without a second pass); slots[i], links[i] as in last_stack_t.
+ * Each frame [next, ret] must lie in the stack [lo, hi), 8-aligned, above the previous one by
+ * 16 bytes or more, and ret in code (the thread's latest code ranges, the first two kept in
+ * registers, answer almost every frame).  Stops early at a frame of the latest stack that
+ * m finds (m->found). */
+static inline __attribute__((always_inline)) size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi,
+                                                            uintptr_t *pcs, size_t max, int *broken,
+                                                            uint64_t *hash, code_cache_t *cc,
+                                                            uintptr_t *last_fp, uintptr_t *slots,
+                                                            uintptr_t *links, match_t *m, int rec) {
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
   if (obm_unlikely(!code || !code->n))
     code = NULL; /* no map: every address counts as code */
@@ -397,9 +478,15 @@ static inline size_t walk_fp(void *frame, uintptr_t lo, uintptr_t hi, uintptr_t 
         lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
       }
     }
-    pcs[n++] = ret;
+    pcs[n] = ret;
+    if (rec) {
+      slots[n] = fp + 8;
+      links[n] = next | 1;
+    }
     h = hash_step(h, ret);
     *last_fp = fp;
+    if (rec && m->j >= 0 && match_frame(m, n, fp + 8, ret, next | 1)) return n + 1;
+    n++;
     if (obm_unlikely(next - (fp + 16) > top - (fp + 16) || (next & 7))) {
       /* 0: the outermost frame (the clone/start code zeroes rbp), or code without frame
        * pointers that happened to hold 0 in rbp (2: the caller decides); else broken (1) */
@@ -481,9 +568,11 @@ static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
 
 /* Continues a broken chain from the table: pcs[n - 1] is the return address into a frame
  * whose stack pointer is sp.  The new length (the outermost frame reached, or max), or 0 when
- * a frame is not trusted or a check fails (then libunwind walks). */
-static size_t walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max,
-                           uint64_t *hash, code_cache_t *cc) {
+ * a frame is not trusted or a check fails (then libunwind walks).  Slots and links as
+ * walk_fp's (links 0); stops early at a frame of the latest stack that m finds. */
+static inline __attribute__((always_inline)) size_t
+walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max, uint64_t *hash,
+             code_cache_t *cc, uintptr_t *slots, uintptr_t *links, match_t *m, int rec) {
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
   uintptr_t lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
   uint64_t h = *hash;
@@ -502,7 +591,13 @@ static size_t walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi,
       if (!code || !code->n || !is_code_slow(code, ret, cc)) return 0;
       lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
     }
-    pcs[n++] = pc = ret;
+    pcs[n] = pc = ret;
+    if (rec) {
+      slots[n] = cfa - 8;
+      links[n] = 0;
+      if (m->j >= 0 && match_frame(m, n, cfa - 8, ret, 0)) return n + 1;
+    }
+    n++;
     h = hash_step(h, ret);
     sp = cfa;
   }
@@ -537,69 +632,177 @@ static void learn_walk(const uintptr_t *pcs, size_t m, size_t nfp, uintptr_t las
   if (m < max) learn_put(pcs[m - 1], 0, 1);
 }
 
-uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi) {
-  if (st.mode == OBM_TRACE_STACKS_NONE) return 0;
-  uintptr_t pcs[OBM_TRACE_MAX_FRAMES], last_fp = 0;
+/* Interns frames pcs[k - 1] .. pcs[0] (innermost last) on top of parent into last (at
+ * positions base + (k - 1 - i)), and returns the id of the whole stack; ID_LOST's stack: the
+ * outer part that fitted (last is then emptied). */
+static uint32_t intern_inner(last_stack_t *last, uint32_t parent, const uintptr_t *pcs, size_t k,
+                             size_t base) {
+  for (size_t i = k; i-- > 0;) {
+    uintptr_t pc = pcs[i];
+    size_t e = (pc ^ (pc >> 6)) & (FRAME_CACHE - 1);
+    uint32_t f = last->frame_ids[e].id;
+    if (last->frame_ids[e].pc != pc || f == 0) {
+      f = intern(st.frame_slots, FRAME_SLOTS, &st.nframe_ids, FRAME_IDS, st.frame_defs, pc, 0, pc);
+      if (f == ID_LOST) goto lost;
+      last->frame_ids[e].pc = pc;
+      last->frame_ids[e].id = f;
+    }
+    uint32_t s = intern_stack(parent, f);
+    if (s == ID_LOST) goto lost;
+    size_t j = base + (k - 1 - i);
+    last->ids[j] = parent = s;
+    last->pcs[j] = pcs[i];
+  }
+  return parent;
+lost:
+  last->n = 0;
+  last->matchable = 0;
+  atomic_fetch_add_explicit(&st.lost, 1, memory_order_relaxed);
+  return parent; /* the outer part of the stack that fitted */
+}
+
+/* The whole walk: frame pointers, continued by the learned walk or libunwind (AUTO); pcs[0..n)
+ * and *hash; with rec, slots and links too, and it stops at a frame of the latest stack that
+ * m finds.  *matchable = 0 when libunwind walked (no slots). */
+static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintptr_t lo,
+                                                             uintptr_t hi, uintptr_t *pcs,
+                                                             uintptr_t *slots, uintptr_t *links,
+                                                             match_t *m, int rec, uint64_t *hash,
+                                                             int *matchable, last_stack_t *last) {
+  uintptr_t last_fp = 0;
   int broken;
   uint64_t h;
-  last_stack_t *last = &st.last[slot];
-  size_t n = walk_fp(frame, lo, hi, pcs, st.max_frames, &broken, &h, &last->code, &last_fp);
-  if (n == 0) return 0;
-  if (broken == 2) { /* a zero link ends the stack where libunwind said so, twice or more */
+  *matchable = 1;
+  size_t n = walk_fp(frame, lo, hi, pcs, st.max_frames, &broken, &h, &last->code, &last_fp, slots,
+                     links, m, rec);
+  if (n == 0 || m->found) return n;
+  if (broken == 2) { /* a zero link ends the stack where libunwind said so */
     uint64_t info = st.mode == OBM_TRACE_STACKS_AUTO ? learn_get(pcs[n - 1]) : 0;
     broken = !((info & 0x100) && (info & 0xff) >= LEARN_TRUST);
     if (st.mode != OBM_TRACE_STACKS_AUTO) broken = 0;
   }
   if (st.unw_backtrace &&
       (st.mode == OBM_TRACE_STACKS_UNWIND || (broken && st.mode == OBM_TRACE_STACKS_AUTO))) {
-    size_t m = 0;
+    size_t k = 0;
     if (st.mode == OBM_TRACE_STACKS_AUTO)
-      m = walk_learned(pcs, n, last_fp + 16, hi, st.max_frames, &h, &last->code);
-    if (m == 0) {
+      k = walk_learned(pcs, n, last_fp + 16, hi, st.max_frames, &h, &last->code, slots, links, m,
+                       rec);
+    if (k == 0) {
       /* learn only where libunwind agrees with the frame-pointer prefix (a stale link that
        * passed the checks would put last_fp elsewhere) */
       uintptr_t prefix[8];
       size_t nfp = n;
       memcpy(prefix, pcs, (nfp < 8 ? nfp : 8) * sizeof *pcs);
-      m = walk_unwind(pcs[0], pcs, st.max_frames);
-      if (m > 0) {
-        n = m;
+      *matchable = 0;
+      k = walk_unwind(pcs[0], pcs, st.max_frames);
+      if (k > 0) {
+        n = k;
         h = hash_pcs(pcs, n);
-        if (st.mode == OBM_TRACE_STACKS_AUTO && nfp <= 8 && m > nfp &&
+        if (st.mode == OBM_TRACE_STACKS_AUTO && nfp <= 8 && k > nfp &&
             memcmp(prefix, pcs, nfp * sizeof *pcs) == 0)
-          learn_walk(pcs, m, nfp, last_fp, hi, st.max_frames);
+          learn_walk(pcs, k, nfp, last_fp, hi, st.max_frames);
       }
     } else {
-      n = m;
+      n = k;
     }
   }
+  *hash = h;
+  return n;
+}
+
+uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi) {
+  if (st.mode == OBM_TRACE_STACKS_NONE) return 0;
+  uintptr_t pcs[OBM_TRACE_MAX_FRAMES], slots[OBM_TRACE_MAX_FRAMES], links[OBM_TRACE_MAX_FRAMES];
+  uint64_t h = 0;
+  last_stack_t *last = &st.last[slot];
+  const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
+  uint64_t code_gen = code ? code->gen : 0;
+  match_t m = {.last = last, .j = -1, .bad = (int)last->n, .max = st.max_frames};
+  /* the search (and the walk's record of slots) only for a deep latest stack: for shallow
+   * ones the whole walk and the cache cost less */
+  int rec = last->matchable && last->n >= MATCH_DEPTH && last->lo == lo && last->hi == hi &&
+            last->code_gen == code_gen && st.mode != OBM_TRACE_STACKS_UNWIND;
+  if (rec) m.j = (int)last->n - 1;
+  int matchable;
+  size_t n = rec ? walk_all(frame, lo, hi, pcs, slots, links, &m, 1, &h, &matchable, last)
+                 : walk_all(frame, lo, hi, pcs, slots, links, &m, 0, &h, &matchable, last);
+  if (n == 0) return 0;
+  if (m.found) {
+    /* frames 0..at of this stack are new (at: the latest stack's frame j); the rest is the
+     * latest stack's frames j - 1 .. 0, their words unchanged */
+    size_t at = m.at, j = (size_t)m.j, total = at + 1 + j;
+    if (at == 0) return last->ids[j];
+    /* a few inner frames seen recently on top of the same stack (another call site in the
+     * same caller): their ids from the cache (a collision of the 64-bit hashes would merge
+     * two stacks) */
+    uint64_t ih = 0;
+    size_t e = 0;
+    uint32_t id;
+    if (at <= INNER_FRAMES) {
+      ih = (uint64_t)last->ids[j] * 0x9e3779b97f4a7c15ull + at;
+      for (size_t i = 0; i < at; i++)
+        ih = hash_step(ih, pcs[i]);
+      ih = mix(ih) | 1;
+      e = ih & (INNER_CACHE - 1);
+    }
+    if (ih && last->inner[e].hash == ih) {
+      for (size_t i = 0; i < at; i++) {
+        last->ids[j + 1 + i] = last->inner[e].ids[i];
+        last->pcs[j + 1 + i] = pcs[at - 1 - i];
+      }
+      id = last->ids[total - 1];
+    } else {
+      last->n = 0; /* until the new part is interned */
+      id = intern_inner(last, last->ids[j], pcs, at, j + 1);
+      if (ih && last->matchable) {
+        last->inner[e].hash = ih;
+        for (size_t i = 0; i < at; i++)
+          last->inner[e].ids[i] = last->ids[j + 1 + i];
+      }
+    }
+    if (last->matchable) { /* not lost */
+      for (size_t i = 0; i < at; i++) {
+        last->slots[total - 1 - i] = slots[i];
+        last->links[total - 1 - i] = links[i];
+      }
+      last->n = (uint32_t)total;
+    }
+    return id;
+  }
+  /* a deep stack while the latest stack cannot be searched: this one, interned with its
+   * slots, takes its place */
+  int renew = !rec && n >= MATCH_DEPTH && n < st.max_frames && matchable &&
+              st.mode != OBM_TRACE_STACKS_UNWIND;
   h = mix(h + n);
   cache_entry_t *c = &st.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
-  if (c->hash == h && c->depth == n && c->id != 0) return c->id;
-  /* the outer frames shared with the previous stack keep their ids (moved to their place in
-   * this stack); last is invalid (n = 0) until the new inner part is interned */
-  size_t shared = 0;
-  while (shared < n && shared < last->n && pcs[n - 1 - shared] == last->pcs[last->n - 1 - shared])
-    shared++;
-  if (shared && last->n != n)
-    memmove(last->ids + (n - shared), last->ids + (last->n - shared), shared * sizeof *last->ids);
-  last->n = 0;
-  uint32_t parent = shared ? last->ids[n - shared] : 0;
-  for (size_t i = n - shared; i-- > 0;) {
-    uint32_t f = intern(st.frame_slots, FRAME_SLOTS, &st.nframe_ids, FRAME_IDS, st.frame_defs,
-                        pcs[i], 0, pcs[i]);
-    if (f == ID_LOST) goto lost;
-    uint32_t s = intern_stack(parent, f);
-    if (s == ID_LOST) goto lost;
-    last->ids[i] = parent = s;
+  if (c->hash == h && c->depth == n && c->id != 0 && !renew) return c->id;
+  if (renew) { /* walked again, recording slots (the same frames: nothing ran in between) */
+    uint64_t h2;
+    match_t none = {.last = last, .j = -1};
+    if (walk_all(frame, lo, hi, pcs, slots, links, &none, 1, &h2, &matchable, last) != n)
+      matchable = 0;
   }
-  memcpy(last->pcs, pcs, n * sizeof *pcs);
+  /* the outer frames shared with the latest stack keep their ids */
+  size_t shared = 0;
+  while (shared < n && shared < last->n && pcs[n - 1 - shared] == last->pcs[shared])
+    shared++;
+  last->n = 0;
+  last->matchable = 1;
+  uint32_t parent = intern_inner(last, shared ? last->ids[shared - 1] : 0, pcs, n - shared, shared);
+  if (!last->matchable) return parent; /* lost */
   last->n = (uint32_t)n;
+  last->matchable = matchable && n < st.max_frames && (rec || renew);
+  if (last->matchable) {
+    for (size_t i = 0; i < n; i++) {
+      last->slots[n - 1 - i] = slots[i];
+      last->links[n - 1 - i] = links[i];
+    }
+    last->lo = lo;
+    last->hi = hi;
+    last->code_gen = code_gen;
+  }
   *c = (cache_entry_t){h, (uint32_t)n, parent};
   return parent;
-lost:
-  atomic_fetch_add_explicit(&st.lost, 1, memory_order_relaxed);
-  return parent; /* the outer part of the stack that fitted */
 }
 
 /* ---- for interp.c: interpreter frames in the same tables ------------------------------------ */

@@ -555,6 +555,7 @@ static void control_leave(int saved) {
 
 int obm_trace_start(const char *path, const obm_trace_options_t *options) {
   int saved = control_enter();
+  if (!atomic_load(&_obm_trace_on)) _obm_alloc_arm_sampling(); /* not in a fork handler */
   int err = start_locked(path, options);
   control_leave(saved);
   return err;
