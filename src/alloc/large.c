@@ -221,8 +221,8 @@ static void segment_hand_out(obm_large_t *s, size_t offset, size_t size) {
 }
 
 static void note_touched(obm_large_t *s) {
-  size_t pages = page_round((size_t)(s->block - (uint8_t *)s) + s->requested_size) /
-                 _obm_os_page_size();
+  size_t pages =
+      page_round((size_t)(s->block - (uint8_t *)s) + s->requested_size) / _obm_os_page_size();
   if (pages > UINT32_MAX) pages = UINT32_MAX; /* 16 TiB: trimmed no further */
   if (pages > s->touched_pages) s->touched_pages = (uint32_t)pages;
 }
