@@ -73,6 +73,68 @@ int _obm_py_frames_walk(obm_py_frame_t *out, int limit) {
 #endif
 }
 
+#if OBM_PY_FRAMES
+/* The frame after `frame` that the walk reads (3.12: C-stack shims skipped), or NULL. */
+static inline _PyInterpreterFrame *frames_older(_PyInterpreterFrame *frame) {
+  frame = frame->previous;
+#if PY_VERSION_HEX >= 0x030C0000
+  while (frame != NULL && frame->owner == FRAME_OWNED_BY_CSTACK)
+    frame = frame->previous;
+#endif
+  return frame;
+}
+#endif
+
+const void *_obm_py_frames_top(uintptr_t *instr) {
+#if OBM_PY_FRAMES
+  PyThreadState *thread = CURRENT_THREAD();
+  *instr = 0;
+  if (thread == NULL || thread->cframe == NULL) return NULL;
+  _PyInterpreterFrame *frame = thread->cframe->current_frame;
+#if PY_VERSION_HEX >= 0x030C0000
+  while (frame != NULL && frame->owner == FRAME_OWNED_BY_CSTACK)
+    frame = frame->previous;
+#endif
+  if (frame == NULL) return NULL;
+  /* the walk's test of the newest frame, as in _obm_py_frames_walk */
+  if (frame == thread->cframe->current_frame && frame->owner != FRAME_OWNED_BY_GENERATOR &&
+      frame->prev_instr < _PyCode_CODE(frame->f_code) + frame->f_code->_co_firsttraceable) {
+    frame = frames_older(frame);
+    if (frame == NULL) return NULL;
+  }
+  *instr = (uintptr_t)frame->prev_instr;
+  return frame;
+#else
+  *instr = 0;
+  return NULL;
+#endif
+}
+
+int _obm_py_frames_match(const void *top, const uintptr_t *instrs, int n, int limit) {
+#if OBM_PY_FRAMES
+  if (n > limit) return 0;
+  _PyInterpreterFrame *frame = (_PyInterpreterFrame *)(uintptr_t)top;
+  for (int i = 0; i < n; i++, frame = frames_older(frame))
+    if (frame == NULL || (uintptr_t)frame->prev_instr != instrs[i]) return 0;
+  return n == limit || frame == NULL;
+#else
+  (void)top;
+  (void)instrs;
+  (void)limit;
+  return n == 0;
+#endif
+}
+
+uintptr_t _obm_py_frames_instr(PyObject *code, int32_t offset) {
+#if OBM_PY_FRAMES
+  return (uintptr_t)(_PyCode_CODE((PyCodeObject *)code) + offset);
+#else
+  (void)code;
+  (void)offset;
+  return 0;
+#endif
+}
+
 int _obm_py_frames_capture(obm_trace_interp_frame_t *out, int max) {
 #if OBM_PY_FRAMES
   /* only a thread that holds the GIL may read its frames (the RAW domain is also called

@@ -60,6 +60,15 @@ int _obm_py_frames_supported(void);
 /* Fills out[0..n) with the running thread's Python frames, most recent first, n <= limit;
  * the GIL held.  Allocates nothing and takes no reference. */
 int _obm_py_frames_walk(obm_py_frame_t *out, int limit);
+/* The frame the walk would give first (an opaque pointer), and the address of its current
+ * instruction in *instr (0 with NULL: no Python frame); the GIL held.  The address names the
+ * (code object, offset) pair as long as the code object lives. */
+const void *_obm_py_frames_top(uintptr_t *instr);
+/* 1 when the walk from `top` (from _obm_py_frames_top) with this limit gives exactly the n
+ * frames whose instruction addresses are instrs[0..n): two loads a frame, nothing hashed. */
+int _obm_py_frames_match(const void *top, const uintptr_t *instrs, int n, int limit);
+/* The address of instruction `offset` of code (what _obm_py_frames_top gives for it). */
+uintptr_t _obm_py_frames_instr(PyObject *code, int32_t offset);
 /* The same as the tracer's interpreter frames (capture.c), when this thread holds the GIL;
  * 0 when it does not (the RAW domain is called without it) or runs no Python code. */
 int _obm_py_frames_capture(obm_trace_interp_frame_t *out, int max);
@@ -81,6 +90,7 @@ PyObject *_obm_py_trace_clear(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_is_tracing(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_limit(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_memory(PyObject *module, PyObject *unused);
+PyObject *_obm_py_trace_sampling(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_reset_peak(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_self_memory(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_raw_snapshot(PyObject *module, PyObject *args);

@@ -42,6 +42,7 @@
 #include "obmem_py.h"
 
 #include <obmem.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,8 @@
 #define PAGE_SHIFT 11                        /* the directory's pages: 2 KiB of address space */
 #define PAGE_SLOTS 128                       /* 16-byte offsets in a page */
 #define MAX_STACKS ((UINT32_C(1) << 24) - 2) /* ids fit beside a 7-bit offset and an nframe */
+#define SITE_CACHE_BITS 11                   /* the site cache has 2^11 entries */
+#define SITE_CACHE (1u << SITE_CACHE_BITS)
 
 typedef struct trace_entry_s {
   uint32_t size;         /* HUGE_SIZE: the size is in huge[] */
@@ -88,6 +91,12 @@ typedef struct stack_slot_s {
   uint32_t id_nframe; /* (id + 1) << 8 | nframe; 0: empty slot */
 } stack_slot_t;
 
+/* A slot of the site cache: the stack last interned for an innermost instruction address. */
+typedef struct site_slot_s {
+  uint32_t id_nframe; /* (id + 1) << 8 | nframe; 0: empty slot */
+  uint32_t first;     /* the stack's frames are frames[first .. first + nframe) */
+} site_slot_t;
+
 typedef struct sample_s {
   double time; /* seconds since start() */
   uint64_t traced_bytes, obmem_bytes, rss_bytes;
@@ -109,6 +118,10 @@ static struct tracer_s {
   int paused; /* a snapshot is being built: its own objects are not traced */
   int limit;  /* frames kept per stack, 1..MAX_NFRAME */
 
+  uint64_t sample_bytes; /* sampled mode's mean (Poisson by bytes); 0: exact mode */
+  int64_t sample_left;   /* bytes until the next sampled allocation */
+  uint64_t sample_rng;   /* xorshift64 state, never 0 */
+
   page_slot_t *pages;        /* the directory: capacity pages_mask + 1, a power of two */
   size_t pages_mask, npages; /* npages <= 1/2 of the capacity */
   size_t nempty_pages;       /* pages whose record has no trace (kept until a rebuild) */
@@ -121,7 +134,9 @@ static struct tracer_s {
   size_t stack_index_mask;
   int stack_index_shift; /* 64 - log2(capacity): the index uses the hash's high bits */
   obm_py_frame_t *frames;
+  uintptr_t *instrs; /* instrs[i]: the address of frames[i]'s instruction; frames_capacity */
   size_t nframes, frames_capacity;
+  site_slot_t *site_cache; /* SITE_CACHE slots, by the innermost instruction's address */
 
   huge_entry_t *huge; /* the sizes of traces of 4 GiB or more */
   size_t nhuge, huge_capacity;
@@ -351,13 +366,19 @@ static uint32_t stack_intern(const obm_py_frame_t *frames, int n) {
       reserve((void **)&T.stacks, &stacks_capacity, T.nstacks, sizeof *T.stacks) < 0)
     return UINT32_MAX;
   T.stacks_capacity = (uint32_t)stacks_capacity;
-  while (T.nframes + (size_t)n > T.frames_capacity)
+  while (T.nframes + (size_t)n > T.frames_capacity) {
+    size_t capacity = T.frames_capacity ? T.frames_capacity * 2 : 64;
+    uintptr_t *instrs = realloc(T.instrs, capacity * sizeof *instrs);
+    if (instrs == NULL) return UINT32_MAX;
+    T.instrs = instrs;
     if (reserve((void **)&T.frames, &T.frames_capacity, T.frames_capacity, sizeof *T.frames) < 0)
       return UINT32_MAX;
+  }
   uint32_t id = T.nstacks++;
   stack_entry_t *s = &T.stacks[id];
   *s = (stack_entry_t){.hash = hash, .first = (uint32_t)T.nframes, .nframe = (uint32_t)n};
   for (int k = 0; k < n; k++) {
+    T.instrs[T.nframes] = _obm_py_frames_instr(frames[k].code, frames[k].offset);
     obm_py_frame_t *f = &T.frames[T.nframes++];
     *f = frames[k];
     f->line = -2; /* resolved by the first snapshot that needs it */
@@ -396,6 +417,25 @@ static void timeline_tick(void) {
   if (now >= T.next_sample_ns) timeline_sample(now);
 }
 
+/* ---- sampled mode ----------------------------------------------------------------------------- */
+
+/* Bytes until the next sampled allocation: exponential with mean sample_bytes, >= 1. */
+static int64_t sample_draw(void) {
+  T.sample_rng ^= T.sample_rng << 13;
+  T.sample_rng ^= T.sample_rng >> 7;
+  T.sample_rng ^= T.sample_rng << 17;
+  double u = ((double)(T.sample_rng >> 11) + 0.5) * 0x1p-53; /* in (0, 1) */
+  return (int64_t)(-log(u) * (double)T.sample_bytes) + 1;
+}
+
+/* What a sampled allocation of `size` bytes stands for: size / P(sampled), where an
+ * allocation of s bytes is sampled with probability 1 - exp(-s / mean). */
+static size_t sample_estimate(size_t size) {
+  double p = -expm1(-(double)size / (double)T.sample_bytes);
+  double estimate = p > 0 ? (double)size / p : (double)T.sample_bytes;
+  return estimate >= 0x1p63 ? SIZE_MAX / 2 : (size_t)(estimate + 0.5);
+}
+
 /* ---- the hooks' side (GIL held) ------------------------------------------------------------ */
 
 int _obm_py_trace_is_on(void) {
@@ -404,6 +444,11 @@ int _obm_py_trace_is_on(void) {
 
 int _obm_py_trace_add(void *p, size_t size) {
   if (!T.tracing || T.paused) return 0; /* after stop(), or the snapshot's own objects */
+  if (T.sample_bytes != 0) { /* sampled mode: one allocation per sample_left bytes */
+    if ((T.sample_left -= (int64_t)size) > 0) return 0;
+    T.sample_left = sample_draw();
+    size = sample_estimate(size); /* every total below is an estimate */
+  }
   uintptr_t ptr = (uintptr_t)p, page = ptr >> PAGE_SHIFT;
   if (__builtin_expect(ptr & 15, 0)) { /* not from obmem nor malloc: cannot be indexed */
     T.lost++;
@@ -411,10 +456,23 @@ int _obm_py_trace_add(void *p, size_t size) {
   }
   /* the directory slot may not be cached: its load overlaps the frame walk */
   __builtin_prefetch(&T.pages[page_home(page)]);
-  obm_py_frame_t frames[MAX_NFRAME];
-  int n = _obm_py_frames_walk(frames, T.limit);
-  uint32_t id = stack_intern(frames, n);
-  if (id == UINT32_MAX) return -1;
+  /* The stack: the one last interned for the same innermost instruction when the thread's
+   * frames still match it (compared by instruction address, which names the code object and
+   * offset while the stack holds the code object), else walked, hashed and interned. */
+  uintptr_t site;
+  const void *top = _obm_py_frames_top(&site);
+  site_slot_t *cached = &T.site_cache[(site * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - SITE_CACHE_BITS)];
+  uint32_t id;
+  if (cached->id_nframe != 0 && _obm_py_frames_match(top, &T.instrs[cached->first],
+                                                     (int)(cached->id_nframe & 0xff), T.limit)) {
+    id = (cached->id_nframe >> 8) - 1;
+  } else {
+    obm_py_frame_t frames[MAX_NFRAME];
+    int n = _obm_py_frames_walk(frames, T.limit);
+    id = stack_intern(frames, n);
+    if (id == UINT32_MAX) return -1;
+    *cached = (site_slot_t){(id + 1) << 8 | (uint32_t)n, T.stacks[id].first};
+  }
   unsigned offset = (unsigned)(ptr >> 4) & (PAGE_SLOTS - 1);
   page_slot_t *slot = page_slot_for_add(page);
   if (slot == NULL) return -1;
@@ -493,11 +551,15 @@ static PyObject **tables_release(size_t *ncodes) {
   free(T.stacks);
   free(T.stack_index);
   free(T.frames);
+  free(T.instrs);
+  free(T.site_cache);
   free(T.huge);
   T.pages = NULL;
   T.stacks = NULL;
   T.stack_index = NULL;
   T.frames = NULL;
+  T.instrs = NULL;
+  T.site_cache = NULL;
   T.huge = NULL;
   T.npages = T.nempty_pages = T.records_bytes = T.ntraces = T.nframes = T.nhuge = T.huge_capacity =
       T.frames_capacity = 0;
@@ -514,7 +576,8 @@ static void codes_drop(PyObject **codes, size_t ncodes) {
 }
 
 static int tables_alloc(void) {
-  if (pages_alloc(1024) < 0 || stack_index_grow() < 0) return -1;
+  T.site_cache = calloc(SITE_CACHE, sizeof *T.site_cache);
+  if (T.site_cache == NULL || pages_alloc(1024) < 0 || stack_index_grow() < 0) return -1;
   return 0;
 }
 
@@ -579,11 +642,18 @@ static int gc_callbacks_change(int add) {
 
 PyObject *_obm_py_trace_start(PyObject *module, PyObject *args, PyObject *kwargs) {
   (void)module;
-  static char *keywords[] = {"nframe", "timeline_interval_ms", NULL};
+  static char *keywords[] = {"nframe", "sample", "seed", "timeline_interval_ms", NULL};
   int nframe = 1;
+  long long sample = 0;
+  unsigned long long seed = 0;
   double interval_ms = 10.0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i$d:start", keywords, &nframe, &interval_ms))
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i$LKd:start", keywords, &nframe, &sample,
+                                   &seed, &interval_ms))
     return NULL;
+  if (sample < 0) {
+    PyErr_SetString(PyExc_ValueError, "sample must be >= 0 (bytes; 0: exact tracing)");
+    return NULL;
+  }
   if (nframe < 1 || nframe > MAX_NFRAME) {
     PyErr_Format(PyExc_ValueError, "the number of frames must be in range [1; %d]", MAX_NFRAME);
     return NULL;
@@ -600,6 +670,11 @@ PyObject *_obm_py_trace_start(PyObject *module, PyObject *args, PyObject *kwargs
     return NULL;
   }
   if (T.tracing) { /* as tracemalloc: a second start() changes the limit, keeps the traces */
+    if ((uint64_t)sample != T.sample_bytes) {
+      PyErr_SetString(PyExc_ValueError, "obmem.start(): already tracing with another sample "
+                                        "mean (stop() first: exact and sampled traces do not mix)");
+      return NULL;
+    }
     T.limit = nframe;
     Py_RETURN_NONE;
   }
@@ -611,6 +686,9 @@ PyObject *_obm_py_trace_start(PyObject *module, PyObject *args, PyObject *kwargs
   }
   T.limit = nframe;
   T.start_ns = now_ns();
+  T.sample_bytes = (uint64_t)sample;
+  T.sample_rng = seed != 0 ? seed : T.start_ns | 1;
+  if (T.sample_bytes != 0) T.sample_left = sample_draw();
   T.interval_ns = (uint64_t)(interval_ms * 1e6);
   T.countdown = 1;
   T.gc_start_ns = 0;
@@ -680,6 +758,12 @@ PyObject *_obm_py_trace_limit(PyObject *module, PyObject *unused) {
   return PyLong_FromLong(T.tracing ? T.limit : 1);
 }
 
+PyObject *_obm_py_trace_sampling(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  return PyLong_FromUnsignedLongLong(T.tracing ? T.sample_bytes : 0);
+}
+
 PyObject *_obm_py_trace_memory(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
@@ -706,7 +790,8 @@ PyObject *_obm_py_trace_self_memory(PyObject *module, PyObject *unused) {
     bytes = (T.pages_mask + 1) * sizeof *T.pages + T.records_bytes +
             T.stacks_capacity * sizeof *T.stacks +
             (T.stack_index_mask + 1) * sizeof *T.stack_index +
-            T.frames_capacity * sizeof *T.frames + T.samples_capacity * sizeof *T.samples +
+            T.frames_capacity * (sizeof *T.frames + sizeof *T.instrs) +
+            SITE_CACHE * sizeof *T.site_cache + T.samples_capacity * sizeof *T.samples +
             T.gc_events_capacity * sizeof *T.gc_events;
   return PyLong_FromSize_t(bytes);
 }
