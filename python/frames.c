@@ -14,6 +14,11 @@
  * (FRAME_OWNED_BY_CSTACK).  Other
  * versions: _obm_py_frames_supported() is 0 and obmem.start() refuses.
  *
+ * The tracer's site cache (trace.c) uses _obm_py_frames_top, the newest frame the walk would
+ * give and a key of its and 3 callers' instruction addresses, and _obm_py_frames_match,
+ * which compares the frames from there with a stack's instruction addresses: two loads a
+ * frame, with the walk's own rules for skipping frames.
+ *
  * Why a walk per allocation and not a shadow stack kept by a profile hook: the walk costs
  * two loads per frame only when something is allocated, while a shadow stack costs a
  * callback on every call and return, allocating or not (docs/python.md has the numbers).
@@ -74,6 +79,8 @@ int _obm_py_frames_walk(obm_py_frame_t *out, int limit) {
 }
 
 #if OBM_PY_FRAMES
+#define KEY_CALLERS 3
+
 /* The frame after `frame` that the walk reads (3.12: C-stack shims skipped), or NULL. */
 static inline _PyInterpreterFrame *frames_older(_PyInterpreterFrame *frame) {
   frame = frame->previous;
@@ -85,10 +92,10 @@ static inline _PyInterpreterFrame *frames_older(_PyInterpreterFrame *frame) {
 }
 #endif
 
-const void *_obm_py_frames_top(uintptr_t *instr) {
+const void *_obm_py_frames_top(uintptr_t *key) {
 #if OBM_PY_FRAMES
   PyThreadState *thread = CURRENT_THREAD();
-  *instr = 0;
+  *key = 0;
   if (thread == NULL || thread->cframe == NULL) return NULL;
   _PyInterpreterFrame *frame = thread->cframe->current_frame;
 #if PY_VERSION_HEX >= 0x030C0000
@@ -102,10 +109,16 @@ const void *_obm_py_frames_top(uintptr_t *instr) {
     frame = frames_older(frame);
     if (frame == NULL) return NULL;
   }
-  *instr = (uintptr_t)frame->prev_instr;
+  /* the key: this frame's instruction and its callers': one line reached from several places
+   * gets a slot per place (a key of the innermost frame alone missed 16 % on mixed.py) */
+  uintptr_t hash = (uintptr_t)frame->prev_instr;
+  _PyInterpreterFrame *caller = frames_older(frame);
+  for (int i = 0; i < KEY_CALLERS && caller != NULL; i++, caller = frames_older(caller))
+    hash = (hash ^ (uintptr_t)caller->prev_instr) * UINT64_C(0x9E3779B97F4A7C15);
+  *key = hash;
   return frame;
 #else
-  *instr = 0;
+  *key = 0;
   return NULL;
 #endif
 }

@@ -13,6 +13,16 @@
  *                 object can take its address while the entry lives) and has its line numbers
  *                 resolved only when a snapshot needs them.  Each stack keeps the bytes and
  *                 blocks live under it now and at the last recorded peak.
+ *   site cache    in front of the stack table: 2^SITE_CACHE_BITS slots, indexed by a hash of
+ *                 the instruction addresses of the innermost frame and its 3 callers
+ *                 (frames.c's key), each holding the stack last interned under that key.  A
+ *                 hook compares the thread's frames with that stack by instruction address
+ *                 (instrs[], beside frames[]): an address names the (code, offset) pair since
+ *                 the stack holds its code object; all equal, to the limit or to the end of the
+ *                 thread's frames, is that stack, without walking into frames[] or hashing.
+ *                 Anything else takes the walk, the hash and the stack table, and refills the
+ *                 slot.  A stale slot only costs a failed comparison; the cache is emptied
+ *                 with the stack table.
  *   trace table   pointer -> (size, stack), in two levels so that neighbouring blocks have
  *                 their traces side by side (a hash keyed by the pointer alone missed the
  *                 cache on nearly every hook: 2.7x on bench/python/containers): a directory
@@ -30,6 +40,11 @@
  *                 largest single allocation, where step(b) = max(b / 100, 64 KiB): each
  *                 stack's peak_bytes/peak_count is its live state when the total was
  *                 recorded_bytes.
+ *
+ * Sampled mode (start(sample=BYTES)): a countdown of bytes, exponential of mean BYTES
+ * (xorshift64), decides which allocations are recorded; one of s bytes is recorded with
+ * probability p = 1 - exp(-s / BYTES) as s / p bytes, so every total below is an unbiased
+ * estimate.  Frees are looked up as in exact mode.
  *
  * The peak set is recorded (one pass over the stacks) only when a new peak exceeds the last
  * recorded one by step(), so at most about 100 + 70 * ln(peak / 6.4 MB) times a run, and once
@@ -54,11 +69,11 @@
 #define CLOCK_EVERY   256        /* allocations between two looks at the clock */
 #define HUGE_SIZE     UINT32_MAX /* a trace's size field for blocks of 4 GiB or more */
 
-#define PAGE_SHIFT 11                        /* the directory's pages: 2 KiB of address space */
-#define PAGE_SLOTS 128                       /* 16-byte offsets in a page */
-#define MAX_STACKS ((UINT32_C(1) << 24) - 2) /* ids fit beside a 7-bit offset and an nframe */
-#define SITE_CACHE_BITS 11                   /* the site cache has 2^11 entries */
-#define SITE_CACHE (1u << SITE_CACHE_BITS)
+#define PAGE_SHIFT      11  /* the directory's pages: 2 KiB of address space */
+#define PAGE_SLOTS      128 /* 16-byte offsets in a page */
+#define MAX_STACKS      ((UINT32_C(1) << 24) - 2) /* ids fit beside a 7-bit offset and an nframe */
+#define SITE_CACHE_BITS 11                        /* the site cache has 2^11 slots */
+#define SITE_CACHE      (1u << SITE_CACHE_BITS)
 
 typedef struct trace_entry_s {
   uint32_t size;         /* HUGE_SIZE: the size is in huge[] */
@@ -91,7 +106,7 @@ typedef struct stack_slot_s {
   uint32_t id_nframe; /* (id + 1) << 8 | nframe; 0: empty slot */
 } stack_slot_t;
 
-/* A slot of the site cache: the stack last interned for an innermost instruction address. */
+/* A slot of the site cache: the stack last interned under a key (frames.c's _obm_py_frames_top). */
 typedef struct site_slot_s {
   uint32_t id_nframe; /* (id + 1) << 8 | nframe; 0: empty slot */
   uint32_t first;     /* the stack's frames are frames[first .. first + nframe) */
@@ -136,7 +151,7 @@ static struct tracer_s {
   obm_py_frame_t *frames;
   uintptr_t *instrs; /* instrs[i]: the address of frames[i]'s instruction; frames_capacity */
   size_t nframes, frames_capacity;
-  site_slot_t *site_cache; /* SITE_CACHE slots, by the innermost instruction's address */
+  site_slot_t *site_cache; /* SITE_CACHE slots, by the key of the innermost frames */
 
   huge_entry_t *huge; /* the sizes of traces of 4 GiB or more */
   size_t nhuge, huge_capacity;
@@ -417,7 +432,7 @@ static void timeline_tick(void) {
   if (now >= T.next_sample_ns) timeline_sample(now);
 }
 
-/* ---- sampled mode ----------------------------------------------------------------------------- */
+/* ---- sampled mode -------------------------------------------------------------------------- */
 
 /* Bytes until the next sampled allocation: exponential with mean sample_bytes, >= 1. */
 static int64_t sample_draw(void) {
@@ -444,7 +459,7 @@ int _obm_py_trace_is_on(void) {
 
 int _obm_py_trace_add(void *p, size_t size) {
   if (!T.tracing || T.paused) return 0; /* after stop(), or the snapshot's own objects */
-  if (T.sample_bytes != 0) { /* sampled mode: one allocation per sample_left bytes */
+  if (T.sample_bytes != 0) {            /* sampled mode: one allocation per sample_left bytes */
     if ((T.sample_left -= (int64_t)size) > 0) return 0;
     T.sample_left = sample_draw();
     size = sample_estimate(size); /* every total below is an estimate */
@@ -456,12 +471,13 @@ int _obm_py_trace_add(void *p, size_t size) {
   }
   /* the directory slot may not be cached: its load overlaps the frame walk */
   __builtin_prefetch(&T.pages[page_home(page)]);
-  /* The stack: the one last interned for the same innermost instruction when the thread's
-   * frames still match it (compared by instruction address, which names the code object and
-   * offset while the stack holds the code object), else walked, hashed and interned. */
-  uintptr_t site;
-  const void *top = _obm_py_frames_top(&site);
-  site_slot_t *cached = &T.site_cache[(site * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - SITE_CACHE_BITS)];
+  /* The stack: the one last interned under the same key (the innermost frames' instruction
+   * addresses) when the thread's frames still match it, compared by instruction address; else
+   * walked, hashed and interned. */
+  uintptr_t key;
+  const void *top = _obm_py_frames_top(&key);
+  site_slot_t *cached =
+      &T.site_cache[(key * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - SITE_CACHE_BITS)];
   uint32_t id;
   if (cached->id_nframe != 0 && _obm_py_frames_match(top, &T.instrs[cached->first],
                                                      (int)(cached->id_nframe & 0xff), T.limit)) {
@@ -647,8 +663,8 @@ PyObject *_obm_py_trace_start(PyObject *module, PyObject *args, PyObject *kwargs
   long long sample = 0;
   unsigned long long seed = 0;
   double interval_ms = 10.0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i$LKd:start", keywords, &nframe, &sample,
-                                   &seed, &interval_ms))
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i$LKd:start", keywords, &nframe, &sample, &seed,
+                                   &interval_ms))
     return NULL;
   if (sample < 0) {
     PyErr_SetString(PyExc_ValueError, "sample must be >= 0 (bytes; 0: exact tracing)");
