@@ -15,9 +15,9 @@
  * versions: _obm_py_frames_supported() is 0 and obmem.start() refuses.
  *
  * The tracer's site cache (trace.c) uses _obm_py_frames_top, the newest frame the walk would
- * give and a key of its and 3 callers' instruction addresses, and _obm_py_frames_match,
- * which compares the frames from there with a stack's instruction addresses: two loads a
- * frame, with the walk's own rules for skipping frames.
+ * give and a key of its and up to 3 callers' instruction addresses (no more than the limit keeps),
+ * and _obm_py_frames_match, which compares the frames from there with a stack's instruction
+ * addresses: two loads a frame, with the walk's own rules for skipping frames.
  *
  * Why a walk per allocation and not a shadow stack kept by a profile hook: the walk costs
  * two loads per frame only when something is allocated, while a shadow stack costs a
@@ -92,7 +92,7 @@ static inline _PyInterpreterFrame *frames_older(_PyInterpreterFrame *frame) {
 }
 #endif
 
-const void *_obm_py_frames_top(uintptr_t *key) {
+const void *_obm_py_frames_top(uintptr_t *key, int limit) {
 #if OBM_PY_FRAMES
   PyThreadState *thread = CURRENT_THREAD();
   *key = 0;
@@ -113,11 +113,13 @@ const void *_obm_py_frames_top(uintptr_t *key) {
    * gets a slot per place (a key of the innermost frame alone missed 16 % on mixed.py) */
   uintptr_t hash = (uintptr_t)frame->prev_instr;
   _PyInterpreterFrame *caller = frames_older(frame);
-  for (int i = 0; i < KEY_CALLERS && caller != NULL; i++, caller = frames_older(caller))
+  int ncallers = limit - 1 < KEY_CALLERS ? limit - 1 : KEY_CALLERS; /* no more than kept */
+  for (int i = 0; i < ncallers && caller != NULL; i++, caller = frames_older(caller))
     hash = (hash ^ (uintptr_t)caller->prev_instr) * UINT64_C(0x9E3779B97F4A7C15);
   *key = hash;
   return frame;
 #else
+  (void)limit;
   *key = 0;
   return NULL;
 #endif

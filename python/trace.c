@@ -475,7 +475,7 @@ int _obm_py_trace_add(void *p, size_t size) {
    * addresses) when the thread's frames still match it, compared by instruction address; else
    * walked, hashed and interned. */
   uintptr_t key;
-  const void *top = _obm_py_frames_top(&key);
+  const void *top = _obm_py_frames_top(&key, T.limit);
   site_slot_t *cached =
       &T.site_cache[(key * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - SITE_CACHE_BITS)];
   uint32_t id;
