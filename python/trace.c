@@ -44,7 +44,8 @@
  * Sampled mode (start(sample=BYTES)): a countdown of bytes, exponential of mean BYTES
  * (xorshift64), decides which allocations are recorded; one of s bytes is recorded with
  * probability p = 1 - exp(-s / BYTES) as s / p bytes, so every total below is an unbiased
- * estimate.  Frees are looked up as in exact mode.
+ * estimate.  A free is looked up only when its page's bit is set in a filter of 2^16 bits
+ * (set for each page given a trace, rebuilt with the directory).
  *
  * The peak set is recorded (one pass over the stacks) only when a new peak exceeds the last
  * recorded one by step(), so at most about 100 + 70 * ln(peak / 6.4 MB) times a run, and once
@@ -72,6 +73,7 @@
 #define PAGE_SHIFT      11  /* the directory's pages: 2 KiB of address space */
 #define PAGE_SLOTS      128 /* 16-byte offsets in a page */
 #define MAX_STACKS      ((UINT32_C(1) << 24) - 2) /* ids fit beside a 7-bit offset and an nframe */
+#define FILTER_BITS     16                        /* sampled mode's page filter: 2^16 bits */
 #define SITE_CACHE_BITS 11                        /* the site cache has 2^11 slots */
 #define SITE_CACHE      (1u << SITE_CACHE_BITS)
 
@@ -136,6 +138,9 @@ static struct tracer_s {
   uint64_t sample_bytes; /* sampled mode's mean (Poisson by bytes); 0: exact mode */
   int64_t sample_left;   /* bytes until the next sampled allocation */
   uint64_t sample_rng;   /* xorshift64 state, never 0 */
+  /* sampled mode: bit filter_bit(page) set for each page with a trace (and maybe more: bits
+   * are cleared only when the directory is rebuilt); a free whose bit is clear is no trace's */
+  uint64_t page_filter[(1u << FILTER_BITS) / 64];
 
   page_slot_t *pages;        /* the directory: capacity pages_mask + 1, a power of two */
   size_t pages_mask, npages; /* npages <= 1/2 of the capacity */
@@ -192,6 +197,15 @@ static inline size_t page_home(uintptr_t page) {
   return (size_t)((uint64_t)page * UINT64_C(0x9E3779B97F4A7C15) >> T.pages_shift);
 }
 
+static inline size_t filter_bit(uintptr_t page) {
+  return (size_t)((uint64_t)page * UINT64_C(0x9E3779B97F4A7C15) >> (64 - FILTER_BITS));
+}
+
+static inline void filter_set(uintptr_t page) {
+  size_t bit = filter_bit(page);
+  T.page_filter[bit / 64] |= UINT64_C(1) << (bit % 64);
+}
+
 static int pages_alloc(size_t capacity) {
   page_slot_t *slots = calloc(capacity, sizeof *slots);
   if (slots == NULL) return -1;
@@ -225,6 +239,11 @@ static int pages_rebuild(size_t capacity) {
     T.pages[j] = old[i];
   }
   free(old);
+  if (T.sample_bytes != 0) { /* the filter again from the pages with traces */
+    memset(T.page_filter, 0, sizeof T.page_filter);
+    for (size_t i = 0; i <= T.pages_mask; i++)
+      if (T.pages[i].page != 0) filter_set(T.pages[i].page);
+  }
   T.nempty_pages = 0;
   return 0;
 }
@@ -457,18 +476,14 @@ int _obm_py_trace_is_on(void) {
   return T.tracing;
 }
 
-int _obm_py_trace_add(void *p, size_t size) {
-  if (!T.tracing || T.paused) return 0; /* after stop(), or the snapshot's own objects */
-  if (T.sample_bytes != 0) {            /* sampled mode: one allocation per sample_left bytes */
-    if ((T.sample_left -= (int64_t)size) > 0) return 0;
-    T.sample_left = sample_draw();
-    size = sample_estimate(size); /* every total below is an estimate */
-  }
+/* Records the block p of `size` bytes (the hook's decision made). */
+static __attribute__((noinline)) int trace_record(void *p, size_t size) {
   uintptr_t ptr = (uintptr_t)p, page = ptr >> PAGE_SHIFT;
   if (__builtin_expect(ptr & 15, 0)) { /* not from obmem nor malloc: cannot be indexed */
     T.lost++;
     return 0;
   }
+  if (T.sample_bytes != 0) filter_set(page);
   /* the directory slot may not be cached: its load overlaps the frame walk */
   __builtin_prefetch(&T.pages[page_home(page)]);
   /* The stack: the one last interned under the same key (the innermost frames' instruction
@@ -528,9 +543,23 @@ int _obm_py_trace_add(void *p, size_t size) {
   return 0;
 }
 
-void _obm_py_trace_remove(void *p) {
-  if (!T.tracing) return;
-  uintptr_t ptr = (uintptr_t)p;
+/* The hooks decide, trace_record and trace_forget do the work (not inlined: the calls that
+ * record nothing, most of them in sampled mode, save no registers). */
+static __attribute__((noinline)) int trace_sampled(void *p, size_t size) {
+  T.sample_left = sample_draw();
+  return trace_record(p, sample_estimate(size)); /* every total is an estimate */
+}
+
+int _obm_py_trace_add(void *p, size_t size) {
+  if (!T.tracing || T.paused) return 0; /* after stop(), or the snapshot's own objects */
+  if (T.sample_bytes == 0) return trace_record(p, size);
+  /* sampled mode: one allocation per sample_left bytes */
+  if ((T.sample_left -= (int64_t)size) > 0) return 0;
+  return trace_sampled(p, size);
+}
+
+/* Takes the trace of p out, if it has one. */
+static __attribute__((noinline)) void trace_forget(uintptr_t ptr) {
   page_slot_t *slot;
   trace_entry_t *e = trace_find(ptr, &slot);
   if (e == NULL) return; /* allocated before start(): not ours to count */
@@ -542,8 +571,19 @@ void _obm_py_trace_remove(void *p) {
   trace_delete(slot, e);
 }
 
+void _obm_py_trace_remove(void *p) {
+  if (!T.tracing) return;
+  uintptr_t ptr = (uintptr_t)p;
+  if (T.sample_bytes != 0) { /* sampled mode: most frees are of no trace's page */
+    size_t bit = filter_bit(ptr >> PAGE_SHIFT);
+    if (!(T.page_filter[bit / 64] >> (bit % 64) & 1)) return;
+  }
+  trace_forget(ptr);
+}
+
 void _obm_py_trace_prefetch(const void *p) {
-  if (T.tracing) __builtin_prefetch(&T.pages[page_home((uintptr_t)p >> PAGE_SHIFT)]);
+  if (T.tracing && T.sample_bytes == 0)
+    __builtin_prefetch(&T.pages[page_home((uintptr_t)p >> PAGE_SHIFT)]);
 }
 
 void _obm_py_trace_lost(void) {
@@ -582,6 +622,7 @@ static PyObject **tables_release(size_t *ncodes) {
   T.nstacks = T.stacks_capacity = 0;
   T.traced_bytes = T.peak_bytes = T.recorded_bytes = 0;
   T.lost = 0;
+  memset(T.page_filter, 0, sizeof T.page_filter);
   return codes;
 }
 
