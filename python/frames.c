@@ -15,9 +15,10 @@
  * versions: _obm_py_frames_supported() is 0 and obmem.start() refuses.
  *
  * The tracer's site cache (trace.c) uses _obm_py_frames_top, the newest frame the walk would
- * give and a key of its and up to 3 callers' instruction addresses (no more than the limit keeps),
- * and _obm_py_frames_match, which compares the frames from there with a stack's instruction
- * addresses: two loads a frame, with the walk's own rules for skipping frames.
+ * give and its instruction address (the first key), _obm_py_frames_callers_key (the second
+ * key: with up to 3 callers' addresses), and _obm_py_frames_match, which compares the frames
+ * with a stack's instruction addresses: two loads a frame, with the walk's own rules for
+ * skipping frames.
  *
  * Why a walk per allocation and not a shadow stack kept by a profile hook: the walk costs
  * two loads per frame only when something is allocated, while a shadow stack costs a
@@ -92,7 +93,7 @@ static inline _PyInterpreterFrame *frames_older(_PyInterpreterFrame *frame) {
 }
 #endif
 
-const void *_obm_py_frames_top(uintptr_t *key, int limit) {
+const void *_obm_py_frames_top(uintptr_t *key) {
 #if OBM_PY_FRAMES
   PyThreadState *thread = CURRENT_THREAD();
   *key = 0;
@@ -109,19 +110,28 @@ const void *_obm_py_frames_top(uintptr_t *key, int limit) {
     frame = frames_older(frame);
     if (frame == NULL) return NULL;
   }
-  /* the key: this frame's instruction and its callers': one line reached from several places
-   * gets a slot per place (a key of the innermost frame alone missed 16 % on mixed.py) */
+  *key = (uintptr_t)frame->prev_instr;
+  return frame;
+#else
+  *key = 0;
+  return NULL;
+#endif
+}
+
+uintptr_t _obm_py_frames_callers_key(const void *top, int limit) {
+#if OBM_PY_FRAMES
+  if (top == NULL) return 1;
+  _PyInterpreterFrame *frame = (_PyInterpreterFrame *)(uintptr_t)top;
   uintptr_t hash = (uintptr_t)frame->prev_instr;
   _PyInterpreterFrame *caller = frames_older(frame);
   int ncallers = limit - 1 < KEY_CALLERS ? limit - 1 : KEY_CALLERS; /* no more than kept */
   for (int i = 0; i < ncallers && caller != NULL; i++, caller = frames_older(caller))
     hash = (hash ^ (uintptr_t)caller->prev_instr) * UINT64_C(0x9E3779B97F4A7C15);
-  *key = hash;
-  return frame;
+  return hash ^ 1; /* never the innermost frame's key itself */
 #else
+  (void)top;
   (void)limit;
-  *key = 0;
-  return NULL;
+  return 1;
 #endif
 }
 

@@ -60,11 +60,13 @@ int _obm_py_frames_supported(void);
 /* Fills out[0..n) with the running thread's Python frames, most recent first, n <= limit;
  * the GIL held.  Allocates nothing and takes no reference. */
 int _obm_py_frames_walk(obm_py_frame_t *out, int limit);
-/* The frame the walk would give first (an opaque pointer), and in *key a hash of the addresses
- * of its instruction and of up to 3 callers' (limit - 1 at most; 0 with NULL: no Python
- * frame); the GIL held.  An
- * instruction address names the (code object, offset) pair as long as the code object lives. */
-const void *_obm_py_frames_top(uintptr_t *key, int limit);
+/* The frame the walk would give first (an opaque pointer), and in *key the address of its
+ * instruction (0 with NULL: no Python frame); the GIL held.  An instruction address names the
+ * (code object, offset) pair as long as the code object lives. */
+const void *_obm_py_frames_top(uintptr_t *key);
+/* A hash of the instruction addresses of top and of up to 3 of its callers (limit - 1 at
+ * most), never equal to top's own address. */
+uintptr_t _obm_py_frames_callers_key(const void *top, int limit);
 /* 1 when the walk from `top` (from _obm_py_frames_top) with this limit gives exactly the n
  * frames whose instruction addresses are instrs[0..n): two loads a frame, nothing hashed. */
 int _obm_py_frames_match(const void *top, const uintptr_t *instrs, int n, int limit);

@@ -451,6 +451,18 @@ static void timeline_tick(void) {
   if (now >= T.next_sample_ns) timeline_sample(now);
 }
 
+/* ---- the site cache ---------------------------------------------------------------------- */
+
+static inline site_slot_t *site_slot(uintptr_t key) {
+  return &T.site_cache[(key * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - SITE_CACHE_BITS)];
+}
+
+/* 1 when the thread's frames from top are the stack of `slot`. */
+static inline int site_match(const site_slot_t *slot, const void *top) {
+  return slot->id_nframe != 0 &&
+         _obm_py_frames_match(top, &T.instrs[slot->first], (int)(slot->id_nframe & 0xff), T.limit);
+}
+
 /* ---- sampled mode -------------------------------------------------------------------------- */
 
 /* Bytes until the next sampled allocation: exponential with mean sample_bytes, >= 1. */
@@ -486,23 +498,25 @@ static __attribute__((noinline)) int trace_record(void *p, size_t size) {
   if (T.sample_bytes != 0) filter_set(page);
   /* the directory slot may not be cached: its load overlaps the frame walk */
   __builtin_prefetch(&T.pages[page_home(page)]);
-  /* The stack: the one last interned under the same key (the innermost frames' instruction
-   * addresses) when the thread's frames still match it, compared by instruction address; else
-   * walked, hashed and interned. */
+  /* The stack: the one in the site cache under the innermost frame's instruction address, or
+   * else under its and 3 callers' (the same line reached from several places), when the
+   * thread's frames match it, compared by instruction address; else walked, hashed, interned
+   * and cached under both keys. */
   uintptr_t key;
-  const void *top = _obm_py_frames_top(&key, T.limit);
-  site_slot_t *cached =
-      &T.site_cache[(key * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - SITE_CACHE_BITS)];
+  const void *top = _obm_py_frames_top(&key);
+  site_slot_t *first = site_slot(key), *second = NULL;
   uint32_t id;
-  if (cached->id_nframe != 0 && _obm_py_frames_match(top, &T.instrs[cached->first],
-                                                     (int)(cached->id_nframe & 0xff), T.limit)) {
-    id = (cached->id_nframe >> 8) - 1;
+  if (site_match(first, top)) {
+    id = (first->id_nframe >> 8) - 1;
+  } else if (second = site_slot(_obm_py_frames_callers_key(top, T.limit)),
+             site_match(second, top)) {
+    id = (second->id_nframe >> 8) - 1;
   } else {
     obm_py_frame_t frames[MAX_NFRAME];
     int n = _obm_py_frames_walk(frames, T.limit);
     id = stack_intern(frames, n);
     if (id == UINT32_MAX) return -1;
-    *cached = (site_slot_t){(id + 1) << 8 | (uint32_t)n, T.stacks[id].first};
+    *first = *second = (site_slot_t){(id + 1) << 8 | (uint32_t)n, T.stacks[id].first};
   }
   unsigned offset = (unsigned)(ptr >> 4) & (PAGE_SLOTS - 1);
   page_slot_t *slot = page_slot_for_add(page);
