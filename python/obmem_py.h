@@ -27,8 +27,9 @@
 PyObject *_obm_py_install(PyObject *module, PyObject *unused);
 PyObject *_obm_py_uninstall(PyObject *module, PyObject *unused);
 PyObject *_obm_py_is_installed(PyObject *module, PyObject *unused);
-/* Switches the MEM and OBJ domains between the installed functions and the traced ones
- * (which call trace.c); installs first when needed.  0, or -1 with an exception set. */
+/* Switches the MEM and OBJ domains between the installed functions (on 0) and the traced
+ * ones (which call trace.c; 1: exact mode, 2: sampled mode); installs first when needed.  0,
+ * or -1 with an exception set. */
 int _obm_py_allocator_set_traced(int on);
 /* Records which allocator CPython used before obmem (footprint.c rounds foreign blocks by
  * it).  Called once at import, before any install. */
@@ -81,6 +82,10 @@ int _obm_py_frames_line(PyObject *code, int32_t offset);
 /* trace.c: the hooks' side (GIL held) */
 int _obm_py_trace_is_on(void);
 int _obm_py_trace_add(void *p, size_t size); /* -1: the tracer's memory ran out */
+/* Sampled mode: bytes until the next recorded allocation; the allocation that takes it to 0
+ * or below calls _obm_py_trace_add_sampled (which draws the next countdown). */
+extern int64_t _obm_py_trace_sample_left;
+int _obm_py_trace_add_sampled(void *p, size_t size); /* -1: the tracer's memory ran out */
 void _obm_py_trace_remove(void *p);
 /* Starts loading p's slot of the trace table (a later _obm_py_trace_remove finds it cached). */
 void _obm_py_trace_prefetch(const void *p);

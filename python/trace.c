@@ -136,7 +136,6 @@ static struct tracer_s {
   int limit;  /* frames kept per stack, 1..MAX_NFRAME */
 
   uint64_t sample_bytes; /* sampled mode's mean (Poisson by bytes); 0: exact mode */
-  int64_t sample_left;   /* bytes until the next sampled allocation */
   uint64_t sample_rng;   /* xorshift64 state, never 0 */
   /* sampled mode: bit filter_bit(page) set for each page with a trace (and maybe more: bits
    * are cleared only when the directory is rebuilt); a free whose bit is clear is no trace's */
@@ -557,19 +556,22 @@ static __attribute__((noinline)) int trace_record(void *p, size_t size) {
   return 0;
 }
 
+int64_t _obm_py_trace_sample_left; /* sampled mode: bytes until the next recorded allocation */
+
 /* The hooks decide, trace_record and trace_forget do the work (not inlined: the calls that
  * record nothing, most of them in sampled mode, save no registers). */
-static __attribute__((noinline)) int trace_sampled(void *p, size_t size) {
-  T.sample_left = sample_draw();
+int _obm_py_trace_add_sampled(void *p, size_t size) {
+  _obm_py_trace_sample_left = sample_draw();
+  if (!T.tracing || T.paused) return 0;
   return trace_record(p, sample_estimate(size)); /* every total is an estimate */
 }
 
 int _obm_py_trace_add(void *p, size_t size) {
   if (!T.tracing || T.paused) return 0; /* after stop(), or the snapshot's own objects */
   if (T.sample_bytes == 0) return trace_record(p, size);
-  /* sampled mode: one allocation per sample_left bytes */
-  if ((T.sample_left -= (int64_t)size) > 0) return 0;
-  return trace_sampled(p, size);
+  /* sampled mode (a realloc): one allocation per _obm_py_trace_sample_left bytes */
+  if ((_obm_py_trace_sample_left -= (int64_t)size) > 0) return 0;
+  return _obm_py_trace_add_sampled(p, size);
 }
 
 /* Takes the trace of p out, if it has one. */
@@ -759,14 +761,14 @@ PyObject *_obm_py_trace_start(PyObject *module, PyObject *args, PyObject *kwargs
   T.start_ns = now_ns();
   T.sample_bytes = (uint64_t)sample;
   T.sample_rng = seed != 0 ? seed : T.start_ns | 1;
-  if (T.sample_bytes != 0) T.sample_left = sample_draw();
+  if (T.sample_bytes != 0) _obm_py_trace_sample_left = sample_draw();
   T.interval_ns = (uint64_t)(interval_ms * 1e6);
   T.countdown = 1;
   T.gc_start_ns = 0;
   timeline_release();
   T.tracing = 1;
   if (T.interval_ns) timeline_sample(T.start_ns);
-  if (_obm_py_allocator_set_traced(1) < 0) goto fail;
+  if (_obm_py_allocator_set_traced(T.sample_bytes != 0 ? 2 : 1) < 0) goto fail;
   if (gc_callbacks_change(1) < 0) {
     (void)_obm_py_allocator_set_traced(0);
     goto fail;
