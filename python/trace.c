@@ -13,16 +13,17 @@
  *                 object can take its address while the entry lives) and has its line numbers
  *                 resolved only when a snapshot needs them.  Each stack keeps the bytes and
  *                 blocks live under it now and at the last recorded peak.
- *   site cache    in front of the stack table: 2^SITE_CACHE_BITS slots, indexed by a hash of
- *                 the instruction addresses of the innermost frame and its 3 callers
- *                 (frames.c's key), each holding the stack last interned under that key.  A
- *                 hook compares the thread's frames with that stack by instruction address
+ *   site cache    in front of the stack table: 2^SITE_CACHE_BITS slots, each holding a stack,
+ *                 looked up under two keys (frames.c): the innermost frame's instruction
+ *                 address, then, when that slot's stack does not match, the address hashed
+ *                 with its 3 callers' (one helper line reached from several lines).  A hook
+ *                 compares the thread's frames with a slot's stack by instruction address
  *                 (instrs[], beside frames[]): an address names the (code, offset) pair since
  *                 the stack holds its code object; all equal, to the limit or to the end of the
  *                 thread's frames, is that stack, without walking into frames[] or hashing.
- *                 Anything else takes the walk, the hash and the stack table, and refills the
- *                 slot.  A stale slot only costs a failed comparison; the cache is emptied
- *                 with the stack table.
+ *                 Anything else takes the walk, the hash and the stack table, and refills
+ *                 both slots.  A stale slot only costs a failed comparison; the cache is
+ *                 emptied with the stack table.
  *   trace table   pointer -> (size, stack), in two levels so that neighbouring blocks have
  *                 their traces side by side (a hash keyed by the pointer alone missed the
  *                 cache on nearly every hook: 2.7x on bench/python/containers): a directory
@@ -44,8 +45,10 @@
  * Sampled mode (start(sample=BYTES)): a countdown of bytes, exponential of mean BYTES
  * (xorshift64), decides which allocations are recorded; one of s bytes is recorded with
  * probability p = 1 - exp(-s / BYTES) as s / p bytes, so every total below is an unbiased
- * estimate.  A free is looked up only when its page's bit is set in a filter of 2^16 bits
- * (set for each page given a trace, rebuilt with the directory).
+ * estimate.  allocator.c's sampled functions keep the countdown (_obm_py_trace_sample_left)
+ * and call _obm_py_trace_add_sampled when it runs out.  A free is looked up only when its
+ * block's counter in a filter of 2^12 (block address hashed; +1 per trace made, -1 per trace
+ * taken out, stuck at 255) is not 0.
  *
  * The peak set is recorded (one pass over the stacks) only when a new peak exceeds the last
  * recorded one by step(), so at most about 100 + 70 * ln(peak / 6.4 MB) times a run, and once
@@ -73,7 +76,7 @@
 #define PAGE_SHIFT      11  /* the directory's pages: 2 KiB of address space */
 #define PAGE_SLOTS      128 /* 16-byte offsets in a page */
 #define MAX_STACKS      ((UINT32_C(1) << 24) - 2) /* ids fit beside a 7-bit offset and an nframe */
-#define FILTER_BITS     16                        /* sampled mode's page filter: 2^16 bits */
+#define FILTER_BITS     12                        /* sampled mode's block filter: 2^12 counters */
 #define SITE_CACHE_BITS 11                        /* the site cache has 2^11 slots */
 #define SITE_CACHE      (1u << SITE_CACHE_BITS)
 
@@ -137,9 +140,9 @@ static struct tracer_s {
 
   uint64_t sample_bytes; /* sampled mode's mean (Poisson by bytes); 0: exact mode */
   uint64_t sample_rng;   /* xorshift64 state, never 0 */
-  /* sampled mode: bit filter_bit(page) set for each page with a trace (and maybe more: bits
-   * are cleared only when the directory is rebuilt); a free whose bit is clear is no trace's */
-  uint64_t page_filter[(1u << FILTER_BITS) / 64];
+  /* sampled mode: filter[filter_index(p)] >= the number of traces of blocks p mapping there
+   * (255: saturated, never decremented); a free whose counter is 0 is no trace's */
+  uint8_t filter[1u << FILTER_BITS];
 
   page_slot_t *pages;        /* the directory: capacity pages_mask + 1, a power of two */
   size_t pages_mask, npages; /* npages <= 1/2 of the capacity */
@@ -196,13 +199,8 @@ static inline size_t page_home(uintptr_t page) {
   return (size_t)((uint64_t)page * UINT64_C(0x9E3779B97F4A7C15) >> T.pages_shift);
 }
 
-static inline size_t filter_bit(uintptr_t page) {
-  return (size_t)((uint64_t)page * UINT64_C(0x9E3779B97F4A7C15) >> (64 - FILTER_BITS));
-}
-
-static inline void filter_set(uintptr_t page) {
-  size_t bit = filter_bit(page);
-  T.page_filter[bit / 64] |= UINT64_C(1) << (bit % 64);
+static inline size_t filter_index(uintptr_t ptr) {
+  return (size_t)((uint64_t)(ptr >> 4) * UINT64_C(0x9E3779B97F4A7C15) >> (64 - FILTER_BITS));
 }
 
 static int pages_alloc(size_t capacity) {
@@ -238,11 +236,6 @@ static int pages_rebuild(size_t capacity) {
     T.pages[j] = old[i];
   }
   free(old);
-  if (T.sample_bytes != 0) { /* the filter again from the pages with traces */
-    memset(T.page_filter, 0, sizeof T.page_filter);
-    for (size_t i = 0; i <= T.pages_mask; i++)
-      if (T.pages[i].page != 0) filter_set(T.pages[i].page);
-  }
   T.nempty_pages = 0;
   return 0;
 }
@@ -494,7 +487,7 @@ static __attribute__((noinline)) int trace_record(void *p, size_t size) {
     T.lost++;
     return 0;
   }
-  if (T.sample_bytes != 0) filter_set(page);
+  if (T.sample_bytes != 0 && T.filter[filter_index(ptr)] != 255) T.filter[filter_index(ptr)]++;
   /* the directory slot may not be cached: its load overlaps the frame walk */
   __builtin_prefetch(&T.pages[page_home(page)]);
   /* The stack: the one in the site cache under the innermost frame's instruction address, or
@@ -585,15 +578,13 @@ static __attribute__((noinline)) void trace_forget(uintptr_t ptr) {
   s->live_count--;
   T.traced_bytes -= size;
   trace_delete(slot, e);
+  if (T.sample_bytes != 0 && T.filter[filter_index(ptr)] != 255) T.filter[filter_index(ptr)]--;
 }
 
 void _obm_py_trace_remove(void *p) {
   if (!T.tracing) return;
   uintptr_t ptr = (uintptr_t)p;
-  if (T.sample_bytes != 0) { /* sampled mode: most frees are of no trace's page */
-    size_t bit = filter_bit(ptr >> PAGE_SHIFT);
-    if (!(T.page_filter[bit / 64] >> (bit % 64) & 1)) return;
-  }
+  if (T.sample_bytes != 0 && T.filter[filter_index(ptr)] == 0) return; /* most frees */
   trace_forget(ptr);
 }
 
@@ -638,7 +629,7 @@ static PyObject **tables_release(size_t *ncodes) {
   T.nstacks = T.stacks_capacity = 0;
   T.traced_bytes = T.peak_bytes = T.recorded_bytes = 0;
   T.lost = 0;
-  memset(T.page_filter, 0, sizeof T.page_filter);
+  memset(T.filter, 0, sizeof T.filter);
   return codes;
 }
 
