@@ -120,6 +120,9 @@ const void *_obm_py_frames_top(uintptr_t *key) {
 
 uintptr_t _obm_py_frames_callers_key(const void *top, int limit) {
 #if OBM_PY_FRAMES
+  /* one helper line reached from several places (random.randrange from the lines of an
+   * f-string in bench/python/mixed.py) gets a slot per place: the first key alone missed 16 %
+   * of mixed.py's allocations, this one 1.3 % */
   if (top == NULL) return 1;
   _PyInterpreterFrame *frame = (_PyInterpreterFrame *)(uintptr_t)top;
   uintptr_t hash = (uintptr_t)frame->prev_instr;
