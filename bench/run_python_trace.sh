@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run_python_trace.sh — what Python-level tracing costs: the workloads of bench/python/ run
 # untraced on obmem (obmem.install()), traced by obmem.start(1) and obmem.start(128) (exact,
-# full Python stacks), untraced on CPython's pymalloc, and traced by tracemalloc.start(1) and
+# full Python stacks) and obmem.start(128, sample=512 KiB) (sampled), untraced on CPython's pymalloc, and traced by tracemalloc.start(1) and
 # tracemalloc.start(25) (issue 6's comparison).  One run is
 # `python3 -S bench/python/traced.py MODE bench/python/<workload>.py SCALE` under bench_measure
 # (wall time, user + sys CPU time, peak RSS), interleaved like bench/run_python.sh: repetition
@@ -14,8 +14,9 @@
 # Usage: bash bench/run_python_trace.sh [WORKLOAD...]     (from anywhere)
 # Environment: as bench/run_python.sh (BENCH_REPS=5, BENCH_SCALE, BENCH_PYTHON_WORKLOADS,
 # BENCH_PYTHON_EXE, BENCH_PYTHON_FLAGS=-S, BENCH_TIMEOUT, BENCH_BUILD_DIR), and
-#   BENCH_TRACE_MODES=...   default "obmem obmem-1 obmem-128 pymalloc tmalloc-1 tmalloc-25";
-#                           obmem-N and tmalloc-N take any N (1..128 for obmem)
+#   BENCH_TRACE_MODES=...   default "obmem obmem-1 obmem-128 obmem-128-s512K pymalloc tmalloc-1
+#                           tmalloc-25"; obmem-N and tmalloc-N take any N (1..128 for obmem),
+#                           obmem-N-sBYTES is sampled mode (BYTES: digits, optional K or M)
 # Raw results stay in bench/results/raw-python-trace/.
 set -u -o pipefail
 
@@ -27,7 +28,7 @@ source bench/run_common.sh
 ALL_WORKLOADS=(churn containers json_roundtrip instances strings cycles mixed)
 PYFLAGS=${BENCH_PYTHON_FLAGS--S}
 RAW=$RESULTS/raw-python-trace
-split_list ALLOCATORS "${BENCH_TRACE_MODES:-obmem obmem-1 obmem-128 pymalloc tmalloc-1 tmalloc-25}"
+split_list ALLOCATORS "${BENCH_TRACE_MODES:-obmem obmem-1 obmem-128 obmem-128-s512K pymalloc tmalloc-1 tmalloc-25}"
 KNOWN_ALLOCATORS=("${ALLOCATORS[@]}") # checked below by pattern instead
 pick_workloads "${BENCH_PYTHON_WORKLOADS:-${ALL_WORKLOADS[*]}}" "$@"
 
@@ -37,8 +38,8 @@ for w in "${WORKLOADS[@]}"; do
     die "unknown workload '$w' (known: ${ALL_WORKLOADS[*]})"
 done
 for a in "${ALLOCATORS[@]}"; do
-  [[ $a =~ ^(obmem|pymalloc|obmem-[0-9]+|tmalloc-[0-9]+)$ ]] ||
-    die "unknown mode '$a' (obmem, obmem-N, pymalloc, tmalloc-N)"
+  [[ $a =~ ^(obmem|pymalloc|obmem-[0-9]+|obmem-[0-9]+-s[0-9]+[KM]?|tmalloc-[0-9]+)$ ]] ||
+    die "unknown mode '$a' (obmem, obmem-N, obmem-N-sBYTES, pymalloc, tmalloc-N)"
 done
 ((${#WORKLOADS[@]} > 0)) || die "no workload to run"
 

@@ -167,6 +167,42 @@ static inline void *realloc_traced(const PyMemAllocatorEx *prev, void *p, size_t
 TRACED_FUNCTIONS(mem, PYMEM_DOMAIN_MEM)
 TRACED_FUNCTIONS(obj, PYMEM_DOMAIN_OBJ)
 
+/* Sampled (start(sample=BYTES); MEM and OBJ, GIL held): the byte countdown here, trace.c
+ * records the allocation that runs it out; a free is looked up (trace.c's page filter first),
+ * without the prefetch of the exact mode. */
+static void *sampled_malloc(void *ctx, size_t size) {
+  (void)ctx;
+  void *p = obm_malloc(size);
+  if (p != NULL && (_obm_py_trace_sample_left -= (int64_t)size) <= 0 &&
+      __builtin_expect(_obm_py_trace_add_sampled(p, size) < 0, 0)) {
+    obm_free(p);
+    return NULL;
+  }
+  return p;
+}
+
+static void *sampled_calloc(void *ctx, size_t count, size_t size) {
+  (void)ctx;
+  void *p = obm_calloc(count, size);
+  if (p != NULL && (_obm_py_trace_sample_left -= (int64_t)(count * size)) <= 0 &&
+      __builtin_expect(_obm_py_trace_add_sampled(p, count * size) < 0, 0)) {
+    obm_free(p);
+    return NULL;
+  }
+  return p;
+}
+
+#define SAMPLED_FUNCTIONS(name, index)                                                             \
+  static void sampled_free_##name(void *ctx, void *p) {                                            \
+    (void)ctx;                                                                                     \
+    if (p == NULL) return;                                                                         \
+    free_by_owner(&previous[index], p);                                                            \
+    _obm_py_trace_remove(p);                                                                       \
+  }
+
+SAMPLED_FUNCTIONS(mem, PYMEM_DOMAIN_MEM)
+SAMPLED_FUNCTIONS(obj, PYMEM_DOMAIN_OBJ)
+
 static const PyMemAllocatorEx installed[DOMAINS] = {
     {NULL, obmem_malloc, obmem_calloc, realloc_raw, free_raw},
     {NULL, obmem_malloc, obmem_calloc, realloc_mem, free_mem},
@@ -179,7 +215,13 @@ static const PyMemAllocatorEx traced[DOMAINS] = {
     {NULL, traced_malloc, traced_calloc, traced_realloc_obj, traced_free_obj},
 };
 
-/* The INSTALLED functions now: `installed`, or `traced` while trace.c traces. */
+static const PyMemAllocatorEx sampled[DOMAINS] = {
+    {NULL, obmem_malloc, obmem_calloc, realloc_raw, free_raw}, /* RAW: not traced */
+    {NULL, sampled_malloc, sampled_calloc, traced_realloc_mem, sampled_free_mem},
+    {NULL, sampled_malloc, sampled_calloc, traced_realloc_obj, sampled_free_obj},
+};
+
+/* The INSTALLED functions now: `installed`, or `traced` or `sampled` while trace.c traces. */
 static const PyMemAllocatorEx *installed_now = installed;
 
 static const PyMemAllocatorEx forwarding[DOMAINS] = {
@@ -279,13 +321,13 @@ PyObject *_obm_py_uninstall(PyObject *module, PyObject *unused) {
   return change("uninstall", installed_now, forwarding, FORWARDING);
 }
 
-int _obm_py_allocator_set_traced(int on) {
+int _obm_py_allocator_set_traced(int on) { /* 0: off, 1: exact, 2: sampled */
   if (on && state != INSTALLED) {
     PyObject *done = _obm_py_install(NULL, NULL);
     if (done == NULL) return -1;
     Py_DECREF(done);
   }
-  const PyMemAllocatorEx *target = on ? traced : installed;
+  const PyMemAllocatorEx *target = on == 2 ? sampled : on ? traced : installed;
   if (installed_now == target) return 0;
   if (state != INSTALLED) { /* stop() after uninstall(): the forwarding functions stay */
     installed_now = target;

@@ -197,10 +197,15 @@ static PyMethodDef module_methods[] = {
     /* tracing (trace.c); the tracemalloc-compatible classes and take_snapshot() etc. are
      * added at import from _obmem_tracing.py */
     {"start", (PyCFunction)(void (*)(void))_obm_py_trace_start, METH_VARARGS | METH_KEYWORDS,
-     "start(nframe=1, *, timeline_interval_ms=10.0)\n--\n\nRecord every allocation of the MEM "
-     "and OBJ domains with up to nframe frames of its\nPython stack (1..128), as "
-     "tracemalloc.start() does; installs obmem first if needed.\nThe timeline takes a sample "
+     "start(nframe=1, *, sample=0, seed=0, timeline_interval_ms=10.0)\n--\n\nRecord every "
+     "allocation of the MEM and OBJ domains with up to nframe frames of its\nPython stack "
+     "(1..128), as tracemalloc.start() does; installs obmem first if needed.\nsample=BYTES: "
+     "sampled mode, Poisson by bytes with that mean (an allocation of s bytes\nis recorded with "
+     "probability 1 - exp(-s / BYTES) as s / that probability: sizes,\ntotals and statistics "
+     "are estimates); seed: its draws (0: from the clock).\nThe timeline takes a sample "
      "every timeline_interval_ms (0: none)."},
+    {"get_sampling", _obm_py_trace_sampling, METH_NOARGS,
+     "get_sampling()\n--\n\nSampled mode's mean in bytes, 0 in exact mode or when not tracing."},
     {"stop", _obm_py_trace_stop_py, METH_NOARGS,
      "stop()\n--\n\nStop tracing and forget every trace (obmem stays installed)."},
     {"clear_traces", _obm_py_trace_clear, METH_NOARGS,

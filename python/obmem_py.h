@@ -27,8 +27,9 @@
 PyObject *_obm_py_install(PyObject *module, PyObject *unused);
 PyObject *_obm_py_uninstall(PyObject *module, PyObject *unused);
 PyObject *_obm_py_is_installed(PyObject *module, PyObject *unused);
-/* Switches the MEM and OBJ domains between the installed functions and the traced ones
- * (which call trace.c); installs first when needed.  0, or -1 with an exception set. */
+/* Switches the MEM and OBJ domains between the installed functions (on 0) and the traced
+ * ones (which call trace.c; 1: exact mode, 2: sampled mode); installs first when needed.  0,
+ * or -1 with an exception set. */
 int _obm_py_allocator_set_traced(int on);
 /* Records which allocator CPython used before obmem (footprint.c rounds foreign blocks by
  * it).  Called once at import, before any install. */
@@ -60,6 +61,18 @@ int _obm_py_frames_supported(void);
 /* Fills out[0..n) with the running thread's Python frames, most recent first, n <= limit;
  * the GIL held.  Allocates nothing and takes no reference. */
 int _obm_py_frames_walk(obm_py_frame_t *out, int limit);
+/* The frame the walk would give first (an opaque pointer), and in *key the address of its
+ * instruction (0 with NULL: no Python frame); the GIL held.  An instruction address names the
+ * (code object, offset) pair as long as the code object lives. */
+const void *_obm_py_frames_top(uintptr_t *key);
+/* A hash of the instruction addresses of top and of up to 3 of its callers (limit - 1 at
+ * most), never equal to top's own address. */
+uintptr_t _obm_py_frames_callers_key(const void *top, int limit);
+/* 1 when the walk from `top` (from _obm_py_frames_top) with this limit gives exactly the n
+ * frames whose instruction addresses are instrs[0..n): two loads a frame, nothing hashed. */
+int _obm_py_frames_match(const void *top, const uintptr_t *instrs, int n, int limit);
+/* The address of instruction `offset` of code (what _obm_py_frames_top gives for it). */
+uintptr_t _obm_py_frames_instr(PyObject *code, int32_t offset);
 /* The same as the tracer's interpreter frames (capture.c), when this thread holds the GIL;
  * 0 when it does not (the RAW domain is called without it) or runs no Python code. */
 int _obm_py_frames_capture(obm_trace_interp_frame_t *out, int max);
@@ -69,6 +82,10 @@ int _obm_py_frames_line(PyObject *code, int32_t offset);
 /* trace.c: the hooks' side (GIL held) */
 int _obm_py_trace_is_on(void);
 int _obm_py_trace_add(void *p, size_t size); /* -1: the tracer's memory ran out */
+/* Sampled mode: bytes until the next recorded allocation; the allocation that takes it to 0
+ * or below calls _obm_py_trace_add_sampled (which draws the next countdown). */
+extern int64_t _obm_py_trace_sample_left;
+int _obm_py_trace_add_sampled(void *p, size_t size); /* -1: the tracer's memory ran out */
 void _obm_py_trace_remove(void *p);
 /* Starts loading p's slot of the trace table (a later _obm_py_trace_remove finds it cached). */
 void _obm_py_trace_prefetch(const void *p);
@@ -81,6 +98,7 @@ PyObject *_obm_py_trace_clear(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_is_tracing(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_limit(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_memory(PyObject *module, PyObject *unused);
+PyObject *_obm_py_trace_sampling(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_reset_peak(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_self_memory(PyObject *module, PyObject *unused);
 PyObject *_obm_py_trace_raw_snapshot(PyObject *module, PyObject *args);

@@ -13,6 +13,17 @@
  *                 object can take its address while the entry lives) and has its line numbers
  *                 resolved only when a snapshot needs them.  Each stack keeps the bytes and
  *                 blocks live under it now and at the last recorded peak.
+ *   site cache    in front of the stack table: 2^SITE_CACHE_BITS slots, each holding a stack,
+ *                 looked up under two keys (frames.c): the innermost frame's instruction
+ *                 address, then, when that slot's stack does not match, the address hashed
+ *                 with its 3 callers' (one helper line reached from several lines).  A hook
+ *                 compares the thread's frames with a slot's stack by instruction address
+ *                 (instrs[], beside frames[]): an address names the (code, offset) pair since
+ *                 the stack holds its code object; all equal, to the limit or to the end of the
+ *                 thread's frames, is that stack, without walking into frames[] or hashing.
+ *                 Anything else takes the walk, the hash and the stack table, and refills
+ *                 both slots.  A stale slot only costs a failed comparison; the cache is
+ *                 emptied with the stack table.
  *   trace table   pointer -> (size, stack), in two levels so that neighbouring blocks have
  *                 their traces side by side (a hash keyed by the pointer alone missed the
  *                 cache on nearly every hook: 2.7x on bench/python/containers): a directory
@@ -31,6 +42,14 @@
  *                 stack's peak_bytes/peak_count is its live state when the total was
  *                 recorded_bytes.
  *
+ * Sampled mode (start(sample=BYTES)): a countdown of bytes, exponential of mean BYTES
+ * (xorshift64), decides which allocations are recorded; one of s bytes is recorded with
+ * probability p = 1 - exp(-s / BYTES) as s / p bytes, so every total below is an unbiased
+ * estimate.  allocator.c's sampled functions keep the countdown (_obm_py_trace_sample_left)
+ * and call _obm_py_trace_add_sampled when it runs out.  A free is looked up only when its
+ * block's counter in a filter of 2^12 (block address hashed; +1 per trace made, -1 per trace
+ * taken out, stuck at 255) is not 0.
+ *
  * The peak set is recorded (one pass over the stacks) only when a new peak exceeds the last
  * recorded one by step(), so at most about 100 + 70 * ln(peak / 6.4 MB) times a run, and once
  * more when get_peak_snapshot() is called while the total is at its peak.  The timeline takes a
@@ -42,6 +61,7 @@
 #include "obmem_py.h"
 
 #include <obmem.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,9 +73,12 @@
 #define CLOCK_EVERY   256        /* allocations between two looks at the clock */
 #define HUGE_SIZE     UINT32_MAX /* a trace's size field for blocks of 4 GiB or more */
 
-#define PAGE_SHIFT 11                        /* the directory's pages: 2 KiB of address space */
-#define PAGE_SLOTS 128                       /* 16-byte offsets in a page */
-#define MAX_STACKS ((UINT32_C(1) << 24) - 2) /* ids fit beside a 7-bit offset and an nframe */
+#define PAGE_SHIFT      11  /* the directory's pages: 2 KiB of address space */
+#define PAGE_SLOTS      128 /* 16-byte offsets in a page */
+#define MAX_STACKS      ((UINT32_C(1) << 24) - 2) /* ids fit beside a 7-bit offset and an nframe */
+#define FILTER_BITS     12                        /* sampled mode's block filter: 2^12 counters */
+#define SITE_CACHE_BITS 11                        /* the site cache has 2^11 slots */
+#define SITE_CACHE      (1u << SITE_CACHE_BITS)
 
 typedef struct trace_entry_s {
   uint32_t size;         /* HUGE_SIZE: the size is in huge[] */
@@ -88,6 +111,12 @@ typedef struct stack_slot_s {
   uint32_t id_nframe; /* (id + 1) << 8 | nframe; 0: empty slot */
 } stack_slot_t;
 
+/* A slot of the site cache: the stack last interned under a key (frames.c's _obm_py_frames_top). */
+typedef struct site_slot_s {
+  uint32_t id_nframe; /* (id + 1) << 8 | nframe; 0: empty slot */
+  uint32_t first;     /* the stack's frames are frames[first .. first + nframe) */
+} site_slot_t;
+
 typedef struct sample_s {
   double time; /* seconds since start() */
   uint64_t traced_bytes, obmem_bytes, rss_bytes;
@@ -109,6 +138,12 @@ static struct tracer_s {
   int paused; /* a snapshot is being built: its own objects are not traced */
   int limit;  /* frames kept per stack, 1..MAX_NFRAME */
 
+  uint64_t sample_bytes; /* sampled mode's mean (Poisson by bytes); 0: exact mode */
+  uint64_t sample_rng;   /* xorshift64 state, never 0 */
+  /* sampled mode: filter[filter_index(p)] >= the number of traces of blocks p mapping there
+   * (255: saturated, never decremented); a free whose counter is 0 is no trace's */
+  uint8_t filter[1u << FILTER_BITS];
+
   page_slot_t *pages;        /* the directory: capacity pages_mask + 1, a power of two */
   size_t pages_mask, npages; /* npages <= 1/2 of the capacity */
   size_t nempty_pages;       /* pages whose record has no trace (kept until a rebuild) */
@@ -121,7 +156,9 @@ static struct tracer_s {
   size_t stack_index_mask;
   int stack_index_shift; /* 64 - log2(capacity): the index uses the hash's high bits */
   obm_py_frame_t *frames;
+  uintptr_t *instrs; /* instrs[i]: the address of frames[i]'s instruction; frames_capacity */
   size_t nframes, frames_capacity;
+  site_slot_t *site_cache; /* SITE_CACHE slots, by the key of the innermost frames */
 
   huge_entry_t *huge; /* the sizes of traces of 4 GiB or more */
   size_t nhuge, huge_capacity;
@@ -160,6 +197,10 @@ static int reserve(void **array, size_t *capacity, size_t count, size_t element_
 
 static inline size_t page_home(uintptr_t page) {
   return (size_t)((uint64_t)page * UINT64_C(0x9E3779B97F4A7C15) >> T.pages_shift);
+}
+
+static inline size_t filter_index(uintptr_t ptr) {
+  return (size_t)((uint64_t)(ptr >> 4) * UINT64_C(0x9E3779B97F4A7C15) >> (64 - FILTER_BITS));
 }
 
 static int pages_alloc(size_t capacity) {
@@ -351,13 +392,19 @@ static uint32_t stack_intern(const obm_py_frame_t *frames, int n) {
       reserve((void **)&T.stacks, &stacks_capacity, T.nstacks, sizeof *T.stacks) < 0)
     return UINT32_MAX;
   T.stacks_capacity = (uint32_t)stacks_capacity;
-  while (T.nframes + (size_t)n > T.frames_capacity)
+  while (T.nframes + (size_t)n > T.frames_capacity) {
+    size_t capacity = T.frames_capacity ? T.frames_capacity * 2 : 64;
+    uintptr_t *instrs = realloc(T.instrs, capacity * sizeof *instrs);
+    if (instrs == NULL) return UINT32_MAX;
+    T.instrs = instrs;
     if (reserve((void **)&T.frames, &T.frames_capacity, T.frames_capacity, sizeof *T.frames) < 0)
       return UINT32_MAX;
+  }
   uint32_t id = T.nstacks++;
   stack_entry_t *s = &T.stacks[id];
   *s = (stack_entry_t){.hash = hash, .first = (uint32_t)T.nframes, .nframe = (uint32_t)n};
   for (int k = 0; k < n; k++) {
+    T.instrs[T.nframes] = _obm_py_frames_instr(frames[k].code, frames[k].offset);
     obm_py_frame_t *f = &T.frames[T.nframes++];
     *f = frames[k];
     f->line = -2; /* resolved by the first snapshot that needs it */
@@ -396,25 +443,73 @@ static void timeline_tick(void) {
   if (now >= T.next_sample_ns) timeline_sample(now);
 }
 
+/* ---- the site cache ---------------------------------------------------------------------- */
+
+static inline site_slot_t *site_slot(uintptr_t key) {
+  return &T.site_cache[(key * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - SITE_CACHE_BITS)];
+}
+
+/* 1 when the thread's frames from top are the stack of `slot`. */
+static inline int site_match(const site_slot_t *slot, const void *top) {
+  return slot->id_nframe != 0 &&
+         _obm_py_frames_match(top, &T.instrs[slot->first], (int)(slot->id_nframe & 0xff), T.limit);
+}
+
+/* ---- sampled mode -------------------------------------------------------------------------- */
+
+/* Bytes until the next sampled allocation: exponential with mean sample_bytes, >= 1. */
+static int64_t sample_draw(void) {
+  T.sample_rng ^= T.sample_rng << 13;
+  T.sample_rng ^= T.sample_rng >> 7;
+  T.sample_rng ^= T.sample_rng << 17;
+  double u = ((double)(T.sample_rng >> 11) + 0.5) * 0x1p-53; /* in (0, 1) */
+  return (int64_t)(-log(u) * (double)T.sample_bytes) + 1;
+}
+
+/* What a sampled allocation of `size` bytes stands for: size / P(sampled), where an
+ * allocation of s bytes is sampled with probability 1 - exp(-s / mean). */
+static size_t sample_estimate(size_t size) {
+  double p = -expm1(-(double)size / (double)T.sample_bytes);
+  double estimate = p > 0 ? (double)size / p : (double)T.sample_bytes;
+  return estimate >= 0x1p63 ? SIZE_MAX / 2 : (size_t)(estimate + 0.5);
+}
+
 /* ---- the hooks' side (GIL held) ------------------------------------------------------------ */
 
 int _obm_py_trace_is_on(void) {
   return T.tracing;
 }
 
-int _obm_py_trace_add(void *p, size_t size) {
-  if (!T.tracing || T.paused) return 0; /* after stop(), or the snapshot's own objects */
+/* Records the block p of `size` bytes (the hook's decision made). */
+static __attribute__((noinline)) int trace_record(void *p, size_t size) {
   uintptr_t ptr = (uintptr_t)p, page = ptr >> PAGE_SHIFT;
   if (__builtin_expect(ptr & 15, 0)) { /* not from obmem nor malloc: cannot be indexed */
     T.lost++;
     return 0;
   }
+  if (T.sample_bytes != 0 && T.filter[filter_index(ptr)] != 255) T.filter[filter_index(ptr)]++;
   /* the directory slot may not be cached: its load overlaps the frame walk */
   __builtin_prefetch(&T.pages[page_home(page)]);
-  obm_py_frame_t frames[MAX_NFRAME];
-  int n = _obm_py_frames_walk(frames, T.limit);
-  uint32_t id = stack_intern(frames, n);
-  if (id == UINT32_MAX) return -1;
+  /* The stack: the one in the site cache under the innermost frame's instruction address, or
+   * else under its and 3 callers' (the same line reached from several places), when the
+   * thread's frames match it, compared by instruction address; else walked, hashed, interned
+   * and cached under both keys. */
+  uintptr_t key;
+  const void *top = _obm_py_frames_top(&key);
+  site_slot_t *first = site_slot(key), *second = NULL;
+  uint32_t id;
+  if (site_match(first, top)) {
+    id = (first->id_nframe >> 8) - 1;
+  } else if (second = site_slot(_obm_py_frames_callers_key(top, T.limit)),
+             site_match(second, top)) {
+    id = (second->id_nframe >> 8) - 1;
+  } else {
+    obm_py_frame_t frames[MAX_NFRAME];
+    int n = _obm_py_frames_walk(frames, T.limit);
+    id = stack_intern(frames, n);
+    if (id == UINT32_MAX) return -1;
+    *first = *second = (site_slot_t){(id + 1) << 8 | (uint32_t)n, T.stacks[id].first};
+  }
   unsigned offset = (unsigned)(ptr >> 4) & (PAGE_SLOTS - 1);
   page_slot_t *slot = page_slot_for_add(page);
   if (slot == NULL) return -1;
@@ -454,9 +549,26 @@ int _obm_py_trace_add(void *p, size_t size) {
   return 0;
 }
 
-void _obm_py_trace_remove(void *p) {
-  if (!T.tracing) return;
-  uintptr_t ptr = (uintptr_t)p;
+int64_t _obm_py_trace_sample_left; /* sampled mode: bytes until the next recorded allocation */
+
+/* The hooks decide, trace_record and trace_forget do the work (not inlined: the calls that
+ * record nothing, most of them in sampled mode, save no registers). */
+int _obm_py_trace_add_sampled(void *p, size_t size) {
+  _obm_py_trace_sample_left = sample_draw();
+  if (!T.tracing || T.paused) return 0;
+  return trace_record(p, sample_estimate(size)); /* every total is an estimate */
+}
+
+int _obm_py_trace_add(void *p, size_t size) {
+  if (!T.tracing || T.paused) return 0; /* after stop(), or the snapshot's own objects */
+  if (T.sample_bytes == 0) return trace_record(p, size);
+  /* sampled mode (a realloc): one allocation per _obm_py_trace_sample_left bytes */
+  if ((_obm_py_trace_sample_left -= (int64_t)size) > 0) return 0;
+  return _obm_py_trace_add_sampled(p, size);
+}
+
+/* Takes the trace of p out, if it has one. */
+static __attribute__((noinline)) void trace_forget(uintptr_t ptr) {
   page_slot_t *slot;
   trace_entry_t *e = trace_find(ptr, &slot);
   if (e == NULL) return; /* allocated before start(): not ours to count */
@@ -466,10 +578,19 @@ void _obm_py_trace_remove(void *p) {
   s->live_count--;
   T.traced_bytes -= size;
   trace_delete(slot, e);
+  if (T.sample_bytes != 0 && T.filter[filter_index(ptr)] != 255) T.filter[filter_index(ptr)]--;
+}
+
+void _obm_py_trace_remove(void *p) {
+  if (!T.tracing) return;
+  uintptr_t ptr = (uintptr_t)p;
+  if (T.sample_bytes != 0 && T.filter[filter_index(ptr)] == 0) return; /* most frees */
+  trace_forget(ptr);
 }
 
 void _obm_py_trace_prefetch(const void *p) {
-  if (T.tracing) __builtin_prefetch(&T.pages[page_home((uintptr_t)p >> PAGE_SHIFT)]);
+  if (T.tracing && T.sample_bytes == 0)
+    __builtin_prefetch(&T.pages[page_home((uintptr_t)p >> PAGE_SHIFT)]);
 }
 
 void _obm_py_trace_lost(void) {
@@ -493,17 +614,22 @@ static PyObject **tables_release(size_t *ncodes) {
   free(T.stacks);
   free(T.stack_index);
   free(T.frames);
+  free(T.instrs);
+  free(T.site_cache);
   free(T.huge);
   T.pages = NULL;
   T.stacks = NULL;
   T.stack_index = NULL;
   T.frames = NULL;
+  T.instrs = NULL;
+  T.site_cache = NULL;
   T.huge = NULL;
   T.npages = T.nempty_pages = T.records_bytes = T.ntraces = T.nframes = T.nhuge = T.huge_capacity =
       T.frames_capacity = 0;
   T.nstacks = T.stacks_capacity = 0;
   T.traced_bytes = T.peak_bytes = T.recorded_bytes = 0;
   T.lost = 0;
+  memset(T.filter, 0, sizeof T.filter);
   return codes;
 }
 
@@ -514,7 +640,8 @@ static void codes_drop(PyObject **codes, size_t ncodes) {
 }
 
 static int tables_alloc(void) {
-  if (pages_alloc(1024) < 0 || stack_index_grow() < 0) return -1;
+  T.site_cache = calloc(SITE_CACHE, sizeof *T.site_cache);
+  if (T.site_cache == NULL || pages_alloc(1024) < 0 || stack_index_grow() < 0) return -1;
   return 0;
 }
 
@@ -579,11 +706,18 @@ static int gc_callbacks_change(int add) {
 
 PyObject *_obm_py_trace_start(PyObject *module, PyObject *args, PyObject *kwargs) {
   (void)module;
-  static char *keywords[] = {"nframe", "timeline_interval_ms", NULL};
+  static char *keywords[] = {"nframe", "sample", "seed", "timeline_interval_ms", NULL};
   int nframe = 1;
+  long long sample = 0;
+  unsigned long long seed = 0;
   double interval_ms = 10.0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i$d:start", keywords, &nframe, &interval_ms))
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i$LKd:start", keywords, &nframe, &sample, &seed,
+                                   &interval_ms))
     return NULL;
+  if (sample < 0) {
+    PyErr_SetString(PyExc_ValueError, "sample must be >= 0 (bytes; 0: exact tracing)");
+    return NULL;
+  }
   if (nframe < 1 || nframe > MAX_NFRAME) {
     PyErr_Format(PyExc_ValueError, "the number of frames must be in range [1; %d]", MAX_NFRAME);
     return NULL;
@@ -600,6 +734,11 @@ PyObject *_obm_py_trace_start(PyObject *module, PyObject *args, PyObject *kwargs
     return NULL;
   }
   if (T.tracing) { /* as tracemalloc: a second start() changes the limit, keeps the traces */
+    if ((uint64_t)sample != T.sample_bytes) {
+      PyErr_SetString(PyExc_ValueError, "obmem.start(): already tracing with another sample "
+                                        "mean (stop() first: exact and sampled traces do not mix)");
+      return NULL;
+    }
     T.limit = nframe;
     Py_RETURN_NONE;
   }
@@ -611,13 +750,16 @@ PyObject *_obm_py_trace_start(PyObject *module, PyObject *args, PyObject *kwargs
   }
   T.limit = nframe;
   T.start_ns = now_ns();
+  T.sample_bytes = (uint64_t)sample;
+  T.sample_rng = seed != 0 ? seed : T.start_ns | 1;
+  if (T.sample_bytes != 0) _obm_py_trace_sample_left = sample_draw();
   T.interval_ns = (uint64_t)(interval_ms * 1e6);
   T.countdown = 1;
   T.gc_start_ns = 0;
   timeline_release();
   T.tracing = 1;
   if (T.interval_ns) timeline_sample(T.start_ns);
-  if (_obm_py_allocator_set_traced(1) < 0) goto fail;
+  if (_obm_py_allocator_set_traced(T.sample_bytes != 0 ? 2 : 1) < 0) goto fail;
   if (gc_callbacks_change(1) < 0) {
     (void)_obm_py_allocator_set_traced(0);
     goto fail;
@@ -680,6 +822,12 @@ PyObject *_obm_py_trace_limit(PyObject *module, PyObject *unused) {
   return PyLong_FromLong(T.tracing ? T.limit : 1);
 }
 
+PyObject *_obm_py_trace_sampling(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  return PyLong_FromUnsignedLongLong(T.tracing ? T.sample_bytes : 0);
+}
+
 PyObject *_obm_py_trace_memory(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
@@ -706,7 +854,8 @@ PyObject *_obm_py_trace_self_memory(PyObject *module, PyObject *unused) {
     bytes = (T.pages_mask + 1) * sizeof *T.pages + T.records_bytes +
             T.stacks_capacity * sizeof *T.stacks +
             (T.stack_index_mask + 1) * sizeof *T.stack_index +
-            T.frames_capacity * sizeof *T.frames + T.samples_capacity * sizeof *T.samples +
+            T.frames_capacity * (sizeof *T.frames + sizeof *T.instrs) +
+            SITE_CACHE * sizeof *T.site_cache + T.samples_capacity * sizeof *T.samples +
             T.gc_events_capacity * sizeof *T.gc_events;
   return PyLong_FromSize_t(bytes);
 }

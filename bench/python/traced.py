@@ -4,6 +4,8 @@ Usage: python3 -S traced.py MODE WORKLOAD.py SCALE   (PYTHONPATH: the built modu
 MODE:
   obmem        obmem.install(), no tracing (the base of the obmem modes)
   obmem-N      obmem.install(), then obmem.start(N): every MEM/OBJ block with N Python frames
+  obmem-N-sB   obmem.install(), then obmem.start(N, sample=B): sampled mode, mean B bytes (B: a
+               number with an optional K or M suffix, e.g. obmem-128-s512K)
   pymalloc     CPython's own allocator, no tracing (the base of the tracemalloc modes)
   tmalloc-N    tracemalloc.start(N) on CPython's own allocator
 Tracing starts just before the workload runs and stays on to the end (the traces of its live
@@ -18,7 +20,13 @@ if mode.startswith("obmem"):
 
     obmem.install()
     if mode != "obmem":
-        obmem.start(int(mode.split("-")[1]))
+        parts = mode.split("-")
+        sample = 0
+        if len(parts) == 3 and parts[2].startswith("s"):
+            number = parts[2][1:]
+            unit = {"K": 1024, "M": 1024 * 1024}.get(number[-1:], 1)
+            sample = int(number.rstrip("KM")) * unit
+        obmem.start(int(parts[1]), sample=sample, seed=1 if sample else 0)
 elif mode.startswith("tmalloc-"):
     import tracemalloc
 

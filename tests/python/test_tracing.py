@@ -17,6 +17,10 @@ What is checked:
   - threads: each thread's allocations at its own line;
   - the peak snapshot: a temporary peak in a known function, gone at the end;
   - the timeline: samples and GC events (generation 2 of gc.collect());
+  - the site cache: the same innermost line through other callers gets its own stacks, the
+    limit lowered while tracing;
+  - sampled mode (start(sample=BYTES), fixed seed): the top line and its estimated bytes
+    within 15 % of the exact bytes, frees seen, modes not mixed;
   - the refusals: nframe out of range, snapshot while not tracing; uninstall stops tracing;
   - CPython's own test_tracemalloc cases that apply, with obmem's functions put in the
     tracemalloc module (the others read _tracemalloc's internals, count the whole stack's
@@ -87,6 +91,28 @@ def temporary_peak():
     return len(big)
 
 
+def leaf(n):
+    return [bytes(48) for _ in range(n)]  # line: leaf
+
+
+def via_a(n):
+    return leaf(n)  # line: via_a
+
+
+def via_b(n):
+    return leaf(n)  # line: via_b
+
+
+def twice():
+    first = via_a(300)  # line: twice_a
+    second = via_a(200)  # line: twice_b
+    return first, second
+
+
+def sampled_blobs(n):
+    return [bytes(1000) for _ in range(n)]  # line: sampled
+
+
 def ours(stats, count=None):
     """The statistics of this file only, as (lineno, size, count)."""
     rows = [(s.traceback[0].lineno, s.size, s.count) for s in stats
@@ -136,6 +162,60 @@ class TracingTest(unittest.TestCase):
         self.assertEqual(lines[-len(wanted):], wanted)
         self.assertGreaterEqual(stats[0].count, 500)
         del kept
+
+    def test_same_site_different_callers(self):
+        # the site cache keys a stack by its innermost instruction: the same leaf line reached
+        # through other callers (the same frame addresses and code, another caller's line
+        # further out, as twice() makes) must still get each its own stack
+        obmem.start(10)
+        kept = [(via_a(3), via_b(2)) for _ in range(50)]  # line: loop
+        kept.append(twice())  # line: call_twice
+        obmem.start(2)  # a lower limit while tracing: shorter stacks from now on
+        kept.append(via_b(100))  # line: short
+        blob = sys.getsizeof(bytes(48))
+        counts = {}
+        for trace in obmem.take_snapshot().traces:
+            if trace.size == blob:
+                lines = tuple(f.lineno for f in trace.traceback if f.filename == THIS)
+                counts[lines] = counts.get(lines, 0) + 1
+        leaf_lines = (line_of("leaf"),) * (2 if sys.version_info < (3, 12) else 1)
+        comprehension = (line_of("loop"),) if sys.version_info < (3, 12) else ()
+        expected = {
+            comprehension + (line_of("loop"), line_of("via_a")) + leaf_lines: 150,
+            comprehension + (line_of("loop"), line_of("via_b")) + leaf_lines: 100,
+            (line_of("call_twice"), line_of("twice_a"), line_of("via_a")) + leaf_lines: 300,
+            (line_of("call_twice"), line_of("twice_b"), line_of("via_a")) + leaf_lines: 200,
+        }
+        short = leaf_lines if len(leaf_lines) == 2 else (line_of("via_b"),) + leaf_lines
+        expected[short] = 100
+        got = {lines: count for lines, count in counts.items() if lines in expected}
+        self.assertEqual(got, expected, counts)
+        del kept
+
+    def test_sampled(self):
+        obmem.start(5, sample=64 * 1024, seed=SEED)
+        self.assertEqual(obmem.get_sampling(), 64 * 1024)
+        blobs = sampled_blobs(40000)
+        exact = 40000 * sys.getsizeof(blobs[0])
+        top = obmem.take_snapshot().statistics("lineno")[0]
+        self.assertEqual((top.traceback[0].filename, top.traceback[0].lineno),
+                         (THIS, line_of("sampled")))
+        # about exact / 64 KiB = 620 samples: the estimate within 15 % (3.7 sigma)
+        self.assertLess(abs(top.size - exact), exact * 0.15, (top.size, exact))
+        self.assertLess(top.count, 40000 // 20)  # sampled: a trace per about 64 blocks
+        current, peak = obmem.get_traced_memory()
+        self.assertGreaterEqual(current, top.size)
+        del blobs
+        current_after, _ = obmem.get_traced_memory()
+        self.assertLess(current_after, current - top.size * 0.9)  # their frees were seen
+        with self.assertRaises(ValueError):  # exact and sampled traces do not mix
+            obmem.start(5)
+        obmem.stop()
+        self.assertEqual(obmem.get_sampling(), 0)
+        with self.assertRaises(ValueError):
+            obmem.start(1, sample=-1)
+        obmem.start(1)
+        self.assertEqual(obmem.get_sampling(), 0)
 
     def test_same_top_lines_as_tracemalloc(self):
         def workload():
