@@ -129,6 +129,8 @@ typedef struct obm_stats_s {
   uint64_t bytes_mapped_peak;    /* the most it had mapped at once */
   uint64_t nheaps;               /* thread heaps that exist (live + abandoned) */
   uint64_t nheaps_abandoned;     /* heaps of exited threads waiting for a new owner */
+  uint64_t purge_delay_ms_max;   /* the longest purge delay of a heap now: OBMEM_PURGE_DELAY_MS,
+                                    or more where a heap's rounds made it adapt (arena.c) */
   uint64_t remote_frees_pending; /* cross-thread frees that were waiting in the caller's heap
                                     and exited threads' heaps; obm_stats_get collects them
                                     (other live threads collect their own at their next

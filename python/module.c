@@ -71,6 +71,7 @@ static const field_t stats_fields[] = {
     STATS_FIELD("bytes_mapped_peak", bytes_mapped_peak),
     STATS_FIELD("heaps", nheaps),
     STATS_FIELD("heaps_abandoned", nheaps_abandoned),
+    STATS_FIELD("purge_delay_ms_max", purge_delay_ms_max),
     STATS_FIELD("remote_frees_pending", remote_frees_pending),
 };
 

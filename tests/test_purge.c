@@ -16,6 +16,16 @@
  *             ~192 MiB, free all but one block in 4000: the release volume alone makes purge
  *             passes, so what stays resident beyond the pools in use is at most about twice
  *             the budget (32 MiB per heap while it holds less than that)
+ *   rounds    (OBMEM_PURGE_THREAD=1, OBMEM_PURGE_DELAY_MS=5) fill ~8 MiB, free all but one block
+ *             in 4000, idle 200 ms (the purge thread decommits the free slots), fill again:
+ *             the pools take back what was purged, so after a few rounds the heap's purge
+ *             delay has grown (obm_stats_t.purge_delay_ms_max > 5; the idle time is 40x the
+ *             delay, a margin for a busy machine, not a timing check)
+ *   giveback  (OBMEM_PURGE_THREAD=0, OBMEM_PURGE_DELAY_MS=1000000: time never purges) a thread
+ *             fills 16 MiB and frees all but one block in 4000 (dirty slots and cached pools
+ *             of its heap, below the volume budget), then waits; main fills 16 MiB in fresh
+ *             arenas: each fresh arena first gives back an arena's worth of the other heap's
+ *             free slots, so the RSS stays within 24 MiB of the start, not 32
  *   exit      a thread makes purgeable memory (the purge thread starts and is seen by name
  *             in /proc/self/task), then main() ends with pthread_exit: the process must end
  *             (a hang is the failure; ctest's timeout catches it)
@@ -162,6 +172,92 @@ static void run_budget(void) {
   obm_free(kept);
 }
 
+static void free_kept(void) {
+  for (size_t i = 0; i < nkept; i++)
+    obm_free(kept[i]);
+  obm_free(kept);
+  nkept = 0;
+}
+
+static void run_rounds(void) {
+  CHECKF(obm_option_get(OBM_OPTION_PURGE_THREAD) == 1 &&
+             obm_option_get(OBM_OPTION_PURGE_DELAY_MS) == 5,
+         "%s", "run with OBMEM_PURGE_THREAD=1 OBMEM_PURGE_DELAY_MS=5");
+  static obm_stats_t st;
+  uint64_t longest = 0;
+  for (int round = 0; round < 10 && longest <= 5; round++) {
+    fill_and_free(8u << 20, 4000);
+    sleep_ms(200); /* the purge thread decommits the free slots */
+    free_kept();
+    obm_stats_get(&st);
+    printf("round %d: longest purge delay %" PRIu64 " ms\n", round, st.purge_delay_ms_max);
+    if (st.purge_delay_ms_max > longest) longest = st.purge_delay_ms_max;
+  }
+  CHECKF(longest > 5,
+         "the purge delay stayed %" PRIu64 " ms although every round took back what was "
+         "purged",
+         longest);
+}
+
+static pthread_mutex_t gb_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gb_cond = PTHREAD_COND_INITIALIZER;
+static int gb_state; /* 1: the thread freed its blocks; 2: main is done */
+
+static void *fill_free_wait(void *arg) {
+  (void)arg;
+  fill_and_free(16u << 20, 4000);
+  pthread_mutex_lock(&gb_lock);
+  gb_state = 1;
+  pthread_cond_broadcast(&gb_cond);
+  while (gb_state != 2)
+    pthread_cond_wait(&gb_cond, &gb_lock);
+  pthread_mutex_unlock(&gb_lock);
+  free_kept();
+  return NULL;
+}
+
+static void run_giveback(void) {
+  CHECKF(obm_option_get(OBM_OPTION_PURGE_THREAD) == 0 &&
+             obm_option_get(OBM_OPTION_PURGE_DELAY_MS) >= 100000,
+         "%s", "run with OBMEM_PURGE_THREAD=0 OBMEM_PURGE_DELAY_MS=1000000");
+  void *mine = obm_malloc(100); /* main's heap exists before the other's memory is freed */
+  CHECK(mine != NULL);
+  size_t before = _obm_os_rss_bytes();
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, fill_free_wait, NULL) == 0);
+  pthread_mutex_lock(&gb_lock);
+  while (gb_state != 1)
+    pthread_cond_wait(&gb_cond, &gb_lock);
+  pthread_mutex_unlock(&gb_lock);
+  size_t after_free = _obm_os_rss_bytes();
+  CHECKF(after_free > before + (12u << 20), "only %.1f MiB resident after the thread's frees",
+         (after_free - before) / MiB);
+  size_t n = (16u << 20) / 64;
+  void **blocks = obm_malloc(n * sizeof *blocks);
+  CHECK(blocks != NULL);
+  for (size_t i = 0; i < n; i++) {
+    blocks[i] = obm_malloc(64);
+    CHECK(blocks[i] != NULL);
+    memset(blocks[i], 0x3C, 64);
+  }
+  size_t after_fill = _obm_os_rss_bytes();
+  printf("rss: %.1f MiB before, %.1f MiB after the thread's frees, %.1f MiB after main's "
+         "16 MiB\n",
+         before / MiB, after_free / MiB, after_fill / MiB);
+  CHECKF(after_fill <= before + (24u << 20),
+         "%.1f MiB resident: the other heap's free slots stayed beside main's fresh arenas",
+         (after_fill - before) / MiB);
+  for (size_t i = 0; i < n; i++)
+    obm_free(blocks[i]);
+  obm_free(blocks);
+  obm_free(mine);
+  pthread_mutex_lock(&gb_lock);
+  gb_state = 2;
+  pthread_cond_broadcast(&gb_cond);
+  pthread_mutex_unlock(&gb_lock);
+  CHECK(pthread_join(t, NULL) == 0);
+}
+
 static void *make_purgeable(void *arg) {
   (void)arg;
   fill_and_free(8u << 20, 1000000);
@@ -194,8 +290,12 @@ int main(int argc, char **argv) {
     run_exit();
   else if (strcmp(mode, "budget") == 0)
     run_budget();
+  else if (strcmp(mode, "rounds") == 0)
+    run_rounds();
+  else if (strcmp(mode, "giveback") == 0)
+    run_giveback();
   else {
-    fprintf(stderr, "usage: test_purge idle|nothread|budget|exit [SEED]\n");
+    fprintf(stderr, "usage: test_purge idle|nothread|budget|rounds|giveback|exit [SEED]\n");
     return 2;
   }
   return check_done();

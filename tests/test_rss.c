@@ -53,19 +53,6 @@ static size_t rss_bytes(void) {
   return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
 }
 
-/* Resident pages among those holding [p, p + n). */
-static size_t resident_pages(void *p, size_t n) {
-  static unsigned char vec[4096];
-  uintptr_t start = (uintptr_t)p & ~(uintptr_t)4095;
-  size_t pages = ((uintptr_t)p + n - start + 4095) / 4096;
-  CHECK(pages <= sizeof vec);
-  CHECK(mincore((void *)start, pages * 4096, vec) == 0);
-  size_t r = 0;
-  for (size_t i = 0; i < pages; i++)
-    r += vec[i] & 1;
-  return r;
-}
-
 static void *map_array(size_t bytes) {
   void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   CHECK(p != MAP_FAILED);
@@ -208,27 +195,6 @@ int main(int argc, char **argv) {
          ((double)rss - (double)base) / (double)MiB, TRIM_SLACK / MiB);
   obm_stats_get(&st);
   CHECK(st.large_blocks == 0 && st.large_cached_blocks == 0);
-
-  /* Phase 4: a cached large segment taken whole by a much smaller request gives back the
-   * pages its last block made resident beyond the new block (they stay mapped). */
-  size_t big = 900 * KiB, small = 100 * KiB;
-  unsigned char *p = obm_malloc(big);
-  CHECK(p != NULL);
-  memset(p, 0x5a, big);
-  CHECK(resident_pages(p, big) >= big / 4096);
-  obm_free(p);
-  unsigned char *q = obm_malloc(small);
-  CHECKF(q == p, "the cached segment was not reused (%p, %p)", (void *)p, (void *)q);
-  unsigned char *tail = (unsigned char *)(((uintptr_t)q + small + 4095) & ~(uintptr_t)4095);
-  CHECKF(resident_pages(tail, (size_t)(p + big - tail)) == 0,
-         "%zu of the old block's pages beyond the new one are still resident",
-         resident_pages(tail, (size_t)(p + big - tail)));
-  memset(q, 1, small);
-  unsigned char *r = obm_realloc(q, big); /* grows back in place over the given-back pages */
-  CHECK(r == q && r[0] == 1 && r[small - 1] == 1);
-  obm_free(r);
-  obm_trim();
-
   uint64_t in_use = 0;
   for (int c = 0; c < OBM_NCLASSES; c++)
     in_use += st.classes[c].blocks_in_use;

@@ -122,9 +122,6 @@ typedef struct obm_large_s {
   size_t requested_size;           /* size of the last malloc or realloc of the block that reached
                                       large.c (realloc's in-place cases in alloc.c do not); meaningless
                                       while cached */
-  uint32_t touched_pages; /* pages from the segment's start its blocks may have made resident:
-                             the high-water mark of header + requested size since the last
-                             decommit (saturated) */
   uint32_t traced_size;   /* sampled tracing: the size last recorded (saturated), so that a
                              growth in place is reported once it drifts (traced.c) */
 } obm_large_t;

@@ -294,7 +294,7 @@ static void adapt_delay(obm_heap_t *heap) {
   } else if (heap->purge_refault == 0 && heap->purged_last > 0 && d > base) {
     d /= 2;
   }
-  heap->purge_delay = d > base ? d : 0;
+  __atomic_store_n(&heap->purge_delay, d > base ? d : 0, __ATOMIC_RELAXED); /* stats read it */
   heap->purge_refault = 0;
 }
 

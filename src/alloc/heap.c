@@ -126,7 +126,7 @@ obm_heap_t *_obm_heap_init_traced(void) {
 static void abandon(obm_heap_t *h) {
   /* its thread's rounds are over: what it freed goes back after the option's delay */
   _obm_heap_lock(h);
-  h->purge_delay = 0;
+  __atomic_store_n(&h->purge_delay, 0, __ATOMIC_RELAXED);
   _obm_heap_unlock(h);
   pthread_mutex_lock(&_obm_abandoned_lock);
   h->abandoned = 1;

@@ -7,10 +7,12 @@
  * largest smaller cached segment with mremap (its pages are reused, only the extension is new),
  * so that a big segment stays whole for a request of its size; with nothing smaller cached it
  * takes a segment at most 8x the request whole, and beside only bigger ones it maps a fresh
- * segment (cache_choose).  A cached segment is never unmapped in part for a smaller request
- * (only slack beyond 64 MiB is): the next request of the segment's size finds its mapping
- * whole.  But a request under half of what the last block made resident gives back the pages
- * beyond the new block (segment_trim_resident).  The cache is a compact array (one scan of
+ * segment (cache_choose).  A cached segment is never trimmed for a smaller request: the pages
+ * cut off are resident, and the next request of the segment's size would fault them in again
+ * (only slack beyond 64 MiB is unmapped).  Giving back only the resident pages beyond a much
+ * smaller block (kept mapped) was tried: json_roundtrip's peak under CPython went from 1.09x to
+ * 1.05x pymalloc's, but bench/random.c and bench/align.c took 12-22 % more time in the faults
+ * of the next big block.  The cache is a compact array (one scan of
  * contiguous memory, no walk through the segments' own pages), bounded by the larger of
  * OBMEM_LARGE_CACHE_MB and the large-block high-water mark, and by CACHE_MAX_ENTRIES; an entry
  * older than 10 x OBMEM_PURGE_DELAY_MS (a large block is worth more page faults than a pool
@@ -120,10 +122,6 @@ static void cache_expire(uint64_t now, size_t limit, obm_large_t **victims) {
   }
 }
 
-static size_t touched_bytes(const obm_large_t *s) {
-  return (size_t)s->touched_pages * _obm_os_page_size();
-}
-
 static void unmap_victims(obm_large_t *victims);
 
 static void segment_unmap(obm_large_t *s) {
@@ -144,7 +142,6 @@ static void segment_shrink(obm_large_t *s, size_t new_size) {
     _obm_pagemap_set((void *)first_free_chunk, (uintptr_t)base + old - first_free_chunk, NULL);
   _obm_os_remap_inplace(base, old, new_size);
   s->mapped_size = new_size;
-  if (touched_bytes(s) > new_size) s->touched_pages = (uint32_t)(new_size / _obm_os_page_size());
   _obm_mapped_sub(old - new_size);
 }
 
@@ -220,31 +217,6 @@ static void segment_hand_out(obm_large_t *s, size_t offset, size_t size) {
   s->requested_size = size;
 }
 
-static void note_touched(obm_large_t *s) {
-  size_t pages =
-      page_round((size_t)(s->block - (uint8_t *)s) + s->requested_size) / _obm_os_page_size();
-  if (pages > UINT32_MAX) pages = UINT32_MAX; /* 16 TiB: trimmed no further */
-  if (pages > s->touched_pages) s->touched_pages = (uint32_t)pages;
-}
-
-/* A cached segment taken whole by cache_choose's first rule (less than a MiB too big) for a
- * request under half of what its last occupant made resident: the pages beyond the new
- * block's end are given back (they stay mapped, so a later growth of the block, or a bigger
- * block after it, needs no system call, only the faults).  Without this, a 67 KB buffer that
- * took a cached 880 KB segment kept 800 KB of a JSON text's old pages resident for as long as
- * it lived (bench/python/json_roundtrip.py: peak RSS 1.09x pymalloc's -> 1.03x).  Not after
- * the third rule (a segment up to 8x too big, taken whole because it is the only kind of
- * buffer there is): bench/large.c then takes 8-64 MiB segments for 1-8 MiB requests, and
- * trimming them tripled its page faults and its time.  Call without the large lock. */
-static void segment_trim_resident(obm_large_t *s) {
-  size_t keep = page_round((size_t)(s->block - (uint8_t *)s) + s->requested_size);
-  /* debug mode checks a freed block's fill when its memory is handed out again */
-  size_t touched = touched_bytes(s);
-  if (touched / 2 <= keep || _obm_debug_on) return;
-  _obm_os_decommit((uint8_t *)s + keep, touched - keep);
-  s->touched_pages = (uint32_t)(keep / _obm_os_page_size());
-}
-
 /* The cache entry a request of `need` bytes uses (under _obm_large_lock), in this order:
  *   1. the smallest segment >= need, if less than CACHE_SLACK_MAX too big: taken whole;
  *   2. the largest segment < need: grown to need (*grow = 1) rather than a bigger one taken with
@@ -285,7 +257,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
   size_t need = page_round(offset + (size ? size : 1)); /* the block must lie inside */
   size_t map_align = alignment > OBM_ARENA_SIZE ? alignment : OBM_ARENA_SIZE;
   obm_large_t *s = NULL, *grow = NULL;
-  int linked = 0, trim = 0;
+  int linked = 0;
   if (map_align == OBM_ARENA_SIZE) {
     obm_large_t *victims = NULL;
     pthread_mutex_lock(&_obm_large_lock);
@@ -295,7 +267,6 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
       if (i != SIZE_MAX) {
         s = cache_take(i);
         cache_hits++;
-        trim = how == CHOSE_CLOSE;
         if (how == CHOSE_GROW) {
           grow = s;
           s = NULL;
@@ -315,14 +286,11 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     if (s && !linked && LARGE_NEEDS_SHRINK(s, need)) segment_shrink(s, need);
   }
   if (linked) {
-    if (trim) segment_trim_resident(s);
-    note_touched(s);
     if (zero) memset(s->block, 0, size);
     return s->block;
   }
   if (s) {
     segment_hand_out(s, offset, size);
-    if (trim) segment_trim_resident(s);
     if (zero) memset(s->block, 0, size);
   } else {
     s = _obm_os_map(need, map_align);
@@ -339,9 +307,7 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     s->usable_size = need - offset; /* fresh pages are zero: nothing to clear */
     s->cached = 0;
     s->requested_size = size;
-    s->touched_pages = 0;
   }
-  note_touched(s);
   pthread_mutex_lock(&_obm_large_lock);
   live_link(s);
   nmalloc_total++;
@@ -392,7 +358,6 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
   if (need <= old) {
     size_t previous = s->requested_size;
     s->requested_size = size;
-    note_touched(s);
     if (size >= previous || need * 4 > old * 3) return s->block; /* grew, or saves < 25 % */
     pthread_mutex_lock(&_obm_large_lock);
     live_mapped -= old - need;
@@ -419,7 +384,6 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
     s->usable_size = need - offset;
     pthread_mutex_unlock(&_obm_large_lock);
     s->requested_size = size;
-    note_touched(s);
     return s->block;
   }
   /* Move the pages to a new aligned place.  Unlink first: neighbours point at s. */
@@ -443,7 +407,6 @@ void *_obm_large_realloc(obm_large_t *s, size_t size) {
     n->block = (uint8_t *)n + offset;
     n->usable_size = need - offset;
     n->requested_size = size;
-    note_touched(n);
     s = n;
   } else {
     _obm_pagemap_set(s, s->mapped_size, (obm_segment_t *)s);

@@ -106,7 +106,11 @@ void obm_stats_get(obm_stats_t *out) {
       out->classes[c].requested_bytes += h->cls[c].requested;
     }
     out->bytes_metadata += sizeof(obm_heap_t);
+    uint64_t d = __atomic_load_n(&h->purge_delay, __ATOMIC_RELAXED) / 1000000u;
+    if (d > out->purge_delay_ms_max) out->purge_delay_ms_max = d;
   }
+  if ((uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) > out->purge_delay_ms_max)
+    out->purge_delay_ms_max = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS);
   out->nheaps = _obm_heaps_count;
   out->nheaps_abandoned = _obm_heaps_abandoned;
   out->arenas_allocated = _obm_arenas_allocated;
@@ -213,6 +217,7 @@ static void print_text(stats_out_t *o, const obm_stats_t *st, int event) {
              st->large_nmalloc, st->large_cache_hits);
   out_printf(o, "# heaps (abandoned)                = %" PRIu64 " (%" PRIu64 ")\n", st->nheaps,
              st->nheaps_abandoned);
+  out_printf(o, "# purge delay, longest of a heap  = %" PRIu64 " ms\n", st->purge_delay_ms_max);
   out_printf(o, "\n");
   print_bytes_line(o, "bytes in allocated blocks", st->bytes_in_use);
   print_bytes_line(o, "bytes requested (estimate)", st->bytes_requested_est);
@@ -271,6 +276,7 @@ static void print_json(stats_out_t *o, const obm_stats_t *st, int event) {
   J(bytes_mapped_peak);
   J(nheaps);
   J(nheaps_abandoned);
+  J(purge_delay_ms_max);
 #undef J
   out_printf(o, " \"remote_frees_pending\": %" PRIu64 "}\n", st->remote_frees_pending);
 }
