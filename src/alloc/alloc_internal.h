@@ -520,6 +520,11 @@ OBM_INLINE void _obm_purger_poke(void) {
 /* The last thread with a heap has exited: the purge thread must not keep the process alive. */
 OBM_HIDDEN void _obm_purger_threads_gone(void);
 OBM_HIDDEN void _obm_purger_fork_prepare(void);
+/* The purge pass's lock, tried by a thread that is about to lock other threads' heaps
+ * (arena.c give_back_before_map): fork takes it first, so that a child never inherits a heap
+ * lock held for another heap's owner.  1 when taken. */
+OBM_HIDDEN int _obm_purger_pass_trylock(void);
+OBM_HIDDEN void _obm_purger_pass_unlock(void);
 OBM_HIDDEN void _obm_purger_fork_parent(void);
 OBM_HIDDEN void _obm_purger_fork_child(void);
 OBM_INLINE int _obm_large_contains(const obm_large_t *seg, const void *p) {

@@ -401,9 +401,11 @@ static void give_back_before_map(obm_heap_t *self) {
   if (_obm_option(OBM_OPTION_PURGE_DELAY_MS) == 0) return; /* nothing is left dirty */
   size_t want = OBM_ARENA_SIZE;
   size_t given = give_back_locked(self, want);
-  if (given >= want) return;
-  /* heaps are never freed; the global lock is not held across a heap's give-back, which
-   * may free an arena (arena_free takes it) */
+  /* Other heaps' locks only under the purge pass's lock (tried: the purge thread or a fork
+   * holds it, and then they are left alone), which fork takes first: a child must not inherit
+   * a heap lock held for another thread's heap.  Heaps are never freed; the global lock is
+   * not held across a heap's give-back, which may free an arena (arena_free takes it). */
+  if (given >= want || !_obm_purger_pass_trylock()) return;
   pthread_mutex_lock(&_obm_global_lock);
   obm_heap_t *h = _obm_heaps_all;
   pthread_mutex_unlock(&_obm_global_lock);
@@ -418,6 +420,7 @@ static void give_back_before_map(obm_heap_t *self) {
     }
     h = next;
   }
+  _obm_purger_pass_unlock();
 }
 
 /* Gives the pages of every free slot of the arena back to the OS (they stay mapped). */

@@ -23,7 +23,9 @@
  * Locks: the pass holds pass_lock (fork takes it first, so that a child never inherits a
  * heap lock the thread held); wait_lock guards sleeping and waking.  Order: pass_lock, heap
  * arena lock, then the global and large locks; wait_lock before the global lock (starting
- * the thread may allocate).
+ * the thread may allocate).  A heap about to map a fresh arena gives back other heaps' free
+ * slots under pass_lock too (arena.c give_back_before_map), taken with a trylock while it
+ * holds its own arena lock, so that order is never waited on backwards.
  */
 #define _GNU_SOURCE
 #include "alloc/alloc_internal.h"
@@ -141,6 +143,14 @@ void _obm_purger_poke_slow(void) {
     }
   }
   pthread_mutex_unlock(&wait_lock);
+}
+
+int _obm_purger_pass_trylock(void) {
+  return pthread_mutex_trylock(&pass_lock) == 0;
+}
+
+void _obm_purger_pass_unlock(void) {
+  pthread_mutex_unlock(&pass_lock);
 }
 
 void _obm_purger_fork_prepare(void) {
