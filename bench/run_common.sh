@@ -39,16 +39,22 @@ die() {
 # split_list NAME VALUE: the array NAME holds VALUE's comma- or space-separated words.
 split_list() { read -r -a "$1" <<<"$(tr ',' ' ' <<<"$2")"; }
 
+# The Python workloads of bench/python/ (run_python.sh, run_python_trace.sh).
+PYTHON_WORKLOADS=(churn containers json_roundtrip instances strings cycles mixed)
+
 # pick_workloads SETTING [ARGUMENT...]: WORKLOADS are the script's arguments, if any, else the
-# words of SETTING (BENCH_WORKLOADS or its default).
+# words of SETTING (BENCH_WORKLOADS or its default); each must be one of ALL_WORKLOADS.
 pick_workloads() {
-  local setting=$1
+  local setting=$1 w
   shift
   if (($# > 0)); then
     WORKLOADS=("$@")
   else
     split_list WORKLOADS "$setting"
   fi
+  for w in "${WORKLOADS[@]}"; do
+    [[ " ${ALL_WORKLOADS[*]} " == *" $w "* ]] || die "unknown workload '$w' (known: ${ALL_WORKLOADS[*]})"
+  done
 }
 
 # check_settings SECONDS: BENCH_REPS and BENCH_SCALE are sane; TIMEOUT defaults to SECONDS x

@@ -40,7 +40,7 @@ cd "$ROOT" || exit 2
 # shellcheck source=bench/run_common.sh
 source bench/run_common.sh
 
-ALL_WORKLOADS=(churn containers json_roundtrip instances strings cycles mixed)
+ALL_WORKLOADS=("${PYTHON_WORKLOADS[@]}")
 KNOWN_ALLOCATORS=(pymalloc glibc mimalloc jemalloc tcmalloc obmem obmem-install)
 PYFLAGS=${BENCH_PYTHON_FLAGS--S}
 RAW=$RESULTS/raw-python
@@ -48,10 +48,6 @@ split_list ALLOCATORS "${BENCH_PYTHON_ALLOCATORS:-pymalloc glibc mimalloc jemall
 pick_workloads "${BENCH_PYTHON_WORKLOADS:-${ALL_WORKLOADS[*]}}" "$@"
 
 check_settings 120
-for w in "${WORKLOADS[@]}"; do
-  [[ " ${ALL_WORKLOADS[*]} " == *" $w "* && -f bench/python/$w.py ]] ||
-    die "unknown workload '$w' (known: ${ALL_WORKLOADS[*]})"
-done
 check_allocators
 ((${#WORKLOADS[@]} > 0)) || die "no workload to run"
 

@@ -25,7 +25,7 @@ cd "$ROOT" || exit 2
 # shellcheck source=bench/run_common.sh
 source bench/run_common.sh
 
-ALL_WORKLOADS=(churn containers json_roundtrip instances strings cycles mixed)
+ALL_WORKLOADS=("${PYTHON_WORKLOADS[@]}")
 PYFLAGS=${BENCH_PYTHON_FLAGS--S}
 RAW=$RESULTS/raw-python-trace
 split_list ALLOCATORS "${BENCH_TRACE_MODES:-obmem obmem-1 obmem-128 obmem-128-s512K pymalloc tmalloc-1 tmalloc-25}"
@@ -33,10 +33,6 @@ KNOWN_ALLOCATORS=("${ALLOCATORS[@]}") # checked below by pattern instead
 pick_workloads "${BENCH_PYTHON_WORKLOADS:-${ALL_WORKLOADS[*]}}" "$@"
 
 check_settings 300
-for w in "${WORKLOADS[@]}"; do
-  [[ " ${ALL_WORKLOADS[*]} " == *" $w "* && -f bench/python/$w.py ]] ||
-    die "unknown workload '$w' (known: ${ALL_WORKLOADS[*]})"
-done
 for a in "${ALLOCATORS[@]}"; do
   [[ $a =~ ^(obmem|pymalloc|obmem-[0-9]+|obmem-[0-9]+-s[0-9]+[KM]?|tmalloc-[0-9]+)$ ]] ||
     die "unknown mode '$a' (obmem, obmem-N, obmem-N-sBYTES, pymalloc, tmalloc-N)"

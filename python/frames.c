@@ -51,9 +51,11 @@ int _obm_py_frames_supported(void) {
   return OBM_PY_FRAMES;
 }
 
-int _obm_py_frames_walk(obm_py_frame_t *out, int limit) {
 #if OBM_PY_FRAMES
-  PyThreadState *thread = CURRENT_THREAD();
+/* The walk, writing (code, offset) pairs to whichever of py and interp is not NULL (a
+ * constant at each call, so each caller gets its own copy without the test). */
+static inline int walk(PyThreadState *thread, obm_py_frame_t *py, obm_trace_interp_frame_t *interp,
+                       int limit) {
   if (thread == NULL || thread->cframe == NULL) return 0;
   int n = 0;
   for (_PyInterpreterFrame *frame = thread->cframe->current_frame; frame != NULL && n < limit;
@@ -67,11 +69,22 @@ int _obm_py_frames_walk(obm_py_frame_t *out, int limit) {
     if (frame == thread->cframe->current_frame && frame->owner != FRAME_OWNED_BY_GENERATOR &&
         frame->prev_instr < first + code->_co_firsttraceable)
       continue;
-    out[n].code = (PyObject *)code;
-    out[n].offset = (int32_t)(frame->prev_instr - first);
+    if (py) {
+      py[n].code = (PyObject *)code;
+      py[n].offset = (int32_t)(frame->prev_instr - first);
+    } else {
+      interp[n].code = code;
+      interp[n].offset = (uint32_t)(frame->prev_instr - first);
+    }
     n++;
   }
   return n;
+}
+#endif
+
+int _obm_py_frames_walk(obm_py_frame_t *out, int limit) {
+#if OBM_PY_FRAMES
+  return walk(CURRENT_THREAD(), out, NULL, limit);
 #else
   (void)out;
   (void)limit;
@@ -173,13 +186,7 @@ int _obm_py_frames_capture(obm_trace_interp_frame_t *out, int max) {
 #if PY_VERSION_HEX < 0x030C0000
   if (thread != PyGILState_GetThisThreadState()) return 0;
 #endif
-  obm_py_frame_t frames[256];
-  int n = _obm_py_frames_walk(frames, max < 256 ? max : 256);
-  for (int i = 0; i < n; i++) {
-    out[i].code = frames[i].code;
-    out[i].offset = (uint32_t)frames[i].offset;
-  }
-  return n;
+  return walk(thread, NULL, out, max);
 #else
   (void)out;
   (void)max;

@@ -231,24 +231,15 @@ void *_obm_malloc_plain(size_t size) {
   return malloc_plain(size);
 }
 
-/* obm_malloc while the tracer's hooks are set and the heap's countdown ran out (out of line,
- * so that the fast path keeps its registers).  Exact mode: every call comes here (the
- * countdown is kept <= 0).  Sampled mode: a sample is due, or the heap was armed by a start
- * (traced.c draws afresh). */
-static OBM_NOINLINE void *malloc_counted_out(const obm_alloc_hooks_t *h, size_t size) {
-  obm_heap_t *heap = _obm_tls_fast_heap;
-  if (h->next_sample == NULL && !heap->is_empty_heap)
-    atomic_store_explicit(&heap->sample_left, OBM_SAMPLE_ARMED, memory_order_relaxed);
-  return _obm_malloc_traced(size);
-}
-
 void *obm_malloc(size_t size) {
   /* While tracing (one load and a branch when not): the heap's byte countdown decides (sampled
    * mode counts down to its next sample; exact mode keeps it <= 0, as does the placeholder
-   * heap of a thread not yet set up). */
-  const obm_alloc_hooks_t *h = atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed);
-  if (obm_unlikely(h != NULL) && obm_unlikely(!_obm_sample_countdown(_obm_tls_fast_heap, size)))
-    return malloc_counted_out(h, size);
+   * heap of a thread not yet set up): traced.c decides and, in sampled mode, draws afresh.
+   * Every heap is armed (<= 0) when made or adopted and at every start, and exact mode never
+   * stores a positive count, so it needs no store here. */
+  if (obm_unlikely(atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL) &&
+      obm_unlikely(!_obm_sample_countdown(_obm_tls_fast_heap, size)))
+    return _obm_malloc_traced(size);
   return malloc_plain(size);
 }
 

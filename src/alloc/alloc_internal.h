@@ -380,6 +380,11 @@ OBM_HIDDEN void _obm_heap_decommit_abandoned(void);
 OBM_HIDDEN void _obm_heap_after_fork_child(void);
 OBM_HIDDEN extern pthread_key_t _obm_heap_key;
 OBM_HIDDEN extern obm_heap_t *_obm_heaps_all; /* under _obm_global_lock */
+/* Walks the heaps another thread may work on (not orphaned, not the placeholder) without
+ * holding _obm_global_lock between steps: the first after h (NULL: the first one), or NULL.
+ * Heaps are never freed, and one not orphaned at fork time never becomes orphaned in this
+ * process, so the flags and the link read under the lock stay valid. */
+OBM_HIDDEN obm_heap_t *_obm_heaps_next(obm_heap_t *h);
 OBM_HIDDEN extern uint64_t _obm_heaps_count, _obm_heaps_abandoned;
 
 OBM_INLINE obm_heap_t *_obm_heap_get(void) {

@@ -403,22 +403,13 @@ static void give_back_before_map(obm_heap_t *self) {
   size_t given = give_back_locked(self, want);
   /* Other heaps' locks only under the purge pass's lock (tried: the purge thread or a fork
    * holds it, and then they are left alone), which fork takes first: a child must not inherit
-   * a heap lock held for another thread's heap.  Heaps are never freed; the global lock is
-   * not held across a heap's give-back, which may free an arena (arena_free takes it). */
+   * a heap lock held for another thread's heap.  The global lock is not held across a heap's
+   * give-back, which may free an arena (arena_free takes it). */
   if (given >= want || !_obm_purger_pass_trylock()) return;
-  pthread_mutex_lock(&_obm_global_lock);
-  obm_heap_t *h = _obm_heaps_all;
-  pthread_mutex_unlock(&_obm_global_lock);
-  while (h && given < want) {
-    pthread_mutex_lock(&_obm_global_lock);
-    int skip = h == self || h->orphaned || h->is_empty_heap;
-    obm_heap_t *next = h->all_next;
-    pthread_mutex_unlock(&_obm_global_lock);
-    if (!skip && _obm_heap_trylock(h)) { /* an owner in its arena code looks after itself */
-      given += give_back_locked(h, want - given);
-      _obm_heap_unlock(h);
-    }
-    h = next;
+  for (obm_heap_t *h = _obm_heaps_next(NULL); h && given < want; h = _obm_heaps_next(h)) {
+    if (h == self || !_obm_heap_trylock(h)) continue; /* an owner in its arena code purges */
+    given += give_back_locked(h, want - given);
+    _obm_heap_unlock(h);
   }
   _obm_purger_pass_unlock();
 }
@@ -440,29 +431,18 @@ static int find_run(uint64_t free_slots, unsigned k) {
   return m ? __builtin_ctzll(m) : -1;
 }
 
-/* The arena and first slot of a run of nslots free slots in the heap's usable arenas
- * (resident ones first), or -1. */
-static int find_slots(obm_heap_t *heap, unsigned nslots, obm_arena_t **where) {
-  int tries = 0;
-  for (obm_arena_t *a = heap->usable; a && tries < 64; a = a->next, tries++) {
+obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
+  _obm_heap_lock(heap);
+  obm_arena_t *a = heap->usable;
+  int slot = -1;
+  for (int tries = 0; a && tries < 64; a = a->next, tries++) {
     if (a->nfree_slots < nslots) continue;
     /* resident slots first: the others fault in again */
-    int slot = -1;
     uint64_t dirty = a->free_slots & (a->dirty_slots | a->dirty_old);
     if (dirty) slot = find_run(dirty, nslots);
     if (slot < 0) slot = find_run(a->free_slots, nslots);
-    if (slot >= 0) {
-      *where = a;
-      return slot;
-    }
+    if (slot >= 0) break;
   }
-  return -1;
-}
-
-obm_pool_t *_obm_arena_pool_take(obm_heap_t *heap, unsigned nslots) {
-  _obm_heap_lock(heap);
-  obm_arena_t *a = NULL;
-  int slot = find_slots(heap, nslots, &a);
   if (slot < 0) {
     a = arena_new(heap);
     if (!a) {

@@ -224,6 +224,15 @@ void _obm_heap_lock_wait(obm_heap_t *heap) {
   } while (atomic_exchange_explicit(&heap->arena_lock, 1, memory_order_acquire));
 }
 
+obm_heap_t *_obm_heaps_next(obm_heap_t *h) {
+  pthread_mutex_lock(&_obm_global_lock);
+  h = h ? h->all_next : _obm_heaps_all;
+  while (h && (h->orphaned || h->is_empty_heap))
+    h = h->all_next;
+  pthread_mutex_unlock(&_obm_global_lock);
+  return h;
+}
+
 void _obm_heaps_arm_sampling(void) {
   pthread_mutex_lock(&_obm_global_lock);
   for (obm_heap_t *h = _obm_heaps_all; h; h = h->all_next)

@@ -223,8 +223,7 @@ static void segment_hand_out(obm_large_t *s, size_t offset, size_t size) {
  *      a MiB or more of slack, which stays whole for a request its size;
  *   3. the smallest segment >= need, if at most CACHE_FIT_RATIO times need: taken whole;
  *   4. none (SIZE_MAX): only much bigger segments are cached, and a fresh one is mapped. */
-enum { CHOSE_CLOSE, CHOSE_GROW, CHOSE_WHOLE }; /* cache_choose's rules 1, 2, 3 */
-static size_t cache_choose(size_t need, int *how) {
+static size_t cache_choose(size_t need, int *grow) {
   size_t fit = SIZE_MAX, below = SIZE_MAX;
   for (size_t i = 0; i < cache_count; i++) {
     size_t size = cache[i].size;
@@ -234,15 +233,11 @@ static size_t cache_choose(size_t need, int *how) {
       below = i;
     }
   }
-  if (fit != SIZE_MAX && cache[fit].size - need < CACHE_SLACK_MAX) {
-    *how = CHOSE_CLOSE;
-    return fit;
-  }
+  if (fit != SIZE_MAX && cache[fit].size - need < CACHE_SLACK_MAX) return fit;
   if (below != SIZE_MAX) {
-    *how = CHOSE_GROW;
+    *grow = 1;
     return below;
   }
-  *how = CHOSE_WHOLE;
   if (fit != SIZE_MAX && cache[fit].size / CACHE_FIT_RATIO <= need) return fit;
   return SIZE_MAX;
 }
@@ -262,12 +257,12 @@ void *_obm_large_alloc(size_t size, size_t alignment, int zero) {
     obm_large_t *victims = NULL;
     pthread_mutex_lock(&_obm_large_lock);
     if (cache_count) {
-      int how = CHOSE_WHOLE;
-      size_t i = cache_choose(need, &how);
+      int grow_it = 0;
+      size_t i = cache_choose(need, &grow_it);
       if (i != SIZE_MAX) {
         s = cache_take(i);
         cache_hits++;
-        if (how == CHOSE_GROW) {
+        if (grow_it) {
           grow = s;
           s = NULL;
         } else if (!LARGE_NEEDS_SHRINK(s, need)) {

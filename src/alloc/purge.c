@@ -45,19 +45,8 @@ static int exit_requested; /* under wait_lock */
 static int purge_all(void) {
   uint64_t now = _obm_os_clock_coarse_ns();
   int left = 0;
-  pthread_mutex_lock(&_obm_global_lock);
-  obm_heap_t *h = _obm_heaps_all;
-  pthread_mutex_unlock(&_obm_global_lock);
-  while (h) {
-    /* heaps are never freed, and one that was not orphaned at fork time never becomes
-     * orphaned in this process, so the flags and the link read under the lock stay valid */
-    pthread_mutex_lock(&_obm_global_lock);
-    int skip = h->orphaned || h->is_empty_heap;
-    obm_heap_t *next = h->all_next;
-    pthread_mutex_unlock(&_obm_global_lock);
-    if (!skip) left |= _obm_arena_purge_heap(h, now);
-    h = next;
-  }
+  for (obm_heap_t *h = _obm_heaps_next(NULL); h; h = _obm_heaps_next(h))
+    left |= _obm_arena_purge_heap(h, now);
   left |= _obm_arena_purge_expired();
   left |= _obm_large_purge_expired();
   return left;

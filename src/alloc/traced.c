@@ -103,7 +103,7 @@ OBM_INLINE void *alloc_recorded(const obm_alloc_hooks_t *h, size_t alignment, si
     h->alloc(p, size);
     _obm_alloc_muted--;
   }
-  if (p && size > OBM_MEDIUM_MAX) { /* large (or very aligned): its recorded size */
+  if (p && h->next_sample && size > OBM_MEDIUM_MAX) { /* sampled, large: its recorded size */
     obm_segment_t *seg = _obm_pagemap_lookup(p);
     if (seg && seg->kind == OBM_SEG_LARGE)
       ((obm_large_t *)seg)->traced_size = size < UINT32_MAX ? (uint32_t)size : UINT32_MAX;
@@ -152,9 +152,8 @@ OBM_INLINE void report_realloc(const obm_alloc_hooks_t *h, void *old, void *p, s
  * block is marked traced after the fact when due.  A recorded large block's realloc is also
  * reported when it stays in place but its size drifted by more than 1/8 from the size last
  * recorded (the capture's size for it stays within 1/8 of the truth). */
-static OBM_NOINLINE void *realloc_sampled_large(const obm_alloc_hooks_t *h, obm_segment_t *seg,
-                                                int was_traced, size_t usable, void *ptr,
-                                                size_t size) {
+static OBM_NOINLINE void *realloc_sampled_large(const obm_alloc_hooks_t *h, int was_traced,
+                                                size_t usable, void *ptr, size_t size) {
   if (!was_traced && size <= usable) return _obm_realloc_block(ptr, size, 0);
   void *p = _obm_realloc_block(ptr, size, was_traced);
   obm_segment_t *fresh = p ? _obm_pagemap_lookup(p) : NULL;
@@ -172,7 +171,6 @@ static OBM_NOINLINE void *realloc_sampled_large(const obm_alloc_hooks_t *h, obm_
     report_realloc(h, was_traced ? ptr : NULL, p, size);
     if (large) large->traced_size = size < UINT32_MAX ? (uint32_t)size : UINT32_MAX;
   }
-  (void)seg;
   return p;
 }
 
@@ -198,16 +196,12 @@ void *_obm_realloc_traced(void *ptr, size_t size) {
   if (h && h->next_sample) {
     size_t usable = block_usable(seg, ptr);
     if (size > OBM_MEDIUM_MAX || seg->kind == OBM_SEG_LARGE)
-      return realloc_sampled_large(h, seg, was_traced, usable, ptr, size);
+      return realloc_sampled_large(h, was_traced, usable, ptr, size);
     due = size > usable && record_size(_obm_class_size[_obm_size_to_class(size)] - usable) != NULL;
   }
   if (!due && !was_traced) return _obm_realloc_block(ptr, size, 0);
   void *p = _obm_realloc_block(ptr, size, 1);
-  if (p && h && h->realloc && (due || p != ptr)) {
-    _obm_alloc_muted++;
-    h->realloc(was_traced ? ptr : NULL, p, size);
-    _obm_alloc_muted--;
-  }
+  if (p && h && (due || p != ptr)) report_realloc(h, was_traced ? ptr : NULL, p, size);
   return p;
 }
 

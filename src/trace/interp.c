@@ -116,15 +116,6 @@ static inline uint64_t frame_key(const obm_trace_interp_frame_t *f) {
   return (uint64_t)1 << 63 | offset << 43 | (((uintptr_t)f->code >> 4) & (((uint64_t)1 << 43) - 1));
 }
 
-static inline uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return x;
-}
-
 /* The stack made of the interpreted frames py[0..n) over the native stack `native`, split at
  * the interpreter loop's frames (see the file comment); 0 and counted lost when a table is
  * full. */
@@ -179,7 +170,7 @@ uint32_t _obm_trace_interp_stack_id(uint32_t slot, void *frame, uintptr_t stack_
     h = (h ^ (uint64_t)(uintptr_t)py[i].code ^ (uint64_t)py[i].offset << 48) *
             0x9e3779b97f4a7c15ull +
         (h >> 29);
-  h = mix(h + (uint64_t)n);
+  h = _obm_trace_mix(h + (uint64_t)n);
   cache_entry_t *c = &in.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
   if (c->hash == h && c->depth == (uint32_t)n && c->id != 0) return c->id;
   uint32_t id = merge(native, py, n);

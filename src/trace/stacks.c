@@ -316,15 +316,6 @@ uint64_t _obm_trace_stacks_lost(void) {
   return atomic_load_explicit(&st.lost, memory_order_relaxed);
 }
 
-static inline uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return x;
-}
-
 /* A new id defined as (a, b); ID_LOST when the id space is full. */
 static uint32_t new_id(_Atomic uint32_t *next_id, uint32_t max_ids, obm_trace_def_t *defs,
                        uint32_t a, uint64_t b) {
@@ -340,7 +331,7 @@ static uint32_t new_id(_Atomic uint32_t *next_id, uint32_t max_ids, obm_trace_de
 /* Finds or creates key's id in a table; ID_LOST when the id space is full. */
 static uint32_t intern(slot_t *slots, uint32_t nslots, _Atomic uint32_t *next_id, uint32_t max_ids,
                        obm_trace_def_t *defs, uint64_t key, uint32_t a, uint64_t b) {
-  uint32_t mask = nslots - 1, i = (uint32_t)mix(key) & mask;
+  uint32_t mask = nslots - 1, i = (uint32_t)_obm_trace_mix(key) & mask;
   for (uint32_t probe = 0; probe < nslots; probe++, i = (i + 1) & mask) {
     slot_t *s = &slots[i];
     uint64_t k = atomic_load_explicit(&s->key, memory_order_acquire);
@@ -742,7 +733,7 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
       ih = (uint64_t)last->ids[j] * 0x9e3779b97f4a7c15ull + at;
       for (size_t i = 0; i < at; i++)
         ih = hash_step(ih, pcs[i]);
-      ih = mix(ih) | 1;
+      ih = _obm_trace_mix(ih) | 1;
       e = ih & (INNER_CACHE - 1);
     }
     if (ih && last->inner[e].hash == ih) {
@@ -773,7 +764,7 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
    * slots, takes its place */
   int renew = !rec && n >= MATCH_DEPTH && n < st.max_frames && matchable &&
               st.mode != OBM_TRACE_STACKS_UNWIND;
-  h = mix(h + n);
+  h = _obm_trace_mix(h + n);
   cache_entry_t *c = &st.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
   if (c->hash == h && c->depth == n && c->id != 0 && !renew) return c->id;
   if (renew) { /* walked again, recording slots (the same frames: nothing ran in between) */
@@ -808,7 +799,7 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
 /* ---- for interp.c: interpreter frames in the same tables ------------------------------------ */
 
 uint32_t _obm_trace_frame_find(uint64_t key) {
-  uint32_t mask = FRAME_SLOTS - 1, i = (uint32_t)mix(key) & mask;
+  uint32_t mask = FRAME_SLOTS - 1, i = (uint32_t)_obm_trace_mix(key) & mask;
   for (uint32_t probe = 0; probe < FRAME_SLOTS; probe++, i = (i + 1) & mask) {
     uint64_t k = atomic_load_explicit(&st.frame_slots[i].key, memory_order_acquire);
     if (k == 0) return 0;

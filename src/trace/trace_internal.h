@@ -33,6 +33,17 @@ OBM_HIDDEN void _obm_trace_realloc(void *old, void *p, size_t size);
 
 /* ---- shared between trace.c, stacks.c and writer.c ------------------------------------- */
 
+/* MurmurHash3's 64-bit finalizer: the frame and stack tables' slots (stacks.c) and the stack
+ * hashes (stacks.c, interp.c). */
+OBM_INLINE uint64_t _obm_trace_mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
 #define OBM_TRACE_MAX_FRAMES   256
 #define OBM_TRACE_MAX_THREADS  1024        /* thread slots; a thread past them is not traced */
 #define OBM_TRACE_BUFFER_WORDS (32 * 1024) /* one thread's event buffer: 256 KiB of raw words */
