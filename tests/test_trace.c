@@ -377,6 +377,11 @@ static void test_kill(void) {
   }
   char c;
   CHECK(read(fds[0], &c, 1) == 1);
+  /* a second process given the same path leaves the capture being written alone */
+  int busy = obm_trace_start(path, NULL);
+  CHECKF(busy == EWOULDBLOCK, "a second obm_trace_start on %s returned %d, not EWOULDBLOCK", path,
+         busy);
+  if (busy == 0) obm_trace_stop();
   CHECK(kill(pid, SIGKILL) == 0);
   int status;
   CHECK(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status));

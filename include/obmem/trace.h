@@ -58,7 +58,9 @@ typedef struct obm_trace_stats_s {
 /* Fills *options with the defaults. */
 OBM_TRACE_API void obm_trace_options_init(obm_trace_options_t *options);
 /* Starts tracing into path ("%p" is replaced by the pid); options NULL = defaults.
- * 0, EBUSY (already tracing), EINVAL (bad option) or the error of open/mmap/thread creation. */
+ * 0, EBUSY (already tracing), EINVAL (bad option), EWOULDBLOCK (another process is writing a
+ * capture to this path: use %p in the path for one capture per process) or the error of
+ * open/mmap/thread creation. */
 OBM_TRACE_API int obm_trace_start(const char *path, const obm_trace_options_t *options);
 /* Stops tracing: every thread's pending records, the tables and an END record are written and
  * the file closed.  0, or EINVAL when not tracing, or the first write error. */

@@ -6,9 +6,11 @@
  * program's own exit handlers.  Allocations made before the constructor runs (by ld.so and
  * earlier constructors) are not recorded, nor are their frees.  A forked child starts its own
  * capture when PATH has %p (trace.c); a program started by exec reads the variables again and
- * traces into its own PATH.  Without %p a second process would truncate the first one's
- * capture: this one then takes OBMEM_TRACE out of its environment, so that the programs it
- * starts do not trace.  With OBMEM_DEBUG nothing is recorded (debug blocks have their own
+ * traces into its own PATH.  Without %p a second process would write the first one's
+ * capture: this one takes OBMEM_TRACE out of its environment, so that the programs it starts
+ * do not trace, and a program that gets the variable anyway (from a shell, which passes on
+ * its own copy of the environment) finds the file locked (obm_trace_start: EWOULDBLOCK) and
+ * says so instead of tracing.  With OBMEM_DEBUG nothing is recorded (debug blocks have their own
  * format).
  * Only in shared libraries: a static link does not pull this file in.
  */
@@ -19,6 +21,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* OBMEM_TRACE_SAMPLE and OBMEM_TRACE_STACKS into *o; a bad value is named and ignored. */
 static void options_from_environment(obm_trace_options_t *o) {
@@ -60,7 +63,11 @@ __attribute__((constructor)) static void trace_from_start(void) {
   obm_trace_options_init(&options);
   options_from_environment(&options);
   int err = obm_trace_start(path, &options);
-  if (err)
+  if (err == EWOULDBLOCK)
+    _obm_warning("OBMEM_TRACE=%s: not tracing this process (pid %d): another process is writing "
+                 "that capture; put %%p in the path for one capture per process",
+                 path, (int)getpid());
+  else if (err)
     _obm_warning("OBMEM_TRACE=%s: cannot trace: %s", path, strerror(err));
   else
     started = 1;

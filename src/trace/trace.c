@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/membarrier.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -499,8 +500,17 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   atomic_store(&g.sample_mean, o.sample_mean_bytes);
   atomic_store(&g.sample_seed, o.seed);
   atomic_store(&g.nsamplers, 0);
-  int fd = open(g.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  /* Truncated only under an exclusive lock (flock: held by this open file until the capture
+   * is closed): a second process given the same path (a program started by a shell that kept
+   * OBMEM_TRACE in the environment it passes on) gets EWOULDBLOCK and leaves the first one's
+   * capture whole, instead of truncating it and interleaving its blocks with it. */
+  int fd = open(g.path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return errno;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0 || ftruncate(fd, 0) != 0) {
+    err = errno == EAGAIN ? EWOULDBLOCK : errno;
+    close(fd);
+    return err;
+  }
   struct timespec wall;
   clock_gettime(CLOCK_REALTIME, &wall);
   g.start_ns = _obm_os_clock_coarse_ns(); /* <= any later reading of either clock */
