@@ -21,6 +21,9 @@ fi
 # `obmem report` names functions and file:line with elfutils' libdw (tools/CMakeLists.txt);
 # the tracer finds libunwind.so.8 at run time when it is there (no build dependency)
 [ -e /usr/include/elfutils/libdwfl.h ] || need+=(libdw-dev)
+# capture blocks are zstd-compressed with libzstd.so.1, found at run time; zstd.h gives its
+# functions' types (src/capture/zstd.c; without it captures are written uncompressed)
+[ -e /usr/include/zstd.h ] || need+=(libzstd-dev)
 # sanitizer runtimes ship with gcc's libasan/libtsan/libubsan packages
 for lib in libasan.so libtsan.so libubsan.so; do
   if ! ls /usr/lib/gcc/x86_64-linux-gnu/*/$lib >/dev/null 2>&1 &&

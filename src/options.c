@@ -50,7 +50,8 @@ static char string_options[OBM_STRING_OPTION_COUNT][STRING_OPTION_MAX];
 
 /* Names other layers and front ends read themselves (no warning for them). */
 static const char *const other_known[] = {
-    "OBMEM_PYTHON", "OBMEM_TRACE_SAMPLE", "OBMEM_TRACE_STACKS", "OBMEM_OUTPUT", NULL,
+    "OBMEM_PYTHON",         "OBMEM_TRACE_SAMPLE", "OBMEM_TRACE_STACKS",
+    "OBMEM_TRACE_COMPRESS", "OBMEM_OUTPUT",       NULL,
 };
 
 long _obm_options[OBM_OPTION_COUNT];

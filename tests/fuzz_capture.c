@@ -6,8 +6,8 @@
  * table entry.  Built with -DOBM_LIBFUZZER and clang's -fsanitize=fuzzer it is a libFuzzer
  * target (tests/CMakeLists.txt: OBMEM_LIBFUZZER=ON).  Otherwise main() is a deterministic
  * mutation fuzzer: it writes seed captures with the tracer (threads, many stacks, exact,
- * sampled, and with a made-up interpreter's frames: PYFRAME records), then mutates them with
- * a fixed-seed generator (bit flips, interesting bytes, truncation, chunk copies and
+ * sampled, with a made-up interpreter's frames: PYFRAME records, and zstd-compressed), then mutates
+ * them with a fixed-seed generator (bit flips, interesting bytes, truncation, chunk copies and
  * deletions, random 32-bit words) and, half of the time, repairs the checksums so that the
  * mutation reaches the record decoder.  The mutation sequence is fixed by the seed; the seed
  * captures differ between runs only in their timing records (TIME, SAMPLE).  It runs for a
@@ -139,11 +139,17 @@ static int seed_names(const void *code, uint32_t offset, obm_trace_interp_names_
   return 0;
 }
 
+/* Seed 0: exact, 1: sampled, 2: with interpreter frames, all with stored blocks (mutations
+ * reach the record decoder); 3: exact with zstd-compressed blocks (they reach libzstd's frame
+ * checks, and with the checksums repaired the decoder behind them). */
+#define NSEEDS 4
 static uint8_t *make_seed(const char *path, int sampled, size_t *size) {
   obm_trace_options_t o;
   obm_trace_options_init(&o);
   o.sample_interval_ms = 1;
-  if (sampled == 2) { /* interpreter frames merged with native ones */
+  o.compress_level = sampled == 3 ? 1 : 0;
+  if (sampled == 3) {
+  } else if (sampled == 2) { /* interpreter frames merged with native ones */
     obm_trace_interp_t in = {.frames = seed_frames, .names = seed_names};
     CHECK(obm_trace_set_interpreter(&in) == 0);
     o.stacks = OBM_TRACE_STACKS_FP;
@@ -254,15 +260,124 @@ static void test_no_threads(const uint8_t *seed) {
   obm_capture_close(cap);
 }
 
+/* The first block of d whose stream word has `flag` set: its offset, or 0. */
+static size_t first_block(const uint8_t *d, size_t size, uint32_t flag) {
+  for (size_t at = OBM_CAP_HEADER_SIZE; at + OBM_CAP_BLOCK_HEADER_SIZE <= size;
+       at += OBM_CAP_BLOCK_HEADER_SIZE + _obm_cap_get_u32(d + at + 4))
+    if ((_obm_cap_get_u32(d + at + 12) & flag) == flag) return at;
+  return 0;
+}
+
+/* Reads d whole: 0, or -1 with the reader's error in err. */
+static int read_whole(const uint8_t *d, size_t size, char *err, size_t err_size) {
+  obm_capture_t *cap = obm_capture_open_memory(d, size, "zstd-test", err, err_size);
+  if (!cap) return -1;
+  obm_capture_record_t r;
+  int st;
+  while ((st = obm_capture_next(cap, &r)) > 0) {
+  }
+  snprintf(err, err_size, "%s", obm_capture_error(cap));
+  obm_capture_close(cap);
+  return st;
+}
+
+/* A compressed block whose frame is damaged behind a good checksum is refused, naming the
+ * block's offset; so is a compressed block in a version 1 file. */
+static void test_zstd_damaged(const uint8_t *seed, size_t size) {
+  size_t at = first_block(seed, size, OBM_CAP_STREAM_ZSTD);
+  CHECK(at != 0);
+  if (!at) return;
+  uint8_t *d = malloc(size);
+  char err[700], want[64];
+  snprintf(want, sizeof want, "offset %zu", at);
+  memcpy(d, seed, size);
+  uint32_t n = _obm_cap_get_u32(d + at + 4);
+  memset(d + at + OBM_CAP_BLOCK_HEADER_SIZE + n / 2, 0xa5, n - n / 2); /* the frame's 2nd half */
+  repair_checksums(d, size);
+  CHECK(read_whole(d, size, err, sizeof err) < 0);
+  CHECKF(strstr(err, want) && strstr(err, "zstd"), "a damaged zstd block: %s", err);
+  memcpy(d, seed, size);
+  d[8] = 1; /* version 1 */
+  repair_checksums(d, size);
+  CHECK(read_whole(d, size, err, sizeof err) < 0);
+  CHECKF(strstr(err, want) && strstr(err, "version 1"), "zstd block in version 1: %s", err);
+  free(d);
+}
+
+/* A version 1 capture (address before size in ALLOC and ALLOC_MRU_STACK, coded against
+ * last_alloc) and the same events in version 2 (size first, address against the size's
+ * latest): both decode to the same events. */
+static void test_versions(void) {
+  static const uint64_t address[4] = {0x100000, 0x200000, 0x100020, 0x200040};
+  static const uint64_t size[4] = {32, 64, 32, 64};
+  for (int version = 1; version <= 2; version++) {
+    uint8_t d[256] = {0}, *p;
+    _obm_cap_header_encode(d, OBM_CAPTURE_FLAG_STACKS, 0, 1, 4096, 0);
+    d[8] = (uint8_t)version;
+    _obm_cap_put_u32(d + 60, _obm_cap_crc32(0, d, 60));
+    size_t at = OBM_CAP_HEADER_SIZE;
+    p = d + at + OBM_CAP_BLOCK_HEADER_SIZE; /* stream 0: thread 1, frame 1, stack 1 */
+    uint8_t *start = p;
+    *p++ = OBM_CAP_THREAD, *p++ = 1, *p++ = 7, *p++ = 1, *p++ = 'm';
+    *p++ = OBM_CAP_FRAME, p = _obm_cap_put_varint(p, 0x401000);
+    *p++ = OBM_CAP_STACK, *p++ = 0, *p++ = 1;
+    _obm_cap_block_header_encode(d + at, start, (uint32_t)(p - start), 0, 0);
+    at += OBM_CAP_BLOCK_HEADER_SIZE + (size_t)(p - start);
+    p = start = d + at + OBM_CAP_BLOCK_HEADER_SIZE; /* stream 1: four allocations, stack 1 */
+    obm_cap_delta_t delta = {0};
+    for (int i = 0; i < 4; i++) {
+      uint64_t units = address[i] >> OBM_CAP_ADDRESS_SHIFT;
+      uint64_t base = version == 1 ? delta.last_alloc : _obm_cap_alloc_base(&delta, size[i]);
+      uint64_t zz = _obm_cap_zigzag((int64_t)(units - base));
+      int pair = _obm_cap_mru_find(&delta, size[i], 1);
+      if (i == 0) { /* a new pair: ALLOC */
+        *p++ = OBM_CAP_ALLOC;
+        if (version == 1) p = _obm_cap_put_varint(p, zz);
+        *p++ = (uint8_t)size[i], *p++ = 1;
+        if (version == 2) p = _obm_cap_put_varint(p, zz);
+      } else if (pair < 0) { /* stack 1 with a new size: ALLOC_MRU_STACK */
+        *p++ = OBM_CAP_ALLOC_MRU_STACK + 0;
+        if (version == 1) p = _obm_cap_put_varint(p, zz);
+        *p++ = (uint8_t)size[i];
+        if (version == 2) p = _obm_cap_put_varint(p, zz);
+      } else { /* pair 1 (the other size), 1 block on: ALLOC_MRU */
+        *p++ = (uint8_t)(OBM_CAP_TAG_ALLOC_MRU | (unsigned)pair << 4 | 1);
+      }
+      _obm_cap_note_alloc(&delta, pair, units, size[i], 1);
+    }
+    _obm_cap_block_header_encode(d + at, start, (uint32_t)(p - start), 1, 0);
+    at += OBM_CAP_BLOCK_HEADER_SIZE + (size_t)(p - start);
+    char err[512];
+    obm_capture_t *cap = obm_capture_open_memory(d, at, "versions", err, sizeof err);
+    CHECKF(cap != NULL, "version %d: %s", version, err);
+    if (!cap) continue;
+    obm_capture_record_t r;
+    int n = 0, st;
+    while ((st = obm_capture_next(cap, &r)) > 0) {
+      if (r.kind != OBM_CAPTURE_ALLOC) continue; /* the THREAD record */
+      CHECKF(n < 4, "version %d: more than 4 allocations", version);
+      if (n >= 4) break;
+      CHECKF(r.kind == OBM_CAPTURE_ALLOC && r.address == address[n] && r.size == size[n] &&
+                 r.stack == 1,
+             "version %d, event %d: kind %d address %#llx size %llu stack %u", version, n,
+             (int)r.kind, (unsigned long long)r.address, (unsigned long long)r.size, r.stack);
+      n++;
+    }
+    CHECKF(st == 0 && n == 4, "version %d: %d events, %s", version, n, obm_capture_error(cap));
+    obm_capture_close(cap);
+  }
+}
+
 int main(int argc, char **argv) {
   double seconds = argc > 1 ? atof(argv[1]) : 10;
   check_seed_init("fuzz_capture", argc, argv, 2, 1);
   char path[256];
   snprintf(path, sizeof path, "/tmp/obmem-fuzz-seed-%d.cap", (int)getpid());
-  size_t sizes[3];
-  uint8_t *seeds[3] = {make_seed(path, 0, &sizes[0]), make_seed(path, 1, &sizes[1]),
-                       make_seed(path, 2, &sizes[2])};
-  for (int i = 0; i < 3; i++) {
+  size_t sizes[NSEEDS];
+  uint8_t *seeds[NSEEDS];
+  for (int i = 0; i < NSEEDS; i++)
+    seeds[i] = make_seed(path, i, &sizes[i]);
+  for (int i = 0; i < NSEEDS; i++) {
     /* the seeds themselves are read whole and without error */
     char err[512];
     obm_capture_t *cap = obm_capture_open_memory(seeds[i], sizes[i], "seed", err, sizeof err);
@@ -274,6 +389,12 @@ int main(int argc, char **argv) {
       n++;
     CHECKF(st == 0 && obm_capture_complete(cap), "seed %d: %s", i, obm_capture_error(cap));
     CHECK(n > 100);
+    int zipped = 0; /* only seed 3 has compressed blocks (when libzstd is there) */
+    for (size_t at = OBM_CAP_HEADER_SIZE; at + OBM_CAP_BLOCK_HEADER_SIZE <= sizes[i];
+         at += OBM_CAP_BLOCK_HEADER_SIZE + _obm_cap_get_u32(seeds[i] + at + 4))
+      zipped |= (_obm_cap_get_u32(seeds[i] + at + 12) & OBM_CAP_STREAM_ZSTD) != 0;
+    CHECKF(zipped == (i == 3 && !_obm_cap_zstd_missing()), "seed %d: compressed blocks: %d", i,
+           zipped);
     if (i == 2) { /* the interpreter's frames are there */
       uint32_t py = 0;
       for (uint32_t f = 1; f < obm_capture_nframes(cap); f++)
@@ -284,15 +405,19 @@ int main(int argc, char **argv) {
     LLVMFuzzerTestOneInput(seeds[i], sizes[i]);
   }
   test_no_threads(seeds[0]);
+  test_versions();
+  if (!_obm_cap_zstd_missing()) test_zstd_damaged(seeds[3], sizes[3]);
   uint64_t rng = check_seed;
-  size_t capacity = sizes[0] > sizes[1] ? sizes[0] : sizes[1];
-  capacity = (capacity > sizes[2] ? capacity : sizes[2]) + 4096;
+  size_t capacity = 0;
+  for (int i = 0; i < NSEEDS; i++)
+    capacity = sizes[i] > capacity ? sizes[i] : capacity;
+  capacity += 4096;
   uint8_t *buf = malloc(capacity);
   double start = now_s();
   uint64_t runs = 0;
   while (now_s() - start < seconds) {
     for (int k = 0; k < 64; k++, runs++) {
-      int which = (int)(check_rand(&rng) % 3);
+      int which = (int)(check_rand(&rng) % NSEEDS);
       memcpy(buf, seeds[which], sizes[which]);
       size_t size = mutate(buf, sizes[which], capacity, &rng);
       /* a fresh allocation of exactly the input's size, so ASan sees any overread */
@@ -303,10 +428,10 @@ int main(int argc, char **argv) {
     }
   }
   CHECK(runs > 0);
-  printf("fuzz_capture: %llu inputs in %.1f s (seed captures of %zu, %zu and %zu bytes)\n",
-         (unsigned long long)runs, now_s() - start, sizes[0], sizes[1], sizes[2]);
+  printf("fuzz_capture: %llu inputs in %.1f s (seed captures of %zu, %zu, %zu and %zu bytes)\n",
+         (unsigned long long)runs, now_s() - start, sizes[0], sizes[1], sizes[2], sizes[3]);
   free(buf);
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < NSEEDS; i++)
     free(seeds[i]);
   return check_done();
 }

@@ -25,7 +25,7 @@ extern "C" {
 #define OBM_CAPTURE_API
 #endif
 
-#define OBM_CAPTURE_VERSION      1
+#define OBM_CAPTURE_VERSION      2    /* 2: zstd-compressed blocks; version 1 files are read too */
 #define OBM_CAPTURE_FLAG_SAMPLED 0x1u /* allocations sampled by bytes (sample_mean_bytes) */
 #define OBM_CAPTURE_FLAG_STACKS  0x2u /* native stacks were recorded */
 #define OBM_CAPTURE_FLAG_PYTHON  0x4u /* interpreter (Python) frames were recorded */

@@ -44,6 +44,8 @@ typedef struct obm_trace_options_s {
   uint64_t seed;               /* SAMPLED: random seed; 0 = from the clock */
   uint32_t sample_interval_ms; /* timeline period; 0 = no timeline (default 50) */
   uint32_t max_frames;         /* deepest stack recorded (default 64, at most 256) */
+  uint32_t compress_level;     /* zstd level of the capture's blocks, 1..19 (default 1); 0 =
+                                  uncompressed (also when libzstd.so.1 cannot be loaded) */
 } obm_trace_options_t;
 
 typedef struct obm_trace_stats_s {

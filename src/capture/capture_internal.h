@@ -6,7 +6,8 @@
  *   block  = "OBLK" payload_size:u32 crc:u32 stream:u32 base_time_ns:u64 payload
  *            crc = CRC-32 (IEEE) of bytes 12..23 of the block header, then of the payload
  *   stream = 0: definitions and timeline, written by the writer thread;
- *            k >= 1: the events of thread k, in the order that thread made them
+ *            k >= 1: the events of thread k, in the order that thread made them;
+ *            | OBM_CAP_STREAM_ZSTD: the payload is a zstd frame of the records (version 2)
  *   record = tag byte, then varints (LEB128, unsigned; "zz" = zigzag-signed)
  *
  * Event records (stream >= 1) are coded against the block's recent events (obm_cap_delta_t
@@ -33,7 +34,12 @@
  *   mru[0..nmru)   the last 4 distinct (stack, size) pairs allocated, most recent first, each
  *                  with the address of its latest allocation;
  *   recent[8]      the last 8 addresses allocated (a ring; age 0 = the latest);
- *   last_alloc, last_free   the latest allocated and freed addresses.
+ *   last_alloc, last_free   the latest allocated and freed addresses;
+ *   size_last[c]   (version 2) the latest address allocated with a size of size context c
+ *                  (_obm_cap_size_context: 16-byte steps to 1 KiB, then 4 per doubling), 0
+ *                  when none: an allocator hands out blocks of one size class from the same
+ *                  pools, so the address of a new pair is coded against its size's latest
+ *                  (one or two bytes where last_alloc, another size's pool, costs three).
  * Addresses are in units of 1 << OBM_CAP_ADDRESS_SHIFT.  A pair's "block" is
  * ceil(size / 16) units (1 for size 0): consecutive blocks of one size class are one block
  * apart, so allocations that bump through a pool or reuse a nearby block cost one byte.
@@ -42,9 +48,13 @@
  *   01kkqqqq  ALLOC_MRU    pair k; address = mru[k].last + q blocks (q signed 4-bit, -8..7)
  *   10000iii  FREE_RECENT  address = recent[age i]
  *   11dddddd  FREE_NEAR    address = last_free + d units (d signed 6-bit, -32..31)
- * Other forms, 00tttttt or 10001xkk, followed by varints ("zz" = zigzag-signed): */
+ * Other forms, 00tttttt or 10001xkk, followed by varints ("zz" = zigzag-signed).  In version
+ * 2 the address of ALLOC and ALLOC_MRU_STACK comes last, coded against
+ * base = size_last[context(size)], or last_alloc when that is 0; version 1 had it first,
+ * against last_alloc: */
 enum {
-  OBM_CAP_ALLOC = 0x01,           /* zz(address - last_alloc), size, stack: a new pair */
+  OBM_CAP_ALLOC = 0x01,           /* zz(address - last_alloc), size, stack: a new pair
+                                     (version 2: size, stack, zz(address - base)) */
   OBM_CAP_FREE = 0x04,            /* zz(address - last_free) */
   OBM_CAP_ALLOC_RAW = 0x05,       /* address, size, stack: an unaligned address; state untouched */
   OBM_CAP_FREE_RAW = 0x06,        /* address; state untouched */
@@ -59,13 +69,15 @@ enum {
                                      interpreter's frame (Python); id = next frame id */
   OBM_CAP_ALLOC_MRU_FAR = 0x88,   /* + k (0..3): zz(address - mru[k].last) in units */
   OBM_CAP_ALLOC_MRU_STACK = 0x8c, /* + k (0..3): zz(address - last_alloc), size; the stack of
-                                     pair k with a new size: a new pair */
+                                     pair k with a new size: a new pair (version 2: size,
+                                     zz(address - base)) */
 };
 #define OBM_CAP_TAG_ALLOC_MRU   0x40u
 #define OBM_CAP_TAG_FREE_RECENT 0x80u
 #define OBM_CAP_TAG_FREE_NEAR   0xc0u
 #define OBM_CAP_NMRU            4
 #define OBM_CAP_NRECENT         8
+#define OBM_CAP_NSIZES          160 /* size contexts */
 
 typedef struct obm_cap_pair_s {
   uint64_t size;
@@ -79,7 +91,23 @@ typedef struct obm_cap_delta_s {
   uint64_t recent[OBM_CAP_NRECENT];
   uint32_t recent_head, nmru;
   obm_cap_pair_t mru[OBM_CAP_NMRU];
+  uint64_t size_last[OBM_CAP_NSIZES];
 } obm_cap_delta_t;
+
+/* The size context of an allocation of size bytes: its 16-byte units up to 64 (1 KiB), then
+ * four contexts per doubling, the largest shared by everything from 8 GiB up. */
+static inline uint32_t _obm_cap_size_context(uint64_t size) {
+  uint64_t units = size ? (size + 15) >> 4 : 1;
+  if (units <= 64) return (uint32_t)units;
+  uint32_t b = 63u - (uint32_t)__builtin_clzll(units); /* >= 6 */
+  uint32_t c = 64 + (b - 6) * 4 + (uint32_t)((units >> (b - 2)) & 3);
+  return c < OBM_CAP_NSIZES ? c : OBM_CAP_NSIZES - 1;
+}
+/* The base a new pair's address is coded against (version 2). */
+static inline uint64_t _obm_cap_alloc_base(const obm_cap_delta_t *d, uint64_t size) {
+  uint64_t last = d->size_last[_obm_cap_size_context(size)];
+  return last ? last : d->last_alloc;
+}
 
 static inline uint64_t _obm_cap_block_units(uint64_t size) {
   return size ? (size + 15) >> 4 : 1;
@@ -106,6 +134,7 @@ static inline void _obm_cap_note_alloc(obm_cap_delta_t *d, int k, uint64_t units
   d->mru[0] = (obm_cap_pair_t){size, units, stack};
   d->recent[d->recent_head++ & (OBM_CAP_NRECENT - 1)] = units;
   d->last_alloc = units;
+  d->size_last[_obm_cap_size_context(size)] = units;
 }
 
 #define OBM_CAP_EVENT_MAX 32 /* longest event record in bytes (tag + 3 varints of <= 10) */
@@ -154,5 +183,29 @@ _obm_cap_header_encode(uint8_t out[OBM_CAP_HEADER_SIZE], uint32_t flags, uint64_
 __attribute__((visibility("hidden"))) void
 _obm_cap_block_header_encode(uint8_t out[OBM_CAP_BLOCK_HEADER_SIZE], const uint8_t *payload,
                              uint32_t payload_size, uint32_t stream, uint64_t base_time_ns);
+
+/* zstd-compressed blocks (zstd.c; libzstd found with dlopen).  A block whose stream word has
+ * OBM_CAP_STREAM_ZSTD (version 2 files) holds one zstd frame with its content size, at most
+ * OBM_CAP_BLOCK_MAX bytes: that content is the block's records.  The checksum covers the
+ * stored (compressed) bytes.  The writer compresses a block when that makes it smaller. */
+#define OBM_CAP_STREAM_ZSTD 0x80000000u
+#define OBM_CAP_ZSTD_LEVEL  1 /* the default: ~500 MB/s here, 15-20 % off already coded events */
+/* A compression context (reused for every block of one thread), or NULL: no libzstd. */
+__attribute__((visibility("hidden"))) void *_obm_cap_zstd_compressor(void);
+__attribute__((visibility("hidden"))) void _obm_cap_zstd_compressor_free(void *cctx);
+/* The frame's size in dst, or 0 when it does not fit in capacity (or zstd failed). */
+__attribute__((visibility("hidden"))) size_t _obm_cap_zstd_compress(void *cctx, void *dst,
+                                                                    size_t capacity,
+                                                                    const void *src, size_t size,
+                                                                    int level);
+__attribute__((visibility("hidden"))) void *_obm_cap_zstd_decompressor(void);
+__attribute__((visibility("hidden"))) void _obm_cap_zstd_decompressor_free(void *dctx);
+/* Decompresses one whole frame of size bytes into dst (capacity bytes): NULL and *out = the
+ * content's size, or what was wrong with the frame. */
+__attribute__((visibility("hidden"))) const char *
+_obm_cap_zstd_decompress(void *dctx, void *dst, size_t capacity, const void *src, size_t size,
+                         size_t *out);
+/* NULL when libzstd is usable, else why not. */
+__attribute__((visibility("hidden"))) const char *_obm_cap_zstd_missing(void);
 
 #endif /* OBM_CAPTURE_INTERNAL_H */

@@ -62,10 +62,15 @@ struct obm_capture_s {
   size_t dropped; /* mapped: the pages below this offset were given back (MADV_DONTNEED) */
   obm_capture_header_t header;
   size_t pos; /* offset of the next block header */
-  /* the block being decoded */
-  int in_block;
-  size_t block_start, payload, block_end; /* offsets: header, first payload byte, past end */
-  size_t rec;                             /* offset of the next record */
+  /* the block being decoded: its records are bytes[payload .. block_end), at their offsets in
+   * the file for a stored block, in unzipped (from 0) for a zstd-compressed one */
+  int in_block, zipped;
+  const uint8_t *bytes;
+  size_t block_start, payload, block_end; /* header (file offset), first record byte, past end */
+  size_t next_block;                      /* file offset past the block */
+  size_t rec;                             /* the next record */
+  uint8_t *unzipped;                      /* OBM_CAP_BLOCK_MAX bytes, on first use */
+  void *dctx;                             /* zstd's decompression context, on first use */
   uint32_t stream;
   uint64_t time_ns;
   obm_cap_delta_t delta; /* event coding state of the block (capture_internal.h) */
@@ -92,7 +97,12 @@ __attribute__((format(printf, 3, 4))) static int fail(obm_capture_t *cap, size_t
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
-  snprintf(cap->error, sizeof cap->error, "%s: offset %zu: %s", cap->name, offset, what);
+  if (cap->in_block && cap->zipped) /* offset: in the block's content */
+    snprintf(cap->error, sizeof cap->error,
+             "%s: offset %zu (a zstd-compressed block), byte %zu of its content: %s", cap->name,
+             cap->block_start, offset, what);
+  else
+    snprintf(cap->error, sizeof cap->error, "%s: offset %zu: %s", cap->name, offset, what);
   cap->failed = 1;
   return -1;
 }
@@ -123,11 +133,11 @@ static obm_capture_t *open_common(obm_capture_t *cap, char *err, size_t err_size
   } else {
     memcpy(&version, h + 8, 2);
     memcpy(&header_size, h + 10, 2);
-    if (version != OBM_CAPTURE_VERSION) {
+    if (version < 1 || version > OBM_CAPTURE_VERSION) {
       at = 8;
       snprintf(cap->error, sizeof cap->error,
                "%s: offset 8: capture version %u, this reader "
-               "reads version %u",
+               "reads versions 1 to %u",
                cap->name, version, OBM_CAPTURE_VERSION);
     } else if (header_size != OBM_CAP_HEADER_SIZE) {
       at = 10;
@@ -227,6 +237,8 @@ void obm_capture_close(obm_capture_t *cap) {
     free(cap->modules[i].path);
   free(cap->threads);
   free(cap->modules);
+  free(cap->unzipped);
+  _obm_cap_zstd_decompressor_free(cap->dctx);
   for (uint32_t i = 0; i < cap->nframes && cap->pyframes && i < cap->pyframes_cap; i++)
     free(cap->pyframes[i]);
   free(cap->pyframes);
@@ -254,7 +266,7 @@ static int get_varint(obm_capture_t *cap, size_t record, uint64_t *out) {
     if (cap->rec >= cap->block_end)
       return fail(cap, record, "record runs past the end of its block (block at offset %zu)",
                   cap->block_start);
-    uint8_t b = cap->data[cap->rec++];
+    uint8_t b = cap->bytes[cap->rec++];
     v |= (uint64_t)(b & 0x7f) << shift;
     if (!(b & 0x80)) {
       *out = v;
@@ -274,7 +286,7 @@ static int get_bytes(obm_capture_t *cap, size_t record, uint64_t max, const uint
   if (*len > cap->block_end - cap->rec)
     return fail(cap, record, "string runs past the end of its block (block at offset %zu)",
                 cap->block_start);
-  *bytes = cap->data + cap->rec;
+  *bytes = cap->bytes + cap->rec;
   cap->rec += (size_t)*len;
   return 0;
 }
@@ -315,6 +327,11 @@ static int start_block(obm_capture_t *cap) {
   if (crc != _obm_cap_get_u32(b + 8))
     return fail(cap, at, "damaged block: checksum mismatch (%u payload bytes)", size);
   uint32_t stream = _obm_cap_get_u32(b + 12);
+  int zipped = (stream & OBM_CAP_STREAM_ZSTD) != 0;
+  stream &= ~OBM_CAP_STREAM_ZSTD;
+  if (zipped && cap->header.version < 2)
+    return fail(cap, at, "a zstd-compressed block in a version %u capture: damaged file",
+                cap->header.version);
   if (stream != 0 && (stream >= cap->nthreads || !cap->threads[stream].name))
     return fail(cap, at, "block of thread %u before that thread's THREAD record", stream);
   if (cap->complete) return fail(cap, at, "data after the END record");
@@ -325,10 +342,27 @@ static int start_block(obm_capture_t *cap) {
     madvise((void *)(cap->data + cap->dropped), end - cap->dropped, MADV_DONTNEED);
     cap->dropped = end;
   }
-  cap->in_block = 1;
-  cap->block_start = at;
+  cap->bytes = cap->data;
   cap->payload = at + OBM_CAP_BLOCK_HEADER_SIZE;
   cap->block_end = cap->payload + size;
+  if (zipped) {
+    const char *why = _obm_cap_zstd_missing();
+    if (!why && !cap->unzipped) cap->unzipped = malloc(OBM_CAP_BLOCK_MAX);
+    if (!why && !cap->dctx) cap->dctx = _obm_cap_zstd_decompressor();
+    if (!why && (!cap->unzipped || !cap->dctx)) why = "out of memory";
+    size_t n = 0;
+    if (!why)
+      why = _obm_cap_zstd_decompress(cap->dctx, cap->unzipped, OBM_CAP_BLOCK_MAX,
+                                     cap->data + cap->payload, size, &n);
+    if (why) return fail(cap, at, "cannot read a zstd-compressed block: %s", why);
+    cap->bytes = cap->unzipped;
+    cap->payload = 0;
+    cap->block_end = n;
+  }
+  cap->in_block = 1;
+  cap->zipped = zipped;
+  cap->block_start = at;
+  cap->next_block = at + OBM_CAP_BLOCK_HEADER_SIZE + size;
   cap->rec = cap->payload;
   cap->stream = stream;
   cap->time_ns = _obm_cap_get_u64(b + 16);
@@ -340,11 +374,11 @@ static int start_block(obm_capture_t *cap) {
  * definition absorbed, -1 = error. */
 static int decode(obm_capture_t *cap, obm_capture_record_t *out) {
   size_t at = cap->rec;
-  uint8_t tag = cap->data[cap->rec++];
+  uint8_t tag = cap->bytes[cap->rec++];
   uint64_t a = 0, b = 0, c = 0;
   unsigned shift = OBM_CAP_ADDRESS_SHIFT;
   memset(out, 0, sizeof *out);
-  out->offset = at;
+  out->offset = cap->zipped ? cap->block_start : at;
   out->thread = cap->stream;
   int event = (tag & 0xc0) || tag <= OBM_CAP_TIME;
   if (event && cap->stream == 0)
@@ -386,20 +420,27 @@ static int decode(obm_capture_t *cap, obm_capture_record_t *out) {
                   "allocation with the stack of recent pair %u, but only %u pairs seen "
                   "in this block",
                   tag & 3u, d->nmru);
-    if (get_varint(cap, at, &a) || get_varint(cap, at, &b)) return -1;
+    int v2 = cap->header.version >= 2;
+    if (v2 ? get_varint(cap, at, &b) || get_varint(cap, at, &a)
+           : get_varint(cap, at, &a) || get_varint(cap, at, &b))
+      return -1;
     c = d->mru[tag & 3u].stack;
-    units = d->last_alloc + (uint64_t)_obm_cap_unzigzag(a);
+    units = (v2 ? _obm_cap_alloc_base(d, b) : d->last_alloc) + (uint64_t)_obm_cap_unzigzag(a);
     k = _obm_cap_mru_find(d, b, (uint32_t)c);
     goto alloc_at;
   }
   switch (tag) {
-  case OBM_CAP_ALLOC:
-    if (get_varint(cap, at, &a) || get_varint(cap, at, &b) || get_varint(cap, at, &c)) return -1;
+  case OBM_CAP_ALLOC: {
+    int v2 = cap->header.version >= 2;
+    if (v2 ? get_varint(cap, at, &b) || get_varint(cap, at, &c) || get_varint(cap, at, &a)
+           : get_varint(cap, at, &a) || get_varint(cap, at, &b) || get_varint(cap, at, &c))
+      return -1;
     if (c >= cap->nstacks)
       return fail(cap, at, "allocation with undefined stack id %llu", (unsigned long long)c);
-    units = d->last_alloc + (uint64_t)_obm_cap_unzigzag(a);
+    units = (v2 ? _obm_cap_alloc_base(d, b) : d->last_alloc) + (uint64_t)_obm_cap_unzigzag(a);
     k = _obm_cap_mru_find(d, b, (uint32_t)c);
     goto alloc_at;
+  }
   case OBM_CAP_FREE:
     if (get_varint(cap, at, &a)) return -1;
     units = d->last_free + (uint64_t)_obm_cap_unzigzag(a);
@@ -571,7 +612,7 @@ int obm_capture_next(obm_capture_t *cap, obm_capture_record_t *out) {
     }
     if (cap->rec >= cap->block_end) {
       cap->in_block = 0;
-      cap->pos = cap->block_end;
+      cap->pos = cap->next_block;
       continue;
     }
     int r = decode(cap, out);
@@ -598,7 +639,7 @@ uint64_t obm_capture_file_size(const obm_capture_t *cap) {
   return cap->size;
 }
 uint64_t obm_capture_offset(const obm_capture_t *cap) {
-  return cap->in_block ? cap->rec : cap->pos;
+  return cap->in_block && !cap->zipped ? cap->rec : cap->in_block ? cap->block_start : cap->pos;
 }
 uint32_t obm_capture_nstacks(const obm_capture_t *cap) {
   return cap->nstacks;

@@ -1,14 +1,14 @@
 /* autostart.c — tracing from a program's start: OBMEM_TRACE=PATH (what `obmem run` sets).
  *
  * A library constructor starts the tracer into PATH (%p: the pid) with obm_trace_start, as
- * any program may at run time, with OBMEM_TRACE_SAMPLE=BYTES for sampled mode and
- * OBMEM_TRACE_STACKS=auto|fp|unwind|none, and a destructor stops it at exit, after the
- * program's own exit handlers.  Allocations made before the constructor runs (by ld.so and
- * earlier constructors) are not recorded, nor are their frees.  A forked child starts its own
- * capture when PATH has %p (trace.c); a program started by exec reads the variables again and
- * traces into its own PATH.  Without %p a second process would write the first one's
- * capture: this one takes OBMEM_TRACE out of its environment, so that the programs it starts
- * do not trace, and a program that gets the variable anyway (from a shell, which passes on
+ * any program may at run time, with OBMEM_TRACE_SAMPLE=BYTES for sampled mode,
+ * OBMEM_TRACE_COMPRESS=LEVEL (zstd, 0 = none) and OBMEM_TRACE_STACKS=auto|fp|unwind|none, and a
+ * destructor stops it at exit, after the program's own exit handlers.  Allocations made before the
+ * constructor runs (by ld.so and earlier constructors) are not recorded, nor are their frees.  A
+ * forked child starts its own capture when PATH has %p (trace.c); a program started by exec reads
+ * the variables again and traces into its own PATH.  Without %p a second process would write the
+ * first one's capture: this one takes OBMEM_TRACE out of its environment, so that the programs it
+ * starts do not trace, and a program that gets the variable anyway (from a shell, which passes on
  * its own copy of the environment) finds the file locked (obm_trace_start: EWOULDBLOCK) and
  * says so instead of tracing.  With OBMEM_DEBUG nothing is recorded (debug blocks have their own
  * format).
@@ -23,7 +23,8 @@
 #include <string.h>
 #include <unistd.h>
 
-/* OBMEM_TRACE_SAMPLE and OBMEM_TRACE_STACKS into *o; a bad value is named and ignored. */
+/* OBMEM_TRACE_SAMPLE, OBMEM_TRACE_COMPRESS and OBMEM_TRACE_STACKS into *o; a bad value is
+ * named and ignored. */
 static void options_from_environment(obm_trace_options_t *o) {
   const char *sample = getenv("OBMEM_TRACE_SAMPLE");
   if (sample && *sample) {
@@ -38,6 +39,17 @@ static void options_from_environment(obm_trace_options_t *o) {
       o->mode = OBM_TRACE_SAMPLED;
       o->sample_mean_bytes = mean;
     }
+  }
+  const char *level = getenv("OBMEM_TRACE_COMPRESS");
+  if (level && *level) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long v = strtoul(level, &end, 10);
+    if (errno || end == level || *end || v > 19)
+      _obm_warning("OBMEM_TRACE_COMPRESS=%s is not a zstd level from 0 (none) to 19; using %u",
+                   level, o->compress_level);
+    else
+      o->compress_level = (uint32_t)v;
   }
   const char *stacks = getenv("OBMEM_TRACE_STACKS");
   if (stacks && *stacks) {

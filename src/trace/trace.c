@@ -394,6 +394,7 @@ void obm_trace_options_init(obm_trace_options_t *o) {
   o->sample_mean_bytes = 512 * 1024;
   o->sample_interval_ms = 50;
   o->max_frames = 64;
+  o->compress_level = OBM_CAP_ZSTD_LEVEL;
 }
 
 static int start_locked(const char *path, const obm_trace_options_t *options);
@@ -466,8 +467,8 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   if ((o.mode != OBM_TRACE_EXACT && o.mode != OBM_TRACE_SAMPLED) ||
       (unsigned)o.stacks > OBM_TRACE_STACKS_NONE || o.max_frames == 0 ||
       o.max_frames > OBM_TRACE_MAX_FRAMES ||
-      (o.mode == OBM_TRACE_SAMPLED && o.sample_mean_bytes == 0) || !path || !*path ||
-      strlen(path) >= sizeof g.template)
+      (o.mode == OBM_TRACE_SAMPLED && o.sample_mean_bytes == 0) || o.compress_level > 19 || !path ||
+      !*path || strlen(path) >= sizeof g.template)
     return EINVAL;
   if (o.seed == 0) o.seed = _obm_os_clock_ns() | 1;
   /* membarrier lets the hooks do without a fence; registered once in each process (a forked
@@ -532,7 +533,7 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
     atomic_store(&g.threads[i].hold, 0);
   }
   atomic_store(&g.nlost, 0);
-  err = _obm_trace_writer_start(fd, o.sample_interval_ms, !g.clock);
+  err = _obm_trace_writer_start(fd, o.sample_interval_ms, !g.clock, o.compress_level);
   if (err) {
     close(fd);
     return err;

@@ -127,7 +127,8 @@ OBM_HIDDEN uint32_t _obm_trace_interp_stack_id(uint32_t slot, void *frame, uintp
 /* The writer's clock for the hooks: ns since start, advanced by the writer thread every
  * millisecond while `ticking` was asked of _obm_trace_writer_start (exact mode). */
 extern OBM_HIDDEN _Atomic uint64_t _obm_trace_tick_ns;
-OBM_HIDDEN int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms, int ticking);
+OBM_HIDDEN int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms, int ticking,
+                                       uint32_t compress_level);
 /* Queues a filled buffer (FIFO: a thread's buffers reach the file in its order). */
 OBM_HIDDEN void _obm_trace_writer_submit(obm_trace_buffer_t *buffer);
 OBM_HIDDEN obm_trace_buffer_t *_obm_trace_buffer_get(void); /* NULL when out of memory */

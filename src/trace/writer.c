@@ -10,7 +10,8 @@
  *      since the last cycle (in id order, up to the first not yet ready), a SAMPLE when due,
  *   4. codes each queued buffer into blocks (delta coding, capture_internal.h; a block per
  *      buffer unless it outgrows OBM_CAP_BLOCK_MAX), writes each (header + payload in one
- *      writev) and recycles the buffer,
+ *      writev; the payload zstd-compressed when that makes it smaller, zstd.c, at
+ *      options.compress_level) and recycles the buffer,
  *   5. frees the marked slots.
  * Every id an event uses was made ready before its buffer was queued, so step 3 defines it
  * before step 4 writes the event.  Blocks are whole when each writev returns, so a process
@@ -52,6 +53,9 @@ static struct {
   uint8_t *defs; /* block header + payload, OBM_CAP_BLOCK_MAX + header */
   size_t defs_used;
   uint8_t *events;  /* an event block's payload being coded, OBM_CAP_BLOCK_MAX */
+  uint8_t *zipped;  /* a block's payload compressed, OBM_CAP_BLOCK_MAX */
+  void *cctx;       /* zstd's context (capture_internal.h), or NULL */
+  int level;        /* zstd level; 0: blocks are written as coded */
   uint32_t tick_ms; /* 1: advance _obm_trace_tick_ns every millisecond; 0: not */
   uint64_t nlost;
   _Atomic uint64_t bytes, nevents;
@@ -95,6 +99,14 @@ void _obm_trace_writer_submit(obm_trace_buffer_t *b) {
 }
 
 static void write_block(const uint8_t *payload, uint32_t size, uint32_t stream, uint64_t time_ns) {
+  if (w.level && size >= 64) { /* compressed when that makes it smaller */
+    size_t n = _obm_cap_zstd_compress(w.cctx, w.zipped, size - 1, payload, size, w.level);
+    if (n) {
+      payload = w.zipped;
+      size = (uint32_t)n;
+      stream |= OBM_CAP_STREAM_ZSTD;
+    }
+  }
   uint8_t header[OBM_CAP_BLOCK_HEADER_SIZE];
   _obm_cap_block_header_encode(header, payload, size, stream, time_ns);
   struct iovec iov[2] = {{header, sizeof header}, {(void *)payload, size}};
@@ -184,9 +196,9 @@ static uint8_t *code_alloc(obm_cap_delta_t *d, uint8_t *o, uint64_t p, uint64_t 
   } else {
     int j = _obm_cap_mru_find_stack(d, stack);
     *o++ = (uint8_t)(j >= 0 ? OBM_CAP_ALLOC_MRU_STACK + j : OBM_CAP_ALLOC);
-    o = _obm_cap_put_varint(o, _obm_cap_zigzag((int64_t)(units - d->last_alloc)));
     o = _obm_cap_put_varint(o, size);
     if (j < 0) o = _obm_cap_put_varint(o, stack);
+    o = _obm_cap_put_varint(o, _obm_cap_zigzag((int64_t)(units - _obm_cap_alloc_base(d, size))));
   }
   _obm_cap_note_alloc(d, k, units, size, stack);
   return o;
@@ -494,13 +506,19 @@ static void *writer_main(void *arg) {
   }
 }
 
-int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms, int ticking) {
+int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms, int ticking,
+                            uint32_t compress_level) {
   if (!w.defs) {
     w.defs = _obm_os_map(OBM_CAP_BLOCK_MAX, 0);
     w.events = _obm_os_map(OBM_CAP_BLOCK_MAX, 0);
+    w.zipped = _obm_os_map(OBM_CAP_BLOCK_MAX, 0);
     w.stats = _obm_os_map((sizeof(obm_stats_t) + 4095) & ~(size_t)4095, 0);
-    if (!w.defs || !w.events || !w.stats) return ENOMEM;
+    if (!w.defs || !w.events || !w.zipped || !w.stats) return ENOMEM;
   }
+  /* made once and kept (a forked child's writer reuses its copy); dlopen and libzstd's
+   * context allocate: here, outside any hook, muted by the caller */
+  if (compress_level && !w.cctx) w.cctx = _obm_cap_zstd_compressor();
+  w.level = w.cctx ? (int)compress_level : 0;
   w.tick_ms = ticking ? 1 : 0;
   atomic_store(&_obm_trace_tick_ns, 0);
   if (!w.sem_made) {
