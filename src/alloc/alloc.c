@@ -305,6 +305,10 @@ void *_obm_realloc_block(void *ptr, size_t size, int traced) {
     return NULL;
   }
   if (_obm_debug_on) return _obm_debug_realloc(ptr, seg, size);
+  return _obm_realloc_seg(ptr, seg, size, traced);
+}
+
+void *_obm_realloc_seg(void *ptr, obm_segment_t *seg, size_t size, int traced) {
   size_t old_size;
   if (obm_likely(seg->kind != OBM_SEG_LARGE)) {
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, ptr);

@@ -489,6 +489,8 @@ OBM_HIDDEN void *_obm_realloc_traced(void *ptr, size_t size);
 OBM_HIDDEN void *_obm_malloc_plain(size_t size);
 OBM_HIDDEN void *_obm_calloc_plain(size_t size);
 OBM_HIDDEN void *_obm_realloc_block(void *ptr, size_t size, int traced);
+/* The same for a ptr whose segment seg (not NULL) the caller looked up, outside debug mode. */
+OBM_HIDDEN void *_obm_realloc_seg(void *ptr, obm_segment_t *seg, size_t size, int traced);
 /* A block from the thread's traced heap, or a large block marked traced (alloc.c). */
 OBM_HIDDEN void *_obm_traced_raw(size_t alignment, size_t size, int zero);
 /* Reports the free of a recorded block (in a traced arena, or a large block marked traced) to

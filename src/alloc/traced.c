@@ -153,9 +153,10 @@ OBM_INLINE void report_realloc(const obm_alloc_hooks_t *h, void *old, void *p, s
  * reported when it stays in place but its size drifted by more than 1/8 from the size last
  * recorded (the capture's size for it stays within 1/8 of the truth). */
 static OBM_NOINLINE void *realloc_sampled_large(const obm_alloc_hooks_t *h, int was_traced,
-                                                size_t usable, void *ptr, size_t size) {
-  if (!was_traced && size <= usable) return _obm_realloc_block(ptr, size, 0);
-  void *p = _obm_realloc_block(ptr, size, was_traced);
+                                                size_t usable, void *ptr, obm_segment_t *seg,
+                                                size_t size) {
+  if (!was_traced && size <= usable) return _obm_realloc_seg(ptr, seg, size, 0);
+  void *p = _obm_realloc_seg(ptr, seg, size, was_traced);
   obm_segment_t *fresh = p ? _obm_pagemap_lookup(p) : NULL;
   if (!fresh) return p;
   size_t got = block_usable(fresh, p);
@@ -187,8 +188,7 @@ static OBM_NOINLINE void *realloc_sampled_large(const obm_alloc_hooks_t *h, int 
  * due, or (a large block) when its size drifted by more than 1/8 from the size recorded; a
  * pool block's realloc in place is not reported (the capture's size for it is then at most
  * its class's spacing smaller). */
-void *_obm_realloc_traced(void *ptr, size_t size) {
-  obm_segment_t *seg = _obm_pagemap_lookup(ptr);
+static OBM_NOINLINE void *realloc_traced(void *ptr, obm_segment_t *seg, size_t size) {
   if (!seg || _obm_debug_on) return _obm_realloc_block(ptr, size, 0);
   int was_traced = block_traced(seg);
   const obm_alloc_hooks_t *h = hooks_for_call();
@@ -196,13 +196,31 @@ void *_obm_realloc_traced(void *ptr, size_t size) {
   if (h && h->next_sample) {
     size_t usable = block_usable(seg, ptr);
     if (size > OBM_MEDIUM_MAX || seg->kind == OBM_SEG_LARGE)
-      return realloc_sampled_large(h, was_traced, usable, ptr, size);
+      return realloc_sampled_large(h, was_traced, usable, ptr, seg, size);
     due = size > usable && record_size(_obm_class_size[_obm_size_to_class(size)] - usable) != NULL;
   }
-  if (!due && !was_traced) return _obm_realloc_block(ptr, size, 0);
-  void *p = _obm_realloc_block(ptr, size, 1);
+  if (!due && !was_traced) return _obm_realloc_seg(ptr, seg, size, 0);
+  void *p = _obm_realloc_seg(ptr, seg, size, 1);
   if (p && h && (due || p != ptr)) report_realloc(h, was_traced ? ptr : NULL, p, size);
   return p;
+}
+
+/* The common case of sampled mode inline (the rest in realloc_traced, out of line: it saves
+ * registers): an unrecorded pool block resized within the pools whose growth, if any, does not
+ * end the thread's countdown. */
+void *_obm_realloc_traced(void *ptr, size_t size) {
+  obm_segment_t *seg = _obm_pagemap_lookup(ptr);
+  if (obm_likely(seg && seg->kind == OBM_SEG_ARENA && size <= OBM_MEDIUM_MAX && !_obm_debug_on)) {
+    const obm_alloc_hooks_t *h = hooks_for_call();
+    obm_heap_t *heap = _obm_tls_heap;
+    if (h && h->next_sample && !heap->is_empty_heap && heap->sample_drawn) {
+      size_t usable = _obm_pool_block_size(_obm_pool_of((obm_arena_t *)seg, ptr));
+      if (size <= usable ||
+          _obm_sample_countdown(heap, _obm_class_size[_obm_size_to_class(size)] - usable))
+        return _obm_realloc_seg(ptr, seg, size, 0);
+    }
+  }
+  return realloc_traced(ptr, seg, size);
 }
 
 void _obm_alloc_report_free(void *p) {
