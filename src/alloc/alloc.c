@@ -295,20 +295,9 @@ void *obm_realloc(void *ptr, size_t size) {
   return _obm_realloc_block(ptr, size, 0);
 }
 
-/* realloc of a non-NULL ptr (obmem is initialized: ptr came from it).  traced: the result
- * must be a recorded block (an arena block not in a traced arena moves to the traced heap). */
-void *_obm_realloc_block(void *ptr, size_t size, int traced) {
-  obm_segment_t *seg = _obm_pagemap_lookup(ptr);
-  if (obm_unlikely(seg == NULL)) {
-    _obm_report_foreign("realloc", ptr);
-    errno = EINVAL;
-    return NULL;
-  }
-  if (_obm_debug_on) return _obm_debug_realloc(ptr, seg, size);
-  return _obm_realloc_seg(ptr, seg, size, traced);
-}
-
-void *_obm_realloc_seg(void *ptr, obm_segment_t *seg, size_t size, int traced) {
+/* _obm_realloc_block's body, once its segment is known (inline in both entries: realloc's
+ * own path keeps one call). */
+OBM_INLINE void *realloc_seg(void *ptr, obm_segment_t *seg, size_t size, int traced) {
   size_t old_size;
   if (obm_likely(seg->kind != OBM_SEG_LARGE)) {
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, ptr);
@@ -355,4 +344,21 @@ void *_obm_realloc_seg(void *ptr, obm_segment_t *seg, size_t size, int traced) {
   memcpy(fresh, ptr, old_size < size ? old_size : size);
   _obm_raw_free(ptr, seg);
   return fresh;
+}
+
+/* realloc of a non-NULL ptr (obmem is initialized: ptr came from it).  traced: the result
+ * must be a recorded block (an arena block not in a traced arena moves to the traced heap). */
+void *_obm_realloc_block(void *ptr, size_t size, int traced) {
+  obm_segment_t *seg = _obm_pagemap_lookup(ptr);
+  if (obm_unlikely(seg == NULL)) {
+    _obm_report_foreign("realloc", ptr);
+    errno = EINVAL;
+    return NULL;
+  }
+  if (_obm_debug_on) return _obm_debug_realloc(ptr, seg, size);
+  return realloc_seg(ptr, seg, size, traced);
+}
+
+void *_obm_realloc_seg(void *ptr, obm_segment_t *seg, size_t size, int traced) {
+  return realloc_seg(ptr, seg, size, traced);
 }
