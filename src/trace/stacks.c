@@ -1,6 +1,6 @@
 /* stacks.c — native stacks for the tracer: the walk, and interning into frame and stack ids.
  *
- * Walk: frame pointers from the hook's own frame (each frame is [saved rbp, return address]);
+ * Walk: frame pointers from the hook's caller's frame (each frame is [saved rbp, return address]);
  * every frame address is checked to lie in the thread's stack mapping, 8-aligned and above the
  * previous one, so a broken chain (code built without frame pointers) ends the walk instead of
  * reading wild memory.  In AUTO mode a chain that breaks (a non-null, invalid link) is
@@ -490,7 +490,7 @@ static inline __attribute__((always_inline)) size_t walk_fp(void *frame, uintptr
   return n;
 }
 
-/* libunwind's walk, trimmed to start at first (the hook's return address). */
+/* libunwind's walk, trimmed to start at first (the first frame of the frame-pointer walk). */
 static size_t walk_unwind(uintptr_t first, uintptr_t *pcs, size_t max) {
   void *raw[OBM_TRACE_MAX_FRAMES + 16];
   int n = st.unw_backtrace(
