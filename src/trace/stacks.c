@@ -19,6 +19,10 @@
  * address in code), without libunwind.  A frame that allocates dynamically shows a constant
  * that varies and is never trusted; one that did the same twice and then differs gives wrong
  * outer frames where the checks do not catch it (the price of not calling libunwind per event).
+ * A thread keeps its recent learned walks (learned_memo_t): a walk that starts from the same
+ * return address at the same stack pointer, the table and code map unchanged, is a function of
+ * the words it reads, so it reads only the words the earlier walk found (one load and compare a
+ * frame, instead of a table lookup and the checks) and takes its frames if they are unchanged.
  *
  * Interning: a stack is a node of a trie, (parent stack id, frame id) -> stack id, so a stack
  * record in the file is two small numbers; frames are interned return address -> frame id.
@@ -102,6 +106,23 @@ typedef struct learn_slot_s {
   _Atomic uint64_t info;
 } learn_slot_t;
 
+/* A thread's recent learned walks (without the search's records), by where they started: from
+ * return address pc in a frame whose stack pointer is sp, with n frames and hash h_in before,
+ * the walk found pcs[0..nfound) (read at slots[0..nfound)), n_out frames and hash h_out.  The
+ * walk is a function of (pc, sp, n, h_in), the words it reads, the stack's top, the code map
+ * and the trusted entries of the table (which only ever turn VARIES, counted by learn_gen): a
+ * walk that starts the same way, with those unchanged (compared: code_gen, learn_gen, hi) and
+ * each word found still at its slot (one load and compare a frame), is answered from here.
+ * Invariant: nfound == 0 (empty) or nfound == n_out - n_in <= MEMO_FRAMES. */
+#define MEMO_ENTRIES 4u
+#define MEMO_FRAMES  8u
+typedef struct learned_memo_s {
+  uintptr_t pc, sp, hi;
+  uint64_t h_in, h_out, code_gen, learn_gen;
+  uint32_t n_in, n_out, nfound;
+  uintptr_t slots[MEMO_FRAMES], pcs[MEMO_FRAMES];
+} learned_memo_t;
+
 typedef int unw_backtrace_fn(void **buffer, int size);
 
 /* Under ThreadSanitizer libunwind's thread-exit destructor runs after TSan has torn the thread
@@ -142,6 +163,7 @@ typedef struct code_cache_s {
  * code_gen: the code map they were checked against. */
 typedef struct last_stack_s {
   code_cache_t code; /* not part of the stack: the walk's code ranges, kept per thread */
+  learned_memo_t memo[MEMO_ENTRIES]; /* not part of it either: recent learned walks */
   uint32_t n;        /* frames with pcs and ids; 0 when none */
   int matchable;     /* slots and links valid, the walk ended at the outermost frame */
   uintptr_t lo, hi;
@@ -209,6 +231,7 @@ static struct {
   _Atomic uint64_t (*children)[NCHILDREN]; /* per stack id: its first children, frame << 32 | id */
   _Atomic uint32_t nframe_ids, nstack_ids;
   _Atomic uint64_t lost;
+  _Atomic uint64_t learn_gen; /* trusted entries of `learned` that turned VARIES */
   uint32_t max_frames;
   obm_trace_stacks_t mode;
   unw_backtrace_fn *unw_backtrace;
@@ -546,11 +569,13 @@ static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
     if (k != pc) continue;
     uint64_t info = atomic_load_explicit(&e->info, memory_order_relaxed);
     if (info == LEARN_VARIES) return;
-    if (info == 0) /* its first observer is storing it */
+    if (info == 0) { /* its first observer is storing it */
       info = fresh - 1;
-    else if (info >> 8 != fresh >> 8)
+    } else if (info >> 8 != fresh >> 8) {
+      /* before the entry changes: a memo that used it is then not trusted either */
+      if ((info & 0xff) >= LEARN_TRUST) atomic_fetch_add(&st.learn_gen, 1);
       info = LEARN_VARIES;
-    else if ((info & 0xff) < 0xff)
+    } else if ((info & 0xff) < 0xff)
       info++;
     atomic_store_explicit(&e->info, info, memory_order_relaxed);
     return;
@@ -560,14 +585,38 @@ static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
 /* Continues a broken chain from the table: pcs[n - 1] is the return address into a frame
  * whose stack pointer is sp.  The new length (the outermost frame reached, or max), or 0 when
  * a frame is not trusted or a check fails (then libunwind walks).  Slots and links as
- * walk_fp's (links 0); stops early at a frame of the latest stack that m finds. */
+ * walk_fp's (links 0); stops early at a frame of the latest stack that m finds.  Without rec,
+ * a walk that starts as a recent one did (last->memo) reads only the words that one found. */
 static inline __attribute__((always_inline)) size_t
 walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max, uint64_t *hash,
-             code_cache_t *cc, uintptr_t *slots, uintptr_t *links, match_t *m, int rec) {
+             last_stack_t *last, uintptr_t *slots, uintptr_t *links, match_t *m, int rec) {
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
-  uintptr_t lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
+  code_cache_t *cc = &last->code;
   uint64_t h = *hash;
-  uintptr_t pc = pcs[n - 1];
+  uintptr_t pc = pcs[n - 1], sp0 = sp;
+  size_t n0 = n;
+  uint64_t code_gen = 0, learn_gen = 0;
+  learned_memo_t *memo = NULL;
+  if (!rec) {
+    code_gen = code ? code->gen : 0;
+    learn_gen = atomic_load_explicit(&st.learn_gen, memory_order_relaxed);
+    memo = &last->memo[((pc ^ sp) >> 3) & (MEMO_ENTRIES - 1)];
+  }
+  if (!rec && memo->pc == pc && memo->sp == sp && memo->h_in == h && memo->n_in == n &&
+      memo->nfound != 0 && memo->hi == hi && memo->code_gen == code_gen &&
+      memo->learn_gen == learn_gen) {
+    uint32_t k = 0;
+    for (; k < memo->nfound; k++) {
+      if (*(const uintptr_t *)memo->slots[k] != memo->pcs[k]) break;
+      pcs[n + k] = memo->pcs[k];
+    }
+    if (obm_likely(k == memo->nfound)) {
+      *hash = memo->h_out;
+      return memo->n_out;
+    }
+  }
+  if (!rec) memo->nfound = 0; /* refilled below when this walk succeeds */
+  uintptr_t lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
   while (n < max) {
     const learn_slot_t *e = &st.learned[learn_index(pc)];
     uint64_t info = atomic_load_explicit(&e->pc, memory_order_acquire) == pc
@@ -583,6 +632,10 @@ walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max, u
       lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
     }
     pcs[n] = pc = ret;
+    if (!rec && n - n0 < MEMO_FRAMES) {
+      memo->slots[n - n0] = cfa - 8;
+      memo->pcs[n - n0] = ret;
+    }
     if (rec) {
       slots[n] = cfa - 8;
       links[n] = 0;
@@ -591,6 +644,19 @@ walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max, u
     n++;
     h = hash_step(h, ret);
     sp = cfa;
+  }
+  /* (a deep stack is searched for instead: see _obm_trace_stack_id) */
+  if (!rec && n > n0 && n - n0 <= MEMO_FRAMES && n < MATCH_DEPTH) {
+    memo->pc = pcs[n0 - 1];
+    memo->sp = sp0;
+    memo->hi = hi;
+    memo->h_in = *hash;
+    memo->h_out = h;
+    memo->code_gen = code_gen;
+    memo->learn_gen = learn_gen;
+    memo->n_in = (uint32_t)n0;
+    memo->n_out = (uint32_t)n;
+    memo->nfound = (uint32_t)(n - n0); /* its slots and pcs were stored by the loop */
   }
   *hash = h;
   return n;
@@ -676,8 +742,7 @@ static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintpt
       (st.mode == OBM_TRACE_STACKS_UNWIND || (broken && st.mode == OBM_TRACE_STACKS_AUTO))) {
     size_t k = 0;
     if (st.mode == OBM_TRACE_STACKS_AUTO)
-      k = walk_learned(pcs, n, last_fp + 16, hi, st.max_frames, &h, &last->code, slots, links, m,
-                       rec);
+      k = walk_learned(pcs, n, last_fp + 16, hi, st.max_frames, &h, last, slots, links, m, rec);
     if (k == 0) {
       /* learn only where libunwind agrees with the frame-pointer prefix (a stale link that
        * passed the checks would put last_fp elsewhere) */
