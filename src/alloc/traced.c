@@ -7,8 +7,8 @@
  * tracer draws the countdown from an exponential distribution), so most calls go on to the
  * plain path after a subtraction.  A recorded block comes from the thread's traced heap
  * (alloc.c, _obm_traced_raw), whose arenas free's fast path does not serve: free_other calls
- * _obm_alloc_report_free for exactly those blocks (and large blocks marked traced), and every
- * other free keeps the fast path.  Each call of the program is one event: the entry points
+ * _obm_alloc_report_free (inline, alloc_internal.h) for exactly those blocks (and large blocks
+ * marked traced), and every other free keeps the fast path.  Each call of the program is one event: the entry points
  * call one another's raw versions, never these.
  *
  * Compiled with frame pointers (CMakeLists.txt): the tracer walks the stack from the frame of
@@ -204,13 +204,4 @@ void *_obm_realloc_traced(void *ptr, size_t size) {
   void *p = _obm_realloc_block(ptr, size, 1);
   if (p && h && (due || p != ptr)) report_realloc(h, was_traced ? ptr : NULL, p, size);
   return p;
-}
-
-void _obm_alloc_report_free(void *p) {
-  const obm_alloc_hooks_t *h = hooks_for_call();
-  if (h && h->free) {
-    _obm_alloc_muted++;
-    h->free(p);
-    _obm_alloc_muted--;
-  }
 }

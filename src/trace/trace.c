@@ -342,7 +342,7 @@ static inline void put_free(trace_thread_t *t, uint64_t p) {
   t->pos = w + 1;
 }
 
-static void record_alloc(trace_thread_t *t, void *p, size_t size, void *frame) {
+OBM_INLINE void record_alloc(trace_thread_t *t, void *p, size_t size, void *frame) {
   uint32_t stack = obm_unlikely(_obm_trace_interp_on)
                        ? _obm_trace_interp_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi)
                        : _obm_trace_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi);
