@@ -19,10 +19,6 @@
  * address in code), without libunwind.  A frame that allocates dynamically shows a constant
  * that varies and is never trusted; one that did the same twice and then differs gives wrong
  * outer frames where the checks do not catch it (the price of not calling libunwind per event).
- * A thread keeps its recent learned walks (learned_memo_t): a walk that starts from the same
- * return address at the same stack pointer, the table and code map unchanged, is a function of
- * the words it reads, so it reads only the words the earlier walk found (one load and compare a
- * frame, instead of a table lookup and the checks) and takes its frames if they are unchanged.
  *
  * Interning: a stack is a node of a trie, (parent stack id, frame id) -> stack id, so a stack
  * record in the file is two small numbers; frames are interned return address -> frame id.
@@ -52,7 +48,13 @@
  * there out (the walk is a function of the words it reads): it stops there and interns only
  * its new inner frames on top of that frame's id (from a per-thread cache when the same inner
  * frames were seen on top of it before).  Shallow stacks (fewer than MATCH_DEPTH frames) are
- * walked whole and answered by the cache: cheaper than the search.
+ * walked whole and answered by the cache: cheaper than the search.  A thread keeps its recent
+ * shallow walks with their ids, by start frame (walk_memo_t): a walk from the same frame
+ * whose words are unchanged (one load and compare each, an invalid link only checked still
+ * invalid) would find the same frames, so it takes the kept id without walking, hashing or
+ * probing the cache (a program that allocates from a few sites pays that instead of a
+ * table lookup and the checks per learned frame).  A thread whose walks seldom repeat pauses
+ * the memo for a while.
  *
  * Invariants: ids are dense, 1 <= id < n*_ids; def[id].ready => def fields final;
  *             stack def: a (parent) < id, 1 <= b (frame) < nframe_ids.
@@ -106,22 +108,30 @@ typedef struct learn_slot_s {
   _Atomic uint64_t info;
 } learn_slot_t;
 
-/* A thread's recent learned walks (without the search's records), by where they started: from
- * return address pc in a frame whose stack pointer is sp, with n frames and hash h_in before,
- * the walk found pcs[0..nfound) (read at slots[0..nfound)), n_out frames and hash h_out.  The
- * walk is a function of (pc, sp, n, h_in), the words it reads, the stack's top, the code map
- * and the trusted entries of the table (which only ever turn VARIES, counted by learn_gen): a
- * walk that starts the same way, with those unchanged (compared: code_gen, learn_gen, hi) and
- * each word found still at its slot (one load and compare a frame), is answered from here.
- * Invariant: nfound == 0 (empty) or nfound == n_out - n_in <= MEMO_FRAMES. */
-#define MEMO_ENTRIES 4u
-#define MEMO_FRAMES  8u
-typedef struct learned_memo_s {
-  uintptr_t pc, sp, hi;
-  uint64_t h_in, h_out, code_gen, learn_gen;
-  uint32_t n_in, n_out, nfound;
-  uintptr_t slots[MEMO_FRAMES], pcs[MEMO_FRAMES];
-} learned_memo_t;
+/* A thread's recent shallow walks and their stack ids, by where they started: the walk from
+ * `frame` (whose return address is `first`) read the words word[i] at addr[i] (a frame-pointer
+ * frame's valid link and return address, a learned frame's return address, and the words of
+ * the frame where a valid chain ended), found the link at `broken` (0: none) invalid (zero when
+ * broken_zero) and its stack's id was `id`.  A walk is a function of its start, the words it
+ * reads (an invalid link only by being invalid, and zero or not), the stack's top, the
+ * session's options, the code map and the trusted entries of the learned table (which only
+ * ever turn VARIES, counted by learn_gen; an untrusted one fails the walk, which is then not
+ * kept): a walk from the same frame with those unchanged (compared: hi, code_gen, learn_gen)
+ * and each word still at its address (one load and compare each; the invalid link still
+ * invalid) would find the same frames, so its id is the one kept here (the program's code
+ * without frame pointers keeps anything in rbp, so the link that breaks the chain varies).
+ * Invariant: nwords == 0 (empty) or addr[0..nwords) and broken lie in [frame, hi) of the
+ * thread's stack. */
+#define WALK_MEMOS  8u
+#define WALK_WORDS  (2u * MATCH_DEPTH) /* a shallow stack's (< MATCH_DEPTH frames) */
+#define WALK_MISSES 64u                /* walks in a row not answered by the memo: it pauses */
+#define WALK_PAUSE  1024u              /* for this many walks */
+typedef struct walk_memo_s {
+  uintptr_t frame, first, hi, broken;
+  uint64_t code_gen, learn_gen;
+  uint32_t id, nwords, broken_zero;
+  uintptr_t addr[WALK_WORDS], word[WALK_WORDS];
+} walk_memo_t;
 
 typedef int unw_backtrace_fn(void **buffer, int size);
 
@@ -163,7 +173,9 @@ typedef struct code_cache_s {
  * code_gen: the code map they were checked against. */
 typedef struct last_stack_s {
   code_cache_t code; /* not part of the stack: the walk's code ranges, kept per thread */
-  learned_memo_t memo[MEMO_ENTRIES]; /* not part of it either: recent learned walks */
+  walk_memo_t walks[WALK_MEMOS]; /* not part of it either: recent shallow walks, by frame */
+  uint32_t walk_misses;          /* walks since the latest one answered by `walks` */
+  uint32_t walk_pause;           /* walks left that do not use `walks` */
   uint32_t n;        /* frames with pcs and ids; 0 when none */
   int matchable;     /* slots and links valid, the walk ended at the outermost frame */
   uintptr_t lo, hi;
@@ -454,6 +466,13 @@ static inline uint64_t hash_step(uint64_t h, uintptr_t pc) {
   return (h ^ pc) * 0x9e3779b97f4a7c15ull + (h >> 29);
 }
 
+/* Whether next, the link read at frame fp, is a frame the walk goes on to: inside the stack
+ * (below hi), above fp by 16 bytes or more, 8-aligned. */
+static inline int link_valid(uintptr_t fp, uintptr_t next, uintptr_t hi) {
+  uintptr_t top = hi - 16;
+  return next - (fp + 16) <= top - (fp + 16) && !(next & 7);
+}
+
 /* Frame-pointer walk; *hash = the hash of the frames found (hashed as they are read, so the
  * per-thread cache is probed without a second pass); slots[i], links[i] as in last_stack_t.
  * Each frame [next, ret] must lie in the stack [lo, hi), 8-aligned, above the previous one by
@@ -493,15 +512,13 @@ static inline __attribute__((always_inline)) size_t walk_fp(void *frame, uintptr
       }
     }
     pcs[n] = ret;
-    if (rec) {
-      slots[n] = fp + 8;
-      links[n] = next | 1;
-    }
+    slots[n] = fp + 8;
+    links[n] = next | 1;
     h = hash_step(h, ret);
     *last_fp = fp;
     if (rec && m->j >= 0 && match_frame(m, n, fp + 8, ret, next | 1)) return n + 1;
     n++;
-    if (obm_unlikely(next - (fp + 16) > top - (fp + 16) || (next & 7))) {
+    if (obm_unlikely(!link_valid(fp, next, hi))) {
       /* 0: the outermost frame (the clone/start code zeroes rbp), or code without frame
        * pointers that happened to hold 0 in rbp (2: the caller decides); else broken (1) */
       *broken = next != 0 ? 1 : 2;
@@ -585,37 +602,13 @@ static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
 /* Continues a broken chain from the table: pcs[n - 1] is the return address into a frame
  * whose stack pointer is sp.  The new length (the outermost frame reached, or max), or 0 when
  * a frame is not trusted or a check fails (then libunwind walks).  Slots and links as
- * walk_fp's (links 0); stops early at a frame of the latest stack that m finds.  Without rec,
- * a walk that starts as a recent one did (last->memo) reads only the words that one found. */
+ * walk_fp's (links 0); stops early at a frame of the latest stack that m finds. */
 static inline __attribute__((always_inline)) size_t
 walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max, uint64_t *hash,
-             last_stack_t *last, uintptr_t *slots, uintptr_t *links, match_t *m, int rec) {
+             code_cache_t *cc, uintptr_t *slots, uintptr_t *links, match_t *m, int rec) {
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
-  code_cache_t *cc = &last->code;
   uint64_t h = *hash;
-  uintptr_t pc = pcs[n - 1], sp0 = sp;
-  size_t n0 = n;
-  uint64_t code_gen = 0, learn_gen = 0;
-  learned_memo_t *memo = NULL;
-  if (!rec) {
-    code_gen = code ? code->gen : 0;
-    learn_gen = atomic_load_explicit(&st.learn_gen, memory_order_relaxed);
-    memo = &last->memo[((pc ^ sp) >> 3) & (MEMO_ENTRIES - 1)];
-  }
-  if (!rec && memo->pc == pc && memo->sp == sp && memo->h_in == h && memo->n_in == n &&
-      memo->nfound != 0 && memo->hi == hi && memo->code_gen == code_gen &&
-      memo->learn_gen == learn_gen) {
-    uint32_t k = 0;
-    for (; k < memo->nfound; k++) {
-      if (*(const uintptr_t *)memo->slots[k] != memo->pcs[k]) break;
-      pcs[n + k] = memo->pcs[k];
-    }
-    if (obm_likely(k == memo->nfound)) {
-      *hash = memo->h_out;
-      return memo->n_out;
-    }
-  }
-  if (!rec) memo->nfound = 0; /* refilled below when this walk succeeds */
+  uintptr_t pc = pcs[n - 1];
   uintptr_t lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
   while (n < max) {
     const learn_slot_t *e = &st.learned[learn_index(pc)];
@@ -632,31 +625,12 @@ walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max, u
       lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
     }
     pcs[n] = pc = ret;
-    if (!rec && n - n0 < MEMO_FRAMES) {
-      memo->slots[n - n0] = cfa - 8;
-      memo->pcs[n - n0] = ret;
-    }
-    if (rec) {
-      slots[n] = cfa - 8;
-      links[n] = 0;
-      if (m->j >= 0 && match_frame(m, n, cfa - 8, ret, 0)) return n + 1;
-    }
+    slots[n] = cfa - 8;
+    links[n] = 0;
+    if (rec && m->j >= 0 && match_frame(m, n, cfa - 8, ret, 0)) return n + 1;
     n++;
     h = hash_step(h, ret);
     sp = cfa;
-  }
-  /* (a deep stack is searched for instead: see _obm_trace_stack_id) */
-  if (!rec && n > n0 && n - n0 <= MEMO_FRAMES && n < MATCH_DEPTH) {
-    memo->pc = pcs[n0 - 1];
-    memo->sp = sp0;
-    memo->hi = hi;
-    memo->h_in = *hash;
-    memo->h_out = h;
-    memo->code_gen = code_gen;
-    memo->learn_gen = learn_gen;
-    memo->n_in = (uint32_t)n0;
-    memo->n_out = (uint32_t)n;
-    memo->nfound = (uint32_t)(n - n0); /* its slots and pcs were stored by the loop */
   }
   *hash = h;
   return n;
@@ -718,9 +692,9 @@ lost:
   return parent; /* the outer part of the stack that fitted */
 }
 
-/* The whole walk: frame pointers, continued by the learned walk or libunwind (AUTO); pcs[0..n)
- * and *hash; with rec, slots and links too, and it stops at a frame of the latest stack that
- * m finds.  *matchable = 0 when libunwind walked (no slots). */
+/* The whole walk: frame pointers, continued by the learned walk or libunwind (AUTO); pcs[0..n),
+ * slots, links and *hash; with rec, it stops at a frame of the latest stack that m finds.
+ * *matchable = 0 when libunwind walked (no slots). */
 static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintptr_t lo,
                                                              uintptr_t hi, uintptr_t *pcs,
                                                              uintptr_t *slots, uintptr_t *links,
@@ -742,7 +716,8 @@ static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintpt
       (st.mode == OBM_TRACE_STACKS_UNWIND || (broken && st.mode == OBM_TRACE_STACKS_AUTO))) {
     size_t k = 0;
     if (st.mode == OBM_TRACE_STACKS_AUTO)
-      k = walk_learned(pcs, n, last_fp + 16, hi, st.max_frames, &h, last, slots, links, m, rec);
+      k = walk_learned(pcs, n, last_fp + 16, hi, st.max_frames, &h, &last->code, slots, links, m,
+                       rec);
     if (k == 0) {
       /* learn only where libunwind agrees with the frame-pointer prefix (a stale link that
        * passed the checks would put last_fp elsewhere) */
@@ -766,6 +741,53 @@ static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintpt
   return n;
 }
 
+/* Keeps the shallow walk pcs[0..n) (slots and links as walk_fp's: frame-pointer frames, then
+ * learned ones) from frame, whose stack's id is id, in wm (see walk_memo_t): the words it read,
+ * found again from its records.  The last frame-pointer frame's link is either invalid (the
+ * chain broke there) or valid, and then the walk read the next frame's two words and stopped
+ * there (a zero or non-code return address; learned frames may follow): those are kept too. */
+static void walk_memo_put(walk_memo_t *wm, uintptr_t frame, const uintptr_t *pcs,
+                          const uintptr_t *slots, const uintptr_t *links, size_t n, uintptr_t hi,
+                          uint64_t code_gen, uint64_t learn_gen, uint32_t id) {
+  uint32_t k = 0;
+  size_t nfp = 0;
+  while (nfp < n && links[nfp] != 0)
+    nfp++;
+  wm->nwords = 0;
+  wm->broken = 0;
+  if (nfp == 0 || n + nfp + 2 > WALK_WORDS) return;
+  for (size_t i = 0; i < nfp; i++) {
+    uintptr_t fp = slots[i] - 8, next = links[i] ^ 1;
+    if (link_valid(fp, next, hi)) {
+      wm->addr[k] = fp;
+      wm->word[k++] = next;
+    } else { /* the chain broke here (i == nfp - 1) */
+      wm->broken = fp;
+      wm->broken_zero = next == 0;
+    }
+    wm->addr[k] = slots[i];
+    wm->word[k++] = pcs[i];
+  }
+  if (!wm->broken) {
+    uintptr_t next = links[nfp - 1] ^ 1;
+    wm->addr[k] = next;
+    wm->word[k++] = ((const uintptr_t *)next)[0];
+    wm->addr[k] = next + 8;
+    wm->word[k++] = ((const uintptr_t *)next)[1];
+  }
+  for (size_t i = nfp; i < n; i++) {
+    wm->addr[k] = slots[i];
+    wm->word[k++] = pcs[i];
+  }
+  wm->frame = frame;
+  wm->first = pcs[0];
+  wm->hi = hi;
+  wm->code_gen = code_gen;
+  wm->learn_gen = learn_gen;
+  wm->id = id;
+  wm->nwords = k;
+}
+
 uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi) {
   if (st.mode == OBM_TRACE_STACKS_NONE) return 0;
   uintptr_t pcs[OBM_TRACE_MAX_FRAMES], slots[OBM_TRACE_MAX_FRAMES], links[OBM_TRACE_MAX_FRAMES];
@@ -773,9 +795,38 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
   last_stack_t *last = &st.last[slot];
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
   uint64_t code_gen = code ? code->gen : 0;
+  uint64_t learn_gen = atomic_load_explicit(&st.learn_gen, memory_order_relaxed);
+  /* a shallow walk seen before from this frame, its words unchanged: its id */
+  uintptr_t fp = (uintptr_t)frame;
+  walk_memo_t *wm = NULL;
+  if (obm_unlikely(last->walk_pause)) {
+    last->walk_pause--;
+  } else if (obm_likely(fp >= lo && fp <= hi - 16 && !(fp & 7))) {
+    uintptr_t first = ((const uintptr_t *)fp)[1];
+    wm = &last->walks[(fp >> 4 ^ first) & (WALK_MEMOS - 1)];
+    if (wm->frame == fp && wm->first == first && wm->nwords != 0 && wm->hi == hi &&
+        wm->code_gen == code_gen && wm->learn_gen == learn_gen) {
+      uint32_t k = 0;
+      while (k < wm->nwords && *(const uintptr_t *)wm->addr[k] == wm->word[k])
+        k++;
+      uintptr_t link = wm->broken ? *(const uintptr_t *)wm->broken : 0;
+      if (k == wm->nwords &&
+          (!wm->broken ||
+           (wm->broken_zero ? link == 0 : link != 0 && !link_valid(wm->broken, link, hi)))) {
+        last->walk_misses = 0;
+        return wm->id;
+      }
+    }
+    /* a thread whose walks rarely repeat (a recursive program: a new call path each time)
+     * does without the memo for a while rather than fill it in vain */
+    if (obm_unlikely(++last->walk_misses >= WALK_MISSES)) {
+      last->walk_misses = 0;
+      last->walk_pause = WALK_PAUSE;
+    }
+  }
   match_t m = {.last = last, .j = -1, .bad = (int)last->n, .max = st.max_frames};
-  /* the search (and the walk's record of slots) only for a deep latest stack: for shallow
-   * ones the whole walk and the cache cost less */
+  /* the search only for a deep latest stack: for shallow ones the whole walk and the cache
+   * cost less */
   int rec = last->matchable && last->n >= MATCH_DEPTH && last->lo == lo && last->hi == hi &&
             last->code_gen == code_gen && st.mode != OBM_TRACE_STACKS_UNWIND;
   if (rec) m.j = (int)last->n - 1;
@@ -829,14 +880,13 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
    * slots, takes its place */
   int renew = !rec && n >= MATCH_DEPTH && n < st.max_frames && matchable &&
               st.mode != OBM_TRACE_STACKS_UNWIND;
+  /* a shallow stack walked without libunwind is kept for the next walk from this frame */
+  int keep = wm && n < MATCH_DEPTH && n < st.max_frames && matchable;
   h = _obm_trace_mix(h + n);
   cache_entry_t *c = &st.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
-  if (c->hash == h && c->depth == n && c->id != 0 && !renew) return c->id;
-  if (renew) { /* walked again, recording slots (the same frames: nothing ran in between) */
-    uint64_t h2;
-    match_t none = {.last = last, .j = -1};
-    if (walk_all(frame, lo, hi, pcs, slots, links, &none, 1, &h2, &matchable, last) != n)
-      matchable = 0;
+  if (c->hash == h && c->depth == n && c->id != 0 && !renew) {
+    if (keep) walk_memo_put(wm, fp, pcs, slots, links, n, hi, code_gen, learn_gen, c->id);
+    return c->id;
   }
   /* the outer frames shared with the latest stack keep their ids */
   size_t shared = 0;
@@ -858,6 +908,7 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
     last->code_gen = code_gen;
   }
   *c = (cache_entry_t){h, (uint32_t)n, parent};
+  if (keep) walk_memo_put(wm, fp, pcs, slots, links, n, hi, code_gen, learn_gen, parent);
   return parent;
 }
 
