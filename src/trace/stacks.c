@@ -120,8 +120,8 @@ typedef struct learn_slot_s {
  * and each word still at its address (one load and compare each; the invalid link still
  * invalid) would find the same frames, so its id is the one kept here (the program's code
  * without frame pointers keeps anything in rbp, so the link that breaks the chain varies).
- * Invariant: nwords == 0 (empty) or addr[0..nwords) and broken lie in [frame, hi) of the
- * thread's stack. */
+ * Invariant: id == 0 (empty) or addr[0..nwords) and broken (when not 0) lie in [frame, hi) of
+ * the thread's stack. */
 #define WALK_MEMOS  8u
 #define WALK_WORDS  (2u * MATCH_DEPTH) /* a shallow stack's (< MATCH_DEPTH frames) */
 #define WALK_MISSES 64u                /* walks in a row not answered by the memo: it pauses */
@@ -743,9 +743,10 @@ static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintpt
 
 /* Keeps the shallow walk pcs[0..n) (slots and links as walk_fp's: frame-pointer frames, then
  * learned ones) from frame, whose stack's id is id, in wm (see walk_memo_t): the words it read,
- * found again from its records.  The last frame-pointer frame's link is either invalid (the
- * chain broke there) or valid, and then the walk read the next frame's two words and stopped
- * there (a zero or non-code return address; learned frames may follow): those are kept too. */
+ * found again from its records (but the first return address, the memo's key).  The last
+ * frame-pointer frame's link is either invalid (the chain broke there) or valid, and then the walk
+ * read the next frame's two words and stopped there (a zero or non-code return address; learned
+ * frames may follow): those are kept too. */
 static void walk_memo_put(walk_memo_t *wm, uintptr_t frame, const uintptr_t *pcs,
                           const uintptr_t *slots, const uintptr_t *links, size_t n, uintptr_t hi,
                           uint64_t code_gen, uint64_t learn_gen, uint32_t id) {
@@ -753,7 +754,7 @@ static void walk_memo_put(walk_memo_t *wm, uintptr_t frame, const uintptr_t *pcs
   size_t nfp = 0;
   while (nfp < n && links[nfp] != 0)
     nfp++;
-  wm->nwords = 0;
+  wm->id = 0;
   wm->broken = 0;
   if (nfp == 0 || n + nfp + 2 > WALK_WORDS) return;
   for (size_t i = 0; i < nfp; i++) {
@@ -765,8 +766,10 @@ static void walk_memo_put(walk_memo_t *wm, uintptr_t frame, const uintptr_t *pcs
       wm->broken = fp;
       wm->broken_zero = next == 0;
     }
-    wm->addr[k] = slots[i];
-    wm->word[k++] = pcs[i];
+    if (i > 0) {
+      wm->addr[k] = slots[i];
+      wm->word[k++] = pcs[i];
+    }
   }
   if (!wm->broken) {
     uintptr_t next = links[nfp - 1] ^ 1;
@@ -788,42 +791,18 @@ static void walk_memo_put(walk_memo_t *wm, uintptr_t frame, const uintptr_t *pcs
   wm->nwords = k;
 }
 
-uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi) {
-  if (st.mode == OBM_TRACE_STACKS_NONE) return 0;
+/* _obm_trace_stack_id when the thread's memo of walks did not answer: the walk, the search,
+ * the cache, interning; wm: the memo entry for this walk (NULL: none). */
+static OBM_NOINLINE uint32_t walk_and_intern(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi,
+                                             walk_memo_t *wm) {
   uintptr_t pcs[OBM_TRACE_MAX_FRAMES], slots[OBM_TRACE_MAX_FRAMES], links[OBM_TRACE_MAX_FRAMES];
   uint64_t h = 0;
   last_stack_t *last = &st.last[slot];
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
   uint64_t code_gen = code ? code->gen : 0;
+  /* before the walk: an entry that turns VARIES during it makes the memo entry stale */
   uint64_t learn_gen = atomic_load_explicit(&st.learn_gen, memory_order_relaxed);
-  /* a shallow walk seen before from this frame, its words unchanged: its id */
   uintptr_t fp = (uintptr_t)frame;
-  walk_memo_t *wm = NULL;
-  if (obm_unlikely(last->walk_pause)) {
-    last->walk_pause--;
-  } else if (obm_likely(fp >= lo && fp <= hi - 16 && !(fp & 7))) {
-    uintptr_t first = ((const uintptr_t *)fp)[1];
-    wm = &last->walks[(fp >> 4 ^ first) & (WALK_MEMOS - 1)];
-    if (wm->frame == fp && wm->first == first && wm->nwords != 0 && wm->hi == hi &&
-        wm->code_gen == code_gen && wm->learn_gen == learn_gen) {
-      uint32_t k = 0;
-      while (k < wm->nwords && *(const uintptr_t *)wm->addr[k] == wm->word[k])
-        k++;
-      uintptr_t link = wm->broken ? *(const uintptr_t *)wm->broken : 0;
-      if (k == wm->nwords &&
-          (!wm->broken ||
-           (wm->broken_zero ? link == 0 : link != 0 && !link_valid(wm->broken, link, hi)))) {
-        last->walk_misses = 0;
-        return wm->id;
-      }
-    }
-    /* a thread whose walks rarely repeat (a recursive program: a new call path each time)
-     * does without the memo for a while rather than fill it in vain */
-    if (obm_unlikely(++last->walk_misses >= WALK_MISSES)) {
-      last->walk_misses = 0;
-      last->walk_pause = WALK_PAUSE;
-    }
-  }
   match_t m = {.last = last, .j = -1, .bad = (int)last->n, .max = st.max_frames};
   /* the search only for a deep latest stack: for shallow ones the whole walk and the cache
    * cost less */
@@ -910,6 +889,49 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
   *c = (cache_entry_t){h, (uint32_t)n, parent};
   if (keep) walk_memo_put(wm, fp, pcs, slots, links, n, hi, code_gen, learn_gen, parent);
   return parent;
+}
+
+/* _obm_trace_stack_id with the memo of walks on: a shallow walk seen before from this frame,
+ * its words unchanged, gives its id (out of line: the paused memo's path saves no registers). */
+static OBM_NOINLINE uint32_t memo_or_walk(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi,
+                                          last_stack_t *last) {
+  uintptr_t fp = (uintptr_t)frame;
+  walk_memo_t *wm = NULL;
+  if (obm_likely(fp >= lo && fp <= hi - 16 && !(fp & 7))) {
+    const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
+    uint64_t code_gen = code ? code->gen : 0;
+    uint64_t learn_gen = atomic_load_explicit(&st.learn_gen, memory_order_relaxed);
+    uintptr_t first = ((const uintptr_t *)fp)[1];
+    wm = &last->walks[(fp >> 4 ^ first) & (WALK_MEMOS - 1)];
+    if (wm->frame == fp && wm->first == first && wm->id != 0 && wm->hi == hi &&
+        wm->code_gen == code_gen && wm->learn_gen == learn_gen) {
+      uint32_t k = 0;
+      while (k < wm->nwords && *(const uintptr_t *)wm->addr[k] == wm->word[k])
+        k++;
+      uintptr_t link = wm->broken ? *(const uintptr_t *)wm->broken : 0;
+      if (k == wm->nwords &&
+          (!wm->broken ||
+           (wm->broken_zero ? link == 0 : link != 0 && !link_valid(wm->broken, link, hi)))) {
+        last->walk_misses = 0;
+        return wm->id;
+      }
+    }
+    /* a thread whose walks rarely repeat (a recursive program: a new call path each time)
+     * does without the memo for a while rather than fill it in vain */
+    if (obm_unlikely(++last->walk_misses >= WALK_MISSES)) {
+      last->walk_misses = 0;
+      last->walk_pause = WALK_PAUSE;
+    }
+  }
+  return walk_and_intern(slot, frame, lo, hi, wm);
+}
+
+uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi) {
+  if (st.mode == OBM_TRACE_STACKS_NONE) return 0;
+  last_stack_t *last = &st.last[slot];
+  if (obm_likely(!last->walk_pause)) return memo_or_walk(slot, frame, lo, hi, last);
+  last->walk_pause--;
+  return walk_and_intern(slot, frame, lo, hi, NULL);
 }
 
 /* ---- for interp.c: interpreter frames in the same tables ------------------------------------ */
