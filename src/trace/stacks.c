@@ -78,7 +78,7 @@
 #define ID_LOST       UINT32_MAX
 #define NCHILDREN     4u
 #define FRAME_CACHE   64u  /* per thread slot: frame ids by return address */
-#define INNER_CACHE   256u /* per thread slot: (stack id, inner frames) -> stack ids */
+#define INNER_CACHE   1024u /* per thread slot: (stack id, inner frames) -> stack ids */
 #define INNER_FRAMES  6u
 #define MATCH_DEPTH                                                                                \
   10u /* the latest stack is searched when it has this many frames */ /* a recursive function's    \
@@ -842,8 +842,8 @@ static OBM_NOINLINE uint32_t walk_and_intern(uint32_t slot, void *frame, uintptr
       id = intern_inner(last, last->ids[j], pcs, at, j + 1);
       if (ih && last->matchable) {
         last->inner[e].hash = ih;
-        for (size_t i = 0; i < at; i++)
-          last->inner[e].ids[i] = last->ids[j + 1 + i];
+        for (size_t i = 0; i < INNER_FRAMES; i++) /* at <= INNER_FRAMES: stores, no memcpy */
+          if (i < at) last->inner[e].ids[i] = last->ids[j + 1 + i];
       }
     }
     if (last->matchable) { /* not lost */
