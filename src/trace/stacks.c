@@ -607,9 +607,9 @@ static inline __attribute__((always_inline)) size_t
 walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max, uint64_t *hash,
              code_cache_t *cc, uintptr_t *slots, uintptr_t *links, match_t *m, int rec) {
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
+  uintptr_t lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
   uint64_t h = *hash;
   uintptr_t pc = pcs[n - 1];
-  uintptr_t lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
   while (n < max) {
     const learn_slot_t *e = &st.learned[learn_index(pc)];
     uint64_t info = atomic_load_explicit(&e->pc, memory_order_acquire) == pc
