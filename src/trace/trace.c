@@ -368,7 +368,8 @@ OBM_NOINLINE void _obm_trace_alloc(void *p, size_t size) {
   tls_guard = 0;
 }
 
-OBM_NOINLINE void _obm_trace_free(void *p) {
+/* Frameless: a free walks no stack. */
+__attribute__((optimize("omit-frame-pointer"))) OBM_NOINLINE void _obm_trace_free(void *p) {
   if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed) || tls_guard || !p) return;
   tls_guard = 1;
   trace_thread_t *t = enter();
