@@ -35,10 +35,18 @@
 #include <time.h>
 
 #define NOINLINE __attribute__((noinline, noclone))
+
+/* The allocator's recording function (src/alloc/traced.c) that calls the hook: the walk starts
+ * at the hook's caller's frame, so the first frame recorded is this function's caller. */
+NOINLINE static void record_alloc(void *p, size_t size) {
+  _obm_trace_alloc(p, size);
+  __asm__ volatile("" ::: "memory"); /* a call, not a jump: this frame stays */
+}
+
 /* The hook call and the line it records, on one line whatever clang-format does. */
 #define TRACED_ALLOC(line_var, p, size)                                                            \
   do {                                                                                             \
-    _obm_trace_alloc(p, size);                                                                     \
+    record_alloc(p, size);                                                                         \
     __atomic_store_n(&line_var, __LINE__, __ATOMIC_RELAXED);                                       \
   } while (0)
 
@@ -370,7 +378,7 @@ static void test_kill(void) {
     killed_site();
     if (obm_trace_flush() != 0) _exit(4);
     for (int i = 0; i < 100; i++)
-      _obm_trace_alloc(fake(32, 0), 32); /* lost with the kill */
+      record_alloc(fake(32, 0), 32); /* lost with the kill */
     CHECK(write(fds[1], "x", 1) == 1);
     for (;;)
       pause();
@@ -746,6 +754,62 @@ static void test_stacks(void) {
   obm_capture_close(cap);
 }
 
+/* One site called from two callers in turn: the hook's caller's frame is at the same address
+ * with the same return address each time, only the callers' return addresses differ, so a
+ * walk answered from the thread's memo of recent walks must still tell them apart. */
+#define N_TURNS 3000
+NOINLINE static void turn_site(size_t size) {
+  record_alloc(fake(size, 0), size);
+  __asm__ volatile("" ::: "memory");
+}
+NOINLINE static void turn_a(void) {
+  turn_site(100);
+  __asm__ volatile("" ::: "memory");
+}
+NOINLINE static void turn_b(void) {
+  turn_site(200);
+  __asm__ volatile("" ::: "memory");
+}
+
+static void test_turns(void) {
+  char path[2048];
+  snprintf(path, sizeof path, "%s/trace-turns.cap", dir);
+  obm_trace_options_t o;
+  obm_trace_options_init(&o);
+  CHECK(obm_trace_start(path, &o) == 0);
+  for (volatile int i = 0; i < N_TURNS; i++)
+    if (i % 3 == 1)
+      turn_b();
+    else
+      turn_a();
+  CHECK(obm_trace_stop() == 0);
+  char err[512];
+  obm_capture_t *cap = obm_capture_open(path, err, sizeof err);
+  CHECKF(cap != NULL, "%s", err);
+  if (!cap) return;
+  obm_capture_record_t r;
+  uint64_t caller[2] = {0, 0}, site = 0;
+  int rc, n[2] = {0, 0}, bad = 0;
+  while ((rc = obm_capture_next(cap, &r)) > 0) {
+    if (r.kind != OBM_CAPTURE_ALLOC || (r.size != 100 && r.size != 200)) continue;
+    uint64_t frames[OBM_TRACE_MAX_FRAMES];
+    size_t nf = stack_frames(cap, r.stack, frames, OBM_TRACE_MAX_FRAMES);
+    int b = r.size == 200;
+    if (nf < 2) {
+      bad++;
+      continue;
+    }
+    if (!caller[b]) caller[b] = frames[1];
+    if (!site) site = frames[0];
+    bad += frames[1] != caller[b] || frames[0] != site;
+    n[b]++;
+  }
+  CHECKF(rc == 0, "%s", obm_capture_error(cap));
+  CHECKF(bad == 0 && n[0] == N_TURNS - N_TURNS / 3 && n[1] == N_TURNS / 3 && caller[0] != caller[1],
+         "%d stacks with the wrong caller; %d and %d allocations", bad, n[0], n[1]);
+  obm_capture_close(cap);
+}
+
 /* ---- obmem run, end to end: the preload library traces a real program -------------------- */
 
 /* The line of `marker` in the file at path, or 0. */
@@ -864,6 +928,7 @@ int main(int argc, char **argv) {
     dir = argv[2];
     mkdir(dir, 0755);
     test_stacks();
+    test_turns();
     return check_done();
   }
   if (argc < 4) {

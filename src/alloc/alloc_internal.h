@@ -494,8 +494,17 @@ OBM_HIDDEN void *_obm_realloc_seg(void *ptr, obm_segment_t *seg, size_t size, in
 /* A block from the thread's traced heap, or a large block marked traced (alloc.c). */
 OBM_HIDDEN void *_obm_traced_raw(size_t alignment, size_t size, int zero);
 /* Reports the free of a recorded block (in a traced arena, or a large block marked traced) to
- * the tracer while it runs (alloc.c). */
-OBM_HIDDEN void _obm_alloc_report_free(void *p);
+ * the tracer while it runs and the thread is not muted (traced.c's rules; inline in free's
+ * path: one call, the hook's, per recorded free). */
+OBM_INLINE void _obm_alloc_report_free(void *p) {
+  if (_obm_alloc_muted) return;
+  const obm_alloc_hooks_t *h = atomic_load_explicit(&_obm_alloc_hooks, memory_order_acquire);
+  if (h && h->free) {
+    _obm_alloc_muted++;
+    h->free(p);
+    _obm_alloc_muted--;
+  }
+}
 /* Starts one of obmem's own threads (purge, statistics): _obm_os_thread_start, with the
  * allocations made for the new thread (its TLS blocks) not recorded while tracing. */
 OBM_HIDDEN int _obm_own_thread_start(pthread_t *thread, const char *name, size_t stack_size,

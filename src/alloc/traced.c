@@ -7,12 +7,13 @@
  * tracer draws the countdown from an exponential distribution), so most calls go on to the
  * plain path after a subtraction.  A recorded block comes from the thread's traced heap
  * (alloc.c, _obm_traced_raw), whose arenas free's fast path does not serve: free_other calls
- * _obm_alloc_report_free for exactly those blocks (and large blocks marked traced), and every
- * other free keeps the fast path.  Each call of the program is one event: the entry points
+ * _obm_alloc_report_free (inline, alloc_internal.h) for exactly those blocks (and large blocks
+ * marked traced), and every other free keeps the fast path.  Each call of the program is one event: the entry points
  * call one another's raw versions, never these.
  *
- * Compiled with frame pointers (CMakeLists.txt): the tracer walks the stack from its hook
- * through these frames (named _obm_*, which the report skips) into the program's.
+ * Compiled with frame pointers (CMakeLists.txt): the tracer walks the stack from the frame of
+ * the function here that called its hook (named _obm_*, which the report skips), so the first
+ * frame it records is that function's return address, into the program's call.
  * _obm_alloc_muted > 0 on a thread records nothing: obmem's own threads being started, the
  * tracer's own work, a hook in progress (so a hook is never re-entered).
  *
@@ -93,8 +94,8 @@ OBM_INLINE int block_traced(obm_segment_t *seg) {
          (seg->kind == OBM_SEG_LARGE && ((obm_large_t *)seg)->traced);
 }
 
-/* Inline: the hook's caller, the first frame recorded, is an _obm_* entry (skipped by the
- * report as the allocator's). */
+/* Inline: the hook's caller is an _obm_* entry, whose frame the walk starts from (its return
+ * address, into the program or an obmem entry point, is the first frame recorded). */
 OBM_INLINE void *alloc_recorded(const obm_alloc_hooks_t *h, size_t alignment, size_t size,
                                 int zero) {
   void *p = _obm_traced_raw(alignment, size, zero);
@@ -111,9 +112,9 @@ OBM_INLINE void *alloc_recorded(const obm_alloc_hooks_t *h, size_t alignment, si
   return p;
 }
 
-/* malloc's recorded path, with a frame (named _obm_* so that the report skips it as the
- * allocator's): _obm_malloc_traced jumps here, so the program's return address is this
- * frame's and the walk from the hook finds it. */
+/* malloc's recorded path, with a frame: _obm_malloc_traced jumps here, so the program's return
+ * address is this frame's and the walk, which starts from the hook's caller's frame, records
+ * it first. */
 static OBM_NOINLINE void *_obm_malloc_recorded(const obm_alloc_hooks_t *h, size_t size) {
   return alloc_recorded(h, OBM_ALIGNMENT, size, 0);
 }
@@ -221,13 +222,4 @@ void *_obm_realloc_traced(void *ptr, size_t size) {
     }
   }
   return realloc_traced(ptr, seg, size);
-}
-
-void _obm_alloc_report_free(void *p) {
-  const obm_alloc_hooks_t *h = hooks_for_call();
-  if (h && h->free) {
-    _obm_alloc_muted++;
-    h->free(p);
-    _obm_alloc_muted--;
-  }
 }

@@ -1,6 +1,6 @@
 /* stacks.c — native stacks for the tracer: the walk, and interning into frame and stack ids.
  *
- * Walk: frame pointers from the hook's own frame (each frame is [saved rbp, return address]);
+ * Walk: frame pointers from the hook's caller's frame (each frame is [saved rbp, return address]);
  * every frame address is checked to lie in the thread's stack mapping, 8-aligned and above the
  * previous one, so a broken chain (code built without frame pointers) ends the walk instead of
  * reading wild memory.  In AUTO mode a chain that breaks (a non-null, invalid link) is
@@ -48,7 +48,13 @@
  * there out (the walk is a function of the words it reads): it stops there and interns only
  * its new inner frames on top of that frame's id (from a per-thread cache when the same inner
  * frames were seen on top of it before).  Shallow stacks (fewer than MATCH_DEPTH frames) are
- * walked whole and answered by the cache: cheaper than the search.
+ * walked whole and answered by the cache: cheaper than the search.  A thread keeps its recent
+ * shallow walks with their ids, by start frame (walk_memo_t): a walk from the same frame
+ * whose words are unchanged (one load and compare each, an invalid link only checked still
+ * invalid) would find the same frames, so it takes the kept id without walking, hashing or
+ * probing the cache (a program that allocates from a few sites pays that instead of a
+ * table lookup and the checks per learned frame).  A thread whose walks seldom repeat pauses
+ * the memo for a while.
  *
  * Invariants: ids are dense, 1 <= id < n*_ids; def[id].ready => def fields final;
  *             stack def: a (parent) < id, 1 <= b (frame) < nframe_ids.
@@ -72,7 +78,7 @@
 #define ID_LOST       UINT32_MAX
 #define NCHILDREN     4u
 #define FRAME_CACHE   64u  /* per thread slot: frame ids by return address */
-#define INNER_CACHE   256u /* per thread slot: (stack id, inner frames) -> stack ids */
+#define INNER_CACHE   1024u /* per thread slot: (stack id, inner frames) -> stack ids */
 #define INNER_FRAMES  6u
 #define MATCH_DEPTH                                                                                \
   10u /* the latest stack is searched when it has this many frames */ /* a recursive function's    \
@@ -101,6 +107,31 @@ typedef struct learn_slot_s {
   _Atomic uint64_t pc;
   _Atomic uint64_t info;
 } learn_slot_t;
+
+/* A thread's recent shallow walks and their stack ids, by where they started: the walk from
+ * `frame` (whose return address is `first`) read the words word[i] at addr[i] (a frame-pointer
+ * frame's valid link and return address, a learned frame's return address, and the words of
+ * the frame where a valid chain ended), found the link at `broken` (0: none) invalid (zero when
+ * broken_zero) and its stack's id was `id`.  A walk is a function of its start, the words it
+ * reads (an invalid link only by being invalid, and zero or not), the stack's top, the
+ * session's options, the code map and the trusted entries of the learned table (which only
+ * ever turn VARIES, counted by learn_gen; an untrusted one fails the walk, which is then not
+ * kept): a walk from the same frame with those unchanged (compared: hi, code_gen, learn_gen)
+ * and each word still at its address (one load and compare each; the invalid link still
+ * invalid) would find the same frames, so its id is the one kept here (the program's code
+ * without frame pointers keeps anything in rbp, so the link that breaks the chain varies).
+ * Invariant: id == 0 (empty) or addr[0..nwords) and broken (when not 0) lie in [frame, hi) of
+ * the thread's stack. */
+#define WALK_MEMOS  8u
+#define WALK_WORDS  (2u * MATCH_DEPTH) /* a shallow stack's (< MATCH_DEPTH frames) */
+#define WALK_MISSES 64u                /* walks in a row not answered by the memo: it pauses */
+#define WALK_PAUSE  1024u              /* for this many walks */
+typedef struct walk_memo_s {
+  uintptr_t frame, first, hi, broken;
+  uint64_t code_gen, learn_gen;
+  uint32_t id, nwords, broken_zero;
+  uintptr_t addr[WALK_WORDS], word[WALK_WORDS];
+} walk_memo_t;
 
 typedef int unw_backtrace_fn(void **buffer, int size);
 
@@ -142,6 +173,9 @@ typedef struct code_cache_s {
  * code_gen: the code map they were checked against. */
 typedef struct last_stack_s {
   code_cache_t code; /* not part of the stack: the walk's code ranges, kept per thread */
+  walk_memo_t walks[WALK_MEMOS]; /* not part of it either: recent shallow walks, by frame */
+  uint32_t walk_misses;          /* walks since the latest one answered by `walks` */
+  uint32_t walk_pause;           /* walks left that do not use `walks` */
   uint32_t n;        /* frames with pcs and ids; 0 when none */
   int matchable;     /* slots and links valid, the walk ended at the outermost frame */
   uintptr_t lo, hi;
@@ -209,6 +243,7 @@ static struct {
   _Atomic uint64_t (*children)[NCHILDREN]; /* per stack id: its first children, frame << 32 | id */
   _Atomic uint32_t nframe_ids, nstack_ids;
   _Atomic uint64_t lost;
+  _Atomic uint64_t learn_gen; /* trusted entries of `learned` that turned VARIES */
   uint32_t max_frames;
   obm_trace_stacks_t mode;
   unw_backtrace_fn *unw_backtrace;
@@ -431,6 +466,13 @@ static inline uint64_t hash_step(uint64_t h, uintptr_t pc) {
   return (h ^ pc) * 0x9e3779b97f4a7c15ull + (h >> 29);
 }
 
+/* Whether next, the link read at frame fp, is a frame the walk goes on to: inside the stack
+ * (below hi), above fp by 16 bytes or more, 8-aligned. */
+static inline int link_valid(uintptr_t fp, uintptr_t next, uintptr_t hi) {
+  uintptr_t top = hi - 16;
+  return next - (fp + 16) <= top - (fp + 16) && !(next & 7);
+}
+
 /* Frame-pointer walk; *hash = the hash of the frames found (hashed as they are read, so the
  * per-thread cache is probed without a second pass); slots[i], links[i] as in last_stack_t.
  * Each frame [next, ret] must lie in the stack [lo, hi), 8-aligned, above the previous one by
@@ -470,15 +512,13 @@ static inline __attribute__((always_inline)) size_t walk_fp(void *frame, uintptr
       }
     }
     pcs[n] = ret;
-    if (rec) {
-      slots[n] = fp + 8;
-      links[n] = next | 1;
-    }
+    slots[n] = fp + 8;
+    links[n] = next | 1;
     h = hash_step(h, ret);
     *last_fp = fp;
     if (rec && m->j >= 0 && match_frame(m, n, fp + 8, ret, next | 1)) return n + 1;
     n++;
-    if (obm_unlikely(next - (fp + 16) > top - (fp + 16) || (next & 7))) {
+    if (obm_unlikely(!link_valid(fp, next, hi))) {
       /* 0: the outermost frame (the clone/start code zeroes rbp), or code without frame
        * pointers that happened to hold 0 in rbp (2: the caller decides); else broken (1) */
       *broken = next != 0 ? 1 : 2;
@@ -490,7 +530,7 @@ static inline __attribute__((always_inline)) size_t walk_fp(void *frame, uintptr
   return n;
 }
 
-/* libunwind's walk, trimmed to start at first (the hook's return address). */
+/* libunwind's walk, trimmed to start at first (the first frame of the frame-pointer walk). */
 static size_t walk_unwind(uintptr_t first, uintptr_t *pcs, size_t max) {
   void *raw[OBM_TRACE_MAX_FRAMES + 16];
   int n = st.unw_backtrace(
@@ -546,11 +586,13 @@ static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
     if (k != pc) continue;
     uint64_t info = atomic_load_explicit(&e->info, memory_order_relaxed);
     if (info == LEARN_VARIES) return;
-    if (info == 0) /* its first observer is storing it */
+    if (info == 0) { /* its first observer is storing it */
       info = fresh - 1;
-    else if (info >> 8 != fresh >> 8)
+    } else if (info >> 8 != fresh >> 8) {
+      /* before the entry changes: a memo that used it is then not trusted either */
+      if ((info & 0xff) >= LEARN_TRUST) atomic_fetch_add(&st.learn_gen, 1);
       info = LEARN_VARIES;
-    else if ((info & 0xff) < 0xff)
+    } else if ((info & 0xff) < 0xff)
       info++;
     atomic_store_explicit(&e->info, info, memory_order_relaxed);
     return;
@@ -583,11 +625,9 @@ walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max, u
       lo0 = cc->lo[0], size0 = cc->hi[0] - lo0, lo1 = cc->lo[1], size1 = cc->hi[1] - lo1;
     }
     pcs[n] = pc = ret;
-    if (rec) {
-      slots[n] = cfa - 8;
-      links[n] = 0;
-      if (m->j >= 0 && match_frame(m, n, cfa - 8, ret, 0)) return n + 1;
-    }
+    slots[n] = cfa - 8;
+    links[n] = 0;
+    if (rec && m->j >= 0 && match_frame(m, n, cfa - 8, ret, 0)) return n + 1;
     n++;
     h = hash_step(h, ret);
     sp = cfa;
@@ -652,9 +692,9 @@ lost:
   return parent; /* the outer part of the stack that fitted */
 }
 
-/* The whole walk: frame pointers, continued by the learned walk or libunwind (AUTO); pcs[0..n)
- * and *hash; with rec, slots and links too, and it stops at a frame of the latest stack that
- * m finds.  *matchable = 0 when libunwind walked (no slots). */
+/* The whole walk: frame pointers, continued by the learned walk or libunwind (AUTO); pcs[0..n),
+ * slots, links and *hash; with rec, it stops at a frame of the latest stack that m finds.
+ * *matchable = 0 when libunwind walked (no slots). */
 static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintptr_t lo,
                                                              uintptr_t hi, uintptr_t *pcs,
                                                              uintptr_t *slots, uintptr_t *links,
@@ -701,16 +741,71 @@ static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintpt
   return n;
 }
 
-uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi) {
-  if (st.mode == OBM_TRACE_STACKS_NONE) return 0;
+/* Keeps the shallow walk pcs[0..n) (slots and links as walk_fp's: frame-pointer frames, then
+ * learned ones) from frame, whose stack's id is id, in wm (see walk_memo_t): the words it read,
+ * found again from its records (but the first return address, the memo's key).  The last
+ * frame-pointer frame's link is either invalid (the chain broke there) or valid, and then the walk
+ * read the next frame's two words and stopped there (a zero or non-code return address; learned
+ * frames may follow): those are kept too. */
+static void walk_memo_put(walk_memo_t *wm, uintptr_t frame, const uintptr_t *pcs,
+                          const uintptr_t *slots, const uintptr_t *links, size_t n, uintptr_t hi,
+                          uint64_t code_gen, uint64_t learn_gen, uint32_t id) {
+  uint32_t k = 0;
+  size_t nfp = 0;
+  while (nfp < n && links[nfp] != 0)
+    nfp++;
+  wm->id = 0;
+  wm->broken = 0;
+  if (nfp == 0 || n + nfp + 2 > WALK_WORDS) return;
+  for (size_t i = 0; i < nfp; i++) {
+    uintptr_t fp = slots[i] - 8, next = links[i] ^ 1;
+    if (link_valid(fp, next, hi)) {
+      wm->addr[k] = fp;
+      wm->word[k++] = next;
+    } else { /* the chain broke here (i == nfp - 1) */
+      wm->broken = fp;
+      wm->broken_zero = next == 0;
+    }
+    if (i > 0) {
+      wm->addr[k] = slots[i];
+      wm->word[k++] = pcs[i];
+    }
+  }
+  if (!wm->broken) {
+    uintptr_t next = links[nfp - 1] ^ 1;
+    wm->addr[k] = next;
+    wm->word[k++] = ((const uintptr_t *)next)[0];
+    wm->addr[k] = next + 8;
+    wm->word[k++] = ((const uintptr_t *)next)[1];
+  }
+  for (size_t i = nfp; i < n; i++) {
+    wm->addr[k] = slots[i];
+    wm->word[k++] = pcs[i];
+  }
+  wm->frame = frame;
+  wm->first = pcs[0];
+  wm->hi = hi;
+  wm->code_gen = code_gen;
+  wm->learn_gen = learn_gen;
+  wm->id = id;
+  wm->nwords = k;
+}
+
+/* _obm_trace_stack_id when the thread's memo of walks did not answer: the walk, the search,
+ * the cache, interning; wm: the memo entry for this walk (NULL: none). */
+static OBM_NOINLINE uint32_t walk_and_intern(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi,
+                                             walk_memo_t *wm) {
   uintptr_t pcs[OBM_TRACE_MAX_FRAMES], slots[OBM_TRACE_MAX_FRAMES], links[OBM_TRACE_MAX_FRAMES];
   uint64_t h = 0;
   last_stack_t *last = &st.last[slot];
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
   uint64_t code_gen = code ? code->gen : 0;
+  /* before the walk: an entry that turns VARIES during it makes the memo entry stale */
+  uint64_t learn_gen = atomic_load_explicit(&st.learn_gen, memory_order_relaxed);
+  uintptr_t fp = (uintptr_t)frame;
   match_t m = {.last = last, .j = -1, .bad = (int)last->n, .max = st.max_frames};
-  /* the search (and the walk's record of slots) only for a deep latest stack: for shallow
-   * ones the whole walk and the cache cost less */
+  /* the search only for a deep latest stack: for shallow ones the whole walk and the cache
+   * cost less */
   int rec = last->matchable && last->n >= MATCH_DEPTH && last->lo == lo && last->hi == hi &&
             last->code_gen == code_gen && st.mode != OBM_TRACE_STACKS_UNWIND;
   if (rec) m.j = (int)last->n - 1;
@@ -747,8 +842,8 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
       id = intern_inner(last, last->ids[j], pcs, at, j + 1);
       if (ih && last->matchable) {
         last->inner[e].hash = ih;
-        for (size_t i = 0; i < at; i++)
-          last->inner[e].ids[i] = last->ids[j + 1 + i];
+        for (size_t i = 0; i < INNER_FRAMES; i++) /* at <= INNER_FRAMES: stores, no memcpy */
+          if (i < at) last->inner[e].ids[i] = last->ids[j + 1 + i];
       }
     }
     if (last->matchable) { /* not lost */
@@ -764,14 +859,13 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
    * slots, takes its place */
   int renew = !rec && n >= MATCH_DEPTH && n < st.max_frames && matchable &&
               st.mode != OBM_TRACE_STACKS_UNWIND;
+  /* a shallow stack walked without libunwind is kept for the next walk from this frame */
+  int keep = wm && n < MATCH_DEPTH && n < st.max_frames && matchable;
   h = _obm_trace_mix(h + n);
   cache_entry_t *c = &st.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
-  if (c->hash == h && c->depth == n && c->id != 0 && !renew) return c->id;
-  if (renew) { /* walked again, recording slots (the same frames: nothing ran in between) */
-    uint64_t h2;
-    match_t none = {.last = last, .j = -1};
-    if (walk_all(frame, lo, hi, pcs, slots, links, &none, 1, &h2, &matchable, last) != n)
-      matchable = 0;
+  if (c->hash == h && c->depth == n && c->id != 0 && !renew) {
+    if (keep) walk_memo_put(wm, fp, pcs, slots, links, n, hi, code_gen, learn_gen, c->id);
+    return c->id;
   }
   /* the outer frames shared with the latest stack keep their ids */
   size_t shared = 0;
@@ -793,7 +887,51 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
     last->code_gen = code_gen;
   }
   *c = (cache_entry_t){h, (uint32_t)n, parent};
+  if (keep) walk_memo_put(wm, fp, pcs, slots, links, n, hi, code_gen, learn_gen, parent);
   return parent;
+}
+
+/* _obm_trace_stack_id with the memo of walks on: a shallow walk seen before from this frame,
+ * its words unchanged, gives its id (out of line: the paused memo's path saves no registers). */
+static OBM_NOINLINE uint32_t memo_or_walk(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi,
+                                          last_stack_t *last) {
+  uintptr_t fp = (uintptr_t)frame;
+  walk_memo_t *wm = NULL;
+  if (obm_likely(fp >= lo && fp <= hi - 16 && !(fp & 7))) {
+    const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
+    uint64_t code_gen = code ? code->gen : 0;
+    uint64_t learn_gen = atomic_load_explicit(&st.learn_gen, memory_order_relaxed);
+    uintptr_t first = ((const uintptr_t *)fp)[1];
+    wm = &last->walks[(fp >> 4 ^ first) & (WALK_MEMOS - 1)];
+    if (wm->frame == fp && wm->first == first && wm->id != 0 && wm->hi == hi &&
+        wm->code_gen == code_gen && wm->learn_gen == learn_gen) {
+      uint32_t k = 0;
+      while (k < wm->nwords && *(const uintptr_t *)wm->addr[k] == wm->word[k])
+        k++;
+      uintptr_t link = wm->broken ? *(const uintptr_t *)wm->broken : 0;
+      if (k == wm->nwords &&
+          (!wm->broken ||
+           (wm->broken_zero ? link == 0 : link != 0 && !link_valid(wm->broken, link, hi)))) {
+        last->walk_misses = 0;
+        return wm->id;
+      }
+    }
+    /* a thread whose walks rarely repeat (a recursive program: a new call path each time)
+     * does without the memo for a while rather than fill it in vain */
+    if (obm_unlikely(++last->walk_misses >= WALK_MISSES)) {
+      last->walk_misses = 0;
+      last->walk_pause = WALK_PAUSE;
+    }
+  }
+  return walk_and_intern(slot, frame, lo, hi, wm);
+}
+
+uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi) {
+  if (st.mode == OBM_TRACE_STACKS_NONE) return 0;
+  last_stack_t *last = &st.last[slot];
+  if (obm_likely(!last->walk_pause)) return memo_or_walk(slot, frame, lo, hi, last);
+  last->walk_pause--;
+  return walk_and_intern(slot, frame, lo, hi, NULL);
 }
 
 /* ---- for interp.c: interpreter frames in the same tables ------------------------------------ */

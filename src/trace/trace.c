@@ -342,27 +342,34 @@ static inline void put_free(trace_thread_t *t, uint64_t p) {
   t->pos = w + 1;
 }
 
-static void record_alloc(trace_thread_t *t, void *p, size_t size, void *frame) {
+OBM_INLINE void record_alloc(trace_thread_t *t, void *p, size_t size, void *frame) {
   uint32_t stack = obm_unlikely(_obm_trace_interp_on)
                        ? _obm_trace_interp_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi)
                        : _obm_trace_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi);
   put_alloc(t, (uint64_t)(uintptr_t)p, size, stack);
 }
 
-/* The hooks are compiled with frame pointers (CMake: src/trace/trace.c), so
- * __builtin_frame_address(0) is the hook's frame and its return address the caller's site. */
+/* The frame the walk starts from: the hook's caller's.  The hooks are compiled with frame
+ * pointers (CMake: src/trace/trace.c), so __builtin_frame_address(0) is the hook's frame and
+ * its first word the caller's frame; the caller is always one of traced.c's recording
+ * functions (compiled with frame pointers too), whose return address is the allocator's
+ * entry's caller, the first frame recorded.  Starting there skips the return address into
+ * traced.c, the same obmem frame for every event (the report skipped it as the allocator's). */
+#define HOOK_CALLER_FRAME() (((void *const *)__builtin_frame_address(0))[0])
+
 OBM_NOINLINE void _obm_trace_alloc(void *p, size_t size) {
   if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed) || tls_guard || !p) return;
   tls_guard = 1;
   trace_thread_t *t = enter();
   if (t) {
-    record_alloc(t, p, size, __builtin_frame_address(0));
+    record_alloc(t, p, size, HOOK_CALLER_FRAME());
     unlock_own(t);
   }
   tls_guard = 0;
 }
 
-OBM_NOINLINE void _obm_trace_free(void *p) {
+/* Frameless: a free walks no stack. */
+__attribute__((optimize("omit-frame-pointer"))) OBM_NOINLINE void _obm_trace_free(void *p) {
   if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed) || tls_guard || !p) return;
   tls_guard = 1;
   trace_thread_t *t = enter();
@@ -379,7 +386,7 @@ OBM_NOINLINE void _obm_trace_realloc(void *old, void *p, size_t size) {
   trace_thread_t *t = enter();
   if (t) {
     if (old) put_free(t, (uint64_t)(uintptr_t)old);
-    record_alloc(t, p, size, __builtin_frame_address(0));
+    record_alloc(t, p, size, HOOK_CALLER_FRAME());
     unlock_own(t);
   }
   tls_guard = 0;

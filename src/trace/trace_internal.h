@@ -12,7 +12,9 @@
  * free, take no global lock (one per-thread flag, contended only by obm_trace_flush/stop), and
  * return at once when tracing is off (one relaxed load) or when re-entered on the same thread.
  * They may be called from a signal handler that interrupted the same thread's hook (ignored).
- * The stack is walked from the hook's own frame: the first frame recorded is the hook's caller.
+ * The stack is walked from the hook's caller's frame (the caller keeps a frame pointer: traced.c
+ * is compiled with them): the first frame recorded is the return address into the hook's
+ * caller's caller (the program's call of the allocator's entry, or an obmem entry point).
  */
 #ifndef OBM_TRACE_INTERNAL_H
 #define OBM_TRACE_INTERNAL_H
@@ -84,7 +86,7 @@ typedef struct obm_trace_def_s {
 
 OBM_HIDDEN int _obm_trace_stacks_init(uint32_t max_frames, obm_trace_stacks_t mode);
 OBM_HIDDEN void _obm_trace_stacks_reset(void);
-/* Walks the stack from `frame` (a hook's __builtin_frame_address(0)) and returns its id;
+/* Walks the stack from `frame` (the frame of a hook's caller) and returns its id;
  * 0 when stacks are off or a table is full (counted in *lost). */
 OBM_HIDDEN uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t stack_lo,
                                         uintptr_t stack_hi);
