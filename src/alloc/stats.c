@@ -67,18 +67,18 @@ static void class_rounding(obm_stats_t *out) {
   }
 }
 
-void obm_stats_get(obm_stats_t *out) {
-  _obm_init();
-  memset(out, 0, sizeof *out);
-  obm_heap_t *self = _obm_heap_get();
-  uint64_t collected = 0;
-  if (!self->is_empty_heap) collected += _obm_heap_collect_remote(self);
-  collected += _obm_heap_collect_abandoned();
-  for (int c = 0; c < OBM_NCLASSES; c++) {
-    out->classes[c].block_size = _obm_class_size[c];
-    out->classes[c].pool_size = (uint32_t)_obm_class_slots[c] * OBM_POOL_SIZE;
-  }
-  pthread_mutex_lock(&_obm_global_lock);
+/* The pools' and heaps' counters, under the global lock (the lists do not change) but not the
+ * heaps' locks: they are their owners' plain fields, read here without synchronization on
+ * purpose (a snapshot while other threads allocate), so that the owners' fast paths stay free
+ * of atomics.  Not instrumented by ThreadSanitizer: a suppression by function name
+ * (tests/tsan.supp) missed a report whose earlier access TSan had restored without this
+ * frame. */
+#if defined(__SANITIZE_THREAD__)
+#define OBM_NO_TSAN __attribute__((no_sanitize_thread))
+#else
+#define OBM_NO_TSAN
+#endif
+static OBM_NO_TSAN void read_counters(obm_stats_t *out) {
   for (obm_arena_t *a = _obm_arenas_all; a; a = a->all_next) {
     out->bytes_metadata += OBM_POOL_SIZE; /* slot 0 */
     out->bytes_free_pools += (uint64_t)a->nfree_slots * OBM_POOL_SIZE;
@@ -109,6 +109,21 @@ void obm_stats_get(obm_stats_t *out) {
     uint64_t d = __atomic_load_n(&h->purge_delay, __ATOMIC_RELAXED) / 1000000u;
     if (d > out->purge_delay_ms_max) out->purge_delay_ms_max = d;
   }
+}
+
+void obm_stats_get(obm_stats_t *out) {
+  _obm_init();
+  memset(out, 0, sizeof *out);
+  obm_heap_t *self = _obm_heap_get();
+  uint64_t collected = 0;
+  if (!self->is_empty_heap) collected += _obm_heap_collect_remote(self);
+  collected += _obm_heap_collect_abandoned();
+  for (int c = 0; c < OBM_NCLASSES; c++) {
+    out->classes[c].block_size = _obm_class_size[c];
+    out->classes[c].pool_size = (uint32_t)_obm_class_slots[c] * OBM_POOL_SIZE;
+  }
+  pthread_mutex_lock(&_obm_global_lock);
+  read_counters(out);
   if ((uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS) > out->purge_delay_ms_max)
     out->purge_delay_ms_max = (uint64_t)_obm_option(OBM_OPTION_PURGE_DELAY_MS);
   out->nheaps = _obm_heaps_count;
