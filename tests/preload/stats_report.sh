@@ -168,12 +168,17 @@ if [ "${OBMEM_TEST_SANITIZE:-}" != thread ]; then
   pass "pthread-exit: the stats thread does not keep the process alive; report at exit"
 fi
 
-# (no purge thread in the child: ThreadSanitizer cannot start threads after a fork)
+# (no purge thread in the child: ThreadSanitizer cannot start threads after a fork; no leak
+# check in the child under AddressSanitizer: gcc 12's runtime does not hold its allocator's
+# locks across fork, and a child forked while the parent's other thread (the statistics
+# thread, starting) was inside that allocator waited forever in LeakSanitizer's exit check
+# for a lock held by no thread of its own: 12 of 300 runs on a loaded machine, none of 300
+# without the check)
 mkdir start
 (
   cd start
   run ../fork OBMEM_STATS=1 OBMEM_STATS_SIGNAL=1 OBMEM_STATS_FILE=stats.%p OBMEM_PURGE_THREAD=0 \
-    -- "$PROGRAM" fork
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" -- "$PROGRAM" fork
   exit "$STATUS"
 ) || STATUS=$?
 expect_status fork 0
