@@ -120,9 +120,7 @@ DOMAIN_FUNCTIONS(obj, PYMEM_DOMAIN_OBJ)
 /* Traced (MEM and OBJ, GIL held).  A block the tracer cannot record (its own memory ran out)
  * is not handed out, as tracemalloc does; a realloc that moved the block already cannot be
  * undone, so its trace is counted as lost instead. */
-static void *traced_malloc(void *ctx, size_t size) {
-  (void)ctx;
-  void *p = obm_malloc(size);
+static inline void *traced_new(void *p, size_t size) {
   if (p != NULL && __builtin_expect(_obm_py_trace_add(p, size) < 0, 0)) {
     obm_free(p);
     return NULL;
@@ -130,14 +128,14 @@ static void *traced_malloc(void *ctx, size_t size) {
   return p;
 }
 
+static void *traced_malloc(void *ctx, size_t size) {
+  (void)ctx;
+  return traced_new(obm_malloc(size), size);
+}
+
 static void *traced_calloc(void *ctx, size_t count, size_t size) {
   (void)ctx;
-  void *p = obm_calloc(count, size);
-  if (p != NULL && __builtin_expect(_obm_py_trace_add(p, count * size) < 0, 0)) {
-    obm_free(p);
-    return NULL;
-  }
-  return p;
+  return traced_new(obm_calloc(count, size), count * size);
 }
 
 static inline void *realloc_traced(const PyMemAllocatorEx *prev, void *p, size_t size) {
@@ -170,9 +168,7 @@ TRACED_FUNCTIONS(obj, PYMEM_DOMAIN_OBJ)
 /* Sampled (start(sample=BYTES); MEM and OBJ, GIL held): the byte countdown here, trace.c
  * records the allocation that runs it out; a free is looked up (trace.c's page filter first),
  * without the prefetch of the exact mode. */
-static void *sampled_malloc(void *ctx, size_t size) {
-  (void)ctx;
-  void *p = obm_malloc(size);
+static inline void *sampled_new(void *p, size_t size) {
   if (p != NULL && (_obm_py_trace_sample_left -= (int64_t)size) <= 0 &&
       __builtin_expect(_obm_py_trace_add_sampled(p, size) < 0, 0)) {
     obm_free(p);
@@ -181,15 +177,14 @@ static void *sampled_malloc(void *ctx, size_t size) {
   return p;
 }
 
+static void *sampled_malloc(void *ctx, size_t size) {
+  (void)ctx;
+  return sampled_new(obm_malloc(size), size);
+}
+
 static void *sampled_calloc(void *ctx, size_t count, size_t size) {
   (void)ctx;
-  void *p = obm_calloc(count, size);
-  if (p != NULL && (_obm_py_trace_sample_left -= (int64_t)(count * size)) <= 0 &&
-      __builtin_expect(_obm_py_trace_add_sampled(p, count * size) < 0, 0)) {
-    obm_free(p);
-    return NULL;
-  }
-  return p;
+  return sampled_new(obm_calloc(count, size), count * size);
 }
 
 #define SAMPLED_FUNCTIONS(name, index)                                                             \

@@ -59,6 +59,17 @@ OBM_HIDDEN int _obm_vsnprintf(char *buf, size_t size, const char *fmt, va_list a
 OBM_HIDDEN void _obm_write_fd(int fd, const char *buf, size_t len);
 OBM_HIDDEN const char *_obm_program_name(void);
 
+/* MurmurHash3's 64-bit finalizer: every bit of x moves every bit of the result (the tracer's
+ * tables and stack hashes, str's hash, the sampler's seeds). */
+OBM_INLINE uint64_t _obm_mix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
 /* ---- options.c ------------------------------------------------------------------------- */
 OBM_HIDDEN void _obm_options_init(void); /* reads the environment once; idempotent */
 extern OBM_HIDDEN long _obm_options[OBM_OPTION_COUNT];

@@ -500,18 +500,25 @@ static double top_total(const char *path, char *function, size_t size) {
   return bytes;
 }
 
+/* Starts tracing in exact (mode 0) or sampled (mode 1, mean 64 KiB, a fixed seed) mode into
+ * the path of that mode; the options in *o. */
+static void start_mode(int mode, const char *exact_path, const char *sampled_path,
+                       obm_trace_options_t *o) {
+  obm_trace_options_init(o);
+  o->mode = mode ? OBM_TRACE_SAMPLED : OBM_TRACE_EXACT;
+  o->sample_mean_bytes = 64 * 1024;
+  o->seed = 12345;
+  CHECK(obm_trace_start(mode ? sampled_path : exact_path, o) == 0);
+}
+
 static void test_sampled(void) {
   char exact_path[2048], sampled_path[2048], f1[256], f2[256];
   snprintf(exact_path, sizeof exact_path, "%s/trace-exact.cap", dir);
   snprintf(sampled_path, sizeof sampled_path, "%s/trace-sampled.cap", dir);
   obm_trace_options_t o;
   for (int mode = 0; mode < 2; mode++) {
-    obm_trace_options_init(&o);
-    o.mode = mode ? OBM_TRACE_SAMPLED : OBM_TRACE_EXACT;
-    o.sample_mean_bytes = 64 * 1024;
-    o.seed = 12345;
     uint64_t rng = 42;
-    CHECK(obm_trace_start(mode ? sampled_path : exact_path, &o) == 0);
+    start_mode(mode, exact_path, sampled_path, &o);
     big_site(&rng);
     small_site(&rng);
     CHECK(obm_trace_stop() == 0);
@@ -533,12 +540,8 @@ static void test_sampled(void) {
   double peaks[2];
   size_t live = 0;
   for (int mode = 0; mode < 2; mode++) {
-    obm_trace_options_init(&o);
-    o.mode = mode ? OBM_TRACE_SAMPLED : OBM_TRACE_EXACT;
-    o.sample_mean_bytes = 64 * 1024;
-    o.seed = 12345;
     uint64_t rng = 7;
-    CHECK(obm_trace_start(mode ? sampled_path : exact_path, &o) == 0);
+    start_mode(mode, exact_path, sampled_path, &o);
     live = grow_site(&rng, bufs);
     CHECK(obm_trace_stop() == 0);
     for (int i = 0; i < N_GROWN; i++)

@@ -496,9 +496,13 @@ OBM_HIDDEN void *_obm_traced_raw(size_t alignment, size_t size, int zero);
 /* Reports the free of a recorded block (in a traced arena, or a large block marked traced) to
  * the tracer while it runs and the thread is not muted (traced.c's rules; inline in free's
  * path: one call, the hook's, per recorded free). */
+/* The hooks to call for a call of the program's, or NULL (not tracing, or muted). */
+OBM_INLINE const obm_alloc_hooks_t *_obm_alloc_hooks_for_call(void) {
+  if (_obm_alloc_muted) return NULL;
+  return atomic_load_explicit(&_obm_alloc_hooks, memory_order_acquire);
+}
 OBM_INLINE void _obm_alloc_report_free(void *p) {
-  if (_obm_alloc_muted) return;
-  const obm_alloc_hooks_t *h = atomic_load_explicit(&_obm_alloc_hooks, memory_order_acquire);
+  const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
   if (h && h->free) {
     _obm_alloc_muted++;
     h->free(p);

@@ -49,12 +49,6 @@ int _obm_own_thread_start(pthread_t *thread, const char *name, size_t stack_size
   return rc;
 }
 
-/* The hooks to call for a call of the program's, or NULL (not tracing, or muted). */
-OBM_INLINE const obm_alloc_hooks_t *hooks_for_call(void) {
-  if (_obm_alloc_muted) return NULL;
-  return atomic_load_explicit(&_obm_alloc_hooks, memory_order_acquire);
-}
-
 /* record_size's slow path, out of line (so the countdown's path saves no registers): the
  * heap's first draw (a heap never drawn, or armed by a start or when it was made or adopted:
  * its first call is not a sample; the exponential distribution is memoryless, so a fresh
@@ -77,7 +71,7 @@ static OBM_NOINLINE const obm_alloc_hooks_t *sample_due(const obm_alloc_hooks_t 
 /* The hooks when an allocation of size bytes is to be recorded, else NULL.  The countdown is
  * the heap's, which obm_malloc also counts down inline. */
 OBM_INLINE const obm_alloc_hooks_t *record_size(size_t size) {
-  const obm_alloc_hooks_t *h = hooks_for_call();
+  const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
   if (!h || !h->next_sample) return h;
   obm_heap_t *heap = _obm_tls_heap;
   if (obm_unlikely(heap->is_empty_heap)) {
@@ -192,7 +186,7 @@ static OBM_NOINLINE void *realloc_sampled_large(const obm_alloc_hooks_t *h, int 
 static OBM_NOINLINE void *realloc_traced(void *ptr, obm_segment_t *seg, size_t size) {
   if (!seg || _obm_debug_on) return _obm_realloc_block(ptr, size, 0);
   int was_traced = block_traced(seg);
-  const obm_alloc_hooks_t *h = hooks_for_call();
+  const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
   int due = h != NULL; /* exact mode: every realloc */
   if (h && h->next_sample) {
     size_t usable = block_usable(seg, ptr);
@@ -206,18 +200,19 @@ static OBM_NOINLINE void *realloc_traced(void *ptr, obm_segment_t *seg, size_t s
   return p;
 }
 
-/* The common case of sampled mode inline (the rest in realloc_traced, out of line: it saves
- * registers): an unrecorded pool block resized within the pools whose growth, if any, does not
- * end the thread's countdown. */
+/* Sampled mode's common case inline, with tail calls only (realloc_traced, out of line, saves
+ * registers): an unrecorded pool block resized within the pools whose growth, if any, does
+ * not run out the countdown.  Anything else goes to realloc_traced, which decides again from
+ * the same state (a countdown that runs out is left as it was: record_size's slow path draws;
+ * the placeholder heap's and an armed heap's are <= 0, so they never pass here). */
 void *_obm_realloc_traced(void *ptr, size_t size) {
   obm_segment_t *seg = _obm_pagemap_lookup(ptr);
   if (obm_likely(seg && seg->kind == OBM_SEG_ARENA && size <= OBM_MEDIUM_MAX && !_obm_debug_on)) {
-    const obm_alloc_hooks_t *h = hooks_for_call();
-    obm_heap_t *heap = _obm_tls_heap;
-    if (h && h->next_sample && !heap->is_empty_heap && heap->sample_drawn) {
+    const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
+    if (h && h->next_sample) {
       size_t usable = _obm_pool_block_size(_obm_pool_of((obm_arena_t *)seg, ptr));
       if (size <= usable ||
-          _obm_sample_countdown(heap, _obm_class_size[_obm_size_to_class(size)] - usable))
+          _obm_sample_countdown(_obm_tls_heap, _obm_class_size[_obm_size_to_class(size)] - usable))
         return _obm_realloc_seg(ptr, seg, size, 0);
     }
   }

@@ -370,6 +370,26 @@ static int start_block(obm_capture_t *cap) {
   return 0;
 }
 
+/* A new pair's fields (ALLOC's, with stack; ALLOC_MRU_STACK's, stack NULL): the size, the
+ * stack and the address (units), in version 2 in that order with the address against the
+ * size's base, in version 1 the address first, against last_alloc. */
+static int get_new_pair(obm_capture_t *cap, size_t at, uint64_t *units, uint64_t *size,
+                        uint64_t *stack) {
+  uint64_t delta = 0;
+  if (cap->header.version >= 2) {
+    if (get_varint(cap, at, size) || (stack && get_varint(cap, at, stack)) ||
+        get_varint(cap, at, &delta))
+      return -1;
+    *units = _obm_cap_alloc_base(&cap->delta, *size) + (uint64_t)_obm_cap_unzigzag(delta);
+  } else {
+    if (get_varint(cap, at, &delta) || get_varint(cap, at, size) ||
+        (stack && get_varint(cap, at, stack)))
+      return -1;
+    *units = cap->delta.last_alloc + (uint64_t)_obm_cap_unzigzag(delta);
+  }
+  return 0;
+}
+
 /* Decodes one record of the current block.  1 = a record for the caller in *out, 0 = a
  * definition absorbed, -1 = error. */
 static int decode(obm_capture_t *cap, obm_capture_record_t *out) {
@@ -420,27 +440,18 @@ static int decode(obm_capture_t *cap, obm_capture_record_t *out) {
                   "allocation with the stack of recent pair %u, but only %u pairs seen "
                   "in this block",
                   tag & 3u, d->nmru);
-    int v2 = cap->header.version >= 2;
-    if (v2 ? get_varint(cap, at, &b) || get_varint(cap, at, &a)
-           : get_varint(cap, at, &a) || get_varint(cap, at, &b))
-      return -1;
+    if (get_new_pair(cap, at, &units, &b, NULL)) return -1;
     c = d->mru[tag & 3u].stack;
-    units = (v2 ? _obm_cap_alloc_base(d, b) : d->last_alloc) + (uint64_t)_obm_cap_unzigzag(a);
     k = _obm_cap_mru_find(d, b, (uint32_t)c);
     goto alloc_at;
   }
   switch (tag) {
-  case OBM_CAP_ALLOC: {
-    int v2 = cap->header.version >= 2;
-    if (v2 ? get_varint(cap, at, &b) || get_varint(cap, at, &c) || get_varint(cap, at, &a)
-           : get_varint(cap, at, &a) || get_varint(cap, at, &b) || get_varint(cap, at, &c))
-      return -1;
+  case OBM_CAP_ALLOC:
+    if (get_new_pair(cap, at, &units, &b, &c)) return -1;
     if (c >= cap->nstacks)
       return fail(cap, at, "allocation with undefined stack id %llu", (unsigned long long)c);
-    units = (v2 ? _obm_cap_alloc_base(d, b) : d->last_alloc) + (uint64_t)_obm_cap_unzigzag(a);
     k = _obm_cap_mru_find(d, b, (uint32_t)c);
     goto alloc_at;
-  }
   case OBM_CAP_FREE:
     if (get_varint(cap, at, &a)) return -1;
     units = d->last_free + (uint64_t)_obm_cap_unzigzag(a);

@@ -51,11 +51,7 @@ int obm_str_check(const obm_object_t *op) {
 }
 
 static obm_hash_t hash_finish(uint64_t h) {
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdull;
-  h ^= h >> 33;
-  h *= 0xc4ceb9fe1a85ec53ull;
-  h ^= h >> 33;
+  h = _obm_mix64(h);
   return h != 0 ? h : 1;
 }
 

@@ -32,12 +32,6 @@
 #define CACHE_ENTRIES 256u               /* per thread slot */
 #define OFFSET_MAX    0xfffffu           /* 20 bits of instruction offset in a frame key */
 
-typedef struct cache_entry_s {
-  uint64_t hash;
-  uint32_t depth; /* interpreted frames */
-  uint32_t id;
-} cache_entry_t;
-
 int _obm_trace_interp_on;
 
 static struct {
@@ -47,11 +41,11 @@ static struct {
   obm_trace_stacks_t mode;
   uint8_t *arena;
   _Atomic size_t arena_used;
-  cache_entry_t *cache; /* OBM_TRACE_MAX_THREADS * CACHE_ENTRIES */
+  obm_trace_cache_entry_t *cache; /* OBM_TRACE_MAX_THREADS * CACHE_ENTRIES */
 } in;
 
 static size_t cache_bytes(void) {
-  return (size_t)OBM_TRACE_MAX_THREADS * CACHE_ENTRIES * sizeof(cache_entry_t);
+  return (size_t)OBM_TRACE_MAX_THREADS * CACHE_ENTRIES * sizeof(obm_trace_cache_entry_t);
 }
 
 int obm_trace_set_interpreter(const obm_trace_interp_t *interp) {
@@ -167,13 +161,11 @@ uint32_t _obm_trace_interp_stack_id(uint32_t slot, void *frame, uintptr_t stack_
   if ((uint32_t)n > in.max_frames) n = (int)in.max_frames;
   uint64_t h = 0x9e3779b97f4a7c15ull ^ native;
   for (int i = 0; i < n; i++)
-    h = (h ^ (uint64_t)(uintptr_t)py[i].code ^ (uint64_t)py[i].offset << 48) *
-            0x9e3779b97f4a7c15ull +
-        (h >> 29);
-  h = _obm_trace_mix(h + (uint64_t)n);
-  cache_entry_t *c = &in.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
+    h = _obm_trace_hash_step(h, (uint64_t)(uintptr_t)py[i].code ^ (uint64_t)py[i].offset << 48);
+  h = _obm_mix64(h + (uint64_t)n);
+  obm_trace_cache_entry_t *c = &in.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
   if (c->hash == h && c->depth == (uint32_t)n && c->id != 0) return c->id;
   uint32_t id = merge(native, py, n);
-  if (id) *c = (cache_entry_t){h, (uint32_t)n, id};
+  if (id) *c = (obm_trace_cache_entry_t){h, (uint32_t)n, id};
   return id;
 }

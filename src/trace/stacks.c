@@ -91,12 +91,6 @@ typedef struct slot_s {
   uint32_t pad;
 } slot_t;
 
-typedef struct cache_entry_s {
-  uint64_t hash;
-  uint32_t depth;
-  uint32_t id;
-} cache_entry_t;
-
 /* The learned walk's table: return address -> (CFA - stack pointer) << 9 | outermost << 8 |
  * times seen (1..255), or VARIES (count 0); open addressing, filled with CAS, never emptied in a
  * session. */
@@ -237,7 +231,7 @@ static struct {
   _Atomic(code_map_t *) current;
   slot_t *frame_slots, *stack_slots;
   obm_trace_def_t *frame_defs, *stack_defs;
-  cache_entry_t *cache;                    /* OBM_TRACE_MAX_THREADS * CACHE_ENTRIES */
+  obm_trace_cache_entry_t *cache;          /* OBM_TRACE_MAX_THREADS * CACHE_ENTRIES */
   last_stack_t *last;                      /* OBM_TRACE_MAX_THREADS */
   learn_slot_t *learned;                   /* LEARN_SLOTS */
   _Atomic uint64_t (*children)[NCHILDREN]; /* per stack id: its first children, frame << 32 | id */
@@ -262,7 +256,7 @@ static size_t stack_defs_bytes(void) {
   return (STACK_IDS + OBM_TRACE_MAX_THREADS) * sizeof(obm_trace_def_t);
 }
 static size_t cache_bytes(void) {
-  return (size_t)OBM_TRACE_MAX_THREADS * CACHE_ENTRIES * sizeof(cache_entry_t);
+  return (size_t)OBM_TRACE_MAX_THREADS * CACHE_ENTRIES * sizeof(obm_trace_cache_entry_t);
 }
 static size_t last_bytes(void) {
   return (size_t)OBM_TRACE_MAX_THREADS * sizeof(last_stack_t);
@@ -363,14 +357,17 @@ static uint32_t new_id(_Atomic uint32_t *next_id, uint32_t max_ids, obm_trace_de
   return id;
 }
 
-/* Finds or creates key's id in a table; ID_LOST when the id space is full. */
-static uint32_t intern(slot_t *slots, uint32_t nslots, _Atomic uint32_t *next_id, uint32_t max_ids,
-                       obm_trace_def_t *defs, uint64_t key, uint32_t a, uint64_t b) {
-  uint32_t mask = nslots - 1, i = (uint32_t)_obm_trace_mix(key) & mask;
+/* Finds or (create) creates key's id in a table; ID_LOST when the id space is full, 0 when
+ * not found and not created. */
+OBM_INLINE uint32_t probe_table(slot_t *slots, uint32_t nslots, _Atomic uint32_t *next_id,
+                                uint32_t max_ids, obm_trace_def_t *defs, uint64_t key, uint32_t a,
+                                uint64_t b, int create) {
+  uint32_t mask = nslots - 1, i = (uint32_t)_obm_mix64(key) & mask;
   for (uint32_t probe = 0; probe < nslots; probe++, i = (i + 1) & mask) {
     slot_t *s = &slots[i];
     uint64_t k = atomic_load_explicit(&s->key, memory_order_acquire);
     if (k == 0) {
+      if (!create) return 0;
       if (atomic_load_explicit(next_id, memory_order_relaxed) >= max_ids) return ID_LOST;
       if (!atomic_compare_exchange_strong(&s->key, &k, key)) {
         if (k != key) continue; /* someone else's key took the slot: keep probing */
@@ -387,7 +384,12 @@ static uint32_t intern(slot_t *slots, uint32_t nslots, _Atomic uint32_t *next_id
       return id;
     }
   }
-  return ID_LOST;
+  return create ? ID_LOST : 0;
+}
+
+static uint32_t intern(slot_t *slots, uint32_t nslots, _Atomic uint32_t *next_id, uint32_t max_ids,
+                       obm_trace_def_t *defs, uint64_t key, uint32_t a, uint64_t b) {
+  return probe_table(slots, nslots, next_id, max_ids, defs, key, a, b, 1);
 }
 
 /* The stack (parent, frame): among the parent's first children, else in the table. */
@@ -461,11 +463,6 @@ static OBM_NOINLINE int is_code_slow(const code_map_t *m, uintptr_t pc, code_cac
   return 1;
 }
 
-/* One step of the stack hash (a multiply per frame; mixed once at the end by stack_hash_end). */
-static inline uint64_t hash_step(uint64_t h, uintptr_t pc) {
-  return (h ^ pc) * 0x9e3779b97f4a7c15ull + (h >> 29);
-}
-
 /* Whether next, the link read at frame fp, is a frame the walk goes on to: inside the stack
  * (below hi), above fp by 16 bytes or more, 8-aligned. */
 static inline int link_valid(uintptr_t fp, uintptr_t next, uintptr_t hi) {
@@ -514,7 +511,7 @@ static inline __attribute__((always_inline)) size_t walk_fp(void *frame, uintptr
     pcs[n] = ret;
     slots[n] = fp + 8;
     links[n] = next | 1;
-    h = hash_step(h, ret);
+    h = _obm_trace_hash_step(h, ret);
     *last_fp = fp;
     if (rec && m->j >= 0 && match_frame(m, n, fp + 8, ret, next | 1)) return n + 1;
     n++;
@@ -551,7 +548,7 @@ static size_t walk_unwind(uintptr_t first, uintptr_t *pcs, size_t max) {
 static uint64_t hash_pcs(const uintptr_t *pcs, size_t n) {
   uint64_t h = 0x9e3779b97f4a7c15ull;
   for (size_t i = 0; i < n; i++)
-    h = hash_step(h, pcs[i]);
+    h = _obm_trace_hash_step(h, pcs[i]);
   return h;
 }
 
@@ -629,7 +626,7 @@ walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max, u
     links[n] = 0;
     if (rec && m->j >= 0 && match_frame(m, n, cfa - 8, ret, 0)) return n + 1;
     n++;
-    h = hash_step(h, ret);
+    h = _obm_trace_hash_step(h, ret);
     sp = cfa;
   }
   *hash = h;
@@ -827,8 +824,8 @@ static OBM_NOINLINE uint32_t walk_and_intern(uint32_t slot, void *frame, uintptr
     if (at <= INNER_FRAMES) {
       ih = (uint64_t)last->ids[j] * 0x9e3779b97f4a7c15ull + at;
       for (size_t i = 0; i < at; i++)
-        ih = hash_step(ih, pcs[i]);
-      ih = _obm_trace_mix(ih) | 1;
+        ih = _obm_trace_hash_step(ih, pcs[i]);
+      ih = _obm_mix64(ih) | 1;
       e = ih & (INNER_CACHE - 1);
     }
     if (ih && last->inner[e].hash == ih) {
@@ -861,8 +858,8 @@ static OBM_NOINLINE uint32_t walk_and_intern(uint32_t slot, void *frame, uintptr
               st.mode != OBM_TRACE_STACKS_UNWIND;
   /* a shallow stack walked without libunwind is kept for the next walk from this frame */
   int keep = wm && n < MATCH_DEPTH && n < st.max_frames && matchable;
-  h = _obm_trace_mix(h + n);
-  cache_entry_t *c = &st.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
+  h = _obm_mix64(h + n);
+  obm_trace_cache_entry_t *c = &st.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
   if (c->hash == h && c->depth == n && c->id != 0 && !renew) {
     if (keep) walk_memo_put(wm, fp, pcs, slots, links, n, hi, code_gen, learn_gen, c->id);
     return c->id;
@@ -886,7 +883,7 @@ static OBM_NOINLINE uint32_t walk_and_intern(uint32_t slot, void *frame, uintptr
     last->hi = hi;
     last->code_gen = code_gen;
   }
-  *c = (cache_entry_t){h, (uint32_t)n, parent};
+  *c = (obm_trace_cache_entry_t){h, (uint32_t)n, parent};
   if (keep) walk_memo_put(wm, fp, pcs, slots, links, n, hi, code_gen, learn_gen, parent);
   return parent;
 }
@@ -937,18 +934,9 @@ uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t
 /* ---- for interp.c: interpreter frames in the same tables ------------------------------------ */
 
 uint32_t _obm_trace_frame_find(uint64_t key) {
-  uint32_t mask = FRAME_SLOTS - 1, i = (uint32_t)_obm_trace_mix(key) & mask;
-  for (uint32_t probe = 0; probe < FRAME_SLOTS; probe++, i = (i + 1) & mask) {
-    uint64_t k = atomic_load_explicit(&st.frame_slots[i].key, memory_order_acquire);
-    if (k == 0) return 0;
-    if (k == key) {
-      uint32_t id;
-      while ((id = atomic_load_explicit(&st.frame_slots[i].id, memory_order_acquire)) == 0)
-        __builtin_ia32_pause();
-      return id == ID_LOST ? 0 : id;
-    }
-  }
-  return 0;
+  uint32_t id = probe_table(st.frame_slots, FRAME_SLOTS, &st.nframe_ids, FRAME_IDS, st.frame_defs,
+                            key, 0, 0, 0);
+  return id == ID_LOST ? 0 : id;
 }
 
 uint32_t _obm_trace_frame_intern(uint64_t key, uint32_t a, uint64_t b) {

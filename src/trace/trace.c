@@ -123,13 +123,6 @@ static double log_unit(double u) {
   return 2 * series + e * 0.69314718055994530942;
 }
 
-static uint64_t mix64(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  return x;
-}
-
 /* The allocator's sampler: bytes until the calling thread's next sample, an exponential draw of
  * mean sample_mean_bytes.  Each thread's draws come from the seed and the order in which
  * threads first drew in this session, so a one-thread run is reproducible from its seed. */
@@ -137,8 +130,8 @@ static int64_t next_sample(void) {
   uint64_t gen = atomic_load_explicit(&g.gen, memory_order_relaxed);
   if (tls_rng_gen != gen) {
     uint64_t k = atomic_fetch_add_explicit(&g.nsamplers, 1, memory_order_relaxed) + 1;
-    tls_rng = mix64(atomic_load_explicit(&g.sample_seed, memory_order_relaxed) +
-                    k * 0x9e3779b97f4a7c15ull) |
+    tls_rng = _obm_mix64(atomic_load_explicit(&g.sample_seed, memory_order_relaxed) +
+                         k * 0x9e3779b97f4a7c15ull) |
               1;
     tls_rng_gen = gen;
   }

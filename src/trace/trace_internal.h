@@ -35,16 +35,18 @@ OBM_HIDDEN void _obm_trace_realloc(void *old, void *p, size_t size);
 
 /* ---- shared between trace.c, stacks.c and writer.c ------------------------------------- */
 
-/* MurmurHash3's 64-bit finalizer: the frame and stack tables' slots (stacks.c) and the stack
- * hashes (stacks.c, interp.c). */
-OBM_INLINE uint64_t _obm_trace_mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return x;
+/* One step of a stack hash over a word per frame (a multiply per frame; finished by
+ * _obm_mix64 of the hash plus the depth): stacks.c's return addresses, interp.c's frames. */
+OBM_INLINE uint64_t _obm_trace_hash_step(uint64_t h, uint64_t word) {
+  return (h ^ word) * 0x9e3779b97f4a7c15ull + (h >> 29);
 }
+
+/* A per-thread direct-mapped cache of stack ids by that hash (stacks.c, interp.c). */
+typedef struct obm_trace_cache_entry_s {
+  uint64_t hash;
+  uint32_t depth;
+  uint32_t id;
+} obm_trace_cache_entry_t;
 
 #define OBM_TRACE_MAX_FRAMES   256
 #define OBM_TRACE_MAX_THREADS  1024        /* thread slots; a thread past them is not traced */
