@@ -9,8 +9,10 @@
  *   race DIR        worker threads allocate, realloc and free (each other's blocks too) while
  *                   the main thread starts and stops tracing, exact and sampled in turn; every
  *                   capture is complete and readable, and no recorded free lacks its
- *                   allocation unless the block came from before that session.  Quick: runs
- *                   under TSan.
+ *                   allocation unless the block came from before that session; in exact
+ *                   mode each worker's malloc/free pair of its own size (which never leaves
+ *                   malloc's inline path once the class has a pool) is recorded: a start
+ *                   reaches threads already running.  Quick: runs under TSan.
  * Only the public headers: the allocator decides what is recorded.
  */
 #include "check.h"
@@ -168,6 +170,7 @@ static void test_startstop(void) {
 static _Atomic(void *) shared[NSLOTS]; /* blocks any thread frees */
 static atomic_int done;
 static _Atomic long progress[NWORKERS];
+#define PAIR_SIZE(id) (900 + 7 * (size_t)(id)) /* sizes nothing else allocates */
 
 static void *worker(void *arg) {
   int id = (int)(intptr_t)arg;
@@ -187,6 +190,8 @@ static void *worker(void *arg) {
       void *p = atomic_exchange(&shared[(r >> 40) % NSLOTS], obm_malloc(1 + (r >> 50) % 256));
       obm_free(p); /* often another thread's block */
     }
+    for (int k = 0; k < 16; k++) /* the same block again and again: the inline paths only */
+      obm_free(obm_malloc(PAIR_SIZE(id)));
     atomic_fetch_add(&progress[id], 1);
   }
   for (int k = 0; k < 64; k++)
@@ -229,13 +234,20 @@ static void test_race(void) {
     CHECKF(cap != NULL, "%s", err);
     if (!cap) continue;
     obm_capture_record_t r;
-    uint64_t nalloc = 0;
+    uint64_t nalloc = 0, pairs[NWORKERS] = {0};
     int rc;
-    while ((rc = obm_capture_next(cap, &r)) > 0)
+    while ((rc = obm_capture_next(cap, &r)) > 0) {
       nalloc += r.kind == OBM_CAPTURE_ALLOC;
+      for (int i = 0; i < NWORKERS; i++)
+        pairs[i] += r.kind == OBM_CAPTURE_ALLOC && r.size == PAIR_SIZE(i);
+    }
     CHECKF(rc == 0, "%s: %s", path, obm_capture_error(cap));
     CHECKF(obm_capture_complete(cap), "%s", path);
     CHECKF(nalloc > 0, "%s: no allocation recorded", path);
+    /* 3 rounds of 16 pairs each made wholly inside the session (wait_rounds) */
+    for (int i = 0; i < NWORKERS && o.mode == OBM_TRACE_EXACT; i++)
+      CHECKF(pairs[i] >= 48, "%s: worker %d's malloc/free pairs: %llu recorded, 48 or more made",
+             path, i, (unsigned long long)pairs[i]);
     obm_capture_close(cap);
   }
   atomic_store(&done, 1);

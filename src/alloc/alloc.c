@@ -176,12 +176,47 @@ void *_obm_traced_raw(size_t alignment, size_t size, int zero) {
   return p;
 }
 
+void _obm_heap_budgets_reset(obm_heap_t *heap) {
+  uint64_t value = atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL
+                       ? OBM_BUDGET_ARMED
+                       : OBM_BUDGET_FULL;
+  for (unsigned c = 0; c < OBM_NCLASSES; c++)
+    heap->cls[c].budget = value;
+}
+
 /* Everything obm_malloc's inline path does not serve: size 0, large sizes, a class whose
- * first pool is full (or none), the first call of a thread, debug mode. */
-static OBM_NOINLINE void *malloc_slow(size_t size) {
+ * first pool is full (or none), the first call of a thread, debug mode, and a thread whose
+ * fast heap a tracer start redirected (its budgets are set for the new hooks here, under the
+ * lock the redirect holds, so that a start in between redirects it again).  While tracing,
+ * the calls that are not for a class go to traced.c.  Frameless, with tail calls: the tracer's
+ * walk finds the program's return address first (traced.c). */
+static OBM_NOINLINE __attribute__((optimize("omit-frame-pointer"))) void *malloc_slow(size_t size) {
   _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, OBM_ALIGNMENT, 0);
+  obm_heap_t *heap = _obm_tls_heap;
+  if (!heap->is_empty_heap &&
+      __atomic_load_n(&_obm_tls_fast_heap, __ATOMIC_RELAXED) == &_obm_heap_empty) {
+    pthread_mutex_lock(&_obm_global_lock);
+    _obm_heap_budgets_reset(heap);
+    __atomic_store_n(&_obm_tls_fast_heap, heap, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&_obm_global_lock);
+    return obm_malloc(size);
+  }
+  if (obm_unlikely(atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL))
+    return _obm_malloc_traced(size);
   return _obm_raw_malloc(size);
+}
+
+/* obm_malloc's inline path when its class budget ran out (it subtracted size already): while
+ * tracing, traced.c decides (record_size counts the call down again); else the budget is full
+ * again.  Frameless, tail calls only, as malloc_slow. */
+static OBM_NOINLINE __attribute__((optimize("omit-frame-pointer"))) void *
+malloc_budget(obm_heap_class_t *hc, size_t size) {
+  hc->budget += size; /* counted again where the call is served */
+  if (atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL)
+    return _obm_malloc_traced(size);
+  hc->budget = OBM_BUDGET_FULL;
+  return obm_malloc(size);
 }
 
 /* obm_malloc when the class's first pool has no free block: carve, or the slow path.  Where
@@ -189,8 +224,7 @@ static OBM_NOINLINE void *malloc_slow(size_t size) {
  * all but the first into the free list, so that the next mallocs pop (a carved block costs a
  * store here instead of a trip through this function); the page is the program's next to
  * touch anyway. */
-static OBM_NOINLINE void *malloc_carve(obm_heap_class_t *hc, obm_pool_t *pool, size_t size,
-                                       size_t cls) {
+static OBM_NOINLINE void *malloc_carve(obm_pool_t *pool, size_t size, size_t cls) {
   /* the placeholder first: before the first init the class tables are being written */
   if (obm_unlikely(pool == &_obm_pool_empty)) return malloc_slow(size);
   unsigned n = pool->ncarved, capacity = _obm_class_capacity[cls];
@@ -200,13 +234,13 @@ static OBM_NOINLINE void *malloc_carve(obm_heap_class_t *hc, obm_pool_t *pool, s
   if (k > capacity - n) k = capacity - n;
   uint8_t *first = pool->start + (size_t)n * block_size;
   obm_block_t *list = NULL;
-  for (uint8_t *q = first + (size_t)(k - 1) * block_size; q > first; q -= block_size) {
+  for (uint8_t *q = first + (size_t)(k - 1) * block_size; q >= first; q -= block_size) {
     ((obm_block_t *)q)->next = list;
     list = (obm_block_t *)q;
   }
   pool->free = list;
   __atomic_store_n(&pool->ncarved, (uint16_t)(n + k), __ATOMIC_RELAXED);
-  return class_took(hc, pool, (obm_block_t *)first, size);
+  return obm_malloc(size); /* the pop, with the class budget's test */
 }
 
 OBM_INLINE void *malloc_plain(size_t size) {
@@ -218,28 +252,24 @@ OBM_INLINE void *malloc_plain(size_t size) {
     cls = _obm_medium_size_to_class(size); /* 0 before the first init: the empty heap */
   else
     return malloc_slow(size);
-  /* The pop inline; the carving out of line, where its table lookups cost the pop nothing. */
-  obm_heap_class_t *hc = &_obm_tls_fast_heap->cls[cls];
+  /* The pop inline; the carving out of line, where its table lookups cost the pop nothing.
+   * The class budget is full when not tracing, and while tracing the countdown to the class's
+   * next sample (0 in exact mode: every call leaves), so the path tests nothing else. */
+  obm_heap_class_t *hc = &__atomic_load_n(&_obm_tls_fast_heap, __ATOMIC_RELAXED)->cls[cls];
+  __asm__("" : "+r"(hc)); /* one register for hc's fields (the budget's asm made GCC index) */
   obm_pool_t *pool = hc->pool;
   obm_block_t *b = pool->free;
-  if (obm_unlikely(b == NULL)) return malloc_carve(hc, pool, size, cls);
+  if (obm_unlikely(b == NULL)) return malloc_carve(pool, size, cls);
+  if (obm_unlikely(_obm_budget_take(&hc->budget, size))) return malloc_budget(hc, size);
   pool->free = b->next;
   return class_took(hc, pool, b, size);
 }
 
 void *_obm_malloc_plain(size_t size) {
-  return malloc_plain(size);
+  return _obm_raw_malloc(size);
 }
 
 void *obm_malloc(size_t size) {
-  /* While tracing (one load and a branch when not): the heap's byte countdown decides (sampled
-   * mode counts down to its next sample; exact mode keeps it <= 0, as does the placeholder
-   * heap of a thread not yet set up): traced.c decides and, in sampled mode, draws afresh.
-   * Every heap is armed (<= 0) when made or adopted and at every start, and exact mode never
-   * stores a positive count, so it needs no store here. */
-  if (obm_unlikely(atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL) &&
-      obm_unlikely(!_obm_sample_countdown(_obm_tls_fast_heap, size)))
-    return _obm_malloc_traced(size);
   return malloc_plain(size);
 }
 

@@ -132,7 +132,12 @@ typedef struct obm_heap_class_s {
                               usedpools[class] */
   uint64_t nmalloc;        /* cumulative allocations */
   uint64_t requested;      /* cumulative requested bytes */
-  struct obm_pool_s *tail; /* last pool of the list (NULL when empty) */
+  /* Bytes obm_malloc's inline path may still hand out in this class before it leaves for
+   * malloc_budget (alloc.c), which asks the tracer: OBM_BUDGET_FULL when not tracing,
+   * OBM_BUDGET_ARMED (0: every call leaves) from a start until the class's first call, and
+   * in sampled mode the bytes left to the class's next sample (traced.c).  So the inline path
+   * needs no test of the tracer's own.  Only the owner writes it. */
+  uint64_t budget;
 } obm_heap_class_t;
 
 /* Per-thread heap.  The allocation state (cls, usable, last_with)
@@ -149,8 +154,9 @@ struct obm_heap_s {
    * read by the owner without it: an entry names an arena of this heap while the arena holds
    * any live block, which is all a valid free needs. */
   _Atomic(obm_arena_t *) owned[OBM_OWNED];
-  /* Sampled tracing: bytes this thread may still allocate before its next recorded one,
-   * counted down by obm_malloc inline and by traced.c; only the owner writes it. */
+  /* Sampled tracing: bytes this thread may still allocate before its next recorded one, for
+   * what the class budgets do not count (large blocks, realloc growth): counted down by
+   * traced.c; only the owner writes it. */
   _Atomic(int64_t) sample_left;
   int sample_drawn;    /* sample_left was drawn once (traced.c) */
   obm_arena_t *usable; /* arenas with free slots, nfree_slots ascending */
@@ -180,6 +186,11 @@ struct obm_heap_s {
                         and may have been mid-update; never adopted */
   int is_empty_heap; /* the static placeholder heap before a thread's init */
   int traced;        /* a traced heap: arenas of kind OBM_SEG_ARENA_TRACED (alloc.c) */
+  obm_pool_t *cls_tail[OBM_NCLASSES]; /* last pool of cls[c].pool's list (NULL when empty) */
+  /* The owner thread's _obm_tls_fast_heap, so that a tracer start can send the thread's next
+   * malloc to the slow path (_obm_heaps_redirect); NULL when no thread owns the heap.  Under
+   * _obm_global_lock. */
+  obm_heap_t **fast_slot;
   _Alignas(OBM_CACHE_LINE) _Atomic(obm_pool_t *) remote_pools; /* pools with remote frees */
   char pad_[OBM_CACHE_LINE - sizeof(void *)];
 };
@@ -414,7 +425,7 @@ OBM_INLINE void _obm_pool_link(obm_heap_t *heap, obm_pool_t *pool) {
   if (pool->next)
     pool->next->prev = pool;
   else
-    hc->tail = pool;
+    heap->cls_tail[pool->size_class] = pool;
   hc->pool = pool;
   pool->in_list = OBM_LISTED;
 }
@@ -428,9 +439,9 @@ OBM_INLINE void _obm_pool_link_tail(obm_heap_t *heap, obm_pool_t *pool) {
     return;
   }
   pool->next = NULL;
-  pool->prev = hc->tail;
-  hc->tail->next = pool;
-  hc->tail = pool;
+  pool->prev = heap->cls_tail[pool->size_class];
+  pool->prev->next = pool;
+  heap->cls_tail[pool->size_class] = pool;
   pool->in_list = OBM_LISTED;
 }
 OBM_INLINE void _obm_pool_unlink(obm_heap_t *heap, obm_pool_t *pool) {
@@ -442,7 +453,7 @@ OBM_INLINE void _obm_pool_unlink(obm_heap_t *heap, obm_pool_t *pool) {
   if (pool->next)
     pool->next->prev = pool->prev;
   else
-    hc->tail = pool->prev;
+    heap->cls_tail[pool->size_class] = pool->prev;
   pool->next = pool->prev = NULL;
   pool->in_list = OBM_UNLISTED;
 }
@@ -464,18 +475,43 @@ OBM_HIDDEN size_t _obm_raw_usable(const void *p, obm_segment_t *seg);
 OBM_HIDDEN uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_size);
 OBM_HIDDEN OBM_COLD void _obm_report_foreign(const char *op, const void *p);
 /* ---- traced.c: recorded allocations (the tracer's hooks) -------------------------------- */
-/* The hooks while the tracer runs, else NULL: the entry points' one test. */
+/* The hooks while the tracer runs, else NULL: the entry points' one test (obm_malloc's inline
+ * path has the class budgets instead). */
 extern OBM_HIDDEN _Atomic(const obm_alloc_hooks_t *) _obm_alloc_hooks;
 /* The entry points while hooks are installed: each call recorded or plain (traced.c). */
 OBM_HIDDEN void *_obm_malloc_traced(size_t size);
-/* Tracing's byte countdown (heap->sample_left), counted down by obm_malloc inline while the
- * hooks are set and by traced.c: counts size down and returns 1 while bytes are left, else 0
- * (sampled mode: the allocation is due for a sample, or the heap was armed: traced.c decides,
- * and redraws; exact mode keeps the countdown <= 0, so every call goes on to traced.c).
- * Heaps are armed (OBM_SAMPLE_ARMED) when made or adopted and by every start, before the hooks
- * are installed (_obm_heaps_arm_sampling), while no owner counts down. */
+/* Sampled tracing's byte countdown for what no class budget counts (heap->sample_left: large
+ * sizes), counted down by traced.c: counts size down and returns 1 while bytes are left, else
+ * 0 (the allocation is due for a sample, or the heap was armed: traced.c decides, and
+ * redraws).  Heaps are armed (OBM_SAMPLE_ARMED) when made or adopted and by every start,
+ * before the hooks are installed (_obm_heaps_arm_sampling), while no owner counts down. */
 #define OBM_SAMPLE_ARMED (-((int64_t)1 << 62)) /* draw afresh at the next allocation */
+#define OBM_BUDGET_FULL  ((uint64_t)1 << 62)   /* a class budget when not tracing: never runs out */
+#define OBM_BUDGET_ARMED 0                     /* a class budget that every call runs out */
+/* Subtracts size (> 0) from a class budget; 1 when the budget did not exceed it (*budget is
+ * then size too small: the caller adds size back).  Two instructions on x86-64, where GCC
+ * would load, subtract, store and test. */
+OBM_INLINE int _obm_budget_take(uint64_t *budget, size_t size) {
+#if defined(__x86_64__) && (defined(__clang__) ? __clang_major__ >= 11 : __GNUC__ >= 11)
+  __asm__ goto("subq %1, %0\n\tjbe %l[out]" : "+m"(*budget) : "r"(size) : "cc" : out);
+  return 0;
+out:
+  return 1;
+#else
+  uint64_t b = *budget;
+  *budget = b - size;
+  return size >= b;
+#endif
+}
 OBM_HIDDEN void _obm_heaps_arm_sampling(void);
+/* Sends every thread's next obm_malloc to the slow path (its fast heap pointer set to the
+ * placeholder), where it sets its class budgets for the hooks of the moment (alloc.c
+ * _obm_heap_budgets_reset): called after the hooks are installed. */
+OBM_HIDDEN void _obm_heaps_redirect(void);
+/* The owner's: sets every class budget of heap to OBM_BUDGET_ARMED while the hooks are set,
+ * else OBM_BUDGET_FULL. */
+OBM_HIDDEN void _obm_heap_budgets_reset(obm_heap_t *heap);
+
 OBM_INLINE int _obm_sample_countdown(obm_heap_t *heap, size_t size) {
   int64_t left = atomic_load_explicit(&heap->sample_left, memory_order_relaxed) - (int64_t)size;
   if (left <= 0) return 0;

@@ -97,9 +97,15 @@ obm_heap_t *_obm_heap_init_thread(void) {
   /* a new or adopted heap looks at the hooks at its first malloc (alloc_internal.h) */
   atomic_store_explicit(&h->sample_left, OBM_SAMPLE_ARMED, memory_order_relaxed);
   int first_live = atomic_fetch_add_explicit(&heaps_live, 1, memory_order_acq_rel) == 0;
-  /* Set before pthread_setspecific: it may allocate, and must then find this heap. */
+  /* Set before pthread_setspecific: it may allocate, and must then find this heap.  The
+   * budgets are set and the fast heap published under the lock of _obm_heaps_redirect: a
+   * tracer start either finds the slot or installed its hooks before the budgets were set. */
   _obm_tls_heap = h;
-  _obm_tls_fast_heap = _obm_debug_on ? &_obm_heap_empty : h;
+  pthread_mutex_lock(&_obm_global_lock);
+  _obm_heap_budgets_reset(h);
+  h->fast_slot = &_obm_tls_fast_heap;
+  __atomic_store_n(&_obm_tls_fast_heap, _obm_debug_on ? &_obm_heap_empty : h, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&_obm_global_lock);
   pthread_setspecific(_obm_heap_key, h);
   _obm_heap_collect_remote(h);
   if (first_live) _obm_stats_threads_back(); /* the purge thread comes back when needed */
@@ -148,7 +154,10 @@ void _obm_heap_thread_done(void *arg) {
     _obm_heap_release_empty_pools(traced);
   }
   _obm_tls_heap = &_obm_heap_empty;
-  _obm_tls_fast_heap = &_obm_heap_empty;
+  pthread_mutex_lock(&_obm_global_lock);
+  h->fast_slot = NULL; /* the thread's TLS goes away */
+  __atomic_store_n(&_obm_tls_fast_heap, &_obm_heap_empty, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&_obm_global_lock);
   _obm_tls_traced_heap = &_obm_heap_empty;
   abandon(h);
   if (!traced->is_empty_heap) abandon(traced);
@@ -240,11 +249,22 @@ void _obm_heaps_arm_sampling(void) {
   pthread_mutex_unlock(&_obm_global_lock);
 }
 
+void _obm_heaps_redirect(void) {
+  pthread_mutex_lock(&_obm_global_lock);
+  for (obm_heap_t *h = _obm_heaps_all; h; h = h->all_next)
+    if (h->fast_slot && !h->orphaned)
+      __atomic_store_n(h->fast_slot, &_obm_heap_empty, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&_obm_global_lock);
+}
+
 void _obm_heap_after_fork_child(void) {
   obm_heap_t *self = _obm_tls_heap, *self_traced = _obm_tls_traced_heap;
   pthread_mutex_lock(&_obm_global_lock);
   for (obm_heap_t *h = _obm_heaps_all; h; h = h->all_next)
-    if (h != self && h != self_traced && !h->abandoned) h->orphaned = 1;
+    if (h != self && h != self_traced && !h->abandoned) {
+      h->orphaned = 1;
+      h->fast_slot = NULL; /* its thread did not survive the fork */
+    }
   pthread_mutex_unlock(&_obm_global_lock);
   if (!self->is_empty_heap) self->thread_id = _obm_os_thread_id();
   if (!self_traced->is_empty_heap) self_traced->thread_id = _obm_os_thread_id();

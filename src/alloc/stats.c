@@ -749,7 +749,7 @@ size_t _obm_heap_check_all(void) {
                               p->size_class);
         prev_pool = p;
       }
-      if (h->cls[c].tail != prev_pool)
+      if (h->cls_tail[c] != prev_pool)
         problems += corrupt(h, "class list tail is not its last pool", (unsigned)c, 0);
     }
     uint64_t ncached_slots = 0;

@@ -1,15 +1,17 @@
 /* traced.c — the allocator's side of tracing: which allocations are recorded, and the hooks.
  *
- * While the tracer's hooks are installed (_obm_alloc_hooks != NULL, the one global that
- * obm_malloc's fast path tests), each allocation entry point comes here and asks whether
- * this call is recorded: in exact mode always; in sampled mode when the thread's byte
- * countdown runs out (Poisson sampling by bytes, as tcmalloc's and memray's samplers: the
- * tracer draws the countdown from an exponential distribution), so most calls go on to the
- * plain path after a subtraction.  A recorded block comes from the thread's traced heap
- * (alloc.c, _obm_traced_raw), whose arenas free's fast path does not serve: free_other calls
- * _obm_alloc_report_free (inline, alloc_internal.h) for exactly those blocks (and large blocks
- * marked traced), and every other free keeps the fast path.  Each call of the program is one event: the entry points
- * call one another's raw versions, never these.
+ * While the tracer's hooks are installed (_obm_alloc_hooks != NULL), each allocation entry
+ * point comes here and asks whether this call is recorded: in exact mode always; in sampled
+ * mode when a byte countdown runs out (Poisson sampling by bytes, as tcmalloc's and memray's
+ * samplers: the tracer draws the countdown from an exponential distribution), so most calls
+ * go on to the plain path after a subtraction.  obm_malloc's inline path does not test the
+ * hooks: it subtracts from its class's budget, which is full when not tracing, 0 in exact mode
+ * and the class's countdown in sampled mode, and comes here when that runs out (alloc.c).  A
+ * recorded block comes from the thread's traced heap (alloc.c, _obm_traced_raw), whose arenas
+ * free's fast path does not serve: free_other calls _obm_alloc_report_free (inline,
+ * alloc_internal.h) for exactly those blocks (and large blocks marked traced), and every other free
+ * keeps the fast path.  Each call of the program is one event: the entry points call one another's
+ * raw versions, never these.
  *
  * Compiled with frame pointers (CMakeLists.txt): the tracer walks the stack from the frame of
  * the function here that called its hook (named _obm_*, which the report skips), so the first
@@ -33,6 +35,8 @@ int _obm_alloc_set_hooks(const obm_alloc_hooks_t *h) {
   _obm_ensure_init();
   if (h && _obm_debug_on) return ENOTSUP;
   atomic_store_explicit(&_obm_alloc_hooks, h, memory_order_release);
+  /* every thread's next malloc sets its class budgets for these hooks (alloc.c) */
+  if (h) _obm_heaps_redirect();
   return 0;
 }
 
@@ -68,8 +72,44 @@ static OBM_NOINLINE const obm_alloc_hooks_t *sample_due(const obm_alloc_hooks_t 
   return h;
 }
 
-/* The hooks when an allocation of size bytes is to be recorded, else NULL.  The countdown is
- * the heap's, which obm_malloc also counts down inline. */
+/* The same for a class budget (the countdown obm_malloc's inline path subtracts from), which
+ * ran out: a class armed by a start (or left full from before it) draws afresh, and its first
+ * call is not a sample.  Each class counts its own bytes, a Poisson process of the same mean:
+ * together they sample the heap's bytes as one countdown would. */
+/* A class budget drawn by the tracer (never OBM_BUDGET_ARMED, never "full"). */
+static uint64_t draw_budget(const obm_alloc_hooks_t *h) {
+  int64_t d = h->next_sample();
+  return d < 1 ? 1 : d > (int64_t)(OBM_BUDGET_FULL / 4) ? OBM_BUDGET_FULL / 4 : (uint64_t)d;
+}
+
+static OBM_NOINLINE const obm_alloc_hooks_t *class_sample_due(const obm_alloc_hooks_t *h,
+                                                              obm_heap_class_t *hc, size_t size) {
+  if (hc->budget == OBM_BUDGET_ARMED || hc->budget > OBM_BUDGET_FULL / 2) {
+    uint64_t draw = draw_budget(h);
+    if (draw > size) {
+      hc->budget = draw - size;
+      return NULL;
+    }
+  }
+  hc->budget = draw_budget(h);
+  return h;
+}
+
+/* Counts size down the countdown that sampled mode keeps for it: its class's budget for a
+ * class size, else the heap's; 1 while bytes are left, else 0 (the countdown is then left as
+ * it was, for record_size's slow paths). */
+OBM_INLINE int countdown(obm_heap_t *heap, size_t size) {
+  if (size - 1 < OBM_MEDIUM_MAX) {
+    obm_heap_class_t *hc = &heap->cls[_obm_size_to_class(size)];
+    if (size >= hc->budget || hc->budget > OBM_BUDGET_FULL / 2) return 0; /* or not drawn */
+    hc->budget -= size;
+    return 1;
+  }
+  return _obm_sample_countdown(heap, size);
+}
+
+/* The hooks when an allocation of size bytes is to be recorded, else NULL: in sampled mode
+ * when the countdown for its size runs out. */
 OBM_INLINE const obm_alloc_hooks_t *record_size(size_t size) {
   const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
   if (!h || !h->next_sample) return h;
@@ -78,7 +118,9 @@ OBM_INLINE const obm_alloc_hooks_t *record_size(size_t size) {
     heap = _obm_heap_init_thread();
     if (!heap) return NULL; /* the plain path reports ENOMEM */
   }
-  if (obm_likely(_obm_sample_countdown(heap, size))) return NULL;
+  if (obm_likely(countdown(heap, size))) return NULL;
+  if (size - 1 < OBM_MEDIUM_MAX)
+    return class_sample_due(h, &heap->cls[_obm_size_to_class(size)], size);
   return sample_due(h, heap, size);
 }
 
@@ -204,7 +246,7 @@ static OBM_NOINLINE void *realloc_traced(void *ptr, obm_segment_t *seg, size_t s
  * registers): an unrecorded pool block resized within the pools whose growth, if any, does
  * not run out the countdown.  Anything else goes to realloc_traced, which decides again from
  * the same state (a countdown that runs out is left as it was: record_size's slow path draws;
- * the placeholder heap's and an armed heap's are <= 0, so they never pass here). */
+ * the placeholder heap's budgets are 0 and an armed heap's are too, so they never pass here). */
 void *_obm_realloc_traced(void *ptr, size_t size) {
   obm_segment_t *seg = _obm_pagemap_lookup(ptr);
   if (obm_likely(seg && seg->kind == OBM_SEG_ARENA && size <= OBM_MEDIUM_MAX && !_obm_debug_on)) {
@@ -212,7 +254,7 @@ void *_obm_realloc_traced(void *ptr, size_t size) {
     if (h && h->next_sample) {
       size_t usable = _obm_pool_block_size(_obm_pool_of((obm_arena_t *)seg, ptr));
       if (size <= usable ||
-          _obm_sample_countdown(_obm_tls_heap, _obm_class_size[_obm_size_to_class(size)] - usable))
+          countdown(_obm_tls_heap, _obm_class_size[_obm_size_to_class(size)] - usable))
         return _obm_realloc_seg(ptr, seg, size, 0);
     }
   }
