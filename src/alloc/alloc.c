@@ -186,22 +186,13 @@ void _obm_heap_budgets_reset(obm_heap_t *heap) {
 
 /* Everything obm_malloc's inline path does not serve: size 0, large sizes, a class whose
  * first pool is full (or none), the first call of a thread, debug mode, and a thread whose
- * fast heap a tracer start redirected (its budgets are set for the new hooks here, under the
- * lock the redirect holds, so that a start in between redirects it again).  While tracing,
- * the calls that are not for a class go to traced.c.  Frameless, with tail calls: the tracer's
- * walk finds the program's return address first (traced.c). */
+ * fast heap a tracer start redirected (_obm_heap_take_redirect).  While tracing, the calls
+ * that are not for a class go to traced.c.  Frameless, with tail calls: the tracer's walk
+ * finds the program's return address first (traced.c). */
 static OBM_NOINLINE __attribute__((optimize("omit-frame-pointer"))) void *malloc_slow(size_t size) {
   _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, OBM_ALIGNMENT, 0);
-  obm_heap_t *heap = _obm_tls_heap;
-  if (!heap->is_empty_heap &&
-      __atomic_load_n(&_obm_tls_fast_heap, __ATOMIC_RELAXED) == &_obm_heap_empty) {
-    pthread_mutex_lock(&_obm_global_lock);
-    _obm_heap_budgets_reset(heap);
-    __atomic_store_n(&_obm_tls_fast_heap, heap, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&_obm_global_lock);
-    return obm_malloc(size);
-  }
+  if (_obm_heap_take_redirect(_obm_tls_heap)) return obm_malloc(size);
   if (obm_unlikely(atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL))
     return _obm_malloc_traced(size);
   return _obm_raw_malloc(size);
@@ -220,10 +211,10 @@ malloc_budget(obm_heap_class_t *hc, size_t size) {
 }
 
 /* obm_malloc when the class's first pool has no free block: carve, or the slow path.  Where
- * CPython carves one block per malloc, this carves up to a page of blocks at once and links
- * all but the first into the free list, so that the next mallocs pop (a carved block costs a
- * store here instead of a trip through this function); the page is the program's next to
- * touch anyway. */
+ * CPython carves one block per malloc, this carves up to a page of blocks at once into the
+ * free list and goes back to obm_malloc, which pops the first (with the class budget's test),
+ * so that the next mallocs pop too (a carved block costs a store here instead of a trip
+ * through this function); the page is the program's next to touch anyway. */
 static OBM_NOINLINE void *malloc_carve(obm_pool_t *pool, size_t size, size_t cls) {
   /* the placeholder first: before the first init the class tables are being written */
   if (obm_unlikely(pool == &_obm_pool_empty)) return malloc_slow(size);

@@ -511,6 +511,12 @@ OBM_HIDDEN void _obm_heaps_redirect(void);
 /* The owner's: sets every class budget of heap to OBM_BUDGET_ARMED while the hooks are set,
  * else OBM_BUDGET_FULL. */
 OBM_HIDDEN void _obm_heap_budgets_reset(obm_heap_t *heap);
+/* The owner's, on a slow path, with its heap: if a tracer start redirected the thread, sets
+ * its budgets for the hooks and its fast heap back, under the lock the redirect holds (so
+ * that a start in between redirects it again), and returns 1.  Every path that counts down a
+ * class budget outside obm_malloc's inline path calls it first (traced.c): a budget from an
+ * earlier session, perhaps of another mean, must not count down. */
+OBM_HIDDEN int _obm_heap_take_redirect(obm_heap_t *heap);
 
 OBM_INLINE int _obm_sample_countdown(obm_heap_t *heap, size_t size) {
   int64_t left = atomic_load_explicit(&heap->sample_left, memory_order_relaxed) - (int64_t)size;
@@ -520,8 +526,9 @@ OBM_INLINE int _obm_sample_countdown(obm_heap_t *heap, size_t size) {
 }
 OBM_HIDDEN void *_obm_alloc_traced(size_t alignment, size_t size, int zero);
 OBM_HIDDEN void *_obm_realloc_traced(void *ptr, size_t size);
-/* Their plain paths (alloc.c): malloc's inline path, calloc's, realloc of a live block into a
- * recorded one when `traced` (an untraced arena block then moves to the traced heap). */
+/* Their plain paths (alloc.c): malloc's (_obm_raw_malloc: no class budget), calloc's, realloc
+ * of a live block into a recorded one when `traced` (an untraced arena block then moves to the
+ * traced heap). */
 OBM_HIDDEN void *_obm_malloc_plain(size_t size);
 OBM_HIDDEN void *_obm_calloc_plain(size_t size);
 OBM_HIDDEN void *_obm_realloc_block(void *ptr, size_t size, int traced);

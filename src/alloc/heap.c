@@ -27,6 +27,8 @@ __thread obm_heap_t *_obm_tls_fast_heap __attribute__((tls_model("initial-exec")
     &_obm_heap_empty;
 __thread obm_heap_t *_obm_tls_traced_heap __attribute__((tls_model("initial-exec"))) =
     &_obm_heap_empty;
+/* Set by the heap's key destructor: the thread is exiting (_obm_heap_init_thread). */
+static __thread int tls_exiting __attribute__((tls_model("initial-exec")));
 
 obm_heap_t *_obm_heaps_all;
 uint64_t _obm_heaps_count, _obm_heaps_abandoned;
@@ -103,8 +105,12 @@ obm_heap_t *_obm_heap_init_thread(void) {
   _obm_tls_heap = h;
   pthread_mutex_lock(&_obm_global_lock);
   _obm_heap_budgets_reset(h);
-  h->fast_slot = &_obm_tls_fast_heap;
-  __atomic_store_n(&_obm_tls_fast_heap, _obm_debug_on ? &_obm_heap_empty : h, __ATOMIC_RELAXED);
+  /* A thread past its heap's key destructor (another key's destructor allocates) keeps the
+   * slow path: nothing would clear the slot before its TLS goes away. */
+  if (!tls_exiting) {
+    h->fast_slot = &_obm_tls_fast_heap;
+    __atomic_store_n(&_obm_tls_fast_heap, _obm_debug_on ? &_obm_heap_empty : h, __ATOMIC_RELAXED);
+  }
   pthread_mutex_unlock(&_obm_global_lock);
   pthread_setspecific(_obm_heap_key, h);
   _obm_heap_collect_remote(h);
@@ -154,6 +160,7 @@ void _obm_heap_thread_done(void *arg) {
     _obm_heap_release_empty_pools(traced);
   }
   _obm_tls_heap = &_obm_heap_empty;
+  tls_exiting = 1;
   pthread_mutex_lock(&_obm_global_lock);
   h->fast_slot = NULL; /* the thread's TLS goes away */
   __atomic_store_n(&_obm_tls_fast_heap, &_obm_heap_empty, __ATOMIC_RELAXED);
@@ -247,6 +254,17 @@ void _obm_heaps_arm_sampling(void) {
   for (obm_heap_t *h = _obm_heaps_all; h; h = h->all_next)
     atomic_store_explicit(&h->sample_left, OBM_SAMPLE_ARMED, memory_order_relaxed);
   pthread_mutex_unlock(&_obm_global_lock);
+}
+
+int _obm_heap_take_redirect(obm_heap_t *heap) {
+  if (obm_likely(__atomic_load_n(&_obm_tls_fast_heap, __ATOMIC_RELAXED) != &_obm_heap_empty) ||
+      heap->is_empty_heap || _obm_debug_on || tls_exiting)
+    return 0;
+  pthread_mutex_lock(&_obm_global_lock);
+  _obm_heap_budgets_reset(heap);
+  __atomic_store_n(&_obm_tls_fast_heap, heap, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&_obm_global_lock);
+  return 1;
 }
 
 void _obm_heaps_redirect(void) {

@@ -99,6 +99,7 @@ static OBM_NOINLINE const obm_alloc_hooks_t *class_sample_due(const obm_alloc_ho
  * class size, else the heap's; 1 while bytes are left, else 0 (the countdown is then left as
  * it was, for record_size's slow paths). */
 OBM_INLINE int countdown(obm_heap_t *heap, size_t size) {
+  _obm_heap_take_redirect(heap); /* budgets of an earlier session are armed first */
   if (size - 1 < OBM_MEDIUM_MAX) {
     obm_heap_class_t *hc = &heap->cls[_obm_size_to_class(size)];
     if (size >= hc->budget || hc->budget > OBM_BUDGET_FULL / 2) return 0; /* or not drawn */

@@ -22,10 +22,11 @@
  *
  * The allocator decides what is recorded (src/alloc/alloc.c): while the hooks are installed,
  * exact mode records every allocation; sampled mode (Poisson by bytes, as tcmalloc and memray)
- * keeps a per-thread countdown of bytes drawn here (next_sample: an exponential distribution of
- * mean `sample_mean_bytes`), and the allocation that brings it to <= 0 is recorded.  Recorded
- * blocks live in traced arenas, so the free hook is called exactly for them.  The reader weights
- * a recorded allocation of size s by s / (1 - exp(-s / mean)).
+ * keeps per-thread countdowns of bytes drawn here (next_sample: an exponential distribution of
+ * mean `sample_mean_bytes`): one per size class (the class budgets obm_malloc's inline path
+ * counts down) and one for the other sizes, and the allocation that runs one out is recorded.
+ * Recorded blocks live in traced arenas, so the free hook is called exactly for them.  The reader
+ * weights a recorded allocation of size s by s / (1 - exp(-s / mean)).
  *
  * Fork: a child whose capture path has %p starts its own capture (same options) from the
  * atfork child handler; otherwise it does not trace.
