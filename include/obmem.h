@@ -65,6 +65,9 @@ OBM_API void obm_free(void *ptr);
  * ptr is NULL, at the cost of obm_free (no separate obm_owns lookup).  A pointer inside
  * obmem's memory that is not a live block is still reported. */
 OBM_API int obm_free_if_owned(void *ptr);
+/* The same for the layer's free: other(ctx, ptr) when obmem does not own ptr (NULL too), as a
+ * tail call, so that a wrapper around this costs no frame (CPython's installed free). */
+OBM_API void obm_free_or(void *ptr, void (*other)(void *ctx, void *ptr), void *ctx);
 /* alignment must be a power of two (any, up to OBM_MAX_ALIGNMENT); else NULL + EINVAL. */
 OBM_API void *obm_aligned_alloc(size_t alignment, size_t size) OBM_MALLOC_ATTR OBM_ALLOC_SIZE(2);
 /* POSIX: returns 0, EINVAL (alignment not a power of two multiple of sizeof(void*)) or ENOMEM. */

@@ -6,7 +6,7 @@
  *
  *   ORIGINAL    the allocators CPython had when the module was first installed ("previous":
  *               pymalloc and malloc, or whatever PYTHONMALLOC or an embedder set)
- *   INSTALLED   malloc, calloc: obmem.  free: obmem's block (obm_free_if_owned: obm_free's
+ *   INSTALLED   malloc, calloc: obmem.  free: obmem's block (obm_free_or: obm_free's
  *               own lookup, safe on any address) to obmem, any other block to the domain's
  *               previous allocator.  realloc: the same split, so a block allocated before install
  *               stays with the allocator that made it until it is freed.
@@ -59,11 +59,12 @@ static void *obmem_calloc(void *ctx, size_t count, size_t size) {
   return obm_calloc(count, size);
 }
 
-/* Frees p with obmem when obmem handed it out, else with prev (blocks from before install). */
+/* Frees p with obmem when obmem handed it out, else with prev (blocks from before install;
+ * NULL too: every allocator's free(NULL) does nothing).  obm_free's own lookup decides, no
+ * obm_owns first (one lookup, not two), and prev's free is obm_free_or's tail call: this
+ * function is two loads and a jump. */
 static inline void free_by_owner(const PyMemAllocatorEx *prev, void *p) {
-  /* obm_free's own lookup decides; no obm_owns first (one lookup, not two) */
-  if (__builtin_expect(!obm_free_if_owned(p), 0))
-    prev->free(prev->ctx, p); /* NULL too: every allocator's free(NULL) does nothing */
+  obm_free_or(p, prev->free, prev->ctx);
 }
 
 static inline void *realloc_installed(const PyMemAllocatorEx *prev, void *p, size_t size) {

@@ -625,6 +625,18 @@ static void test_free_null(void) {
   CHECK(a.large_blocks == b.large_blocks);
 }
 
+/* obm_free_or's other free: counts the calls and frees with libc. */
+static struct {
+  int n, seen_foreign;
+  void *last;
+} other_frees;
+static void other_free(void *ctx, void *p) {
+  CHECK(ctx == &other_frees);
+  other_frees.n++;
+  other_frees.last = p;
+  if (p != NULL) other_frees.seen_foreign = 1;
+  free(p);
+}
 static void test_foreign_pointers(void) {
   long stack_var[4] = {1, 2, 3, 4};
   unsigned char *g = malloc(256);
@@ -697,7 +709,20 @@ static void test_foreign_pointers(void) {
     CHECK(mine != NULL);
     CHECKF(obm_free_if_owned(mine) == 1, "obm_free_if_owned(obm_malloc(%zu)) != 1", n);
     CHECK(small_medium_in_use() == before);
+    /* obm_free_or: obmem's blocks freed, anything else handed to the other free */
+    mine = obm_malloc(n);
+    CHECK(mine != NULL);
+    other_frees.n = 0;
+    obm_free_or(mine, other_free, &other_frees);
+    CHECKF(other_frees.n == 0 && small_medium_in_use() == before, "obm_free_or(obm_malloc(%zu))",
+           n);
   }
+  int reports = err.ncalls; /* expect_no_reports: a report fails the test itself */
+  void *foreign = malloc(40);
+  obm_free_or(foreign, other_free, &other_frees);
+  obm_free_or(NULL, other_free, &other_frees);
+  CHECK(other_frees.n == 2 && other_frees.last == NULL && other_frees.seen_foreign);
+  CHECK(err.ncalls == reports);
 
   expect_reports();
   size_t u = obm_usable_size(&stack_var[0]);

@@ -257,6 +257,10 @@ int obm_free_if_owned(void *p) {
   return free_impl(p, 0);
 }
 
+void obm_free_or(void *p, void (*other)(void *ctx, void *p), void *ctx) {
+  if (!free_impl(p, 0)) other(ctx, p);
+}
+
 uint8_t *_obm_raw_block_start(const void *p, obm_segment_t *seg, size_t *block_size) {
   if (seg->kind != OBM_SEG_LARGE) {
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, p);
