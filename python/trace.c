@@ -167,6 +167,7 @@ static struct tracer_s {
   size_t nhuge, huge_capacity;
 
   uint64_t traced_bytes, peak_bytes, recorded_bytes;
+  uint64_t peak_next; /* peak_next_after(recorded_bytes) */
   uint64_t lost; /* traces not recorded: the tracer's memory ran out during a realloc */
 
   uint64_t start_ns, interval_ns, next_sample_ns;
@@ -421,12 +422,19 @@ static uint32_t stack_intern(const obm_py_frame_t *frames, int n) {
 
 /* ---- peak and timeline -------------------------------------------------------------------- */
 
+/* Where the next recording of the peak is due: step(b) = max(b / 100, 64 KiB) above b. */
+static uint64_t peak_next_after(uint64_t recorded) {
+  uint64_t step = recorded / 100;
+  return recorded + (step < PEAK_MIN_STEP ? PEAK_MIN_STEP : step);
+}
+
 static void peak_record(void) {
   for (uint32_t id = 0; id < T.nstacks; id++) {
     T.stacks[id].peak_bytes = T.stacks[id].live_bytes;
     T.stacks[id].peak_count = T.stacks[id].live_count;
   }
   T.recorded_bytes = T.traced_bytes;
+  T.peak_next = peak_next_after(T.recorded_bytes);
 }
 
 static void timeline_sample(uint64_t now) {
@@ -547,13 +555,12 @@ static __attribute__((noinline)) int trace_record(void *p, size_t size) {
   T.traced_bytes += size;
   if (T.traced_bytes > T.peak_bytes) {
     T.peak_bytes = T.traced_bytes;
-    uint64_t step = T.recorded_bytes / 100;
-    if (step < PEAK_MIN_STEP) step = PEAK_MIN_STEP;
-    if (T.traced_bytes >= T.recorded_bytes + step) peak_record();
+    if (T.traced_bytes >= T.peak_next) peak_record();
   }
   if (--T.countdown == 0) timeline_tick();
   return 0;
 }
+
 
 int64_t _obm_py_trace_sample_left; /* sampled mode: bytes until the next recorded allocation */
 
@@ -573,8 +580,8 @@ int _obm_py_trace_add(void *p, size_t size) {
   return _obm_py_trace_add_sampled(p, size);
 }
 
-/* Takes the trace of p out, if it has one. */
-static __attribute__((noinline)) void trace_forget(uintptr_t ptr) {
+/* Takes the trace of p out, if it has one (inline in one function per mode, as record_in). */
+static inline __attribute__((always_inline)) void forget_in(uintptr_t ptr, int sampled) {
   page_slot_t *slot;
   trace_entry_t *e = trace_find(ptr, &slot);
   if (e == NULL) return; /* allocated before start(): not ours to count */
@@ -584,14 +591,25 @@ static __attribute__((noinline)) void trace_forget(uintptr_t ptr) {
   s->live_count--;
   T.traced_bytes -= size;
   trace_delete(slot, e);
-  if (T.sample_bytes != 0 && T.filter[filter_index(ptr)] != 255) T.filter[filter_index(ptr)]--;
+  if (sampled && T.filter[filter_index(ptr)] != 255) T.filter[filter_index(ptr)]--;
+}
+
+static __attribute__((noinline)) void trace_forget(uintptr_t ptr) {
+  forget_in(ptr, 0);
+}
+
+static __attribute__((noinline)) void trace_forget_sampled(uintptr_t ptr) {
+  forget_in(ptr, 1);
 }
 
 void _obm_py_trace_remove(void *p) {
   if (!T.tracing) return;
   uintptr_t ptr = (uintptr_t)p;
-  if (T.sample_bytes != 0 && T.filter[filter_index(ptr)] == 0) return; /* most frees */
-  trace_forget(ptr);
+  if (T.sample_bytes == 0) {
+    trace_forget(ptr);
+  } else if (T.filter[filter_index(ptr)] != 0) { /* else no trace maps there: most frees */
+    trace_forget_sampled(ptr);
+  }
 }
 
 void _obm_py_trace_prefetch(const void *p) {
@@ -634,6 +652,7 @@ static PyObject **tables_release(size_t *ncodes) {
       T.frames_capacity = 0;
   T.nstacks = T.stacks_capacity = 0;
   T.traced_bytes = T.peak_bytes = T.recorded_bytes = 0;
+  T.peak_next = peak_next_after(0);
   T.lost = 0;
   memset(T.filter, 0, sizeof T.filter);
   return codes;
