@@ -561,7 +561,6 @@ static __attribute__((noinline)) int trace_record(void *p, size_t size) {
   return 0;
 }
 
-
 int64_t _obm_py_trace_sample_left; /* sampled mode: bytes until the next recorded allocation */
 
 /* The hooks decide, trace_record and trace_forget do the work (not inlined: the calls that
@@ -580,7 +579,8 @@ int _obm_py_trace_add(void *p, size_t size) {
   return _obm_py_trace_add_sampled(p, size);
 }
 
-/* Takes the trace of p out, if it has one (inline in one function per mode, as record_in). */
+/* Takes the trace of p out, if it has one (inline in one function per mode: exact mode's
+ * trace_forget tests no filter). */
 static inline __attribute__((always_inline)) void forget_in(uintptr_t ptr, int sampled) {
   page_slot_t *slot;
   trace_entry_t *e = trace_find(ptr, &slot);

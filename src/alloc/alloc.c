@@ -176,14 +176,6 @@ void *_obm_traced_raw(size_t alignment, size_t size, int zero) {
   return p;
 }
 
-void _obm_heap_budgets_reset(obm_heap_t *heap) {
-  uint64_t value = atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL
-                       ? OBM_BUDGET_ARMED
-                       : OBM_BUDGET_FULL;
-  for (unsigned c = 0; c < OBM_NCLASSES; c++)
-    heap->cls[c].budget = value;
-}
-
 /* Everything obm_malloc's inline path does not serve: size 0, large sizes, a class whose
  * first pool is full (or none), the first call of a thread, debug mode, and a thread whose
  * fast heap a tracer start redirected (_obm_heap_take_redirect).  While tracing, the calls
@@ -210,12 +202,21 @@ malloc_budget(obm_heap_class_t *hc, size_t size) {
   return obm_malloc(size);
 }
 
+/* obm_malloc's pop of b, the first block of pool (its class's current pool), after the class
+ * budget's test: the inline path's and malloc_carve's. */
+OBM_INLINE void *pop_budgeted(obm_heap_class_t *hc, obm_pool_t *pool, obm_block_t *b, size_t size) {
+  if (obm_unlikely(_obm_budget_take(&hc->budget, size))) return malloc_budget(hc, size);
+  pool->free = b->next;
+  return class_took(hc, pool, b, size);
+}
+
 /* obm_malloc when the class's first pool has no free block: carve, or the slow path.  Where
  * CPython carves one block per malloc, this carves up to a page of blocks at once into the
- * free list and goes back to obm_malloc, which pops the first (with the class budget's test),
- * so that the next mallocs pop too (a carved block costs a store here instead of a trip
- * through this function); the page is the program's next to touch anyway. */
-static OBM_NOINLINE void *malloc_carve(obm_pool_t *pool, size_t size, size_t cls) {
+ * free list and pops the first, so that the next mallocs pop too (a carved block costs a
+ * store here instead of a trip through this function); the page is the program's next to
+ * touch anyway. */
+static OBM_NOINLINE void *malloc_carve(obm_heap_class_t *hc, obm_pool_t *pool, size_t size,
+                                       size_t cls) {
   /* the placeholder first: before the first init the class tables are being written */
   if (obm_unlikely(pool == &_obm_pool_empty)) return malloc_slow(size);
   unsigned n = pool->ncarved, capacity = _obm_class_capacity[cls];
@@ -231,7 +232,7 @@ static OBM_NOINLINE void *malloc_carve(obm_pool_t *pool, size_t size, size_t cls
   }
   pool->free = list;
   __atomic_store_n(&pool->ncarved, (uint16_t)(n + k), __ATOMIC_RELAXED);
-  return obm_malloc(size); /* the pop, with the class budget's test */
+  return pop_budgeted(hc, pool, list, size);
 }
 
 OBM_INLINE void *malloc_plain(size_t size) {
@@ -250,10 +251,8 @@ OBM_INLINE void *malloc_plain(size_t size) {
   __asm__("" : "+r"(hc)); /* one register for hc's fields (the budget's asm made GCC index) */
   obm_pool_t *pool = hc->pool;
   obm_block_t *b = pool->free;
-  if (obm_unlikely(b == NULL)) return malloc_carve(pool, size, cls);
-  if (obm_unlikely(_obm_budget_take(&hc->budget, size))) return malloc_budget(hc, size);
-  pool->free = b->next;
-  return class_took(hc, pool, b, size);
+  if (obm_unlikely(b == NULL)) return malloc_carve(hc, pool, size, cls);
+  return pop_budgeted(hc, pool, b, size);
 }
 
 void *_obm_malloc_plain(size_t size) {

@@ -505,17 +505,14 @@ out:
 }
 OBM_HIDDEN void _obm_heaps_arm_sampling(void);
 /* Sends every thread's next obm_malloc to the slow path (its fast heap pointer set to the
- * placeholder), where it sets its class budgets for the hooks of the moment (alloc.c
- * _obm_heap_budgets_reset): called after the hooks are installed. */
+ * placeholder), where it sets its class budgets for the hooks of the moment
+ * (_obm_heap_take_redirect): called after the hooks are installed. */
 OBM_HIDDEN void _obm_heaps_redirect(void);
-/* The owner's: sets every class budget of heap to OBM_BUDGET_ARMED while the hooks are set,
- * else OBM_BUDGET_FULL. */
-OBM_HIDDEN void _obm_heap_budgets_reset(obm_heap_t *heap);
 /* The owner's, on a slow path, with its heap: if a tracer start redirected the thread, sets
- * its budgets for the hooks and its fast heap back, under the lock the redirect holds (so
- * that a start in between redirects it again), and returns 1.  Every path that counts down a
- * class budget outside obm_malloc's inline path calls it first (traced.c): a budget from an
- * earlier session, perhaps of another mean, must not count down. */
+ * its budgets for the hooks (OBM_BUDGET_ARMED while tracing, else OBM_BUDGET_FULL) and its fast
+ * heap back, under the lock the redirect holds (so that a start in between redirects it
+ * again), and returns 1.  malloc_slow calls it, and traced.c's countdown before it counts a
+ * class budget down: a budget from an earlier session, perhaps of another mean, must not. */
 OBM_HIDDEN int _obm_heap_take_redirect(obm_heap_t *heap);
 
 OBM_INLINE int _obm_sample_countdown(obm_heap_t *heap, size_t size) {
@@ -536,14 +533,14 @@ OBM_HIDDEN void *_obm_realloc_block(void *ptr, size_t size, int traced);
 OBM_HIDDEN void *_obm_realloc_seg(void *ptr, obm_segment_t *seg, size_t size, int traced);
 /* A block from the thread's traced heap, or a large block marked traced (alloc.c). */
 OBM_HIDDEN void *_obm_traced_raw(size_t alignment, size_t size, int zero);
-/* Reports the free of a recorded block (in a traced arena, or a large block marked traced) to
- * the tracer while it runs and the thread is not muted (traced.c's rules; inline in free's
- * path: one call, the hook's, per recorded free). */
 /* The hooks to call for a call of the program's, or NULL (not tracing, or muted). */
 OBM_INLINE const obm_alloc_hooks_t *_obm_alloc_hooks_for_call(void) {
   if (_obm_alloc_muted) return NULL;
   return atomic_load_explicit(&_obm_alloc_hooks, memory_order_acquire);
 }
+/* Reports the free of a recorded block (in a traced arena, or a large block marked traced) to
+ * the tracer while it runs and the thread is not muted (traced.c's rules; inline in free's
+ * path: one call, the hook's, per recorded free). */
 OBM_INLINE void _obm_alloc_report_free(void *p) {
   const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
   if (h && h->free) {

@@ -30,6 +30,24 @@ __thread obm_heap_t *_obm_tls_traced_heap __attribute__((tls_model("initial-exec
 /* Set by the heap's key destructor: the thread is exiting (_obm_heap_init_thread). */
 static __thread int tls_exiting __attribute__((tls_model("initial-exec")));
 
+/* The class budgets for the hooks of the moment: OBM_BUDGET_ARMED while tracing, else
+ * OBM_BUDGET_FULL (alloc_internal.h).  The owner's. */
+static void budgets_reset(obm_heap_t *h) {
+  uint64_t value = atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL
+                       ? OBM_BUDGET_ARMED
+                       : OBM_BUDGET_FULL;
+  for (unsigned c = 0; c < OBM_NCLASSES; c++)
+    h->cls[c].budget = value;
+}
+
+/* The owner's, under _obm_global_lock, the lock of _obm_heaps_redirect (a start either
+ * redirects the thread after this or installed its hooks before): its budgets set and its
+ * fast heap pointed at h (the placeholder in debug mode). */
+static void fast_heap_set_locked(obm_heap_t *h) {
+  budgets_reset(h);
+  __atomic_store_n(&_obm_tls_fast_heap, _obm_debug_on ? &_obm_heap_empty : h, __ATOMIC_RELAXED);
+}
+
 obm_heap_t *_obm_heaps_all;
 uint64_t _obm_heaps_count, _obm_heaps_abandoned;
 static obm_heap_t *abandoned_heaps; /* under _obm_abandoned_lock */
@@ -104,12 +122,11 @@ obm_heap_t *_obm_heap_init_thread(void) {
    * tracer start either finds the slot or installed its hooks before the budgets were set. */
   _obm_tls_heap = h;
   pthread_mutex_lock(&_obm_global_lock);
-  _obm_heap_budgets_reset(h);
-  /* A thread past its heap's key destructor (another key's destructor allocates) keeps the
-   * slow path: nothing would clear the slot before its TLS goes away. */
-  if (!tls_exiting) {
+  if (tls_exiting) {  /* past its heap's key destructor (another key's destructor allocates): */
+    budgets_reset(h); /* the slow path always; nothing would clear the slot before its TLS goes */
+  } else {
     h->fast_slot = &_obm_tls_fast_heap;
-    __atomic_store_n(&_obm_tls_fast_heap, _obm_debug_on ? &_obm_heap_empty : h, __ATOMIC_RELAXED);
+    fast_heap_set_locked(h);
   }
   pthread_mutex_unlock(&_obm_global_lock);
   pthread_setspecific(_obm_heap_key, h);
@@ -261,8 +278,7 @@ int _obm_heap_take_redirect(obm_heap_t *heap) {
       heap->is_empty_heap || _obm_debug_on || tls_exiting)
     return 0;
   pthread_mutex_lock(&_obm_global_lock);
-  _obm_heap_budgets_reset(heap);
-  __atomic_store_n(&_obm_tls_fast_heap, heap, __ATOMIC_RELAXED);
+  fast_heap_set_locked(heap);
   pthread_mutex_unlock(&_obm_global_lock);
   return 1;
 }

@@ -72,16 +72,16 @@ static OBM_NOINLINE const obm_alloc_hooks_t *sample_due(const obm_alloc_hooks_t 
   return h;
 }
 
-/* The same for a class budget (the countdown obm_malloc's inline path subtracts from), which
- * ran out: a class armed by a start (or left full from before it) draws afresh, and its first
- * call is not a sample.  Each class counts its own bytes, a Poisson process of the same mean:
- * together they sample the heap's bytes as one countdown would. */
 /* A class budget drawn by the tracer (never OBM_BUDGET_ARMED, never "full"). */
 static uint64_t draw_budget(const obm_alloc_hooks_t *h) {
   int64_t d = h->next_sample();
   return d < 1 ? 1 : d > (int64_t)(OBM_BUDGET_FULL / 4) ? OBM_BUDGET_FULL / 4 : (uint64_t)d;
 }
 
+/* sample_due for a class budget (the countdown obm_malloc's inline path subtracts from), which
+ * ran out: a class armed by a start (or left full from before it) draws afresh, and its first
+ * call is not a sample.  Each class counts its own bytes, a Poisson process of the same mean:
+ * together they sample the heap's bytes as one countdown would. */
 static OBM_NOINLINE const obm_alloc_hooks_t *class_sample_due(const obm_alloc_hooks_t *h,
                                                               obm_heap_class_t *hc, size_t size) {
   if (hc->budget == OBM_BUDGET_ARMED || hc->budget > OBM_BUDGET_FULL / 2) {

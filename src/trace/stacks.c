@@ -357,8 +357,8 @@ static uint32_t new_id(_Atomic uint32_t *next_id, uint32_t max_ids, obm_trace_de
   return id;
 }
 
-/* Finds or (create) creates key's id in a table; ID_LOST when the id space is full, 0 when
- * not found and not created. */
+/* Finds key's id in a table, or creates it when `create`; ID_LOST when the id space is full,
+ * 0 when not found and not created. */
 OBM_INLINE uint32_t probe_table(slot_t *slots, uint32_t nslots, _Atomic uint32_t *next_id,
                                 uint32_t max_ids, obm_trace_def_t *defs, uint64_t key, uint32_t a,
                                 uint64_t b, int create) {
