@@ -13,6 +13,8 @@ blocks included in the peak RSS), as a program that traces would run.
 """
 import sys
 
+from run_script import run_as_main
+
 mode, script = sys.argv[1], sys.argv[2]
 if mode.startswith("obmem"):
     import obmem
@@ -33,10 +35,4 @@ elif mode.startswith("tmalloc-"):
 elif mode != "pymalloc":
     sys.exit("traced.py: unknown mode %r" % mode)
 sys.argv = sys.argv[2:]
-# As `python3 WORKLOAD.py` runs it (runpy.run_path alone cost 4 % more instructions: see
-# installed.py), the same way for every mode.
-with open(script, "rb") as source:
-    code = compile(source.read(), script, "exec")
-namespace = {"__name__": "__main__", "__file__": script, "__builtins__": __builtins__}
-del source
-exec(code, namespace)
+run_as_main(script)  # as `python3 WORKLOAD.py` runs it, the same way for every mode
