@@ -92,9 +92,6 @@ done:
   return b;
 }
 
-/* Pops the class's first pool's free list, or bumps into its never-used blocks (the
- * empty-pool placeholder's ncarved is the largest); NULL sends the caller to the generic
- * path. */
 /* A block handed out from pool, of class hc. */
 OBM_INLINE void *class_took(obm_heap_class_t *hc, obm_pool_t *pool, obm_block_t *b, size_t size) {
   pool->nused++;
@@ -174,6 +171,16 @@ void *_obm_traced_raw(size_t alignment, size_t size, int zero) {
   if (seg->kind == OBM_SEG_LARGE) ((obm_large_t *)seg)->traced = 1;
   if (zero && seg->kind != OBM_SEG_LARGE) memset(p, 0, size);
   return p;
+}
+
+void *_obm_traced_malloc(size_t size) {
+  /* size - 1: 0 wraps around; the traced heap not made yet is the empty heap, whose pools
+   * give NULL */
+  if (obm_likely(size - 1 < OBM_MEDIUM_MAX)) {
+    void *b = heap_class_alloc(_obm_tls_traced_heap, size, _obm_size_to_class(size));
+    if (obm_likely(b != NULL)) return b;
+  }
+  return _obm_traced_raw(OBM_ALIGNMENT, size, 0);
 }
 
 /* Everything obm_malloc's inline path does not serve: size 0, large sizes, a class whose

@@ -103,28 +103,31 @@ typedef struct learn_slot_s {
 } learn_slot_t;
 
 /* A thread's recent shallow walks and their stack ids, by where they started: the walk from
- * `frame` (whose return address is `first`) read the words word[i] at addr[i] (a frame-pointer
+ * `frame` (whose return address is `first`) read words[i].word at words[i].addr (a frame-pointer
  * frame's valid link and return address, a learned frame's return address, and the words of
  * the frame where a valid chain ended), found the link at `broken` (0: none) invalid (zero when
  * broken_zero) and its stack's id was `id`.  A walk is a function of its start, the words it
  * reads (an invalid link only by being invalid, and zero or not), the stack's top, the
  * session's options, the code map and the trusted entries of the learned table (which only
- * ever turn VARIES, counted by learn_gen; an untrusted one fails the walk, which is then not
- * kept): a walk from the same frame with those unchanged (compared: hi, code_gen, learn_gen)
+ * ever turn VARIES; an untrusted one fails the walk, which is then not kept): a walk from the
+ * same frame with those unchanged (compared: hi, and memo_gen, which counts both the code map's
+ * refreshes and the trusted entries turned VARIES)
  * and each word still at its address (one load and compare each; the invalid link still
  * invalid) would find the same frames, so its id is the one kept here (the program's code
  * without frame pointers keeps anything in rbp, so the link that breaks the chain varies).
- * Invariant: id == 0 (empty) or addr[0..nwords) and broken (when not 0) lie in [frame, hi) of
- * the thread's stack. */
+ * Invariant: frame == 0 (empty) or words[0..nwords).addr and broken (when not 0) lie in
+ * [frame, hi) of the thread's stack. */
 #define WALK_MEMOS  8u
 #define WALK_WORDS  (2u * MATCH_DEPTH) /* a shallow stack's (< MATCH_DEPTH frames) */
 #define WALK_MISSES 64u                /* walks in a row not answered by the memo: it pauses */
 #define WALK_PAUSE  1024u              /* for this many walks */
 typedef struct walk_memo_s {
-  uintptr_t frame, first, hi, broken;
-  uint64_t code_gen, learn_gen;
+  uintptr_t frame, first, hi, broken; /* frame 0: empty */
+  uint64_t gen;                       /* st.memo_gen before the walk */
   uint32_t id, nwords, broken_zero;
-  uintptr_t addr[WALK_WORDS], word[WALK_WORDS];
+  struct {
+    uintptr_t addr, word;
+  } words[WALK_WORDS];
 } walk_memo_t;
 
 typedef int unw_backtrace_fn(void **buffer, int size);
@@ -237,7 +240,9 @@ static struct {
   _Atomic uint64_t (*children)[NCHILDREN]; /* per stack id: its first children, frame << 32 | id */
   _Atomic uint32_t nframe_ids, nstack_ids;
   _Atomic uint64_t lost;
-  _Atomic uint64_t learn_gen; /* trusted entries of `learned` that turned VARIES */
+  _Atomic uint64_t memo_gen; /* trusted entries of `learned` that turned VARIES (counted before
+                                the entry changes) and the code map's refreshes (after the new
+                                map is published): walk_memo_t */
   uint32_t max_frames;
   obm_trace_stacks_t mode;
   unw_backtrace_fn *unw_backtrace;
@@ -435,6 +440,7 @@ void _obm_trace_code_refresh(void) {
   next->gen = (cur ? cur->gen : 0) + 1;
   dl_iterate_phdr(add_code, next);
   atomic_store_explicit(&st.current, next, memory_order_release);
+  atomic_fetch_add_explicit(&st.memo_gen, 1, memory_order_release);
 }
 
 /* 1 when pc is in one of c's ranges from the first-th on. */
@@ -587,7 +593,7 @@ static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
       info = fresh - 1;
     } else if (info >> 8 != fresh >> 8) {
       /* before the entry changes: a memo that used it is then not trusted either */
-      if ((info & 0xff) >= LEARN_TRUST) atomic_fetch_add(&st.learn_gen, 1);
+      if ((info & 0xff) >= LEARN_TRUST) atomic_fetch_add(&st.memo_gen, 1);
       info = LEARN_VARIES;
     } else if ((info & 0xff) < 0xff)
       info++;
@@ -746,44 +752,43 @@ static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintpt
  * frames may follow): those are kept too. */
 static void walk_memo_put(walk_memo_t *wm, uintptr_t frame, const uintptr_t *pcs,
                           const uintptr_t *slots, const uintptr_t *links, size_t n, uintptr_t hi,
-                          uint64_t code_gen, uint64_t learn_gen, uint32_t id) {
+                          uint64_t gen, uint32_t id) {
   uint32_t k = 0;
   size_t nfp = 0;
   while (nfp < n && links[nfp] != 0)
     nfp++;
-  wm->id = 0;
+  wm->frame = 0;
   wm->broken = 0;
   if (nfp == 0 || n + nfp + 2 > WALK_WORDS) return;
   for (size_t i = 0; i < nfp; i++) {
     uintptr_t fp = slots[i] - 8, next = links[i] ^ 1;
     if (link_valid(fp, next, hi)) {
-      wm->addr[k] = fp;
-      wm->word[k++] = next;
+      wm->words[k].addr = fp;
+      wm->words[k++].word = next;
     } else { /* the chain broke here (i == nfp - 1) */
       wm->broken = fp;
       wm->broken_zero = next == 0;
     }
     if (i > 0) {
-      wm->addr[k] = slots[i];
-      wm->word[k++] = pcs[i];
+      wm->words[k].addr = slots[i];
+      wm->words[k++].word = pcs[i];
     }
   }
   if (!wm->broken) {
     uintptr_t next = links[nfp - 1] ^ 1;
-    wm->addr[k] = next;
-    wm->word[k++] = ((const uintptr_t *)next)[0];
-    wm->addr[k] = next + 8;
-    wm->word[k++] = ((const uintptr_t *)next)[1];
+    wm->words[k].addr = next;
+    wm->words[k++].word = ((const uintptr_t *)next)[0];
+    wm->words[k].addr = next + 8;
+    wm->words[k++].word = ((const uintptr_t *)next)[1];
   }
   for (size_t i = nfp; i < n; i++) {
-    wm->addr[k] = slots[i];
-    wm->word[k++] = pcs[i];
+    wm->words[k].addr = slots[i];
+    wm->words[k++].word = pcs[i];
   }
   wm->frame = frame;
   wm->first = pcs[0];
   wm->hi = hi;
-  wm->code_gen = code_gen;
-  wm->learn_gen = learn_gen;
+  wm->gen = gen;
   wm->id = id;
   wm->nwords = k;
 }
@@ -795,10 +800,11 @@ static OBM_NOINLINE uint32_t walk_and_intern(uint32_t slot, void *frame, uintptr
   uintptr_t pcs[OBM_TRACE_MAX_FRAMES], slots[OBM_TRACE_MAX_FRAMES], links[OBM_TRACE_MAX_FRAMES];
   uint64_t h = 0;
   last_stack_t *last = &st.last[slot];
+  /* before the walk: a code map or learned entry that changes during it makes the memo entry
+   * stale */
+  uint64_t memo_gen = atomic_load_explicit(&st.memo_gen, memory_order_acquire);
   const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
   uint64_t code_gen = code ? code->gen : 0;
-  /* before the walk: an entry that turns VARIES during it makes the memo entry stale */
-  uint64_t learn_gen = atomic_load_explicit(&st.learn_gen, memory_order_relaxed);
   uintptr_t fp = (uintptr_t)frame;
   match_t m = {.last = last, .j = -1, .bad = (int)last->n, .max = st.max_frames};
   /* the search only for a deep latest stack: for shallow ones the whole walk and the cache
@@ -861,7 +867,7 @@ static OBM_NOINLINE uint32_t walk_and_intern(uint32_t slot, void *frame, uintptr
   h = _obm_mix64(h + n);
   obm_trace_cache_entry_t *c = &st.cache[(size_t)slot * CACHE_ENTRIES + (h & (CACHE_ENTRIES - 1))];
   if (c->hash == h && c->depth == n && c->id != 0 && !renew) {
-    if (keep) walk_memo_put(wm, fp, pcs, slots, links, n, hi, code_gen, learn_gen, c->id);
+    if (keep) walk_memo_put(wm, fp, pcs, slots, links, n, hi, memo_gen, c->id);
     return c->id;
   }
   /* the outer frames shared with the latest stack keep their ids */
@@ -884,7 +890,7 @@ static OBM_NOINLINE uint32_t walk_and_intern(uint32_t slot, void *frame, uintptr
     last->code_gen = code_gen;
   }
   *c = (obm_trace_cache_entry_t){h, (uint32_t)n, parent};
-  if (keep) walk_memo_put(wm, fp, pcs, slots, links, n, hi, code_gen, learn_gen, parent);
+  if (keep) walk_memo_put(wm, fp, pcs, slots, links, n, hi, memo_gen, parent);
   return parent;
 }
 
@@ -895,18 +901,15 @@ static OBM_NOINLINE uint32_t memo_or_walk(uint32_t slot, void *frame, uintptr_t 
   uintptr_t fp = (uintptr_t)frame;
   walk_memo_t *wm = NULL;
   if (obm_likely(fp >= lo && fp <= hi - 16 && !(fp & 7))) {
-    const code_map_t *code = atomic_load_explicit(&st.current, memory_order_acquire);
-    uint64_t code_gen = code ? code->gen : 0;
-    uint64_t learn_gen = atomic_load_explicit(&st.learn_gen, memory_order_relaxed);
     uintptr_t first = ((const uintptr_t *)fp)[1];
     wm = &last->walks[(fp >> 4 ^ first) & (WALK_MEMOS - 1)];
-    if (wm->frame == fp && wm->first == first && wm->id != 0 && wm->hi == hi &&
-        wm->code_gen == code_gen && wm->learn_gen == learn_gen) {
-      uint32_t k = 0;
-      while (k < wm->nwords && *(const uintptr_t *)wm->addr[k] == wm->word[k])
+    if (wm->frame == fp && wm->first == first && wm->hi == hi &&
+        wm->gen == atomic_load_explicit(&st.memo_gen, memory_order_acquire)) {
+      uint32_t k = 0, n = wm->nwords;
+      while (k < n && *(const uintptr_t *)wm->words[k].addr == wm->words[k].word)
         k++;
       uintptr_t link = wm->broken ? *(const uintptr_t *)wm->broken : 0;
-      if (k == wm->nwords &&
+      if (k == n &&
           (!wm->broken ||
            (wm->broken_zero ? link == 0 : link != 0 && !link_valid(wm->broken, link, hi)))) {
         last->walk_misses = 0;

@@ -16,9 +16,10 @@
  * on the hook's (seq_cst exchanges on both sides where membarrier is missing, and under TSan).
  * A hook that sees hold waits for it to clear; flush waits for busy = 0 and takes the buffer.
  * Stop clears _obm_trace_on first, so a hook that then enters returns.  Re-entry on the same
- * thread (the tracer's own use of libc, a signal handler that allocates) is cut by a
- * thread-local guard.  A session generation (`gen`) tells a thread that its slot belongs to
- * an earlier session.
+ * thread (the tracer's own use of libc, a signal handler that allocates) is cut by the
+ * allocator's _obm_alloc_muted, which it raises around each hook call and the tracer around its
+ * own work (start, stop, flush, a thread's exit): a muted thread's calls reach no hook.  A session
+ * generation (`gen`) tells a thread that its slot belongs to an earlier session.
  *
  * The allocator decides what is recorded (src/alloc/alloc.c): while the hooks are installed,
  * exact mode records every allocation; sampled mode (Poisson by bytes, as tcmalloc and memray)
@@ -90,7 +91,6 @@ static struct {
 #define TLS_IE __attribute__((tls_model("initial-exec")))
 static __thread trace_thread_t *tls_thread TLS_IE;
 static __thread uint64_t tls_gen TLS_IE;
-static __thread int tls_guard TLS_IE;
 static __thread uint64_t tls_rng TLS_IE;     /* xorshift64* state of next_sample */
 static __thread uint64_t tls_rng_gen TLS_IE; /* the session tls_rng was seeded in */
 
@@ -234,7 +234,7 @@ static void submit(trace_thread_t *t) {
 
 static void thread_exit(void *arg) {
   trace_thread_t *t = arg;
-  tls_guard = 1;
+  _obm_alloc_muted++;
   if (t == tls_thread && tls_gen == atomic_load(&g.gen) && atomic_load(&t->state) == 1) {
     lock_own(t);
     if (atomic_load(&t->state) == 1) {      /* stop may have taken the slot meanwhile */
@@ -246,7 +246,7 @@ static void thread_exit(void *arg) {
     unlock_own(t);
   }
   tls_thread = NULL;
-  tls_guard = 0;
+  _obm_alloc_muted--;
 }
 
 void _obm_trace_threads_mark_exited(void) {
@@ -352,38 +352,32 @@ OBM_INLINE void record_alloc(trace_thread_t *t, void *p, size_t size, void *fram
 #define HOOK_CALLER_FRAME() (((void *const *)__builtin_frame_address(0))[0])
 
 OBM_NOINLINE void _obm_trace_alloc(void *p, size_t size) {
-  if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed) || tls_guard || !p) return;
-  tls_guard = 1;
+  if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed)) return;
   trace_thread_t *t = enter();
   if (t) {
     record_alloc(t, p, size, HOOK_CALLER_FRAME());
     unlock_own(t);
   }
-  tls_guard = 0;
 }
 
 /* Frameless: a free walks no stack. */
 __attribute__((optimize("omit-frame-pointer"))) OBM_NOINLINE void _obm_trace_free(void *p) {
-  if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed) || tls_guard || !p) return;
-  tls_guard = 1;
+  if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed)) return;
   trace_thread_t *t = enter();
   if (t) {
     put_free(t, (uint64_t)(uintptr_t)p);
     unlock_own(t);
   }
-  tls_guard = 0;
 }
 
 OBM_NOINLINE void _obm_trace_realloc(void *old, void *p, size_t size) {
-  if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed) || tls_guard || !p) return;
-  tls_guard = 1;
+  if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed)) return;
   trace_thread_t *t = enter();
   if (t) {
     if (old) put_free(t, (uint64_t)(uintptr_t)old);
     record_alloc(t, p, size, HOOK_CALLER_FRAME());
     unlock_own(t);
   }
-  tls_guard = 0;
 }
 
 /* ---- control ----------------------------------------------------------------------------- */
@@ -426,12 +420,9 @@ static void after_fork_child(void) {
   char template[sizeof g.template];
   memcpy(template, g.template, sizeof template);
   obm_trace_options_t o = g.options;
-  int saved = tls_guard;
-  tls_guard = 1;
   _obm_alloc_muted++;
   int err = start_locked(template, &o);
   _obm_alloc_muted--;
-  tls_guard = saved;
   if (err)
     _obm_warning("tracer: the forked child (pid %d) cannot trace: error %d", (int)getpid(), err);
 }
@@ -549,27 +540,22 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
 }
 
 /* start, stop and flush: under the control lock, with this thread's allocations not traced
- * (what they allocate — dlopen, the writer thread — is the tracer's).  Returns the guard's
- * previous value for control_leave. */
-static int control_enter(void) {
-  int saved = tls_guard;
-  tls_guard = 1;
+ * (what they allocate — dlopen, the writer thread — is the tracer's). */
+static void control_enter(void) {
   _obm_alloc_muted++;
   pthread_mutex_lock(&g.control);
-  return saved;
 }
 
-static void control_leave(int saved) {
+static void control_leave(void) {
   pthread_mutex_unlock(&g.control);
   _obm_alloc_muted--;
-  tls_guard = saved;
 }
 
 int obm_trace_start(const char *path, const obm_trace_options_t *options) {
-  int saved = control_enter();
+  control_enter();
   if (!atomic_load(&_obm_trace_on)) _obm_alloc_arm_sampling(); /* not in a fork handler */
   int err = start_locked(path, options);
-  control_leave(saved);
+  control_leave();
   return err;
 }
 
@@ -593,13 +579,13 @@ static void collect_all(int stopping) {
 }
 
 int obm_trace_flush(void) {
-  int saved = control_enter();
+  control_enter();
   int err = EINVAL;
   if (atomic_load(&_obm_trace_on)) {
     collect_all(0);
     err = _obm_trace_writer_flush();
   }
-  control_leave(saved);
+  control_leave();
   return err;
 }
 
@@ -607,7 +593,7 @@ int obm_trace_flush(void) {
  * which returns once _obm_trace_on is clear); recorded blocks stay valid and their frees, after
  * this, call nothing. */
 int obm_trace_stop(void) {
-  int saved = control_enter();
+  control_enter();
   int err = EINVAL;
   if (atomic_load(&_obm_trace_on)) {
     _obm_alloc_set_hooks(NULL);
@@ -621,7 +607,7 @@ int obm_trace_stop(void) {
     for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++)
       atomic_store(&g.threads[i].state, 0);
   }
-  control_leave(saved);
+  control_leave();
   return err;
 }
 
