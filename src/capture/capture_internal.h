@@ -129,8 +129,21 @@ static inline uint64_t _obm_cap_recent(const obm_cap_delta_t *d, uint32_t age) {
 static inline void _obm_cap_note_alloc(obm_cap_delta_t *d, int k, uint64_t units, uint64_t size,
                                        uint32_t stack) {
   if (k < 0) k = d->nmru < OBM_CAP_NMRU ? (int)d->nmru++ : OBM_CAP_NMRU - 1;
-  for (int i = k; i > 0; i--)
-    d->mru[i] = d->mru[i - 1];
+  /* moved one place down, each a struct copy (the loop was a call of memmove) */
+  _Static_assert(OBM_CAP_NMRU == 4, "the cases below");
+  switch (k) {
+  case 3:
+    d->mru[3] = d->mru[2];
+    /* fall through */
+  case 2:
+    d->mru[2] = d->mru[1];
+    /* fall through */
+  case 1:
+    d->mru[1] = d->mru[0];
+    /* fall through */
+  default:
+    break;
+  }
   d->mru[0] = (obm_cap_pair_t){size, units, stack};
   d->recent[d->recent_head++ & (OBM_CAP_NRECENT - 1)] = units;
   d->last_alloc = units;

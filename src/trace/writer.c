@@ -160,7 +160,7 @@ static void coder_flush(coder_t *c) {
 }
 
 /* Room for one event (and a TIME record) at time now; the place to code it. */
-static uint8_t *coder_reserve(coder_t *c, uint64_t now) {
+static inline __attribute__((always_inline)) uint8_t *coder_reserve(coder_t *c, uint64_t now) {
   if (c->used + OBM_CAP_EVENT_MAX + 12 > OBM_CAP_BLOCK_MAX) coder_flush(c);
   uint8_t *p = w.events + c->used;
   if (c->used == 0) {
@@ -186,8 +186,11 @@ static uint8_t *code_alloc(obm_cap_delta_t *d, uint8_t *o, uint64_t p, uint64_t 
   int k = _obm_cap_mru_find(d, size, stack);
   if (k >= 0) {
     int64_t diff = (int64_t)(units - d->mru[k].last);
-    int64_t block = (int64_t)_obm_cap_block_units(size), q = diff / block;
-    if (q * block == diff && q >= -8 && q < 8) {
+    int64_t block = (int64_t)_obm_cap_block_units(size), q = 0;
+    /* the division only in range (the same address again, diff 0, is the common case) */
+    int near = diff == 0 || (diff >= -8 * block && diff < 8 * block && diff % block == 0);
+    if (near) q = diff / block;
+    if (near) {
       *o++ = (uint8_t)(OBM_CAP_TAG_ALLOC_MRU | (unsigned)k << 4 | ((uint64_t)q & 0xf));
     } else {
       *o++ = (uint8_t)(OBM_CAP_ALLOC_MRU_FAR + k);
