@@ -512,8 +512,14 @@ OBM_HIDDEN void _obm_heaps_redirect(void);
  * its budgets for the hooks (OBM_BUDGET_ARMED while tracing, else OBM_BUDGET_FULL) and its fast
  * heap back, under the lock the redirect holds (so that a start in between redirects it
  * again), and returns 1.  malloc_slow calls it, and traced.c's countdown before it counts a
- * class budget down: a budget from an earlier session, perhaps of another mean, must not. */
-OBM_HIDDEN int _obm_heap_take_redirect(obm_heap_t *heap);
+ * class budget down: a budget from an earlier session, perhaps of another mean, must not.
+ * The test of the fast heap inline (both callers run it once a call while tracing). */
+OBM_HIDDEN int _obm_heap_take_redirect_slow(obm_heap_t *heap);
+OBM_INLINE int _obm_heap_take_redirect(obm_heap_t *heap) {
+  if (obm_likely(__atomic_load_n(&_obm_tls_fast_heap, __ATOMIC_RELAXED) != &_obm_heap_empty))
+    return 0;
+  return _obm_heap_take_redirect_slow(heap);
+}
 
 OBM_INLINE int _obm_sample_countdown(obm_heap_t *heap, size_t size) {
   int64_t left = atomic_load_explicit(&heap->sample_left, memory_order_relaxed) - (int64_t)size;

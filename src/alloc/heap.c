@@ -273,10 +273,8 @@ void _obm_heaps_arm_sampling(void) {
   pthread_mutex_unlock(&_obm_global_lock);
 }
 
-int _obm_heap_take_redirect(obm_heap_t *heap) {
-  if (obm_likely(__atomic_load_n(&_obm_tls_fast_heap, __ATOMIC_RELAXED) != &_obm_heap_empty) ||
-      heap->is_empty_heap || _obm_debug_on || tls_exiting)
-    return 0;
+int _obm_heap_take_redirect_slow(obm_heap_t *heap) {
+  if (heap->is_empty_heap || _obm_debug_on || tls_exiting) return 0;
   pthread_mutex_lock(&_obm_global_lock);
   fast_heap_set_locked(heap);
   pthread_mutex_unlock(&_obm_global_lock);
