@@ -324,7 +324,7 @@ void *obm_realloc(void *ptr, size_t size) {
 
 /* _obm_realloc_block's body, once its segment is known (inline in both entries: realloc's
  * own path keeps one call). */
-OBM_INLINE void *realloc_seg(void *ptr, obm_segment_t *seg, size_t size, int traced) {
+OBM_INLINE void *realloc_seg(void *ptr, obm_segment_t *seg, size_t size, int traced, int sampled) {
   size_t old_size;
   if (obm_likely(seg->kind != OBM_SEG_LARGE)) {
     obm_pool_t *pool = _obm_pool_of((obm_arena_t *)seg, ptr);
@@ -344,6 +344,10 @@ OBM_INLINE void *realloc_seg(void *ptr, obm_segment_t *seg, size_t size, int tra
         (size * 4 > old_size * 3 ||
          (size <= OBM_MEDIUM_MAX && _obm_size_to_class(size) == pool->size_class)))
       return ptr;
+    /* sampled: a growth counts the bytes it adds (its class's size beyond the old one) */
+    if (sampled && size > old_size &&
+        !_obm_countdown(_obm_tls_heap, _obm_class_size[_obm_size_to_class(size)] - old_size))
+      return _obm_realloc_traced_slow(ptr, seg, size);
   } else {
     obm_large_t *large = (obm_large_t *)seg;
     if (obm_unlikely(!_obm_large_contains(large, ptr) || large->cached ||
@@ -383,9 +387,13 @@ void *_obm_realloc_block(void *ptr, size_t size, int traced) {
     return NULL;
   }
   if (_obm_debug_on) return _obm_debug_realloc(ptr, seg, size);
-  return realloc_seg(ptr, seg, size, traced);
+  return realloc_seg(ptr, seg, size, traced, 0);
 }
 
 void *_obm_realloc_seg(void *ptr, obm_segment_t *seg, size_t size, int traced) {
-  return realloc_seg(ptr, seg, size, traced);
+  return realloc_seg(ptr, seg, size, traced, 0);
+}
+
+void *_obm_realloc_sampled(void *ptr, obm_segment_t *seg, size_t size) {
+  return realloc_seg(ptr, seg, size, 0, 1);
 }

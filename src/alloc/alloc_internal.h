@@ -527,6 +527,19 @@ OBM_INLINE int _obm_sample_countdown(obm_heap_t *heap, size_t size) {
   atomic_store_explicit(&heap->sample_left, left, memory_order_relaxed);
   return 1;
 }
+/* Counts size down the countdown that sampled mode keeps for it: its class's budget for a
+ * class size, else the heap's; 1 while bytes are left, else 0 (the countdown is then left as
+ * it was, for traced.c's record_size and its slow paths). */
+OBM_INLINE int _obm_countdown(obm_heap_t *heap, size_t size) {
+  _obm_heap_take_redirect(heap); /* budgets of an earlier session are armed first */
+  if (size - 1 < OBM_MEDIUM_MAX) {
+    obm_heap_class_t *hc = &heap->cls[_obm_size_to_class(size)];
+    if (size >= hc->budget || hc->budget > OBM_BUDGET_FULL / 2) return 0; /* or not drawn */
+    hc->budget -= size;
+    return 1;
+  }
+  return _obm_sample_countdown(heap, size);
+}
 OBM_HIDDEN void *_obm_alloc_traced(size_t alignment, size_t size, int zero);
 OBM_HIDDEN void *_obm_realloc_traced(void *ptr, size_t size);
 /* Their plain paths (alloc.c): malloc's (_obm_raw_malloc: no class budget), calloc's, realloc
@@ -537,6 +550,13 @@ OBM_HIDDEN void *_obm_calloc_plain(size_t size);
 OBM_HIDDEN void *_obm_realloc_block(void *ptr, size_t size, int traced);
 /* The same for a ptr whose segment seg (not NULL) the caller looked up, outside debug mode. */
 OBM_HIDDEN void *_obm_realloc_seg(void *ptr, obm_segment_t *seg, size_t size, int traced);
+/* Sampled tracing's realloc of an unrecorded block of an arena (seg) to size <= OBM_MEDIUM_MAX:
+ * _obm_realloc_seg's, but a move to a larger class counts the bytes it adds down the
+ * countdown first, and one that runs it out goes to _obm_realloc_traced_slow (traced.c). */
+OBM_HIDDEN void *_obm_realloc_sampled(void *ptr, obm_segment_t *seg, size_t size);
+/* Any realloc while the hooks are installed (seg: ptr's segment, or NULL), recorded or not as
+ * traced.c's rules say. */
+OBM_HIDDEN void *_obm_realloc_traced_slow(void *ptr, obm_segment_t *seg, size_t size);
 /* A block from the thread's traced heap, or a large block marked traced (alloc.c). */
 OBM_HIDDEN void *_obm_traced_raw(size_t alignment, size_t size, int zero);
 /* _obm_traced_raw(OBM_ALIGNMENT, size, 0), with the pop from a class's first pool inline. */

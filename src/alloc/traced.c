@@ -95,20 +95,6 @@ static OBM_NOINLINE const obm_alloc_hooks_t *class_sample_due(const obm_alloc_ho
   return h;
 }
 
-/* Counts size down the countdown that sampled mode keeps for it: its class's budget for a
- * class size, else the heap's; 1 while bytes are left, else 0 (the countdown is then left as
- * it was, for record_size's slow paths). */
-OBM_INLINE int countdown(obm_heap_t *heap, size_t size) {
-  _obm_heap_take_redirect(heap); /* budgets of an earlier session are armed first */
-  if (size - 1 < OBM_MEDIUM_MAX) {
-    obm_heap_class_t *hc = &heap->cls[_obm_size_to_class(size)];
-    if (size >= hc->budget || hc->budget > OBM_BUDGET_FULL / 2) return 0; /* or not drawn */
-    hc->budget -= size;
-    return 1;
-  }
-  return _obm_sample_countdown(heap, size);
-}
-
 /* The hooks when an allocation of size bytes is to be recorded, else NULL: in sampled mode
  * when the countdown for its size runs out. */
 OBM_INLINE const obm_alloc_hooks_t *record_size(size_t size) {
@@ -119,7 +105,7 @@ OBM_INLINE const obm_alloc_hooks_t *record_size(size_t size) {
     heap = _obm_heap_init_thread();
     if (!heap) return NULL; /* the plain path reports ENOMEM */
   }
-  if (obm_likely(countdown(heap, size))) return NULL;
+  if (obm_likely(_obm_countdown(heap, size))) return NULL;
   if (size - 1 < OBM_MEDIUM_MAX)
     return class_sample_due(h, &heap->cls[_obm_size_to_class(size)], size);
   return sample_due(h, heap, size);
@@ -227,7 +213,7 @@ static OBM_NOINLINE void *realloc_sampled_large(const obm_alloc_hooks_t *h, int 
  * due, or (a large block) when its size drifted by more than 1/8 from the size recorded; a
  * pool block's realloc in place is not reported (the capture's size for it is then at most
  * its class's spacing smaller). */
-static OBM_NOINLINE void *realloc_traced(void *ptr, obm_segment_t *seg, size_t size) {
+OBM_NOINLINE void *_obm_realloc_traced_slow(void *ptr, obm_segment_t *seg, size_t size) {
   if (!seg || _obm_debug_on) return _obm_realloc_block(ptr, size, 0);
   int was_traced = block_traced(seg);
   const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
@@ -244,21 +230,17 @@ static OBM_NOINLINE void *realloc_traced(void *ptr, obm_segment_t *seg, size_t s
   return p;
 }
 
-/* Sampled mode's common case inline, with tail calls only (realloc_traced, out of line, saves
- * registers): an unrecorded pool block resized within the pools whose growth, if any, does
- * not run out the countdown.  Anything else goes to realloc_traced, which decides again from
- * the same state (a countdown that runs out is left as it was: record_size's slow path draws;
- * the placeholder heap's budgets are 0 and an armed heap's are too, so they never pass here). */
+/* Sampled mode's common case, an unrecorded pool block resized within the pools, with tail
+ * calls only: alloc.c's _obm_realloc_sampled, which counts a growth down and sends one that
+ * runs the countdown out to _obm_realloc_traced_slow (out of line, saves registers), which
+ * decides again from the same state (a countdown that runs out is left as it was:
+ * record_size's slow path draws; the placeholder heap's budgets are 0 and an armed heap's are
+ * too, so they never pass).  Anything else goes there at once. */
 void *_obm_realloc_traced(void *ptr, size_t size) {
   obm_segment_t *seg = _obm_pagemap_lookup(ptr);
   if (obm_likely(seg && seg->kind == OBM_SEG_ARENA && size <= OBM_MEDIUM_MAX && !_obm_debug_on)) {
     const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
-    if (h && h->next_sample) {
-      size_t usable = _obm_pool_block_size(_obm_pool_of((obm_arena_t *)seg, ptr));
-      if (size <= usable ||
-          countdown(_obm_tls_heap, _obm_class_size[_obm_size_to_class(size)] - usable))
-        return _obm_realloc_seg(ptr, seg, size, 0);
-    }
+    if (h && h->next_sample) return _obm_realloc_sampled(ptr, seg, size);
   }
-  return realloc_traced(ptr, seg, size);
+  return _obm_realloc_traced_slow(ptr, seg, size);
 }
