@@ -95,8 +95,12 @@ OBM_HIDDEN const char *_obm_option_string(obm_string_option_t o);
  * allocator lock held, never re-entered on a thread (an allocation inside a hook is plain),
  * alloc after success with the requested size, free before the block is released, realloc
  * with old NULL when the old block was not recorded.  After they are removed no hook is called
- * for a call that starts later; one already past the test may still call them. */
+ * for a call that starts later; one already past the test may still call them.
+ * malloc, when set (exact mode): malloc's recorded call whole, jumped to by the allocator in
+ * place of allocating and calling alloc (its frame's return address is the program's call);
+ * it allocates with _obm_traced_malloc and records the block as alloc would. */
 typedef struct obm_alloc_hooks_s {
+  void *(*malloc)(size_t size);
   void (*alloc)(void *p, size_t size);
   void (*free)(void *p);
   void (*realloc)(void *old, void *p, size_t size);
@@ -113,6 +117,8 @@ OBM_HIDDEN void _obm_alloc_arm_sampling(void);
 /* Nonzero on a thread while its allocations must not be recorded (obmem's own threads, the
  * tracer's own work, a hook in progress). */
 extern OBM_HIDDEN __thread int _obm_alloc_muted __attribute__((tls_model("initial-exec")));
+/* A block of size bytes from the thread's traced heap (what a recorded malloc returns). */
+OBM_HIDDEN void *_obm_traced_malloc(size_t size);
 
 /* ---- os/os.c: the only code that talks to the kernel about memory ---------------------- */
 /* Maps size bytes (a multiple of the page size) aligned to `alignment` (a power of two,

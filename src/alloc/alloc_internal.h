@@ -559,8 +559,8 @@ OBM_HIDDEN void *_obm_realloc_sampled(void *ptr, obm_segment_t *seg, size_t size
 OBM_HIDDEN void *_obm_realloc_traced_slow(void *ptr, obm_segment_t *seg, size_t size);
 /* A block from the thread's traced heap, or a large block marked traced (alloc.c). */
 OBM_HIDDEN void *_obm_traced_raw(size_t alignment, size_t size, int zero);
-/* _obm_traced_raw(OBM_ALIGNMENT, size, 0), with the pop from a class's first pool inline. */
-OBM_HIDDEN void *_obm_traced_malloc(size_t size);
+/* _obm_traced_malloc (internal.h) is _obm_traced_raw(OBM_ALIGNMENT, size, 0), with the pop
+ * from a class's first pool inline. */
 /* The hooks to call for a call of the program's, or NULL (not tracing, or muted). */
 OBM_INLINE const obm_alloc_hooks_t *_obm_alloc_hooks_for_call(void) {
   if (_obm_alloc_muted) return NULL;

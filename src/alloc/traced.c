@@ -146,7 +146,7 @@ static OBM_NOINLINE void *_obm_malloc_recorded(const obm_alloc_hooks_t *h, size_
 /* Frameless (the sampled countdown is the path most calls take): both ends are tail jumps. */
 __attribute__((optimize("omit-frame-pointer"))) void *_obm_malloc_traced(size_t size) {
   const obm_alloc_hooks_t *h = record_size(size);
-  if (h) return _obm_malloc_recorded(h, size);
+  if (h) return h->malloc ? h->malloc(size) : _obm_malloc_recorded(h, size);
   return _obm_malloc_plain(size);
 }
 

@@ -360,6 +360,24 @@ OBM_NOINLINE void _obm_trace_alloc(void *p, size_t size) {
   }
 }
 
+/* Exact mode's malloc, jumped to from the allocator (traced.c's _obm_malloc_traced): with a
+ * frame, whose return address is the program's call, where the walk starts (and one call
+ * where _obm_malloc_recorded and the alloc hook were two).  Muted while recording, as the
+ * allocator mutes a hook's call. */
+void *_obm_trace_malloc(size_t size) {
+  void *p = _obm_traced_malloc(size);
+  if (obm_likely(p != NULL) && atomic_load_explicit(&_obm_trace_on, memory_order_relaxed)) {
+    _obm_alloc_muted++;
+    trace_thread_t *t = enter();
+    if (t) {
+      record_alloc(t, p, size, __builtin_frame_address(0));
+      unlock_own(t);
+    }
+    _obm_alloc_muted--;
+  }
+  return p;
+}
+
 /* Frameless: a free walks no stack. */
 __attribute__((optimize("omit-frame-pointer"))) OBM_NOINLINE void _obm_trace_free(void *p) {
   if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed)) return;
@@ -444,9 +462,9 @@ static int expand_path(const char *path, char *out, size_t size) {
   return 0;
 }
 
-static const obm_alloc_hooks_t exact_hooks = {_obm_trace_alloc, _obm_trace_free, _obm_trace_realloc,
-                                              NULL};
-static const obm_alloc_hooks_t sampled_hooks = {_obm_trace_alloc, _obm_trace_free,
+static const obm_alloc_hooks_t exact_hooks = {_obm_trace_malloc, _obm_trace_alloc, _obm_trace_free,
+                                              _obm_trace_realloc, NULL};
+static const obm_alloc_hooks_t sampled_hooks = {NULL, _obm_trace_alloc, _obm_trace_free,
                                                 _obm_trace_realloc, next_sample};
 
 static int start_locked(const char *path, const obm_trace_options_t *options) {

@@ -8,9 +8,13 @@
  *                                      been handed p yet
  *   _obm_trace_realloc(old, p, size)   after a successful realloc (old may be NULL; old == p
  *                                      when the block stayed in place)
+ *   _obm_trace_malloc(size)            exact mode's malloc: jumped to in place of the
+ *                                      allocation and _obm_trace_alloc (its own frame's return
+ *                                      address is the program's call: the walk starts there)
  * Called with no allocator lock held, from any thread, inside malloc: they never call malloc or
  * free, take no global lock (one per-thread flag, contended only by obm_trace_flush/stop), and
- * return at once when tracing is off (one relaxed load) or when re-entered on the same thread.
+ * return at once when tracing is off (one relaxed load); the allocator never re-enters them on
+ * a thread (_obm_alloc_muted).
  * They may be called from a signal handler that interrupted the same thread's hook (ignored).
  * The stack is walked from the hook's caller's frame (the caller keeps a frame pointer: traced.c
  * is compiled with them): the first frame recorded is the return address into the hook's
@@ -29,6 +33,7 @@
  *   if (obm_unlikely(atomic_load_explicit(&_obm_trace_on, memory_order_relaxed))) ... */
 extern OBM_HIDDEN _Atomic int _obm_trace_on;
 
+OBM_HIDDEN void *_obm_trace_malloc(size_t size);
 OBM_HIDDEN void _obm_trace_alloc(void *p, size_t size);
 OBM_HIDDEN void _obm_trace_free(void *p);
 OBM_HIDDEN void _obm_trace_realloc(void *old, void *p, size_t size);
