@@ -92,7 +92,8 @@ OBM_HIDDEN const char *_obm_option_string(obm_string_option_t o);
  * out (the countdown is drawn again with next_sample).  A recorded block is allocated from the
  * thread's traced heap, whose arenas free's fast path does not serve, so the free hook is called
  * exactly for recorded blocks; other frees keep the fast path.  Hooks are called with no
- * allocator lock held, never re-entered on a thread (an allocation inside a hook is plain),
+ * allocator lock held, alloc, free and realloc with the thread muted (an allocation inside one
+ * is plain; malloc mutes itself while it records),
  * alloc after success with the requested size, free before the block is released, realloc
  * with old NULL when the old block was not recorded.  After they are removed no hook is called
  * for a call that starts later; one already past the test may still call them.

@@ -511,7 +511,7 @@ OBM_HIDDEN void _obm_heaps_redirect(void);
 /* The owner's, on a slow path, with its heap: if a tracer start redirected the thread, sets
  * its budgets for the hooks (OBM_BUDGET_ARMED while tracing, else OBM_BUDGET_FULL) and its fast
  * heap back, under the lock the redirect holds (so that a start in between redirects it
- * again), and returns 1.  malloc_slow calls it, and traced.c's countdown before it counts a
+ * again), and returns 1.  malloc_slow calls it, and _obm_countdown before it counts a
  * class budget down: a budget from an earlier session, perhaps of another mean, must not.
  * The test of the fast heap inline (both callers run it once a call while tracing). */
 OBM_HIDDEN int _obm_heap_take_redirect_slow(obm_heap_t *heap);

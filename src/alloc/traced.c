@@ -136,9 +136,9 @@ OBM_INLINE void *alloc_recorded(const obm_alloc_hooks_t *h, size_t alignment, si
   return p;
 }
 
-/* malloc's recorded path, with a frame: _obm_malloc_traced jumps here, so the program's return
- * address is this frame's and the walk, which starts from the hook's caller's frame, records
- * it first. */
+/* malloc's recorded path in sampled mode (exact mode's is the tracer's hooks->malloc), with a
+ * frame: _obm_malloc_traced jumps here, so the program's return address is this frame's and
+ * the walk, which starts from the hook's caller's frame, records it first. */
 static OBM_NOINLINE void *_obm_malloc_recorded(const obm_alloc_hooks_t *h, size_t size) {
   return alloc_recorded(h, OBM_ALIGNMENT, size, 0);
 }

@@ -240,9 +240,9 @@ static struct {
   _Atomic uint64_t (*children)[NCHILDREN]; /* per stack id: its first children, frame << 32 | id */
   _Atomic uint32_t nframe_ids, nstack_ids;
   _Atomic uint64_t lost;
-  _Atomic uint64_t memo_gen; /* trusted entries of `learned` that turned VARIES (counted before
-                                the entry changes) and the code map's refreshes (after the new
-                                map is published): walk_memo_t */
+  _Atomic uint64_t memo_gen; /* trusted entries of `learned` that turned VARIES and the code
+                                map's refreshes, each counted after the change is published:
+                                walk_memo_t */
   uint32_t max_frames;
   obm_trace_stacks_t mode;
   unw_backtrace_fn *unw_backtrace;
@@ -574,30 +574,35 @@ static inline uint64_t learn_get(uintptr_t pc) {
 }
 
 /* One observation: at return address pc, CFA = stack pointer + offset (outermost: libunwind's
- * walk ended at pc).  Racing observers may lose a count, never make a wrong entry trusted
- * without two observations of its constant. */
+ * walk ended at pc).  Racing observers may lose a count (a slot's claimer and a racing
+ * observer each count one: the entry stays a count short), never make a wrong entry trusted
+ * without two observations of its constant, and never turn VARIES back (each change is a
+ * compare-and-swap from the value it was computed from). */
 static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
   uint64_t fresh = offset << 9 | (uint64_t)outermost << 8 | 1;
   uint32_t i = learn_index(pc);
   for (uint32_t probe = 0; probe < 16; probe++, i = (i + 1) & (LEARN_SLOTS - 1)) {
     learn_slot_t *e = &st.learned[i];
     uint64_t k = atomic_load_explicit(&e->pc, memory_order_acquire);
-    if (k == 0 && atomic_compare_exchange_strong(&e->pc, &k, pc)) {
-      atomic_store_explicit(&e->info, fresh, memory_order_relaxed);
-      return;
-    }
-    if (k != pc) continue;
-    uint64_t info = atomic_load_explicit(&e->info, memory_order_relaxed);
-    if (info == LEARN_VARIES) return;
-    if (info == 0) { /* its first observer is storing it */
-      info = fresh - 1;
-    } else if (info >> 8 != fresh >> 8) {
-      /* before the entry changes: a memo that used it is then not trusted either */
-      if ((info & 0xff) >= LEARN_TRUST) atomic_fetch_add(&st.memo_gen, 1);
-      info = LEARN_VARIES;
-    } else if ((info & 0xff) < 0xff)
-      info++;
-    atomic_store_explicit(&e->info, info, memory_order_relaxed);
+    int claimed = k == 0 && atomic_compare_exchange_strong(&e->pc, &k, pc);
+    if (!claimed && k != pc) continue;
+    uint64_t info = atomic_load_explicit(&e->info, memory_order_relaxed), next;
+    do {
+      if (info == LEARN_VARIES) return;
+      if (info == 0) /* a fresh slot: its claimer counts one, another observer none */
+        next = claimed ? fresh : fresh - 1;
+      else if (info >> 8 != fresh >> 8)
+        next = LEARN_VARIES;
+      else if ((info & 0xff) < 0xff)
+        next = info + 1;
+      else
+        return;
+    } while (!atomic_compare_exchange_weak_explicit(&e->info, &info, next, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    /* after the change: a memo kept from a walk that trusted the entry goes stale (a walk
+     * that reads the new memo_gen reads the entry VARIES) */
+    if (next == LEARN_VARIES && (info & 0xff) >= LEARN_TRUST)
+      atomic_fetch_add_explicit(&st.memo_gen, 1, memory_order_release);
     return;
   }
 }

@@ -17,8 +17,9 @@
  * A hook that sees hold waits for it to clear; flush waits for busy = 0 and takes the buffer.
  * Stop clears _obm_trace_on first, so a hook that then enters returns.  Re-entry on the same
  * thread (the tracer's own use of libc, a signal handler that allocates) is cut by the
- * allocator's _obm_alloc_muted, which it raises around each hook call and the tracer around its
- * own work (start, stop, flush, a thread's exit): a muted thread's calls reach no hook.  A session
+ * allocator's _obm_alloc_muted, which it raises around its calls of alloc, free and realloc,
+ * and the tracer around its own work (start, stop, flush, a thread's exit, _obm_trace_malloc's
+ * recording): a muted thread's calls reach no hook.  A session
  * generation (`gen`) tells a thread that its slot belongs to an earlier session.
  *
  * The allocator decides what is recorded (src/alloc/alloc.c): while the hooks are installed,

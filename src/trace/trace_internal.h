@@ -11,11 +11,13 @@
  *   _obm_trace_malloc(size)            exact mode's malloc: jumped to in place of the
  *                                      allocation and _obm_trace_alloc (its own frame's return
  *                                      address is the program's call: the walk starts there)
- * Called with no allocator lock held, from any thread, inside malloc: they never call malloc or
- * free, take no global lock (one per-thread flag, contended only by obm_trace_flush/stop), and
- * return at once when tracing is off (one relaxed load); the allocator never re-enters them on
- * a thread (_obm_alloc_muted).
- * They may be called from a signal handler that interrupted the same thread's hook (ignored).
+ * Called with no allocator lock held, from any thread, inside malloc: their recording never
+ * calls malloc or free, takes no global lock (one per-thread flag, contended only by
+ * obm_trace_flush/stop), and returns at once when tracing is off (one relaxed load).
+ * _obm_trace_malloc's allocation is the traced heap's path, with that path's locks.  The
+ * allocator calls alloc, free and realloc muted (_obm_alloc_muted) and _obm_trace_malloc mutes
+ * itself around its recording, so no allocation made while a thread records (the tracer's own,
+ * or a signal handler's that interrupted it) reaches a hook.
  * The stack is walked from the hook's caller's frame (the caller keeps a frame pointer: traced.c
  * is compiled with them): the first frame recorded is the return address into the hook's
  * caller's caller (the program's call of the allocator's entry, or an obmem entry point).
