@@ -15,12 +15,13 @@
  * order is made by membarrier(PRIVATE_EXPEDITED) on flush's side and only a compiler barrier
  * on the hook's (seq_cst exchanges on both sides where membarrier is missing, and under TSan).
  * A hook that sees hold waits for it to clear; flush waits for busy = 0 and takes the buffer.
- * Stop clears _obm_trace_on first, so a hook that then enters returns.  Re-entry on the same
- * thread (the tracer's own use of libc, a signal handler that allocates) is cut by the
- * allocator's _obm_alloc_muted, which it raises around its calls of alloc, free and realloc,
- * and the tracer around its own work (start, stop, flush, a thread's exit, _obm_trace_malloc's
- * recording): a muted thread's calls reach no hook.  A session
- * generation (`gen`) tells a thread that its slot belongs to an earlier session.
+ * A hook reads one word, g.session (0 when not tracing, else the session's generation with its
+ * locking and timing flags), and after it stores busy reads it again.  Stop clears it first, so
+ * a hook that then enters returns; a thread whose slot was taken under another session word
+ * takes a new one.  Re-entry on the same thread (the tracer's own use of libc, a signal handler
+ * that allocates) is cut by the allocator's _obm_alloc_muted, which it raises around its calls
+ * of alloc, free and realloc, and the tracer around its own work (start, stop, flush, a
+ * thread's exit, _obm_trace_malloc's recording): a muted thread's calls reach no hook.
  *
  * The allocator decides what is recorded (src/alloc/alloc.c): while the hooks are installed,
  * exact mode records every allocation; sampled mode (Poisson by bytes, as tcmalloc and memray)
@@ -73,6 +74,10 @@ static struct {
   pthread_mutex_t control; /* start/stop/flush; never taken by a hook */
   trace_thread_t *threads; /* OBM_TRACE_MAX_THREADS, mapped once */
   _Atomic uint64_t gen;
+  /* What a hook reads: 0 when not tracing, else gen << 2 | SESSION_FENCE | SESSION_CLOCK
+   * (fence and clock as below, for the session), so that one load tells it whether to
+   * record, whether its slot is of this session and how to lock and time the event. */
+  _Atomic uint64_t session;
   _Atomic uint64_t nlost;
   _Atomic uint64_t sample_mean; /* sampled mode's mean (read by next_sample on any thread) */
   _Atomic uint64_t sample_seed; /* options.seed, likewise */
@@ -91,7 +96,9 @@ static struct {
 
 #define TLS_IE __attribute__((tls_model("initial-exec")))
 static __thread trace_thread_t *tls_thread TLS_IE;
-static __thread uint64_t tls_gen TLS_IE;
+static __thread uint64_t tls_session TLS_IE; /* g.session when the thread took its slot */
+#define SESSION_FENCE 2u
+#define SESSION_CLOCK 1u
 static __thread uint64_t tls_rng TLS_IE;     /* xorshift64* state of next_sample */
 static __thread uint64_t tls_rng_gen TLS_IE; /* the session tls_rng was seeded in */
 
@@ -146,7 +153,7 @@ static int64_t next_sample(void) {
 
 static void thread_exit(void *arg);
 
-static OBM_NOINLINE trace_thread_t *register_thread(uint64_t gen) {
+static OBM_NOINLINE trace_thread_t *register_thread(uint64_t session) {
   for (uint32_t i = 0; i < OBM_TRACE_MAX_THREADS; i++) {
     trace_thread_t *t = &g.threads[i];
     int expected = 0;
@@ -162,7 +169,7 @@ static OBM_NOINLINE trace_thread_t *register_thread(uint64_t gen) {
     t->pos = t->limit = NULL;
     atomic_store_explicit(&t->announce, 1, memory_order_release);
     tls_thread = t;
-    tls_gen = gen;
+    tls_session = session;
     /* pthread_setspecific allocates nothing for the first 32 keys (ours is made at start) */
     pthread_setspecific(g.key, t);
     return t;
@@ -180,9 +187,9 @@ static OBM_NOINLINE trace_thread_t *register_thread(uint64_t gen) {
 /* The hook's side of the Dekker pair: busy = 1, then hold is read; waits while hold is set.
  * Without membarrier the store is a seq_cst exchange (a full barrier, which TSan models; it
  * refuses atomic_thread_fence), paired with flush's seq_cst exchange of hold. */
-OBM_INLINE void lock_own(trace_thread_t *t) {
+OBM_INLINE void lock_own(trace_thread_t *t, uint64_t session) {
   for (;;) {
-    if (obm_unlikely(g.fence)) {
+    if (obm_unlikely(session & SESSION_FENCE)) {
       atomic_exchange_explicit(&t->busy, 1, memory_order_seq_cst);
     } else {
       atomic_store_explicit(&t->busy, 1, memory_order_relaxed);
@@ -206,20 +213,25 @@ static void heavy_barrier(void) {
   if (!g.fence) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
 }
 
-/* Enters a hook: the calling thread's slot with busy held, or NULL (not tracing). */
-OBM_INLINE trace_thread_t *enter(void) {
-  uint64_t gen = atomic_load_explicit(&g.gen, memory_order_acquire);
+/* Enters a hook of the session read (not 0): the calling thread's slot with busy held, or NULL
+ * (the session ended, or no slot). */
+OBM_INLINE trace_thread_t *enter(uint64_t session) {
   trace_thread_t *t = tls_thread;
-  if (obm_unlikely(!t || tls_gen != gen)) {
-    t = register_thread(gen);
+  if (obm_unlikely(!t || tls_session != session)) {
+    t = register_thread(session);
     if (!t) return NULL;
   }
-  lock_own(t);
-  if (obm_unlikely(!atomic_load(&_obm_trace_on) || atomic_load(&g.gen) != tls_gen)) {
+  lock_own(t, session);
+  if (obm_unlikely(atomic_load(&g.session) != session)) {
     unlock_own(t);
     return NULL;
   }
   return t;
+}
+
+/* The session for a hook: 0 when not tracing. */
+static inline uint64_t session_now(void) {
+  return atomic_load_explicit(&g.session, memory_order_acquire);
 }
 
 /* Hands the thread's buffer to the writer (called with busy held by the thread, or with hold
@@ -236,8 +248,9 @@ static void submit(trace_thread_t *t) {
 static void thread_exit(void *arg) {
   trace_thread_t *t = arg;
   _obm_alloc_muted++;
-  if (t == tls_thread && tls_gen == atomic_load(&g.gen) && atomic_load(&t->state) == 1) {
-    lock_own(t);
+  uint64_t session = atomic_load(&g.session);
+  if (t == tls_thread && session != 0 && tls_session == session && atomic_load(&t->state) == 1) {
+    lock_own(t, session);
     if (atomic_load(&t->state) == 1) {      /* stop may have taken the slot meanwhile */
       prctl(PR_GET_NAME, t->name, 0, 0, 0); /* the name it ended with */
       atomic_store_explicit(&t->announce, 1, memory_order_release);
@@ -280,8 +293,9 @@ void _obm_trace_threads_announce(void (*fn)(const obm_trace_thread_info_t *, voi
 
 /* The time for an event: the writer's tick (exact mode: one load) or the coarse clock
  * (sampled; start_ns is a coarse reading too, so the difference is not negative). */
-static inline uint64_t event_time(void) {
-  if (obm_likely(!g.clock)) return atomic_load_explicit(&_obm_trace_tick_ns, memory_order_relaxed);
+static inline uint64_t event_time(uint64_t session) {
+  if (obm_likely(!(session & SESSION_CLOCK)))
+    return atomic_load_explicit(&_obm_trace_tick_ns, memory_order_relaxed);
   return _obm_os_clock_coarse_ns() - g.start_ns;
 }
 
@@ -304,8 +318,8 @@ static OBM_NOINLINE uint64_t *fresh_buffer(trace_thread_t *t, uint64_t now) {
 
 /* Room for one event (and its TIME word when the time moved) at the returned place; NULL when
  * out of memory. */
-static inline uint64_t *reserve(trace_thread_t *t) {
-  uint64_t now = event_time();
+static inline uint64_t *reserve(trace_thread_t *t, uint64_t session) {
+  uint64_t now = event_time(session);
   uint64_t *w = t->pos;
   if (obm_unlikely(w > t->limit || !w)) return fresh_buffer(t, now);
   if (obm_unlikely(now != t->time_ns)) {
@@ -315,8 +329,9 @@ static inline uint64_t *reserve(trace_thread_t *t) {
   return w;
 }
 
-static inline void put_alloc(trace_thread_t *t, uint64_t p, uint64_t size, uint32_t stack) {
-  uint64_t *w = reserve(t);
+static inline void put_alloc(trace_thread_t *t, uint64_t session, uint64_t p, uint64_t size,
+                             uint32_t stack) {
+  uint64_t *w = reserve(t, session);
   if (!w) return;
   if (obm_likely(size < ((uint64_t)1 << 32))) {
     w[0] = p << 2 | OBM_TRACE_RAW_ALLOC;
@@ -330,18 +345,19 @@ static inline void put_alloc(trace_thread_t *t, uint64_t p, uint64_t size, uint3
   }
 }
 
-static inline void put_free(trace_thread_t *t, uint64_t p) {
-  uint64_t *w = reserve(t);
+static inline void put_free(trace_thread_t *t, uint64_t session, uint64_t p) {
+  uint64_t *w = reserve(t, session);
   if (!w) return;
   w[0] = p << 2 | OBM_TRACE_RAW_FREE;
   t->pos = w + 1;
 }
 
-OBM_INLINE void record_alloc(trace_thread_t *t, void *p, size_t size, void *frame) {
+OBM_INLINE void record_alloc(trace_thread_t *t, uint64_t session, void *p, size_t size,
+                             void *frame) {
   uint32_t stack = obm_unlikely(_obm_trace_interp_on)
                        ? _obm_trace_interp_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi)
                        : _obm_trace_stack_id(t->index - 1, frame, t->stack_lo, t->stack_hi);
-  put_alloc(t, (uint64_t)(uintptr_t)p, size, stack);
+  put_alloc(t, session, (uint64_t)(uintptr_t)p, size, stack);
 }
 
 /* The frame the walk starts from: the hook's caller's.  The hooks are compiled with frame
@@ -353,10 +369,11 @@ OBM_INLINE void record_alloc(trace_thread_t *t, void *p, size_t size, void *fram
 #define HOOK_CALLER_FRAME() (((void *const *)__builtin_frame_address(0))[0])
 
 OBM_NOINLINE void _obm_trace_alloc(void *p, size_t size) {
-  if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed)) return;
-  trace_thread_t *t = enter();
+  uint64_t session = session_now();
+  if (!session) return;
+  trace_thread_t *t = enter(session);
   if (t) {
-    record_alloc(t, p, size, HOOK_CALLER_FRAME());
+    record_alloc(t, session, p, size, HOOK_CALLER_FRAME());
     unlock_own(t);
   }
 }
@@ -367,11 +384,12 @@ OBM_NOINLINE void _obm_trace_alloc(void *p, size_t size) {
  * allocator mutes a hook's call. */
 void *_obm_trace_malloc(size_t size) {
   void *p = _obm_traced_malloc(size);
-  if (obm_likely(p != NULL) && atomic_load_explicit(&_obm_trace_on, memory_order_relaxed)) {
+  uint64_t session = session_now();
+  if (obm_likely(p != NULL) && session) {
     _obm_alloc_muted++;
-    trace_thread_t *t = enter();
+    trace_thread_t *t = enter(session);
     if (t) {
-      record_alloc(t, p, size, __builtin_frame_address(0));
+      record_alloc(t, session, p, size, __builtin_frame_address(0));
       unlock_own(t);
     }
     _obm_alloc_muted--;
@@ -381,20 +399,22 @@ void *_obm_trace_malloc(size_t size) {
 
 /* Frameless: a free walks no stack. */
 __attribute__((optimize("omit-frame-pointer"))) OBM_NOINLINE void _obm_trace_free(void *p) {
-  if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed)) return;
-  trace_thread_t *t = enter();
+  uint64_t session = session_now();
+  if (!session) return;
+  trace_thread_t *t = enter(session);
   if (t) {
-    put_free(t, (uint64_t)(uintptr_t)p);
+    put_free(t, session, (uint64_t)(uintptr_t)p);
     unlock_own(t);
   }
 }
 
 OBM_NOINLINE void _obm_trace_realloc(void *old, void *p, size_t size) {
-  if (!atomic_load_explicit(&_obm_trace_on, memory_order_relaxed)) return;
-  trace_thread_t *t = enter();
+  uint64_t session = session_now();
+  if (!session) return;
+  trace_thread_t *t = enter(session);
   if (t) {
-    if (old) put_free(t, (uint64_t)(uintptr_t)old);
-    record_alloc(t, p, size, HOOK_CALLER_FRAME());
+    if (old) put_free(t, session, (uint64_t)(uintptr_t)old);
+    record_alloc(t, session, p, size, HOOK_CALLER_FRAME());
     unlock_own(t);
   }
 }
@@ -417,6 +437,7 @@ static int start_locked(const char *path, const obm_trace_options_t *options);
  * there, the parent's file is not ours to write), so that a new one can start. */
 static void forget_session(void) {
   _obm_alloc_set_hooks(NULL);
+  atomic_store(&g.session, 0);
   atomic_store(&_obm_trace_on, 0);
   atomic_fetch_add(&g.gen, 1);
   close(g.fd);
@@ -550,7 +571,9 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
     return err;
   }
   g.fd = fd;
-  atomic_fetch_add(&g.gen, 1);
+  uint64_t gen = atomic_fetch_add(&g.gen, 1) + 1;
+  atomic_store(&g.session,
+               gen << 2 | (g.fence ? SESSION_FENCE : 0) | (g.clock ? SESSION_CLOCK : 0));
   atomic_store(&_obm_trace_on, 1);
   /* Last: from here the allocator records (not in debug mode, whose blocks have their own
    * format: the capture then holds no events). */
@@ -616,7 +639,8 @@ int obm_trace_stop(void) {
   int err = EINVAL;
   if (atomic_load(&_obm_trace_on)) {
     _obm_alloc_set_hooks(NULL);
-    atomic_store(&_obm_trace_on, 0); /* a hook that enters after collect_all returns */
+    atomic_store(&g.session, 0); /* a hook that enters after collect_all returns */
+    atomic_store(&_obm_trace_on, 0);
     collect_all(1);
     atomic_fetch_add(&g.gen, 1);
     err = _obm_trace_writer_stop(atomic_load(&g.nlost) + _obm_trace_stacks_lost());
