@@ -83,9 +83,11 @@ static struct {
   _Atomic uint64_t sample_seed; /* options.seed, likewise */
   _Atomic uint64_t nsamplers;   /* threads that drew a countdown this session */
   int fd;
-  int fence;            /* 1: busy and hold are stored by seq_cst exchanges (no membarrier; TSan) */
+  int fence; /* 1: busy and hold are stored by seq_cst exchanges (no membarrier; TSan); the
+                hooks read it as the session's SESSION_FENCE */
   pid_t membarrier_pid; /* the process that registered for membarrier */
-  int clock;            /* 1: hooks read the clock (sampled mode), 0: the writer's tick */
+  int clock; /* 1: hooks read the clock (sampled mode), 0: the writer's tick; the hooks read it
+                as the session's SESSION_CLOCK */
   obm_trace_options_t options;
   uint64_t start_ns;
   char template[4096]; /* the path asked for, %p unexpanded (a forked child expands it again) */
@@ -248,9 +250,10 @@ static void submit(trace_thread_t *t) {
 static void thread_exit(void *arg) {
   trace_thread_t *t = arg;
   _obm_alloc_muted++;
-  uint64_t session = atomic_load(&g.session);
-  if (t == tls_thread && session != 0 && tls_session == session && atomic_load(&t->state) == 1) {
-    lock_own(t, session);
+  /* the slot's session by its generation: a stop that cleared g.session but has not taken this
+   * slot yet (state 1) still gets the thread's last name and buffer from here */
+  if (t == tls_thread && tls_session >> 2 == atomic_load(&g.gen) && atomic_load(&t->state) == 1) {
+    lock_own(t, tls_session);
     if (atomic_load(&t->state) == 1) {      /* stop may have taken the slot meanwhile */
       prctl(PR_GET_NAME, t->name, 0, 0, 0); /* the name it ended with */
       atomic_store_explicit(&t->announce, 1, memory_order_release);
@@ -632,7 +635,7 @@ int obm_trace_flush(void) {
 }
 
 /* The allocator stops recording first (a call already past its test may still reach a hook,
- * which returns once _obm_trace_on is clear); recorded blocks stay valid and their frees, after
+ * which returns once g.session is clear); recorded blocks stay valid and their frees, after
  * this, call nothing. */
 int obm_trace_stop(void) {
   control_enter();
