@@ -899,44 +899,41 @@ static OBM_NOINLINE uint32_t walk_and_intern(uint32_t slot, void *frame, uintptr
   return parent;
 }
 
-/* _obm_trace_stack_id with the memo of walks on: a shallow walk seen before from this frame,
- * its words unchanged, gives its id (out of line: the paused memo's path saves no registers). */
-static OBM_NOINLINE uint32_t memo_or_walk(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi,
-                                          last_stack_t *last) {
-  uintptr_t fp = (uintptr_t)frame;
-  walk_memo_t *wm = NULL;
-  if (obm_likely(fp >= lo && fp <= hi - 16 && !(fp & 7))) {
-    uintptr_t first = ((const uintptr_t *)fp)[1];
-    wm = &last->walks[(fp >> 4 ^ first) & (WALK_MEMOS - 1)];
-    if (wm->frame == fp && wm->first == first && wm->hi == hi &&
-        wm->gen == atomic_load_explicit(&st.memo_gen, memory_order_acquire)) {
-      uint32_t k = 0, n = wm->nwords;
-      while (k < n && *(const uintptr_t *)wm->words[k].addr == wm->words[k].word)
-        k++;
-      uintptr_t link = wm->broken ? *(const uintptr_t *)wm->broken : 0;
-      if (k == n &&
-          (!wm->broken ||
-           (wm->broken_zero ? link == 0 : link != 0 && !link_valid(wm->broken, link, hi)))) {
-        last->walk_misses = 0;
-        return wm->id;
-      }
-    }
-    /* a thread whose walks rarely repeat (a recursive program: a new call path each time)
-     * does without the memo for a while rather than fill it in vain */
-    if (obm_unlikely(++last->walk_misses >= WALK_MISSES)) {
-      last->walk_misses = 0;
-      last->walk_pause = WALK_PAUSE;
-    }
-  }
-  return walk_and_intern(slot, frame, lo, hi, wm);
-}
-
+/* The memo of walks first: a shallow walk seen before from this frame, its words unchanged,
+ * gives its id; else (or while the memo pauses) walk_and_intern.  The early exits come
+ * before the memo's registers are saved. */
 uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t lo, uintptr_t hi) {
   if (st.mode == OBM_TRACE_STACKS_NONE) return 0;
   last_stack_t *last = &st.last[slot];
-  if (obm_likely(!last->walk_pause)) return memo_or_walk(slot, frame, lo, hi, last);
-  last->walk_pause--;
-  return walk_and_intern(slot, frame, lo, hi, NULL);
+  if (obm_unlikely(last->walk_pause)) {
+    last->walk_pause--;
+    return walk_and_intern(slot, frame, lo, hi, NULL);
+  }
+  uintptr_t fp = (uintptr_t)frame;
+  if (obm_unlikely(fp < lo || fp > hi - 16 || (fp & 7)))
+    return walk_and_intern(slot, frame, lo, hi, NULL);
+  uintptr_t first = ((const uintptr_t *)fp)[1];
+  walk_memo_t *wm = &last->walks[(fp >> 4 ^ first) & (WALK_MEMOS - 1)];
+  if (wm->frame == fp && wm->first == first && wm->hi == hi &&
+      wm->gen == atomic_load_explicit(&st.memo_gen, memory_order_acquire)) {
+    uint32_t k = 0, n = wm->nwords;
+    while (k < n && *(const uintptr_t *)wm->words[k].addr == wm->words[k].word)
+      k++;
+    uintptr_t link = wm->broken ? *(const uintptr_t *)wm->broken : 0;
+    if (k == n &&
+        (!wm->broken ||
+         (wm->broken_zero ? link == 0 : link != 0 && !link_valid(wm->broken, link, hi)))) {
+      last->walk_misses = 0;
+      return wm->id;
+    }
+  }
+  /* a thread whose walks rarely repeat (a recursive program: a new call path each time)
+   * does without the memo for a while rather than fill it in vain */
+  if (obm_unlikely(++last->walk_misses >= WALK_MISSES)) {
+    last->walk_misses = 0;
+    last->walk_pause = WALK_PAUSE;
+  }
+  return walk_and_intern(slot, frame, lo, hi, wm);
 }
 
 /* ---- for interp.c: interpreter frames in the same tables ------------------------------------ */
