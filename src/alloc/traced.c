@@ -97,8 +97,7 @@ static OBM_NOINLINE const obm_alloc_hooks_t *class_sample_due(const obm_alloc_ho
 
 /* The hooks when an allocation of size bytes is to be recorded, else NULL: in sampled mode
  * when the countdown for its size runs out. */
-OBM_INLINE const obm_alloc_hooks_t *record_size(size_t size) {
-  const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
+OBM_INLINE const obm_alloc_hooks_t *record_size_for(const obm_alloc_hooks_t *h, size_t size) {
   if (!h || !h->next_sample) return h;
   obm_heap_t *heap = _obm_tls_heap;
   if (obm_unlikely(heap->is_empty_heap)) {
@@ -109,6 +108,11 @@ OBM_INLINE const obm_alloc_hooks_t *record_size(size_t size) {
   if (size - 1 < OBM_MEDIUM_MAX)
     return class_sample_due(h, &heap->cls[_obm_size_to_class(size)], size);
   return sample_due(h, heap, size);
+}
+
+/* The same for the hooks of the moment (NULL while muted). */
+OBM_INLINE const obm_alloc_hooks_t *record_size(size_t size) {
+  return record_size_for(_obm_alloc_hooks_for_call(), size);
 }
 
 /* Whether a live block in seg was recorded: its free goes to the hook. */
@@ -144,10 +148,19 @@ static OBM_NOINLINE void *_obm_malloc_recorded(const obm_alloc_hooks_t *h, size_
 }
 
 /* Frameless (the sampled countdown is the path most calls take): both ends are tail jumps. */
-__attribute__((optimize("omit-frame-pointer"))) void *_obm_malloc_traced(size_t size) {
-  const obm_alloc_hooks_t *h = record_size(size);
-  if (h) return h->malloc ? h->malloc(size) : _obm_malloc_recorded(h, size);
+static OBM_NOINLINE __attribute__((optimize("omit-frame-pointer"))) void *
+malloc_sampled(const obm_alloc_hooks_t *h, size_t size) {
+  h = record_size_for(h, size);
+  if (h) return _obm_malloc_recorded(h, size);
   return _obm_malloc_plain(size);
+}
+
+/* Exact mode's call is the tracer's malloc whole, jumped to before any register is saved;
+ * sampled mode's (and a muted thread's) goes on to malloc_sampled. */
+__attribute__((optimize("omit-frame-pointer"))) void *_obm_malloc_traced(size_t size) {
+  const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
+  if (h && h->malloc) return h->malloc(size);
+  return malloc_sampled(h, size);
 }
 
 void *_obm_alloc_traced(size_t alignment, size_t size, int zero) {
