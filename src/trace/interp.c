@@ -49,7 +49,7 @@ static size_t cache_bytes(void) {
 }
 
 int obm_trace_set_interpreter(const obm_trace_interp_t *interp) {
-  if (atomic_load(&_obm_trace_on)) return EBUSY;
+  if (obm_trace_active()) return EBUSY;
   if (interp && (!interp->frames || !interp->names)) return EINVAL;
   if (interp) in.interp = *interp;
   in.set = interp != NULL;

@@ -68,15 +68,14 @@ typedef struct trace_thread_s {
   uint64_t time_ns;             /* the buffer's latest TIME word */
 } __attribute__((aligned(OBM_CACHE_LINE))) trace_thread_t;
 
-_Atomic int _obm_trace_on;
-
 static struct {
   pthread_mutex_t control; /* start/stop/flush; never taken by a hook */
   trace_thread_t *threads; /* OBM_TRACE_MAX_THREADS, mapped once */
   _Atomic uint64_t gen;
-  /* What a hook reads: 0 when not tracing, else gen << 2 | SESSION_FENCE | SESSION_CLOCK
-   * (fence and clock as below, for the session), so that one load tells it whether to
-   * record, whether its slot is of this session and how to lock and time the event. */
+  /* Nonzero while tracing, the one state that says so: gen << SESSION_GEN_SHIFT |
+   * SESSION_FENCE | SESSION_CLOCK (fence and clock as below, for the session), so that a
+   * hook's one load tells it whether to record, whether its slot is of this session and how
+   * to lock and time the event. */
   _Atomic uint64_t session;
   _Atomic uint64_t nlost;
   _Atomic uint64_t sample_mean; /* sampled mode's mean (read by next_sample on any thread) */
@@ -99,8 +98,9 @@ static struct {
 #define TLS_IE __attribute__((tls_model("initial-exec")))
 static __thread trace_thread_t *tls_thread TLS_IE;
 static __thread uint64_t tls_session TLS_IE; /* g.session when the thread took its slot */
-#define SESSION_FENCE 2u
-#define SESSION_CLOCK 1u
+#define SESSION_FENCE     2u
+#define SESSION_CLOCK     1u
+#define SESSION_GEN_SHIFT 2                  /* the session word's generation: g.gen */
 static __thread uint64_t tls_rng TLS_IE;     /* xorshift64* state of next_sample */
 static __thread uint64_t tls_rng_gen TLS_IE; /* the session tls_rng was seeded in */
 
@@ -252,7 +252,8 @@ static void thread_exit(void *arg) {
   _obm_alloc_muted++;
   /* the slot's session by its generation: a stop that cleared g.session but has not taken this
    * slot yet (state 1) still gets the thread's last name and buffer from here */
-  if (t == tls_thread && tls_session >> 2 == atomic_load(&g.gen) && atomic_load(&t->state) == 1) {
+  if (t == tls_thread && tls_session >> SESSION_GEN_SHIFT == atomic_load(&g.gen) &&
+      atomic_load(&t->state) == 1) {
     lock_own(t, tls_session);
     if (atomic_load(&t->state) == 1) {      /* stop may have taken the slot meanwhile */
       prctl(PR_GET_NAME, t->name, 0, 0, 0); /* the name it ended with */
@@ -371,14 +372,19 @@ OBM_INLINE void record_alloc(trace_thread_t *t, uint64_t session, void *p, size_
  * traced.c, the same obmem frame for every event (the report skipped it as the allocator's). */
 #define HOOK_CALLER_FRAME() (((void *const *)__builtin_frame_address(0))[0])
 
-OBM_NOINLINE void _obm_trace_alloc(void *p, size_t size) {
+/* An allocation's whole event, with the walk from frame (the hooks' bodies). */
+OBM_INLINE void alloc_event(void *p, size_t size, void *frame) {
   uint64_t session = session_now();
   if (!session) return;
   trace_thread_t *t = enter(session);
   if (t) {
-    record_alloc(t, session, p, size, HOOK_CALLER_FRAME());
+    record_alloc(t, session, p, size, frame);
     unlock_own(t);
   }
+}
+
+OBM_NOINLINE void _obm_trace_alloc(void *p, size_t size) {
+  alloc_event(p, size, HOOK_CALLER_FRAME());
 }
 
 /* Exact mode's malloc, jumped to from the allocator (traced.c's _obm_malloc_traced): with a
@@ -387,14 +393,9 @@ OBM_NOINLINE void _obm_trace_alloc(void *p, size_t size) {
  * allocator mutes a hook's call. */
 void *_obm_trace_malloc(size_t size) {
   void *p = _obm_traced_malloc(size);
-  uint64_t session = session_now();
-  if (obm_likely(p != NULL) && session) {
+  if (obm_likely(p != NULL)) {
     _obm_alloc_muted++;
-    trace_thread_t *t = enter(session);
-    if (t) {
-      record_alloc(t, session, p, size, __builtin_frame_address(0));
-      unlock_own(t);
-    }
+    alloc_event(p, size, __builtin_frame_address(0));
     _obm_alloc_muted--;
   }
   return p;
@@ -441,7 +442,6 @@ static int start_locked(const char *path, const obm_trace_options_t *options);
 static void forget_session(void) {
   _obm_alloc_set_hooks(NULL);
   atomic_store(&g.session, 0);
-  atomic_store(&_obm_trace_on, 0);
   atomic_fetch_add(&g.gen, 1);
   close(g.fd);
   g.fd = -1;
@@ -457,7 +457,7 @@ static void forget_session(void) {
  * than this one), so the child may allocate and start threads. */
 static void after_fork_child(void) {
   pthread_mutex_init(&g.control, NULL);
-  if (!atomic_load(&_obm_trace_on)) return;
+  if (!atomic_load(&g.session)) return;
   forget_session();
   if (!strstr(g.template, "%p")) return; /* the path is the parent's capture */
   char template[sizeof g.template];
@@ -493,7 +493,7 @@ static const obm_alloc_hooks_t sampled_hooks = {NULL, _obm_trace_alloc, _obm_tra
                                                 _obm_trace_realloc, next_sample};
 
 static int start_locked(const char *path, const obm_trace_options_t *options) {
-  if (atomic_load(&_obm_trace_on)) return EBUSY;
+  if (atomic_load(&g.session)) return EBUSY;
   obm_trace_options_t o;
   if (options)
     o = *options;
@@ -575,9 +575,8 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
   }
   g.fd = fd;
   uint64_t gen = atomic_fetch_add(&g.gen, 1) + 1;
-  atomic_store(&g.session,
-               gen << 2 | (g.fence ? SESSION_FENCE : 0) | (g.clock ? SESSION_CLOCK : 0));
-  atomic_store(&_obm_trace_on, 1);
+  atomic_store(&g.session, gen << SESSION_GEN_SHIFT | (g.fence ? SESSION_FENCE : 0) |
+                               (g.clock ? SESSION_CLOCK : 0));
   /* Last: from here the allocator records (not in debug mode, whose blocks have their own
    * format: the capture then holds no events). */
   _obm_alloc_set_hooks(o.mode == OBM_TRACE_SAMPLED ? &sampled_hooks : &exact_hooks);
@@ -598,7 +597,7 @@ static void control_leave(void) {
 
 int obm_trace_start(const char *path, const obm_trace_options_t *options) {
   control_enter();
-  if (!atomic_load(&_obm_trace_on)) _obm_alloc_arm_sampling(); /* not in a fork handler */
+  if (!atomic_load(&g.session)) _obm_alloc_arm_sampling(); /* not in a fork handler */
   int err = start_locked(path, options);
   control_leave();
   return err;
@@ -626,7 +625,7 @@ static void collect_all(int stopping) {
 int obm_trace_flush(void) {
   control_enter();
   int err = EINVAL;
-  if (atomic_load(&_obm_trace_on)) {
+  if (atomic_load(&g.session)) {
     collect_all(0);
     err = _obm_trace_writer_flush();
   }
@@ -640,10 +639,9 @@ int obm_trace_flush(void) {
 int obm_trace_stop(void) {
   control_enter();
   int err = EINVAL;
-  if (atomic_load(&_obm_trace_on)) {
+  if (atomic_load(&g.session)) {
     _obm_alloc_set_hooks(NULL);
     atomic_store(&g.session, 0); /* a hook that enters after collect_all returns */
-    atomic_store(&_obm_trace_on, 0);
     collect_all(1);
     atomic_fetch_add(&g.gen, 1);
     err = _obm_trace_writer_stop(atomic_load(&g.nlost) + _obm_trace_stacks_lost());
@@ -658,11 +656,11 @@ int obm_trace_stop(void) {
 }
 
 int obm_trace_active(void) {
-  return atomic_load(&_obm_trace_on);
+  return atomic_load(&g.session) != 0;
 }
 
 const char *obm_trace_path(void) {
-  return atomic_load(&_obm_trace_on) ? g.path : NULL;
+  return atomic_load(&g.session) ? g.path : NULL;
 }
 
 void obm_trace_stats_get(obm_trace_stats_t *out) {

@@ -31,10 +31,6 @@
 
 #include <stdatomic.h>
 
-/* Nonzero while tracing.  The allocator may test it inline to skip the call when off:
- *   if (obm_unlikely(atomic_load_explicit(&_obm_trace_on, memory_order_relaxed))) ... */
-extern OBM_HIDDEN _Atomic int _obm_trace_on;
-
 OBM_HIDDEN void *_obm_trace_malloc(size_t size);
 OBM_HIDDEN void _obm_trace_alloc(void *p, size_t size);
 OBM_HIDDEN void _obm_trace_free(void *p);

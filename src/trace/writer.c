@@ -186,11 +186,10 @@ static uint8_t *code_alloc(obm_cap_delta_t *d, uint8_t *o, uint64_t p, uint64_t 
   int k = _obm_cap_mru_find(d, size, stack);
   if (k >= 0) {
     int64_t diff = (int64_t)(units - d->mru[k].last);
-    int64_t block = (int64_t)_obm_cap_block_units(size), q = 0;
+    int64_t block = (int64_t)_obm_cap_block_units(size);
     /* the division only in range (the same address again, diff 0, is the common case) */
-    int near = diff == 0 || (diff >= -8 * block && diff < 8 * block && diff % block == 0);
-    if (near) q = diff / block;
-    if (near) {
+    if (diff == 0 || (diff >= -8 * block && diff < 8 * block && diff % block == 0)) {
+      int64_t q = diff / block;
       *o++ = (uint8_t)(OBM_CAP_TAG_ALLOC_MRU | (unsigned)k << 4 | ((uint64_t)q & 0xf));
     } else {
       *o++ = (uint8_t)(OBM_CAP_ALLOC_MRU_FAR + k);
