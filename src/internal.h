@@ -118,7 +118,11 @@ OBM_HIDDEN void _obm_alloc_arm_sampling(void);
 /* Nonzero on a thread while its allocations must not be recorded (obmem's own threads, the
  * tracer's own work, a hook in progress). */
 extern OBM_HIDDEN __thread int _obm_alloc_muted __attribute__((tls_model("initial-exec")));
-/* A block of size bytes from the thread's traced heap (what a recorded malloc returns). */
+/* A block from the thread's traced heap (what a recorded allocation returns), or a large block
+ * marked traced; zeroed if asked (alloc.c).  _obm_traced_malloc(size) is
+ * _obm_traced_raw(OBM_ALIGNMENT, size, 0) without the tests of the two constants (exact mode's
+ * malloc hook). */
+OBM_HIDDEN void *_obm_traced_raw(size_t alignment, size_t size, int zero);
 OBM_HIDDEN void *_obm_traced_malloc(size_t size);
 
 /* ---- os/os.c: the only code that talks to the kernel about memory ---------------------- */

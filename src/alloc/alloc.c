@@ -149,8 +149,9 @@ void *_obm_raw_aligned(size_t alignment, size_t size) {
 
 /* ---- tracing (traced.c calls the hooks) -------------------------------------------------- */
 
-/* A block from the thread's traced heap (a large block marked traced); zeroed if asked. */
-void *_obm_traced_raw(size_t alignment, size_t size, int zero) {
+/* _obm_traced_raw past its pop: the traced heap made, a class's first pool refilled, aligned
+ * and large blocks. */
+static OBM_NOINLINE void *traced_raw_slow(size_t alignment, size_t size, int zero) {
   obm_heap_t *heap = _obm_tls_traced_heap;
   if (obm_unlikely(heap->is_empty_heap)) {
     heap = _obm_heap_init_traced();
@@ -173,14 +174,25 @@ void *_obm_traced_raw(size_t alignment, size_t size, int zero) {
   return p;
 }
 
+/* A block of size bytes popped from the traced heap's class pool, or NULL: size 0 (size - 1
+ * wraps around) or above the classes, a pool to refill, or the traced heap not made yet (the
+ * empty heap, whose pools give NULL). */
+OBM_INLINE void *traced_pop(size_t size) {
+  if (obm_unlikely(size - 1 >= OBM_MEDIUM_MAX)) return NULL;
+  return heap_class_alloc(_obm_tls_traced_heap, size, _obm_size_to_class(size));
+}
+
+void *_obm_traced_raw(size_t alignment, size_t size, int zero) {
+  void *b = alignment <= OBM_ALIGNMENT ? traced_pop(size) : NULL;
+  if (obm_unlikely(b == NULL)) return traced_raw_slow(alignment, size, zero);
+  if (zero) memset(b, 0, size);
+  return b;
+}
+
 void *_obm_traced_malloc(size_t size) {
-  /* size - 1: 0 wraps around; the traced heap not made yet is the empty heap, whose pools
-   * give NULL */
-  if (obm_likely(size - 1 < OBM_MEDIUM_MAX)) {
-    void *b = heap_class_alloc(_obm_tls_traced_heap, size, _obm_size_to_class(size));
-    if (obm_likely(b != NULL)) return b;
-  }
-  return _obm_traced_raw(OBM_ALIGNMENT, size, 0);
+  void *b = traced_pop(size);
+  if (obm_likely(b != NULL)) return b;
+  return traced_raw_slow(OBM_ALIGNMENT, size, 0);
 }
 
 /* Everything obm_malloc's inline path does not serve: size 0, large sizes, a class whose

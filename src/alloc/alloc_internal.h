@@ -557,10 +557,7 @@ OBM_HIDDEN void *_obm_realloc_sampled(void *ptr, obm_segment_t *seg, size_t size
 /* Any realloc while the hooks are installed (seg: ptr's segment, or NULL), recorded or not as
  * traced.c's rules say. */
 OBM_HIDDEN void *_obm_realloc_traced_slow(void *ptr, obm_segment_t *seg, size_t size);
-/* A block from the thread's traced heap, or a large block marked traced (alloc.c). */
-OBM_HIDDEN void *_obm_traced_raw(size_t alignment, size_t size, int zero);
-/* _obm_traced_malloc (internal.h) is _obm_traced_raw(OBM_ALIGNMENT, size, 0), with the pop
- * from a class's first pool inline. */
+/* _obm_traced_raw, _obm_traced_malloc: internal.h. */
 /* The hooks to call for a call of the program's, or NULL (not tracing, or muted). */
 OBM_INLINE const obm_alloc_hooks_t *_obm_alloc_hooks_for_call(void) {
   if (_obm_alloc_muted) return NULL;

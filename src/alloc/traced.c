@@ -125,8 +125,7 @@ OBM_INLINE int block_traced(obm_segment_t *seg) {
  * address, into the program or an obmem entry point, is the first frame recorded). */
 OBM_INLINE void *alloc_recorded(const obm_alloc_hooks_t *h, size_t alignment, size_t size,
                                 int zero) {
-  void *p = alignment == OBM_ALIGNMENT && !zero ? _obm_traced_malloc(size)
-                                                : _obm_traced_raw(alignment, size, zero);
+  void *p = _obm_traced_raw(alignment, size, zero);
   if (p && h->alloc) {
     _obm_alloc_muted++;
     h->alloc(p, size);
