@@ -16,10 +16,11 @@
  *
  *   ORIGINAL -> INSTALLED <-> FORWARDING
  *
- * While obmem.start() traces (trace.c), INSTALLED uses the traced functions in the MEM and OBJ
- * domains: the same calls, then _obm_py_trace_add() after an allocation and
- * _obm_py_trace_remove() before a free (the GIL is held in these domains, so trace.c's tables
- * need no lock).  RAW keeps the untraced functions.  uninstall() stops the tracing first.
+ * While obmem.start() traces (trace.c), INSTALLED uses the traced functions: the same calls,
+ * then _obm_py_trace_add() after an allocation and _obm_py_trace_remove() after a free, with
+ * the GIL held, so trace.c's tables need no lock of their own (the MEM and OBJ domains are
+ * called with it; the RAW domain takes it to record, and queues a free made without it).
+ * uninstall() stops the tracing first.
  *
  * The previous allocators are saved once, at the first install; CPython never gets them back
  * unwrapped, since obmem blocks may stay live until the process exits.  The hot path is one
@@ -152,8 +153,8 @@ static inline void *realloc_traced(const PyMemAllocatorEx *prev, void *p, size_t
   static void traced_free_##name(void *ctx, void *p) {                                             \
     (void)ctx;                                                                                     \
     if (p == NULL) return;                                                                         \
-    /* the free overlaps the load of p's trace slot; no other thread can be handed p and     */    \
-    /* trace it meanwhile: this one holds the GIL, and RAW (without it) is not traced         */   \
+    /* the free overlaps the load of p's trace slot; no other thread can trace p before the  */    \
+    /* removal: this one holds the GIL, and the RAW domain records under it too               */   \
     _obm_py_trace_prefetch(p);                                                                     \
     free_by_owner(&previous[index], p);                                                            \
     _obm_py_trace_remove(p);                                                                       \
@@ -199,6 +200,86 @@ static void *sampled_calloc(void *ctx, size_t count, size_t size) {
 SAMPLED_FUNCTIONS(mem, PYMEM_DOMAIN_MEM)
 SAMPLED_FUNCTIONS(obj, PYMEM_DOMAIN_OBJ)
 
+/* The RAW domain while tracing (exact or sampled): CPython calls it with or without the GIL.
+ * With it, the functions above.  Without it, an allocation takes the GIL to be recorded, as
+ * tracemalloc does (PyGILState_Ensure: the thread's own Python frames, those of the call that
+ * released the GIL, give its stack; a thread without a thread state gets one for the call and
+ * records no frame), except inside that call's own allocations (raw_busy: the thread state it
+ * makes) and while the interpreter finalizes (taking the GIL then ends the thread), whose
+ * allocations are not recorded.  A free without the GIL never takes it (CPython frees a thread
+ * state with PyMem_RawFree after dropping the GIL): trace.c queues the address first, then the
+ * block is freed (_obm_py_trace_remove_later). */
+static __thread int raw_busy;
+
+static int raw_may_take_gil(void) {
+#if PY_VERSION_HEX >= 0x030D0000
+  return !raw_busy && !Py_IsFinalizing();
+#else
+  return !raw_busy && !_Py_IsFinalizing();
+#endif
+}
+
+/* Evaluates `traced` with the GIL held (taken for it when this thread does not hold it) into
+ * the caller's `void *result`, or `plain` when the GIL may not be taken. */
+#define RAW_UNDER_GIL(result, traced, plain)                                                       \
+  do {                                                                                             \
+    if (PyGILState_Check()) {                                                                      \
+      result = (traced);                                                                           \
+    } else if (!raw_may_take_gil()) {                                                              \
+      result = (plain);                                                                            \
+    } else {                                                                                       \
+      raw_busy = 1;                                                                                \
+      PyGILState_STATE gil = PyGILState_Ensure();                                                  \
+      result = (traced);                                                                           \
+      PyGILState_Release(gil);                                                                     \
+      raw_busy = 0;                                                                                \
+    }                                                                                              \
+  } while (0)
+
+/* A realloc that cannot be recorded: p's trace (if any) is queued out, the new block is not
+ * traced. */
+static void *raw_realloc_unrecorded(void *p, size_t size) {
+  if (p != NULL) _obm_py_trace_remove_later(p);
+  return realloc_installed(&previous[PYMEM_DOMAIN_RAW], p, size);
+}
+
+/* One set per mode: its malloc and calloc (traced_ or sampled_); one realloc and free. */
+#define RAW_FUNCTIONS(mode)                                                                        \
+  static void *mode##_malloc_raw(void *ctx, size_t size) {                                         \
+    void *p;                                                                                       \
+    RAW_UNDER_GIL(p, mode##_malloc(ctx, size), obm_malloc(size));                                  \
+    return p;                                                                                      \
+  }                                                                                                \
+  static void *mode##_calloc_raw(void *ctx, size_t count, size_t size) {                           \
+    void *p;                                                                                       \
+    RAW_UNDER_GIL(p, mode##_calloc(ctx, count, size), obm_calloc(count, size));                    \
+    return p;                                                                                      \
+  }
+
+RAW_FUNCTIONS(traced)
+RAW_FUNCTIONS(sampled)
+
+static void *realloc_raw_traced(void *ctx, void *p, size_t size) {
+  (void)ctx;
+  void *moved;
+  RAW_UNDER_GIL(moved, realloc_traced(&previous[PYMEM_DOMAIN_RAW], p, size),
+                raw_realloc_unrecorded(p, size));
+  return moved;
+}
+
+static void free_raw_traced(void *ctx, void *p) {
+  (void)ctx;
+  if (p == NULL) return;
+  if (PyGILState_Check()) {
+    _obm_py_trace_prefetch(p); /* exact mode only */
+    free_by_owner(&previous[PYMEM_DOMAIN_RAW], p);
+    _obm_py_trace_remove(p);
+    return;
+  }
+  _obm_py_trace_remove_later(p); /* before the free: nobody can be handed p and trace it */
+  free_by_owner(&previous[PYMEM_DOMAIN_RAW], p);
+}
+
 static const PyMemAllocatorEx installed[DOMAINS] = {
     {NULL, obmem_malloc, obmem_calloc, realloc_raw, free_raw},
     {NULL, obmem_malloc, obmem_calloc, realloc_mem, free_mem},
@@ -206,13 +287,13 @@ static const PyMemAllocatorEx installed[DOMAINS] = {
 };
 
 static const PyMemAllocatorEx traced[DOMAINS] = {
-    {NULL, obmem_malloc, obmem_calloc, realloc_raw, free_raw}, /* RAW: not traced */
+    {NULL, traced_malloc_raw, traced_calloc_raw, realloc_raw_traced, free_raw_traced},
     {NULL, traced_malloc, traced_calloc, traced_realloc_mem, traced_free_mem},
     {NULL, traced_malloc, traced_calloc, traced_realloc_obj, traced_free_obj},
 };
 
 static const PyMemAllocatorEx sampled[DOMAINS] = {
-    {NULL, obmem_malloc, obmem_calloc, realloc_raw, free_raw}, /* RAW: not traced */
+    {NULL, sampled_malloc_raw, sampled_calloc_raw, realloc_raw_traced, free_raw_traced},
     {NULL, sampled_malloc, sampled_calloc, traced_realloc_mem, sampled_free_mem},
     {NULL, sampled_malloc, sampled_calloc, traced_realloc_obj, sampled_free_obj},
 };

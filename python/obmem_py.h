@@ -87,6 +87,9 @@ int _obm_py_trace_add(void *p, size_t size); /* -1: the tracer's memory ran out 
 extern int64_t _obm_py_trace_sample_left;
 int _obm_py_trace_add_sampled(void *p, size_t size); /* -1: the tracer's memory ran out */
 void _obm_py_trace_remove(void *p);
+/* The same for a thread that does not hold the GIL (the RAW domain): queued, applied under the
+ * GIL before the next trace is recorded; call it before freeing p. */
+void _obm_py_trace_remove_later(void *p);
 /* Starts loading p's slot of the trace table (a later _obm_py_trace_remove finds it cached). */
 void _obm_py_trace_prefetch(const void *p);
 void _obm_py_trace_lost(void);

@@ -1,10 +1,11 @@
-/* trace.c — obmem.start(): every allocation of CPython's MEM and OBJ domains recorded with its
- * Python stack, as tracemalloc records them, at a fraction of the cost.
+/* trace.c — obmem.start(): every allocation of CPython's RAW, MEM and OBJ domains recorded with
+ * its Python stack, as tracemalloc records them, at a fraction of the cost.
  *
  * allocator.c's traced functions call _obm_py_trace_add(p, size) after each allocation and
- * _obm_py_trace_remove(p) before each free; both run with the GIL held (CPython calls the MEM
- * and OBJ domains only so), which is the only lock the tables need.  The RAW domain, called
- * without the GIL, is not traced (docs/python.md).
+ * _obm_py_trace_remove(p) after each free; both run with the GIL held, which is the only lock
+ * the tables need: CPython calls the MEM and OBJ domains so, and allocator.c takes the GIL for
+ * a RAW allocation made without it (as tracemalloc does).  A RAW free without the GIL is queued
+ * (_obm_py_trace_remove_later: "frees without the GIL" below).
  *
  *   stack table   one entry per distinct stack: up to `limit` frames, each a (code object,
  *                 instruction offset) pair read from the interpreter's frames (frames.c), most
@@ -65,6 +66,8 @@
 
 #include <obmem.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -485,6 +488,61 @@ static size_t sample_estimate(size_t size) {
   return estimate >= 0x1p63 ? SIZE_MAX / 2 : (size_t)(estimate + 0.5);
 }
 
+/* ---- frees without the GIL (the RAW domain) ----------------------------------------------- */
+
+/* A thread that does not hold the GIL and frees a RAW block can neither take its trace out
+ * (the tables are the GIL's) nor take the GIL (CPython frees a thread state with
+ * PyMem_RawFree after dropping the GIL: _PyThreadState_DeleteCurrent would deadlock; tracemalloc
+ * keeps a lock of its own for this).  allocator.c queues the address here before the block is
+ * freed, so no other thread can be handed the block and trace it before its removal is queued;
+ * the queue is applied under the GIL before the next trace is recorded and before the totals
+ * are read.  Libc memory under its own mutex (held for a push or an apply only). */
+static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
+static uintptr_t *pending;
+static size_t npending, pending_capacity;
+static _Atomic size_t pending_count;  /* npending, for a look without the lock */
+static _Atomic uint64_t pending_lost; /* pushes that found no memory: traces left stale */
+
+void _obm_py_trace_remove_later(void *p) {
+  pthread_mutex_lock(&pending_lock);
+  if (npending == pending_capacity) {
+    size_t capacity = pending_capacity ? pending_capacity * 2 : 256;
+    uintptr_t *grown = realloc(pending, capacity * sizeof *grown);
+    if (grown == NULL) {
+      atomic_fetch_add_explicit(&pending_lost, 1, memory_order_relaxed);
+      pthread_mutex_unlock(&pending_lock);
+      return;
+    }
+    pending = grown;
+    pending_capacity = capacity;
+  }
+  pending[npending++] = (uintptr_t)p;
+  atomic_store_explicit(&pending_count, npending, memory_order_relaxed);
+  pthread_mutex_unlock(&pending_lock);
+}
+
+void _obm_py_trace_remove(void *p);
+
+/* Applies the queue (GIL held); with `discard`, drops it (a new session's tables never held
+ * those traces). */
+static __attribute__((noinline)) void pending_apply_slow(int discard) {
+  pthread_mutex_lock(&pending_lock);
+  for (size_t i = 0; i < npending && !discard; i++)
+    _obm_py_trace_remove((void *)pending[i]);
+  npending = 0;
+  atomic_store_explicit(&pending_count, 0, memory_order_relaxed);
+  uint64_t lost = atomic_exchange_explicit(&pending_lost, 0, memory_order_relaxed);
+  if (!discard) T.lost += lost;
+  pthread_mutex_unlock(&pending_lock);
+}
+
+/* The queue is seen here whenever its push happened before (a block freed after its push and
+ * handed to this thread: the allocator orders the two), so a relaxed look suffices. */
+static inline void pending_apply(void) {
+  if (__builtin_expect(atomic_load_explicit(&pending_count, memory_order_relaxed) != 0, 0))
+    pending_apply_slow(0);
+}
+
 /* ---- the hooks' side (GIL held) ------------------------------------------------------------ */
 
 int _obm_py_trace_is_on(void) {
@@ -493,6 +551,7 @@ int _obm_py_trace_is_on(void) {
 
 /* Records the block p of `size` bytes (the hook's decision made). */
 static __attribute__((noinline)) int trace_record(void *p, size_t size) {
+  pending_apply(); /* a queued removal of p's address comes before p's trace */
   uintptr_t ptr = (uintptr_t)p, page = ptr >> PAGE_SHIFT;
   if (__builtin_expect(ptr & 15, 0)) { /* not from obmem nor malloc: cannot be indexed */
     T.lost++;
@@ -782,6 +841,7 @@ PyObject *_obm_py_trace_start(PyObject *module, PyObject *args, PyObject *kwargs
   T.countdown = 1;
   T.gc_start_ns = 0;
   timeline_release();
+  pending_apply_slow(1); /* frees queued in an earlier session */
   T.tracing = 1;
   if (T.interval_ns) timeline_sample(T.start_ns);
   if (_obm_py_allocator_set_traced(T.sample_bytes != 0 ? 2 : 1) < 0) goto fail;
@@ -857,6 +917,7 @@ PyObject *_obm_py_trace_memory(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
   if (!T.tracing) return Py_BuildValue("(ii)", 0, 0);
+  pending_apply();
   return Py_BuildValue("(KK)", (unsigned long long)T.traced_bytes,
                        (unsigned long long)T.peak_bytes);
 }
@@ -865,6 +926,7 @@ PyObject *_obm_py_trace_reset_peak(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
   if (T.tracing) {
+    pending_apply();
     T.peak_bytes = T.traced_bytes;
     peak_record();
   }
@@ -953,6 +1015,7 @@ PyObject *_obm_py_trace_raw_snapshot(PyObject *module, PyObject *args) {
   PyObject *list = PyList_New(0), *names = PyDict_New();
   if (list == NULL || names == NULL) goto fail;
   if (!T.tracing) return Py_BuildValue("(NN)", list, names);
+  pending_apply();
   if (peak && T.traced_bytes == T.peak_bytes && T.traced_bytes != T.recorded_bytes)
     peak_record(); /* at the peak now: exact */
   /* Copy first: building the Python objects allocates, which changes the tables. */

@@ -15,6 +15,10 @@ What is checked:
   - get_object_traceback for a GC instance (pre-headers) and a plain object;
   - start/stop/clear_traces with objects alive from before: their frees are ignored;
   - threads: each thread's allocations at its own line;
+  - the RAW domain (PyMem_RawMalloc through ctypes): with the GIL (ctypes.pythonapi) and
+    without it (a ctypes.CDLL function releases it), attributed to the calling line; frees
+    without the GIL taken out of the totals; threads allocating and freeing without the GIL
+    leave no trace behind;
   - the peak snapshot: a temporary peak in a known function, gone at the end;
   - the timeline: samples and GC events (generation 2 of gc.collect());
   - the site cache: the same innermost line through other callers gets its own stacks, the
@@ -27,6 +31,7 @@ What is checked:
     depth in total_nframe, or expect the traceback of an object taken from a free list to be
     its reuse's, which CPython reports to tracemalloc alone).
 """
+import ctypes
 import gc
 import os
 import random
@@ -111,6 +116,23 @@ def twice():
 
 def sampled_blobs(n):
     return [bytes(1000) for _ in range(n)]  # line: sampled
+
+
+def raw_functions(api):
+    """PyMem_RawMalloc and PyMem_RawFree through a ctypes library: ctypes.pythonapi calls
+    them with the GIL held, a ctypes.CDLL releases it around each call."""
+    malloc, free = api.PyMem_RawMalloc, api.PyMem_RawFree
+    malloc.restype, malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    free.restype, free.argtypes = None, [ctypes.c_void_p]
+    return malloc, free
+
+
+def raw_with_gil(malloc, n, size):
+    return [malloc(size) for _ in range(n)]  # line: raw_gil
+
+
+def raw_without_gil(malloc, n, size):
+    return [malloc(size) for _ in range(n)]  # line: raw_nogil
 
 
 def ours(stats, count=None):
@@ -328,6 +350,57 @@ class TracingTest(unittest.TestCase):
         for name in ("blobs", "medium", "small", "inner"):
             self.assertIn(line_of(name), stats, "seed %d" % SEED)
             self.assertGreaterEqual(stats[line_of(name)][2], 1000, "seed %d" % SEED)
+
+    def test_raw_domain(self):
+        with_gil = raw_functions(ctypes.pythonapi)
+        without_gil = raw_functions(ctypes.CDLL(None))
+        obmem.start()
+        base = obmem.get_traced_memory()[0]
+        held = raw_with_gil(with_gil[0], 100, 3000)
+        free_run = raw_without_gil(without_gil[0], 100, 5000)
+        stats = {r[0]: r for r in ours(obmem.take_snapshot().statistics("lineno"))}
+        for name, size in (("raw_gil", 3000), ("raw_nogil", 5000)):
+            self.assertIn(line_of(name), stats)
+            _, total, count = stats[line_of(name)]
+            self.assertGreaterEqual(count, 100)
+            self.assertLessEqual(count, 210)  # and the addresses' ints, the list's growth
+            self.assertGreaterEqual(total, 100 * size)
+            self.assertLess(total, 100 * size + 8192)
+        for p in free_run:
+            without_gil[1](p)  # frees without the GIL: queued, applied at the next record
+        current = obmem.get_traced_memory()[0]
+        self.assertLess(current, base + 100 * 3000 + 64 * 1024)
+        self.assertGreaterEqual(current, base + 100 * 3000)
+        for p in held:
+            with_gil[1](p)
+        stats = {r[0]: r for r in ours(obmem.take_snapshot().statistics("lineno"))}
+        self.assertLess(stats.get(line_of("raw_nogil"), (0, 0, 0))[1], 16384)
+        self.assertLess(stats.get(line_of("raw_gil"), (0, 0, 0))[1], 16384)
+
+    def test_raw_domain_threads(self):
+        malloc, free = raw_functions(ctypes.CDLL(None))
+        rng = random.Random(SEED)
+        sizes = [rng.randrange(1, 70000) for _ in range(64)]
+
+        def run(k):
+            for i in range(500):  # allocate and free without the GIL, a few blocks live
+                live = raw_without_gil(malloc, 4, sizes[(k + i) % len(sizes)])
+                for p in live:
+                    free(p)
+
+        for sample in (0, 4096):  # exact, then sampled
+            obmem.start(sample=sample, seed=SEED)
+            base = obmem.get_traced_memory()[0]
+            threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            stats = {r[0]: r for r in ours(obmem.take_snapshot().statistics("lineno"))}
+            message = "seed %d, sample %d" % (SEED, sample)
+            self.assertLess(stats.get(line_of("raw_nogil"), (0, 0, 0))[1], 65536, message)
+            self.assertLess(obmem.get_traced_memory()[0], base + 256 * 1024, message)
+            obmem.stop()
 
     def test_peak_snapshot(self):
         obmem.start()
