@@ -163,7 +163,7 @@ static obm_arena_t *arena_new(obm_heap_t *heap) {
     pthread_mutex_unlock(&_obm_global_lock);
   }
   arena_init(a, heap);
-  if (a->kind == OBM_SEG_ARENA) /* debug and traced frees reach free_other by the page map */
+  if (a->kind != OBM_SEG_ARENA_DEBUG) /* debug frees reach free_other by the page map */
     atomic_store_explicit(&heap->owned[_obm_owned_index(a)], a, memory_order_relaxed);
   pthread_mutex_lock(&_obm_global_lock);
   a->all_prev = NULL;

@@ -1,7 +1,8 @@
 /* free.c — free, usable size and ownership.
  *
  * free(p): the thread's own arena by p's 1 MiB frame (heap->owned, a direct-mapped table of
- * 64), else page map -> segment (NULL: not ours, reported) -> owner test; then the pool
+ * 64), or its traced heap's (a block the tracer recorded: the free is reported first), else
+ * page map -> segment (NULL: not ours, reported) -> owner test; then the pool
  * descriptor by slot.  Same thread: push on pool->free, no atomic; the slow path runs only
  * when the pool was full (relink it at its list's tail) or becomes empty (keep it in the
  * class list, or cache it: pool_became_empty).  A single "last arena freed into" hint,
@@ -223,6 +224,14 @@ OBM_INLINE int free_impl(void *p, int report_foreign) {
   obm_arena_t *frame = (obm_arena_t *)((uintptr_t)p & ~(uintptr_t)(OBM_ARENA_SIZE - 1));
   if (obm_likely(atomic_load_explicit(_obm_owned_entry(heap, p), memory_order_relaxed) == frame)) {
     free_local(p, frame, heap);
+    return 1;
+  }
+  /* A block the tracer recorded, from this thread's traced heap (owned entries of its own):
+   * its free is reported, then the same local free, without the page map. */
+  obm_heap_t *traced = _obm_tls_traced_heap;
+  if (atomic_load_explicit(_obm_owned_entry(traced, p), memory_order_relaxed) == frame) {
+    _obm_alloc_report_free(p);
+    free_local(p, frame, traced);
     return 1;
   }
   /* NULL (chunk 0 is never ours) and addresses above 2^48 (aliases, refused by the range

@@ -8,10 +8,11 @@
  * hooks: it subtracts from its class's budget, which is full when not tracing, 0 in exact mode
  * and the class's countdown in sampled mode, and comes here when that runs out (alloc.c).  A
  * recorded block comes from the thread's traced heap (alloc.c, _obm_traced_raw), whose arenas
- * free's fast path does not serve: free_other calls _obm_alloc_report_free (inline,
- * alloc_internal.h) for exactly those blocks (and large blocks marked traced), and every other free
- * keeps the fast path.  Each call of the program is one event: the entry points call one another's
- * raw versions, never these.
+ * free's fast path does not serve: free calls _obm_alloc_report_free (inline,
+ * alloc_internal.h) for exactly those blocks (found by the traced heap's own table of arenas
+ * after the thread's heap's, or by the page map in free_other, with large blocks marked
+ * traced), and every other free keeps the fast path.  Each call of the program is one event: the
+ * entry points call one another's raw versions, never these.
  *
  * Compiled with frame pointers (CMakeLists.txt): the tracer walks the stack from the frame of
  * the function here that called its hook (named _obm_*, which the report skips), so the first
