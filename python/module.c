@@ -199,7 +199,7 @@ static PyMethodDef module_methods[] = {
      * added at import from _obmem_tracing.py */
     {"start", (PyCFunction)(void (*)(void))_obm_py_trace_start, METH_VARARGS | METH_KEYWORDS,
      "start(nframe=1, *, sample=0, seed=0, timeline_interval_ms=10.0)\n--\n\nRecord every "
-     "allocation of the MEM and OBJ domains with up to nframe frames of its\nPython stack "
+     "allocation of the RAW, MEM and OBJ domains with up to nframe frames of\nits Python stack "
      "(1..128), as tracemalloc.start() does; installs obmem first if needed.\nsample=BYTES: "
      "sampled mode, Poisson by bytes with that mean (an allocation of s bytes\nis recorded with "
      "probability 1 - exp(-s / BYTES) as s / that probability: sizes,\ntotals and statistics "
