@@ -200,15 +200,17 @@ static void *sampled_calloc(void *ctx, size_t count, size_t size) {
 SAMPLED_FUNCTIONS(mem, PYMEM_DOMAIN_MEM)
 SAMPLED_FUNCTIONS(obj, PYMEM_DOMAIN_OBJ)
 
-/* The RAW domain while tracing (exact or sampled): CPython calls it with or without the GIL.
- * With it, the functions above.  Without it, an allocation takes the GIL to be recorded, as
- * tracemalloc does (PyGILState_Ensure: the thread's own Python frames, those of the call that
- * released the GIL, give its stack; a thread without a thread state gets one for the call and
- * records no frame), except inside that call's own allocations (raw_busy: the thread state it
- * makes) and while the interpreter finalizes (taking the GIL then ends the thread), whose
- * allocations are not recorded.  A free without the GIL never takes it (CPython frees a thread
- * state with PyMem_RawFree after dropping the GIL): trace.c queues the address first, then the
- * block is freed (_obm_py_trace_remove_later). */
+/* The RAW domain while tracing (exact or sampled): CPython calls it with or without the GIL
+ * (frames.c's _obm_py_holds_gil tells).  With it, the functions above.  Without it, an
+ * allocation takes the GIL to be recorded, as tracemalloc does (PyGILState_Ensure: the
+ * thread's own Python frames, those of the call that released the GIL, give its stack; a
+ * thread without a thread state gets one for the call and records no frame), except inside
+ * that call's own allocations (raw_busy: the thread state it makes) and once the interpreter
+ * finalizes (taking the GIL then ends the thread; a thread that starts to take it just as
+ * finalization begins ends there, as with tracemalloc), whose allocations are not recorded.
+ * A free without the GIL never takes it (CPython frees a thread state with PyMem_RawFree
+ * after dropping the GIL): trace.c queues the address first, then the block is freed
+ * (_obm_py_trace_remove_later). */
 static __thread int raw_busy;
 
 static int raw_may_take_gil(void) {
@@ -223,7 +225,7 @@ static int raw_may_take_gil(void) {
  * the caller's `void *result`, or `plain` when the GIL may not be taken. */
 #define RAW_UNDER_GIL(result, traced, plain)                                                       \
   do {                                                                                             \
-    if (PyGILState_Check()) {                                                                      \
+    if (_obm_py_holds_gil()) {                                                                     \
       result = (traced);                                                                           \
     } else if (!raw_may_take_gil()) {                                                              \
       result = (plain);                                                                            \
@@ -236,8 +238,8 @@ static int raw_may_take_gil(void) {
     }                                                                                              \
   } while (0)
 
-/* A realloc that cannot be recorded: p's trace (if any) is queued out, the new block is not
- * traced. */
+/* A realloc that cannot be recorded: p's trace (if any) is queued out first (the realloc may
+ * free p), the new block is not traced; should the realloc fail, p stays live untraced. */
 static void *raw_realloc_unrecorded(void *p, size_t size) {
   if (p != NULL) _obm_py_trace_remove_later(p);
   return realloc_installed(&previous[PYMEM_DOMAIN_RAW], p, size);
@@ -270,7 +272,7 @@ static void *realloc_raw_traced(void *ctx, void *p, size_t size) {
 static void free_raw_traced(void *ctx, void *p) {
   (void)ctx;
   if (p == NULL) return;
-  if (PyGILState_Check()) {
+  if (_obm_py_holds_gil()) {
     _obm_py_trace_prefetch(p); /* exact mode only */
     free_by_owner(&previous[PYMEM_DOMAIN_RAW], p);
     _obm_py_trace_remove(p);

@@ -51,6 +51,19 @@ int _obm_py_frames_supported(void) {
   return OBM_PY_FRAMES;
 }
 
+/* Whether the calling thread holds the GIL: the thread state running now (3.11: the GIL
+ * holder's; 3.12: this thread's, NULL while detached) is this thread's.  Not
+ * PyGILState_Check, which answers 1 on every thread once a sub-interpreter was made (it turns
+ * its checks off) and once finalization deleted the interpreter's thread-state key. */
+int _obm_py_holds_gil(void) {
+#if OBM_PY_FRAMES
+  PyThreadState *thread = CURRENT_THREAD();
+  return thread != NULL && thread->thread_id == PyThread_get_thread_ident();
+#else
+  return PyGILState_Check();
+#endif
+}
+
 #if OBM_PY_FRAMES
 /* The walk, writing (code, offset) pairs to whichever of py and interp is not NULL (a
  * constant at each call, so each caller gets its own copy without the test). */

@@ -90,6 +90,8 @@ void _obm_py_trace_remove(void *p);
 /* The same for a thread that does not hold the GIL (the RAW domain): queued, applied under the
  * GIL before the next trace is recorded; call it before freeing p. */
 void _obm_py_trace_remove_later(void *p);
+/* frames.c: whether the calling thread holds the GIL (not PyGILState_Check: see there) */
+int _obm_py_holds_gil(void);
 /* Starts loading p's slot of the trace table (a later _obm_py_trace_remove finds it cached). */
 void _obm_py_trace_prefetch(const void *p);
 void _obm_py_trace_lost(void);

@@ -521,14 +521,23 @@ void _obm_py_trace_remove_later(void *p) {
   pthread_mutex_unlock(&pending_lock);
 }
 
-void _obm_py_trace_remove(void *p);
+/* fork: the child must not inherit the lock held by another thread (its first record would
+ * wait forever); registered at the first start() */
+static void pending_lock_take(void) {
+  pthread_mutex_lock(&pending_lock);
+}
+static void pending_lock_give(void) {
+  pthread_mutex_unlock(&pending_lock);
+}
+
+static void remove_now(uintptr_t ptr);
 
 /* Applies the queue (GIL held); with `discard`, drops it (a new session's tables never held
  * those traces). */
 static __attribute__((noinline)) void pending_apply_slow(int discard) {
   pthread_mutex_lock(&pending_lock);
-  for (size_t i = 0; i < npending && !discard; i++)
-    _obm_py_trace_remove((void *)pending[i]);
+  for (size_t i = 0; i < npending && !discard && T.tracing; i++)
+    remove_now(pending[i]);
   npending = 0;
   atomic_store_explicit(&pending_count, 0, memory_order_relaxed);
   uint64_t lost = atomic_exchange_explicit(&pending_lost, 0, memory_order_relaxed);
@@ -661,14 +670,20 @@ static __attribute__((noinline)) void trace_forget_sampled(uintptr_t ptr) {
   forget_in(ptr, 1);
 }
 
-void _obm_py_trace_remove(void *p) {
-  if (!T.tracing) return;
-  uintptr_t ptr = (uintptr_t)p;
+/* p's trace out, if it has one (GIL held, tracing). */
+static void remove_now(uintptr_t ptr) {
   if (T.sample_bytes == 0) {
     trace_forget(ptr);
   } else if (T.filter[filter_index(ptr)] != 0) { /* else no trace maps there: most frees */
     trace_forget_sampled(ptr);
   }
+}
+
+void _obm_py_trace_remove(void *p) {
+  if (!T.tracing) return;
+  /* sampled mode records seldom: its frees keep the queue of frees without the GIL short */
+  if (T.sample_bytes != 0) pending_apply();
+  remove_now((uintptr_t)p);
 }
 
 void _obm_py_trace_prefetch(const void *p) {
@@ -841,6 +856,10 @@ PyObject *_obm_py_trace_start(PyObject *module, PyObject *args, PyObject *kwargs
   T.countdown = 1;
   T.gc_start_ns = 0;
   timeline_release();
+  static int atfork_registered;
+  if (!atfork_registered)
+    atfork_registered =
+        pthread_atfork(pending_lock_take, pending_lock_give, pending_lock_give) == 0;
   pending_apply_slow(1); /* frees queued in an earlier session */
   T.tracing = 1;
   if (T.interval_ns) timeline_sample(T.start_ns);
