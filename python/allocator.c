@@ -312,11 +312,20 @@ static const PyMemAllocatorEx forwarding[DOMAINS] = {
 /* ---- switching --------------------------------------------------------------------------- */
 
 /* 1 when every domain's current allocator is table[domain]. */
+/* Set at exit (_obm_py_allocator_at_exit): the RAW domain stays on the forwarding functions. */
+static int raw_forwarding_at_exit;
+
+/* The functions of `table` for domain i as this module sets them. */
+static const PyMemAllocatorEx *domain_entry(const PyMemAllocatorEx *table, int i) {
+  return i == PYMEM_DOMAIN_RAW && raw_forwarding_at_exit ? &forwarding[i] : &table[i];
+}
+
 static int current_is(const PyMemAllocatorEx *table) {
   for (int i = 0; i < DOMAINS; i++) {
     PyMemAllocatorEx now;
     PyMem_GetAllocator(domain_ids[i], &now);
-    if (now.malloc != table[i].malloc || now.free != table[i].free) return 0;
+    const PyMemAllocatorEx *want = domain_entry(table, i);
+    if (now.malloc != want->malloc || now.free != want->free) return 0;
   }
   return 1;
 }
@@ -355,9 +364,28 @@ static int refuse_if_tracemalloc(const char *what) {
 
 static void set_all(const PyMemAllocatorEx *table) {
   for (int i = 0; i < DOMAINS; i++) {
-    PyMemAllocatorEx copy = table[i];
+    PyMemAllocatorEx copy = *domain_entry(table, i);
     PyMem_SetAllocator(domain_ids[i], &copy);
   }
+}
+
+/* The module's atexit callback (registered at import, so it runs after the program's own):
+ * new RAW blocks come from the previous allocator from here on, obmem's are still freed by
+ * obmem (the forwarding functions).  Late in finalization CPython sets the RAW domain to its
+ * default allocator for moments (PyMem_SetDefaultAllocator, to free what it allocated so),
+ * and a daemon thread that frees a RAW block without the GIL at such a moment (C code that
+ * released the GIL) hands the block to libc's free: an obmem block there aborts the process.
+ * With RAW forwarding from the start of finalization, such a thread's blocks are libc's
+ * unless it kept one from before the exit.  MEM and OBJ need the GIL, which a daemon thread
+ * cannot take then. */
+void _obm_py_allocator_at_exit(void) {
+  if (state != INSTALLED || raw_forwarding_at_exit) return;
+  PyMemAllocatorEx now;
+  PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &now);
+  if (now.malloc != installed_now[PYMEM_DOMAIN_RAW].malloc) return; /* not ours: leave it */
+  raw_forwarding_at_exit = 1;
+  PyMemAllocatorEx copy = forwarding[PYMEM_DOMAIN_RAW];
+  PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &copy);
 }
 
 /* Moves every domain from `expected` (the tables this module set last) to `target`.  Refused

@@ -97,6 +97,13 @@ static PyObject *class_dict(const obm_class_stats_t *c, int index) {
   return dict;
 }
 
+static PyObject *module_at_exit(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  _obm_py_allocator_at_exit();
+  Py_RETURN_NONE;
+}
+
 static PyObject *module_stats(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
@@ -237,6 +244,10 @@ static PyMethodDef module_methods[] = {
      "the path written.  sample: mean bytes between samples (0 = every allocation)."},
     {"_capture_stop", _obm_py_capture_stop, METH_NOARGS,
      "_capture_stop()\n--\n\nStop the capture: the file is complete and closed."},
+    {"_at_exit", module_at_exit, METH_NOARGS,
+     "_at_exit()\n--\n\nCalled at the interpreter's exit (registered with atexit at import): "
+     "from then on the\nRAW domain allocates from the allocator CPython had before install(), "
+     "and obmem's\nblocks are still freed by obmem."},
     {"_capture_summary", _obm_py_capture_summary, METH_O,
      "_capture_summary(path)\n--\n\nA dict: peak_bytes, leak_bytes (live at the end), "
      "allocations, complete."},
@@ -266,6 +277,15 @@ PyMODINIT_FUNC PyInit_obmem(void) {
   Py_DECREF(tracing);
   if (bound == NULL) goto fail;
   Py_DECREF(bound);
+  /* at exit, after the program's own callbacks: _obm_py_allocator_at_exit */
+  PyObject *atexit = PyImport_ImportModule("atexit");
+  if (atexit == NULL) goto fail;
+  PyObject *hook = PyObject_GetAttrString(module, "_at_exit");
+  PyObject *registered = hook ? PyObject_CallMethod(atexit, "register", "O", hook) : NULL;
+  Py_DECREF(atexit);
+  Py_XDECREF(hook);
+  if (registered == NULL) goto fail;
+  Py_DECREF(registered);
   /* OBMEM_PYTHON=1: install at import (docs/python.md says when that is) */
   const char *env = getenv("OBMEM_PYTHON");
   if (env != NULL && strcmp(env, "1") == 0) {

@@ -31,6 +31,9 @@ PyObject *_obm_py_is_installed(PyObject *module, PyObject *unused);
  * ones (which call trace.c; 1: exact mode, 2: sampled mode); installs first when needed.  0,
  * or -1 with an exception set. */
 int _obm_py_allocator_set_traced(int on);
+/* At the interpreter's exit (module.c's atexit callback): RAW allocates from the previous
+ * allocator again (obmem's blocks still freed by obmem). */
+void _obm_py_allocator_at_exit(void);
 /* Records which allocator CPython used before obmem (footprint.c rounds foreign blocks by
  * it).  Called once at import, before any install. */
 void _obm_py_note_original_allocator(void);

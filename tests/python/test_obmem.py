@@ -9,6 +9,10 @@ What is checked:
     (realloc) across the switch in both directions, repeatedly;
   - threads allocating (with the GIL, and zlib without it: the RAW domain) while the main
     thread installs and uninstalls;
+  - at exit (the module's atexit callback, called here in a child interpreter): new RAW
+    blocks come from the previous allocator (libc's free takes them, as CPython's moments on
+    its default allocator late in finalization need), obmem's are still freed, tracing
+    starts and stops after it;
   - stats(): 10 000 objects of a known size land in the class that serves their request;
   - sizeof() exact for known objects, against the class table (obmem's blocks) and against
     CPython's own accounting (sys.getsizeof = request + buffers' requests);
@@ -111,6 +115,40 @@ class InstallTest(unittest.TestCase):
             obmem.uninstall()
         tracemalloc.stop()
         del data
+
+
+AT_EXIT_CHILD = r"""
+import ctypes, obmem
+api = ctypes.pythonapi
+api.PyMem_RawMalloc.restype, api.PyMem_RawMalloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+api.PyMem_RawFree.restype, api.PyMem_RawFree.argtypes = None, [ctypes.c_void_p]
+libc_free = ctypes.CDLL(None).free
+libc_free.restype, libc_free.argtypes = None, [ctypes.c_void_p]
+obmem.install()
+before = [api.PyMem_RawMalloc(100) for _ in range(100)]  # obmem's
+obmem._at_exit()  # what the atexit callback does
+after = [api.PyMem_RawMalloc(100) for _ in range(100)]  # the previous allocator's (libc)
+for p in after:
+    libc_free(p)  # an obmem block here would abort the process
+for p in before:
+    api.PyMem_RawFree(p)  # obmem's, freed by obmem
+assert obmem.is_installed()
+obmem.start()
+data = [str(i) for i in range(1000)]
+assert obmem.get_traced_memory()[0] > 0
+obmem.stop()
+print("at-exit ok")
+"""
+
+
+class AtExitTest(unittest.TestCase):
+    def test_raw_domain_forwards_at_exit(self):
+        import subprocess
+
+        child = subprocess.run([sys.executable, "-c", AT_EXIT_CHILD], capture_output=True,
+                               text=True, timeout=120)
+        self.assertEqual(child.returncode, 0, child.stderr)
+        self.assertIn("at-exit ok", child.stdout)
 
 
 class ThreadsTest(unittest.TestCase):
