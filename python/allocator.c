@@ -312,12 +312,31 @@ static const PyMemAllocatorEx forwarding[DOMAINS] = {
 /* ---- switching --------------------------------------------------------------------------- */
 
 /* 1 when every domain's current allocator is table[domain]. */
-/* Set at exit (_obm_py_allocator_at_exit): the RAW domain stays on the forwarding functions. */
+/* The RAW domain from the interpreter's exit on (_obm_py_allocator_at_exit): the forwarding
+ * functions, and while tracing, a free or realloc of a block that may have a trace queues its
+ * removal first (trace.c applies the queue under the GIL; the queue rather than a GIL test:
+ * late in finalization a thread state may already be freed). */
+static void at_exit_free_raw(void *ctx, void *p) {
+  (void)ctx;
+  if (p != NULL && _obm_py_trace_is_on()) _obm_py_trace_remove_later(p);
+  free_by_owner(&previous[PYMEM_DOMAIN_RAW], p);
+}
+
+static void *at_exit_realloc_raw(void *ctx, void *p, size_t size) {
+  (void)ctx;
+  if (p != NULL && _obm_py_trace_is_on() && obm_owns(p)) _obm_py_trace_remove_later(p);
+  return realloc_forwarding(&previous[PYMEM_DOMAIN_RAW], p, size);
+}
+
+static const PyMemAllocatorEx at_exit_raw = {NULL, forwarding_malloc_raw, forwarding_calloc_raw,
+                                             at_exit_realloc_raw, at_exit_free_raw};
+
+/* Set at exit: the RAW domain stays on at_exit_raw whatever is installed later. */
 static int raw_forwarding_at_exit;
 
 /* The functions of `table` for domain i as this module sets them. */
 static const PyMemAllocatorEx *domain_entry(const PyMemAllocatorEx *table, int i) {
-  return i == PYMEM_DOMAIN_RAW && raw_forwarding_at_exit ? &forwarding[i] : &table[i];
+  return i == PYMEM_DOMAIN_RAW && raw_forwarding_at_exit ? &at_exit_raw : &table[i];
 }
 
 static int current_is(const PyMemAllocatorEx *table) {
@@ -369,23 +388,52 @@ static void set_all(const PyMemAllocatorEx *table) {
   }
 }
 
-/* The module's atexit callback (registered at import, so it runs after the program's own):
- * new RAW blocks come from the previous allocator from here on, obmem's are still freed by
- * obmem (the forwarding functions).  Late in finalization CPython sets the RAW domain to its
- * default allocator for moments (PyMem_SetDefaultAllocator, to free what it allocated so),
- * and a daemon thread that frees a RAW block without the GIL at such a moment (C code that
- * released the GIL) hands the block to libc's free: an obmem block there aborts the process.
- * With RAW forwarding from the start of finalization, such a thread's blocks are libc's
- * unless it kept one from before the exit.  MEM and OBJ need the GIL, which a daemon thread
- * cannot take then. */
+/* The module's atexit callback (registered by the first install in the main interpreter, so it
+ * runs after the callbacks registered later; those registered before run after it, their RAW
+ * frees still seen): new RAW blocks come from the previous allocator from here on, obmem's are
+ * still freed by obmem (at_exit_raw), also after a later install() or start().  Late in
+ * finalization CPython sets the RAW domain to its default allocator for moments
+ * (PyMem_SetDefaultAllocator, to free what it allocated so), and a daemon thread that frees a RAW
+ * block without the GIL at such a moment (C code that released the GIL) hands the block to libc's
+ * free: an obmem block there aborts the process. With RAW forwarding from the start of
+ * finalization, such a thread's blocks are libc's unless it kept one from before the exit.  MEM and
+ * OBJ need the GIL, which a daemon thread cannot take then. */
 void _obm_py_allocator_at_exit(void) {
-  if (state != INSTALLED || raw_forwarding_at_exit) return;
+  if (raw_forwarding_at_exit || PyInterpreterState_Get() != PyInterpreterState_Main()) return;
+  raw_forwarding_at_exit = 1;
   PyMemAllocatorEx now;
   PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &now);
-  if (now.malloc != installed_now[PYMEM_DOMAIN_RAW].malloc) return; /* not ours: leave it */
-  raw_forwarding_at_exit = 1;
-  PyMemAllocatorEx copy = forwarding[PYMEM_DOMAIN_RAW];
+  const PyMemAllocatorEx *mine =
+      state == INSTALLED ? &installed_now[PYMEM_DOMAIN_RAW] : &forwarding[PYMEM_DOMAIN_RAW];
+  if (state == ORIGINAL || now.malloc != mine->malloc) return; /* not ours: leave it */
+  PyMemAllocatorEx copy = at_exit_raw;
   PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &copy);
+}
+
+static PyObject *at_exit_callback(PyObject *self, PyObject *unused) {
+  (void)self;
+  (void)unused;
+  _obm_py_allocator_at_exit();
+  Py_RETURN_NONE;
+}
+
+/* Registers the module's atexit callback once, from the main interpreter (a sub-interpreter's
+ * callbacks run when it ends, and the switch is for the whole process). */
+static int at_exit_registered;
+
+static int register_at_exit(void) {
+  if (at_exit_registered || PyInterpreterState_Get() != PyInterpreterState_Main()) return 0;
+  static PyMethodDef def = {"_obmem_at_exit", at_exit_callback, METH_NOARGS, NULL};
+  PyObject *atexit = PyImport_ImportModule("atexit");
+  if (atexit == NULL) return -1;
+  PyObject *callback = PyCFunction_New(&def, NULL);
+  PyObject *done = callback ? PyObject_CallMethod(atexit, "register", "O", callback) : NULL;
+  Py_DECREF(atexit);
+  Py_XDECREF(callback);
+  if (done == NULL) return -1;
+  Py_DECREF(done);
+  at_exit_registered = 1;
+  return 0;
 }
 
 /* Moves every domain from `expected` (the tables this module set last) to `target`.  Refused
@@ -402,6 +450,7 @@ static PyObject *change(const char *what, const PyMemAllocatorEx *expected,
                  what);
     return NULL;
   }
+  if (next == INSTALLED && register_at_exit() < 0) return NULL;
   if (state == ORIGINAL)
     for (int i = 0; i < DOMAINS; i++)
       PyMem_GetAllocator(domain_ids[i], &previous[i]);

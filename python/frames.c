@@ -51,14 +51,48 @@ int _obm_py_frames_supported(void) {
   return OBM_PY_FRAMES;
 }
 
-/* Whether the calling thread holds the GIL: the thread state running now (3.11: the GIL
- * holder's; 3.12: this thread's, NULL while detached) is this thread's.  Not
- * PyGILState_Check, which answers 1 on every thread once a sub-interpreter was made (it turns
- * its checks off) and once finalization deleted the interpreter's thread-state key. */
+#if OBM_PY_FRAMES && PY_VERSION_HEX < 0x030C0000
+#include <pthread.h>
+
+/* The calling thread's stack, read once (pthread_getattr_np); empty when unknown. */
+static __thread uintptr_t stack_lo, stack_hi;
+static __thread int stack_known;
+
+static int on_this_stack(const void *p) {
+  if (!stack_known) {
+    pthread_attr_t attr;
+    void *addr;
+    size_t size;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+      if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
+        stack_lo = (uintptr_t)addr;
+        stack_hi = (uintptr_t)addr + size;
+      }
+      pthread_attr_destroy(&attr);
+    }
+    stack_known = 1;
+  }
+  return (uintptr_t)p >= stack_lo && (uintptr_t)p < stack_hi;
+}
+#endif
+
+/* Whether the calling thread holds the GIL.  Not PyGILState_Check, which answers 1 on every
+ * thread once a sub-interpreter was made (it turns its checks off) and once finalization
+ * deleted the interpreter's thread-state key.  3.12: this thread's own thread state (a
+ * thread-local, NULL while detached).  3.11: the thread state running now is the GIL holder's,
+ * but it need not be one this thread made (a sub-interpreter's head thread state runs code for
+ * whichever thread calls _xxsubinterpreters.run_string): it is this thread's while its current
+ * C frame record lies on this thread's stack (the evaluation loop keeps it there), else, when
+ * it runs no Python code (its root record), while its thread id is this thread's. */
 int _obm_py_holds_gil(void) {
-#if OBM_PY_FRAMES
+#if OBM_PY_FRAMES && PY_VERSION_HEX < 0x030C0000
   PyThreadState *thread = CURRENT_THREAD();
-  return thread != NULL && thread->thread_id == PyThread_get_thread_ident();
+  if (thread == NULL) return 0;
+  _PyCFrame *cframe = thread->cframe;
+  if (cframe != NULL && cframe != &thread->root_cframe) return on_this_stack(cframe);
+  return thread->thread_id == PyThread_get_thread_ident();
+#elif OBM_PY_FRAMES
+  return CURRENT_THREAD() != NULL;
 #else
   return PyGILState_Check();
 #endif

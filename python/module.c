@@ -245,7 +245,7 @@ static PyMethodDef module_methods[] = {
     {"_capture_stop", _obm_py_capture_stop, METH_NOARGS,
      "_capture_stop()\n--\n\nStop the capture: the file is complete and closed."},
     {"_at_exit", module_at_exit, METH_NOARGS,
-     "_at_exit()\n--\n\nCalled at the interpreter's exit (registered with atexit at import): "
+     "_at_exit()\n--\n\nWhat the atexit callback registered by the first install() does: "
      "from then on the\nRAW domain allocates from the allocator CPython had before install(), "
      "and obmem's\nblocks are still freed by obmem."},
     {"_capture_summary", _obm_py_capture_summary, METH_O,
@@ -277,15 +277,6 @@ PyMODINIT_FUNC PyInit_obmem(void) {
   Py_DECREF(tracing);
   if (bound == NULL) goto fail;
   Py_DECREF(bound);
-  /* at exit, after the program's own callbacks: _obm_py_allocator_at_exit */
-  PyObject *atexit = PyImport_ImportModule("atexit");
-  if (atexit == NULL) goto fail;
-  PyObject *hook = PyObject_GetAttrString(module, "_at_exit");
-  PyObject *registered = hook ? PyObject_CallMethod(atexit, "register", "O", hook) : NULL;
-  Py_DECREF(atexit);
-  Py_XDECREF(hook);
-  if (registered == NULL) goto fail;
-  Py_DECREF(registered);
   /* OBMEM_PYTHON=1: install at import (docs/python.md says when that is) */
   const char *env = getenv("OBMEM_PYTHON");
   if (env != NULL && strcmp(env, "1") == 0) {

@@ -9,10 +9,12 @@ What is checked:
     (realloc) across the switch in both directions, repeatedly;
   - threads allocating (with the GIL, and zlib without it: the RAW domain) while the main
     thread installs and uninstalls;
-  - at exit (the module's atexit callback, called here in a child interpreter): new RAW
-    blocks come from the previous allocator (libc's free takes them, as CPython's moments on
-    its default allocator late in finalization need), obmem's are still freed, tracing
-    starts and stops after it;
+  - at exit (the atexit callback the first install registers, called here in child
+    interpreters): new RAW blocks come from the previous allocator (libc's free takes them,
+    as CPython's moments on its default allocator late in finalization need), obmem's are
+    still freed, tracing starts and stops after it; traced RAW blocks freed by a callback
+    that runs after it leave the totals; a call before any install holds for later installs;
+    the module's first import in a sub-interpreter leaves the main interpreter's RAW on obmem;
   - stats(): 10 000 objects of a known size land in the class that serves their request;
   - sizeof() exact for known objects, against the class table (obmem's blocks) and against
     CPython's own accounting (sys.getsizeof = request + buffers' requests);
@@ -141,14 +143,101 @@ print("at-exit ok")
 """
 
 
+# A callback registered before obmem's (so run after it) frees traced RAW blocks: their
+# traces go; a block allocated there is the previous allocator's.
+AT_EXIT_TRACED_CHILD = r"""
+import atexit, ctypes
+api = ctypes.pythonapi
+api.PyMem_RawMalloc.restype, api.PyMem_RawMalloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+api.PyMem_RawFree.restype, api.PyMem_RawFree.argtypes = None, [ctypes.c_void_p]
+libc_free = ctypes.CDLL(None).free
+libc_free.restype, libc_free.argtypes = None, [ctypes.c_void_p]
+blocks = []
+
+def late():
+    before = obmem.get_traced_memory()[0]
+    for p in blocks:
+        api.PyMem_RawFree(p)
+    dropped = before - obmem.get_traced_memory()[0]
+    assert 990000 < dropped < 1010000, dropped
+    p = api.PyMem_RawMalloc(100)
+    libc_free(p)  # the previous allocator's block
+    print("late ok", flush=True)
+
+atexit.register(late)
+import obmem
+obmem.start()
+blocks = [api.PyMem_RawMalloc(10000) for _ in range(100)]
+"""
+
+# _at_exit before any install: a later install() or start() leaves RAW on the previous
+# allocator.
+AT_EXIT_FIRST_CHILD = r"""
+import ctypes, obmem
+api = ctypes.pythonapi
+api.PyMem_RawMalloc.restype, api.PyMem_RawMalloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc_free = ctypes.CDLL(None).free
+libc_free.restype, libc_free.argtypes = None, [ctypes.c_void_p]
+obmem._at_exit()
+obmem.install()
+obmem.start()
+p = api.PyMem_RawMalloc(100)
+libc_free(p)
+obmem.stop()
+print("first ok")
+"""
+
+# The module's first import in a sub-interpreter does not switch the main interpreter's RAW.
+SUBINTERPRETER_IMPORT_CHILD = r"""
+import ctypes
+import _xxsubinterpreters as interpreters
+i = interpreters.create()
+try:
+    interpreters.run_string(i, "import obmem")
+except interpreters.RunFailedError as e:  # 3.12: a single-phase module is refused there
+    assert "subinterpreters" in str(e), e
+    print("subinterpreter ok (the import is refused)")
+    raise SystemExit(0)
+import obmem
+api = ctypes.pythonapi
+api.PyMem_RawMalloc.restype, api.PyMem_RawMalloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+api.PyMem_RawFree.restype, api.PyMem_RawFree.argtypes = None, [ctypes.c_void_p]
+obmem.start()
+interpreters.destroy(i)  # runs the sub-interpreter's atexit callbacks
+base = obmem.get_traced_memory()[0]
+blocks = [api.PyMem_RawMalloc(10000) for _ in range(100)]
+grown = obmem.get_traced_memory()[0] - base
+assert grown >= 1000000, grown
+for p in blocks:
+    api.PyMem_RawFree(p)
+print("subinterpreter ok")
+"""
+
+
 class AtExitTest(unittest.TestCase):
-    def test_raw_domain_forwards_at_exit(self):
+    def run_child(self, code, expect):
         import subprocess
 
-        child = subprocess.run([sys.executable, "-c", AT_EXIT_CHILD], capture_output=True,
-                               text=True, timeout=120)
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=120)
         self.assertEqual(child.returncode, 0, child.stderr)
-        self.assertIn("at-exit ok", child.stdout)
+        self.assertIn(expect, child.stdout, child.stderr)
+
+    def test_raw_domain_forwards_at_exit(self):
+        self.run_child(AT_EXIT_CHILD, "at-exit ok")
+
+    def test_traced_raw_frees_after_the_switch(self):
+        self.run_child(AT_EXIT_TRACED_CHILD, "late ok")
+
+    def test_switch_before_install(self):
+        self.run_child(AT_EXIT_FIRST_CHILD, "first ok")
+
+    def test_first_import_in_a_subinterpreter(self):
+        try:
+            import _xxsubinterpreters  # noqa: F401
+        except ImportError:
+            self.skipTest("no _xxsubinterpreters")
+        self.run_child(SUBINTERPRETER_IMPORT_CHILD, "subinterpreter ok")
 
 
 class ThreadsTest(unittest.TestCase):

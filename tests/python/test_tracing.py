@@ -408,6 +408,30 @@ class TracingTest(unittest.TestCase):
         for p in blocks:
             free(p)
 
+    def test_raw_domain_subinterpreter_from_another_thread(self):
+        # 3.11 runs a sub-interpreter's code in its head thread state, made by the thread that
+        # created it, whichever thread calls run_string: that thread holds the GIL all the
+        # same (taking it again for a RAW allocation would hang)
+        try:
+            import _xxsubinterpreters  # noqa: F401
+        except ImportError:
+            self.skipTest("no _xxsubinterpreters")
+        import subprocess
+
+        code = ("import threading, obmem\n"
+                "import _xxsubinterpreters as interpreters\n"
+                "i = interpreters.create()\n"
+                "obmem.start()\n"
+                "t = threading.Thread(target=interpreters.run_string, args=(i, "
+                "'import zlib; zlib.compress(bytes(200000), 6)'))\n"
+                "t.start(); t.join()\n"
+                "interpreters.destroy(i)\n"
+                "print('ran ok')\n")
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=60)
+        self.assertEqual(child.returncode, 0, child.stderr)
+        self.assertIn("ran ok", child.stdout)
+
     def test_raw_domain_threads(self):
         malloc, free = raw_functions(ctypes.CDLL(None))
         rng = random.Random(SEED)
