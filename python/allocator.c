@@ -388,9 +388,10 @@ static void set_all(const PyMemAllocatorEx *table) {
   }
 }
 
-/* The module's atexit callback (registered by the first install in the main interpreter, so it
- * runs after the callbacks registered later; those registered before run after it, their RAW
- * frees still seen): new RAW blocks come from the previous allocator from here on, obmem's are
+/* The module's atexit callback (registered by the import in the main interpreter, or by the
+ * first install there when the module was first imported in a sub-interpreter; it runs after
+ * the callbacks registered later, and those registered before run after it, their RAW frees
+ * still seen): new RAW blocks come from the previous allocator from here on, obmem's are
  * still freed by obmem (at_exit_raw), also after a later install() or start().  Late in
  * finalization CPython sets the RAW domain to its default allocator for moments
  * (PyMem_SetDefaultAllocator, to free what it allocated so), and a daemon thread that frees a RAW
@@ -421,7 +422,7 @@ static PyObject *at_exit_callback(PyObject *self, PyObject *unused) {
  * callbacks run when it ends, and the switch is for the whole process). */
 static int at_exit_registered;
 
-static int register_at_exit(void) {
+int _obm_py_allocator_register_at_exit(void) {
   if (at_exit_registered || PyInterpreterState_Get() != PyInterpreterState_Main()) return 0;
   static PyMethodDef def = {"_obmem_at_exit", at_exit_callback, METH_NOARGS, NULL};
   PyObject *atexit = PyImport_ImportModule("atexit");
@@ -450,7 +451,7 @@ static PyObject *change(const char *what, const PyMemAllocatorEx *expected,
                  what);
     return NULL;
   }
-  if (next == INSTALLED && register_at_exit() < 0) return NULL;
+  if (next == INSTALLED && _obm_py_allocator_register_at_exit() < 0) return NULL;
   if (state == ORIGINAL)
     for (int i = 0; i < DOMAINS; i++)
       PyMem_GetAllocator(domain_ids[i], &previous[i]);

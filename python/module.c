@@ -277,6 +277,7 @@ PyMODINIT_FUNC PyInit_obmem(void) {
   Py_DECREF(tracing);
   if (bound == NULL) goto fail;
   Py_DECREF(bound);
+  if (_obm_py_allocator_register_at_exit() < 0) goto fail;
   /* OBMEM_PYTHON=1: install at import (docs/python.md says when that is) */
   const char *env = getenv("OBMEM_PYTHON");
   if (env != NULL && strcmp(env, "1") == 0) {

@@ -34,6 +34,8 @@ int _obm_py_allocator_set_traced(int on);
 /* At the interpreter's exit (module.c's atexit callback): RAW allocates from the previous
  * allocator again (obmem's blocks still freed by obmem). */
 void _obm_py_allocator_at_exit(void);
+/* Registers that callback once, from the main interpreter only (0 elsewhere; -1: error). */
+int _obm_py_allocator_register_at_exit(void);
 /* Records which allocator CPython used before obmem (footprint.c rounds foreign blocks by
  * it).  Called once at import, before any install. */
 void _obm_py_note_original_allocator(void);
