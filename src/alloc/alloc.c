@@ -234,10 +234,25 @@ OBM_INLINE void *pop_budgeted(obm_heap_class_t *hc, obm_pool_t *pool, obm_block_
  * free list and pops the first, so that the next mallocs pop too (a carved block costs a
  * store here instead of a trip through this function); the page is the program's next to
  * touch anyway. */
+/* obm_malloc on the empty heap's placeholder pool: a thread's first call, a thread that a
+ * tracer start redirected, and exact mode's every call.  Exact mode's goes straight to the
+ * tracer's malloc, ahead of malloc_slow's tests (the hooks are installed only after the
+ * first init and never in debug mode); the thread's fast heap then stays the empty one
+ * while the session lasts (its budgets would send every call to the hook anyway), and
+ * malloc_slow takes the redirect back once the hooks are gone.  Frameless, tail calls. */
+static OBM_NOINLINE __attribute__((optimize("omit-frame-pointer"))) void *
+malloc_empty(size_t size) {
+  if (obm_unlikely(atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL)) {
+    const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
+    if (h && h->malloc) return h->malloc(size);
+  }
+  return malloc_slow(size);
+}
+
 static OBM_NOINLINE void *malloc_carve(obm_heap_class_t *hc, obm_pool_t *pool, size_t size,
                                        size_t cls) {
   /* the placeholder first: before the first init the class tables are being written */
-  if (obm_unlikely(pool == &_obm_pool_empty)) return malloc_slow(size);
+  if (obm_unlikely(pool == &_obm_pool_empty)) return malloc_empty(size);
   unsigned n = pool->ncarved, capacity = _obm_class_capacity[cls];
   if (obm_unlikely(n >= capacity)) return malloc_slow(size);
   size_t block_size = _obm_class_size[cls];
