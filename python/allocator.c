@@ -155,9 +155,7 @@ static inline void *realloc_traced(const PyMemAllocatorEx *prev, void *p, size_t
     if (p == NULL) return;                                                                         \
     /* the free overlaps the load of p's trace slot; no other thread can trace p before the  */    \
     /* removal: this one holds the GIL, and the RAW domain records under it too               */   \
-    _obm_py_trace_prefetch(p);                                                                     \
-    free_by_owner(&previous[index], p);                                                            \
-    _obm_py_trace_remove(p);                                                                       \
+    _obm_py_trace_free(p, previous[index].free, previous[index].ctx);                              \
   }                                                                                                \
   static void *traced_realloc_##name(void *ctx, void *p, size_t size) {                            \
     (void)ctx;                                                                                     \
@@ -273,9 +271,7 @@ static void free_raw_traced(void *ctx, void *p) {
   (void)ctx;
   if (p == NULL) return;
   if (_obm_py_holds_gil()) {
-    _obm_py_trace_prefetch(p); /* exact mode only */
-    free_by_owner(&previous[PYMEM_DOMAIN_RAW], p);
-    _obm_py_trace_remove(p);
+    _obm_py_trace_free(p, previous[PYMEM_DOMAIN_RAW].free, previous[PYMEM_DOMAIN_RAW].ctx);
     return;
   }
   _obm_py_trace_remove_later(p); /* before the free: nobody can be handed p and trace it */

@@ -97,8 +97,8 @@ void _obm_py_trace_remove(void *p);
 void _obm_py_trace_remove_later(void *p);
 /* frames.c: whether the calling thread holds the GIL (not PyGILState_Check: see there) */
 int _obm_py_holds_gil(void);
-/* Starts loading p's slot of the trace table (a later _obm_py_trace_remove finds it cached). */
-void _obm_py_trace_prefetch(const void *p);
+/* A traced free: obm_free_or(p, other, ctx), then p's trace out (GIL held, p not NULL). */
+void _obm_py_trace_free(void *p, void (*other)(void *ctx, void *p), void *ctx);
 void _obm_py_trace_lost(void);
 int _obm_py_trace_stop(void); /* 0, or -1 with an exception set */
 /* trace.c: the module's functions */

@@ -686,9 +686,20 @@ void _obm_py_trace_remove(void *p) {
   remove_now((uintptr_t)p);
 }
 
-void _obm_py_trace_prefetch(const void *p) {
-  if (T.tracing && T.sample_bytes == 0)
-    __builtin_prefetch(&T.pages[page_home((uintptr_t)p >> PAGE_SHIFT)]);
+/* Exact mode's traced free in one call (allocator.c; GIL held, p not NULL): the load of p's
+ * directory slot started, the block freed (obm_free_or: obmem's, else `other`'s, which runs no
+ * Python code), then its trace taken out, inline; in sampled mode (or not tracing) the same
+ * free, then _obm_py_trace_remove. */
+void _obm_py_trace_free(void *p, void (*other)(void *ctx, void *p), void *ctx) {
+  uintptr_t ptr = (uintptr_t)p;
+  if (T.tracing && T.sample_bytes == 0) {
+    __builtin_prefetch(&T.pages[page_home(ptr >> PAGE_SHIFT)]);
+    obm_free_or(p, other, ctx);
+    forget_in(ptr, 0);
+    return;
+  }
+  obm_free_or(p, other, ctx);
+  _obm_py_trace_remove(p);
 }
 
 void _obm_py_trace_lost(void) {
