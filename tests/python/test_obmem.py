@@ -119,13 +119,18 @@ class InstallTest(unittest.TestCase):
         del data
 
 
-AT_EXIT_CHILD = r"""
-import ctypes, obmem
+# Every child script starts so: PyMem_RawMalloc and PyMem_RawFree with the GIL, libc's free.
+CHILD_PRELUDE = r"""
+import ctypes
 api = ctypes.pythonapi
 api.PyMem_RawMalloc.restype, api.PyMem_RawMalloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 api.PyMem_RawFree.restype, api.PyMem_RawFree.argtypes = None, [ctypes.c_void_p]
 libc_free = ctypes.CDLL(None).free
 libc_free.restype, libc_free.argtypes = None, [ctypes.c_void_p]
+"""
+
+AT_EXIT_CHILD = r"""
+import obmem
 obmem.install()
 before = [api.PyMem_RawMalloc(100) for _ in range(100)]  # obmem's
 obmem._at_exit()  # what the atexit callback does
@@ -146,12 +151,7 @@ print("at-exit ok")
 # A callback registered before obmem's (so run after it) frees traced RAW blocks: their
 # traces go; a block allocated there is the previous allocator's.
 AT_EXIT_TRACED_CHILD = r"""
-import atexit, ctypes
-api = ctypes.pythonapi
-api.PyMem_RawMalloc.restype, api.PyMem_RawMalloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-api.PyMem_RawFree.restype, api.PyMem_RawFree.argtypes = None, [ctypes.c_void_p]
-libc_free = ctypes.CDLL(None).free
-libc_free.restype, libc_free.argtypes = None, [ctypes.c_void_p]
+import atexit
 blocks = []
 
 def late():
@@ -173,11 +173,7 @@ blocks = [api.PyMem_RawMalloc(10000) for _ in range(100)]
 # _at_exit before any install: a later install() or start() leaves RAW on the previous
 # allocator.
 AT_EXIT_FIRST_CHILD = r"""
-import ctypes, obmem
-api = ctypes.pythonapi
-api.PyMem_RawMalloc.restype, api.PyMem_RawMalloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-libc_free = ctypes.CDLL(None).free
-libc_free.restype, libc_free.argtypes = None, [ctypes.c_void_p]
+import obmem
 obmem._at_exit()
 obmem.install()
 obmem.start()
@@ -189,7 +185,6 @@ print("first ok")
 
 # The module's first import in a sub-interpreter does not switch the main interpreter's RAW.
 SUBINTERPRETER_IMPORT_CHILD = r"""
-import ctypes
 import _xxsubinterpreters as interpreters
 i = interpreters.create()
 try:
@@ -199,9 +194,6 @@ except interpreters.RunFailedError as e:  # 3.12: a single-phase module is refus
     print("subinterpreter ok (the import is refused)")
     raise SystemExit(0)
 import obmem
-api = ctypes.pythonapi
-api.PyMem_RawMalloc.restype, api.PyMem_RawMalloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-api.PyMem_RawFree.restype, api.PyMem_RawFree.argtypes = None, [ctypes.c_void_p]
 obmem.start()
 interpreters.destroy(i)  # runs the sub-interpreter's atexit callbacks
 base = obmem.get_traced_memory()[0]
@@ -218,8 +210,8 @@ class AtExitTest(unittest.TestCase):
     def run_child(self, code, expect):
         import subprocess
 
-        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               timeout=120)
+        child = subprocess.run([sys.executable, "-c", CHILD_PRELUDE + code], capture_output=True,
+                               text=True, timeout=120)
         self.assertEqual(child.returncode, 0, child.stderr)
         self.assertIn(expect, child.stdout, child.stderr)
 
