@@ -73,11 +73,6 @@ static void class_rounding(obm_stats_t *out) {
  * of atomics.  Not instrumented by ThreadSanitizer: a suppression by function name
  * (tests/tsan.supp) missed a report whose earlier access TSan had restored without this
  * frame. */
-#if defined(__SANITIZE_THREAD__)
-#define OBM_NO_TSAN __attribute__((no_sanitize_thread))
-#else
-#define OBM_NO_TSAN
-#endif
 static OBM_NO_TSAN void read_counters(obm_stats_t *out) {
   for (obm_arena_t *a = _obm_arenas_all; a; a = a->all_next) {
     out->bytes_metadata += OBM_POOL_SIZE; /* slot 0 */
