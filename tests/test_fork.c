@@ -5,6 +5,11 @@
  * tiers, frees a block its parent's worker allocated (a heap of a thread that does not exist
  * in the child), starts a thread of its own, runs the invariant checker, and exits 0.  A
  * deadlocked child is killed by alarm() and counts as a failure.
+ * Then the main thread forks 5000 times more while another thread keeps making short-lived
+ * allocating threads and calling obm_stats_get, which collects the heaps they leave (as the
+ * tracer's timeline samples do): the collection pokes the purge thread while it holds the
+ * abandoned-heap lock, and fork's prepare handler took the two the other way round (the
+ * parent deadlocked in fork at once); a hang is killed by alarm().
  * Usage: test_fork [SEED]
  */
 #include "check.h"
@@ -74,8 +79,53 @@ static int child_main(void) {
   return 0;
 }
 
+static atomic_int stop_collector;
+
+static void *short_lived(void *arg) {
+  (void)arg;
+  void *p[256];
+  for (int r = 0; r < 4; r++) {
+    for (int i = 0; i < 256; i++)
+      p[i] = obm_malloc(16 + (size_t)(i % 40) * 16);
+    for (int i = 0; i < 256; i++)
+      obm_free(p[i]);
+  }
+  return NULL;
+}
+
+static void *collector(void *arg) {
+  obm_stats_t *st = arg;
+  while (!atomic_load(&stop_collector)) {
+    pthread_t t; /* each leaves an abandoned heap with empty pools to collect */
+    CHECK(pthread_create(&t, NULL, short_lived, NULL) == 0);
+    pthread_join(t, NULL);
+    obm_stats_get(st);
+  }
+  return NULL;
+}
+
+static void fork_while_collecting(void) {
+  obm_stats_t *st = obm_malloc(sizeof *st);
+  CHECK(st != NULL);
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, collector, st) == 0);
+  alarm(100); /* a deadlocked fork kills the test */
+  for (int f = 0; f < 5000; f++) {
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(0);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+  }
+  alarm(0);
+  atomic_store(&stop_collector, 1);
+  pthread_join(t, NULL);
+  obm_free(st);
+}
+
 int main(int argc, char **argv) {
   check_seed_init("test_fork", argc, argv, 1, 11);
+  fork_while_collecting(); /* first: no heap abandoned yet but the collector's */
   pthread_t workers[NWORKERS];
   for (uintptr_t i = 0; i < NWORKERS; i++)
     CHECK(pthread_create(&workers[i], NULL, worker, (void *)i) == 0);

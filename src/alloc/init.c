@@ -13,10 +13,15 @@ static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 /* fork: take every lock so that the child does not inherit one held by a thread that no
  * longer exists there (a child forked while other threads allocate can allocate). */
 static void fork_prepare(void) {
-  _obm_stats_fork_prepare();  /* outermost: a report takes the allocator's locks */
+  _obm_stats_fork_prepare(); /* outermost: a report takes the allocator's locks */
+  /* Before the purger's locks: collecting abandoned heaps (obm_stats_get, the tracer's
+   * timeline samples) holds this lock while it pokes the purger, which takes wait_lock; no
+   * holder of pass_lock or wait_lock waits for this one (the purge pass's collection tries
+   * it).  Taken after them, a fork and a collection deadlocked (a reviewer's program forking
+   * while threads exit, traced or with statistics: the first run hung). */
+  pthread_mutex_lock(&_obm_abandoned_lock);
   _obm_purger_fork_prepare(); /* before the allocator locks: no purge pass holds a heap lock */
   pthread_mutex_lock(&init_lock);
-  pthread_mutex_lock(&_obm_abandoned_lock);
   pthread_mutex_lock(&_obm_global_lock);
   pthread_mutex_lock(&_obm_pagemap_lock);
   pthread_mutex_lock(&_obm_large_lock);
