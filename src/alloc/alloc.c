@@ -201,11 +201,20 @@ void *_obm_traced_malloc(size_t size) {
  * that are not for a class go to traced.c.  Frameless, with tail calls: the tracer's walk
  * finds the program's return address first (traced.c). */
 static OBM_NOINLINE __attribute__((optimize("omit-frame-pointer"))) void *malloc_slow(size_t size) {
+  /* The hooks first: they are installed only after the first init, never in debug mode.
+   * Exact mode's call is the tracer's malloc whole, before the redirect is taken: a thread
+   * whose fast heap a start redirected keeps the placeholder for the session (its every call
+   * comes here from the placeholder pool, malloc_carve, and would reach the hook anyway), and
+   * takes the redirect at its first call after the stop. */
+  if (obm_unlikely(atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL)) {
+    const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
+    if (h && h->malloc) return h->malloc(size);
+    if (_obm_heap_take_redirect(_obm_tls_heap)) return obm_malloc(size);
+    return _obm_malloc_traced(size);
+  }
   _obm_ensure_init();
   if (_obm_debug_on) return _obm_debug_malloc(size, OBM_ALIGNMENT, 0);
   if (_obm_heap_take_redirect(_obm_tls_heap)) return obm_malloc(size);
-  if (obm_unlikely(atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL))
-    return _obm_malloc_traced(size);
   return _obm_raw_malloc(size);
 }
 
@@ -234,25 +243,10 @@ OBM_INLINE void *pop_budgeted(obm_heap_class_t *hc, obm_pool_t *pool, obm_block_
  * free list and pops the first, so that the next mallocs pop too (a carved block costs a
  * store here instead of a trip through this function); the page is the program's next to
  * touch anyway. */
-/* obm_malloc on the empty heap's placeholder pool: a thread's first call, a thread that a
- * tracer start redirected, and exact mode's every call.  Exact mode's goes straight to the
- * tracer's malloc, ahead of malloc_slow's tests (the hooks are installed only after the
- * first init and never in debug mode); the thread's fast heap then stays the empty one
- * while the session lasts (its budgets would send every call to the hook anyway), and
- * malloc_slow takes the redirect back once the hooks are gone.  Frameless, tail calls. */
-static OBM_NOINLINE __attribute__((optimize("omit-frame-pointer"))) void *
-malloc_empty(size_t size) {
-  if (obm_unlikely(atomic_load_explicit(&_obm_alloc_hooks, memory_order_relaxed) != NULL)) {
-    const obm_alloc_hooks_t *h = _obm_alloc_hooks_for_call();
-    if (h && h->malloc) return h->malloc(size);
-  }
-  return malloc_slow(size);
-}
-
 static OBM_NOINLINE void *malloc_carve(obm_heap_class_t *hc, obm_pool_t *pool, size_t size,
                                        size_t cls) {
   /* the placeholder first: before the first init the class tables are being written */
-  if (obm_unlikely(pool == &_obm_pool_empty)) return malloc_empty(size);
+  if (obm_unlikely(pool == &_obm_pool_empty)) return malloc_slow(size);
   unsigned n = pool->ncarved, capacity = _obm_class_capacity[cls];
   if (obm_unlikely(n >= capacity)) return malloc_slow(size);
   size_t block_size = _obm_class_size[cls];
