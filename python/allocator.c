@@ -308,7 +308,7 @@ static const PyMemAllocatorEx forwarding[DOMAINS] = {
 /* ---- switching --------------------------------------------------------------------------- */
 
 /* 1 when every domain's current allocator is table[domain]. */
-/* The RAW domain from the interpreter's exit on (_obm_py_allocator_at_exit): the forwarding
+/* The RAW domain from the interpreter's exit on (_obm_py_at_exit): the forwarding
  * functions, and while tracing, a free or realloc of a block that may have a trace queues its
  * removal first (trace.c applies the queue under the GIL; the queue rather than a GIL test:
  * late in finalization a thread state may already be freed). */
@@ -395,22 +395,20 @@ static void set_all(const PyMemAllocatorEx *table) {
  * free: an obmem block there aborts the process. With RAW forwarding from the start of
  * finalization, such a thread's blocks are libc's unless it kept one from before the exit.  MEM and
  * OBJ need the GIL, which a daemon thread cannot take then. */
-void _obm_py_allocator_at_exit(void) {
-  if (raw_forwarding_at_exit || PyInterpreterState_Get() != PyInterpreterState_Main()) return;
+PyObject *_obm_py_at_exit(PyObject *self, PyObject *unused) {
+  (void)self;
+  (void)unused;
+  if (raw_forwarding_at_exit || PyInterpreterState_Get() != PyInterpreterState_Main())
+    Py_RETURN_NONE;
   raw_forwarding_at_exit = 1;
   PyMemAllocatorEx now;
   PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &now);
   const PyMemAllocatorEx *mine =
       state == INSTALLED ? &installed_now[PYMEM_DOMAIN_RAW] : &forwarding[PYMEM_DOMAIN_RAW];
-  if (state == ORIGINAL || now.malloc != mine->malloc) return; /* not ours: leave it */
-  PyMemAllocatorEx copy = at_exit_raw;
-  PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &copy);
-}
-
-static PyObject *at_exit_callback(PyObject *self, PyObject *unused) {
-  (void)self;
-  (void)unused;
-  _obm_py_allocator_at_exit();
+  if (state != ORIGINAL && now.malloc == mine->malloc) { /* else not ours: left alone */
+    PyMemAllocatorEx copy = at_exit_raw;
+    PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &copy);
+  }
   Py_RETURN_NONE;
 }
 
@@ -420,7 +418,7 @@ static int at_exit_registered;
 
 int _obm_py_allocator_register_at_exit(void) {
   if (at_exit_registered || PyInterpreterState_Get() != PyInterpreterState_Main()) return 0;
-  static PyMethodDef def = {"_obmem_at_exit", at_exit_callback, METH_NOARGS, NULL};
+  static PyMethodDef def = {"_obmem_at_exit", _obm_py_at_exit, METH_NOARGS, NULL};
   PyObject *atexit = PyImport_ImportModule("atexit");
   if (atexit == NULL) return -1;
   PyObject *callback = PyCFunction_New(&def, NULL);

@@ -226,14 +226,9 @@ uintptr_t _obm_py_frames_instr(PyObject *code, int32_t offset) {
 int _obm_py_frames_capture(obm_trace_interp_frame_t *out, int max) {
 #if OBM_PY_FRAMES
   /* only a thread that holds the GIL may read its frames (the RAW domain is also called
-   * without it): on 3.11 the current thread state is the GIL holder's, compared with this
-   * thread's own (thread-local); on 3.12 the thread-local one is NULL while detached */
-  PyThreadState *thread = CURRENT_THREAD();
-  if (thread == NULL) return 0;
-#if PY_VERSION_HEX < 0x030C0000
-  if (thread != PyGILState_GetThisThreadState()) return 0;
-#endif
-  return walk(thread, NULL, out, max);
+   * without it) */
+  if (!_obm_py_holds_gil()) return 0;
+  return walk(CURRENT_THREAD(), NULL, out, max);
 #else
   (void)out;
   (void)max;

@@ -97,13 +97,6 @@ static PyObject *class_dict(const obm_class_stats_t *c, int index) {
   return dict;
 }
 
-static PyObject *module_at_exit(PyObject *module, PyObject *unused) {
-  (void)module;
-  (void)unused;
-  _obm_py_allocator_at_exit();
-  Py_RETURN_NONE;
-}
-
 static PyObject *module_stats(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
@@ -244,7 +237,7 @@ static PyMethodDef module_methods[] = {
      "the path written.  sample: mean bytes between samples (0 = every allocation)."},
     {"_capture_stop", _obm_py_capture_stop, METH_NOARGS,
      "_capture_stop()\n--\n\nStop the capture: the file is complete and closed."},
-    {"_at_exit", module_at_exit, METH_NOARGS,
+    {"_at_exit", _obm_py_at_exit, METH_NOARGS,
      "_at_exit()\n--\n\nWhat the atexit callback registered by the first install() does: "
      "from then on the\nRAW domain allocates from the allocator CPython had before install(), "
      "and obmem's\nblocks are still freed by obmem."},

@@ -31,9 +31,9 @@ PyObject *_obm_py_is_installed(PyObject *module, PyObject *unused);
  * ones (which call trace.c; 1: exact mode, 2: sampled mode); installs first when needed.  0,
  * or -1 with an exception set. */
 int _obm_py_allocator_set_traced(int on);
-/* At the interpreter's exit (module.c's atexit callback): RAW allocates from the previous
- * allocator again (obmem's blocks still freed by obmem). */
-void _obm_py_allocator_at_exit(void);
+/* The atexit callback (also the module's _at_exit): from the interpreter's exit on, RAW
+ * allocates from the previous allocator again (obmem's blocks still freed by obmem). */
+PyObject *_obm_py_at_exit(PyObject *self, PyObject *unused);
 /* Registers that callback once, from the main interpreter only (0 elsewhere; -1: error). */
 int _obm_py_allocator_register_at_exit(void);
 /* Records which allocator CPython used before obmem (footprint.c rounds foreign blocks by
