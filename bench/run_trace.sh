@@ -6,11 +6,15 @@
 #   exact      the same with OBMEM_TRACE (every allocation and free, native stacks: auto)
 #   sampled    OBMEM_TRACE and OBMEM_TRACE_SAMPLE=$BENCH_TRACE_SAMPLE (default 524288 bytes)
 #   glibc      glibc's malloc, no preload                          (the base of heaptrack, massif)
+#   dispatch   exact mode's allocation path with hooks that record nothing   } exact mode's
+#   events     the hooks record events without stacks; the writer drops them } cost by parts
+#   stacks     the hooks record events with native stacks; the writer drops  } (ratios to obmem;
+#              them (exact = stacks + the writer's coding, zstd and writes)  } OBMEM_TEST_TRACE_PARTS)
 #   heaptrack  heaptrack (its own LD_PRELOAD tracer over glibc's malloc)
 #   massif     valgrind --tool=massif
 # interleaved rep by rep with the mode order rotated (run_common.sh's way), then prints per
 # workload the median times, the slowdown ratios exact/obmem, sampled/obmem, heaptrack/glibc,
-# massif/glibc with their geometric means, and each tool's output bytes per event (events =
+# massif/glibc, dispatch, events and stacks / obmem with their geometric means, and each tool's output bytes per event (events =
 # allocations + frees: obmem's from `obmem report --json`; heaptrack's and massif's as twice
 # the allocation calls heaptrack_print counts, the workloads free what they allocate).
 # heaptrack and massif are slow: they run BENCH_TRACE_SLOW_REPS times (default 1).
@@ -29,7 +33,7 @@ cd "$ROOT" || exit 2
 source bench/run_common.sh
 
 ALL_WORKLOADS=(random lifo fifo trees realloc threads prodcons server)
-ALL_MODES=(obmem exact sampled glibc heaptrack massif)
+ALL_MODES=(obmem exact sampled dispatch events stacks glibc heaptrack massif)
 RAW=$RESULTS/raw-trace
 SAMPLE=${BENCH_TRACE_SAMPLE:-524288}
 SLOW_REPS=${BENCH_TRACE_SLOW_REPS:-1}
@@ -89,6 +93,9 @@ run_mode() {
   obmem) cmd+=(-p "$PRELOAD" -- "$prog" "$SCALE") ;;
   exact) cmd=(env OBMEM_TRACE="$base.data" "${cmd[@]}" -p "$PRELOAD" -- "$prog" "$SCALE") ;;
   sampled) cmd=(env OBMEM_TRACE="$base.data" OBMEM_TRACE_SAMPLE="$SAMPLE" "${cmd[@]}" -p "$PRELOAD" -- "$prog" "$SCALE") ;;
+  dispatch) cmd=(env OBMEM_TRACE="$base.data" OBMEM_TEST_TRACE_PARTS=dispatch "${cmd[@]}" -p "$PRELOAD" -- "$prog" "$SCALE") ;;
+  events) cmd=(env OBMEM_TRACE="$base.data" OBMEM_TEST_TRACE_PARTS=events OBMEM_TRACE_STACKS=none "${cmd[@]}" -p "$PRELOAD" -- "$prog" "$SCALE") ;;
+  stacks) cmd=(env OBMEM_TRACE="$base.data" OBMEM_TEST_TRACE_PARTS=events "${cmd[@]}" -p "$PRELOAD" -- "$prog" "$SCALE") ;;
   glibc) cmd+=(-- "$prog" "$SCALE") ;;
   heaptrack) cmd+=(-- heaptrack -o "$base.data" "$prog" "$SCALE") ;;
   massif) cmd+=(-- valgrind --tool=massif --massif-out-file="$base.data" "$prog" "$SCALE") ;;
@@ -113,7 +120,7 @@ run_mode() {
     esac
   fi
   rm -f "$base".data* 2>/dev/null
-  [[ $m == exact || $m == sampled ]] && rm -f "$base".data* "$RAW"/*.data.* 2>/dev/null
+  [[ $m == exact || $m == sampled || $m == dispatch || $m == events || $m == stacks ]] && rm -f "$base".data* "$RAW"/*.data.* 2>/dev/null
   say "  $w $m #$3: ${status:-none} ${wall:-?} s, ${bytes} bytes of output"
 }
 
@@ -151,7 +158,8 @@ def events(w, m):
         return int(open(os.path.join(raw, f"{w}-{m}-1.events")).read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-ratios = [("exact", "obmem"), ("sampled", "obmem"), ("heaptrack", "glibc"), ("massif", "glibc")]
+ratios = [("exact", "obmem"), ("sampled", "obmem"), ("dispatch", "obmem"), ("events", "obmem"),
+          ("stacks", "obmem"), ("heaptrack", "glibc"), ("massif", "glibc")]
 ratios = [(a, b) for a, b in ratios if a in modes and b in modes]
 head = ["workload"] + [f"{m} s" for m in modes] + [f"{a}/{b}" for a, b in ratios] + \
        [f"{m} B/event" for m in ("exact", "sampled", "heaptrack", "massif") if m in modes]

@@ -858,6 +858,32 @@ static void test_run(const char *target, const char *source) {
          out);
   free(out);
   free(json);
+  /* the benchmark's decomposition (OBMEM_TEST_TRACE_PARTS): the program runs as before, and the
+   * capture is whole with the allocations left out (dispatch: hooks that record nothing;
+   * events: recorded, dropped by the writer) */
+  static const char *const parts[] = {"dispatch", "events"};
+  for (int i = 0; i < 2; i++) {
+    setenv("OBMEM_TEST_TRACE_PARTS", parts[i], 1);
+    snprintf(args, sizeof args, "run -o %s -- %s", capture, target);
+    out = run_obmem(args, &status);
+    unsetenv("OBMEM_TEST_TRACE_PARTS");
+    CHECKF(status == 0 && strstr(out, "capture written to") != NULL, "%s: status %d: %s", parts[i],
+           status, out);
+    free(out);
+    char err[512];
+    obm_capture_t *cap = obm_capture_open(capture, err, sizeof err);
+    CHECKF(cap != NULL, "%s: %s", parts[i], err);
+    if (!cap) continue;
+    obm_capture_record_t r;
+    int rc;
+    uint64_t events = 0;
+    while ((rc = obm_capture_next(cap, &r)) > 0)
+      events += r.kind == OBM_CAPTURE_ALLOC || r.kind == OBM_CAPTURE_FREE;
+    CHECKF(rc == 0, "%s: %s", parts[i], obm_capture_error(cap));
+    CHECKF(obm_capture_complete(cap), "%s: the capture is not complete", parts[i]);
+    CHECKF(events == 0, "%s: %llu events in the capture", parts[i], (unsigned long long)events);
+    obm_capture_close(cap);
+  }
 }
 
 /* ---- obmem run follows fork and exec: one capture per process --------------------------- */

@@ -11,12 +11,13 @@
  * starts do not trace, and a program that gets the variable anyway (from a shell, which passes on
  * its own copy of the environment) finds the file locked (obm_trace_start: EWOULDBLOCK) and
  * says so instead of tracing.  With OBMEM_DEBUG nothing is recorded (debug blocks have their own
- * format).
+ * format).  OBMEM_TEST_TRACE_PARTS=dispatch|events leaves parts of exact mode out, for the
+ * benchmark's decomposition of its cost (trace_internal.h, _obm_trace_test_parts).
  * Only in shared libraries: a static link does not pull this file in.
  */
 #define _GNU_SOURCE
 #include "obmem/trace.h"
-#include "internal.h"
+#include "trace/trace_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -62,6 +63,15 @@ static void options_from_environment(obm_trace_options_t *o) {
       }
     if (!found)
       _obm_warning("OBMEM_TRACE_STACKS=%s is not auto, fp, unwind or none; using auto", stacks);
+  }
+  const char *parts = getenv("OBMEM_TEST_TRACE_PARTS");
+  if (parts && *parts) {
+    if (strcmp(parts, "dispatch") == 0)
+      _obm_trace_test_parts(OBM_TRACE_PARTS_DISPATCH);
+    else if (strcmp(parts, "events") == 0)
+      _obm_trace_test_parts(OBM_TRACE_PARTS_EVENTS);
+    else
+      _obm_warning("OBMEM_TEST_TRACE_PARTS=%s is not dispatch or events; tracing whole", parts);
   }
 }
 

@@ -487,6 +487,31 @@ static int expand_path(const char *path, char *out, size_t size) {
   return 0;
 }
 
+/* OBM_TRACE_PARTS_DISPATCH's hooks: the allocator's traced path as exact mode's, recording
+ * nothing. */
+static void *dispatch_malloc(size_t size) {
+  return _obm_traced_malloc(size);
+}
+static void dispatch_alloc(void *p, size_t size) {
+  (void)p;
+  (void)size;
+}
+static void dispatch_free(void *p) {
+  (void)p;
+}
+static void dispatch_realloc(void *old, void *p, size_t size) {
+  (void)old;
+  (void)p;
+  (void)size;
+}
+static const obm_alloc_hooks_t dispatch_hooks = {dispatch_malloc, dispatch_alloc, dispatch_free,
+                                                 dispatch_realloc, NULL};
+static int test_parts; /* _obm_trace_test_parts: for the next start */
+
+void _obm_trace_test_parts(int parts) {
+  test_parts = parts;
+}
+
 static const obm_alloc_hooks_t exact_hooks = {_obm_trace_malloc, _obm_trace_alloc, _obm_trace_free,
                                               _obm_trace_realloc, NULL};
 static const obm_alloc_hooks_t sampled_hooks = {NULL, _obm_trace_alloc, _obm_trace_free,
@@ -568,7 +593,8 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
     atomic_store(&g.threads[i].hold, 0);
   }
   atomic_store(&g.nlost, 0);
-  err = _obm_trace_writer_start(fd, o.sample_interval_ms, !g.clock, o.compress_level);
+  err = _obm_trace_writer_start(fd, o.sample_interval_ms, !g.clock, o.compress_level,
+                                test_parts == OBM_TRACE_PARTS_EVENTS);
   if (err) {
     close(fd);
     return err;
@@ -579,7 +605,9 @@ static int start_locked(const char *path, const obm_trace_options_t *options) {
                                (g.clock ? SESSION_CLOCK : 0));
   /* Last: from here the allocator records (not in debug mode, whose blocks have their own
    * format: the capture then holds no events). */
-  _obm_alloc_set_hooks(o.mode == OBM_TRACE_SAMPLED ? &sampled_hooks : &exact_hooks);
+  _obm_alloc_set_hooks(o.mode == OBM_TRACE_SAMPLED              ? &sampled_hooks
+                       : test_parts == OBM_TRACE_PARTS_DISPATCH ? &dispatch_hooks
+                                                                : &exact_hooks);
   return 0;
 }
 

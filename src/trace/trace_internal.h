@@ -32,6 +32,14 @@
 #include <stdatomic.h>
 
 OBM_HIDDEN void *_obm_trace_malloc(size_t size);
+/* What the next session leaves out, for measuring what each part of exact mode costs (the
+ * benchmark's decomposition, bench/run_trace.sh; OBMEM_TEST_TRACE_PARTS, autostart.c): 0 all
+ * of it; OBM_TRACE_PARTS_DISPATCH the allocator's traced path with hooks that record nothing
+ * (the capture has no events); OBM_TRACE_PARTS_EVENTS the hooks record, and the writer thread
+ * drops the buffers uncoded (the file has the definitions only).  Set before obm_trace_start;
+ * never asked for by the library itself. */
+enum { OBM_TRACE_PARTS_ALL = 0, OBM_TRACE_PARTS_DISPATCH = 1, OBM_TRACE_PARTS_EVENTS = 2 };
+OBM_HIDDEN void _obm_trace_test_parts(int parts);
 OBM_HIDDEN void _obm_trace_alloc(void *p, size_t size);
 OBM_HIDDEN void _obm_trace_free(void *p);
 OBM_HIDDEN void _obm_trace_realloc(void *old, void *p, size_t size);
@@ -134,8 +142,9 @@ OBM_HIDDEN uint32_t _obm_trace_interp_stack_id(uint32_t slot, void *frame, uintp
 /* The writer's clock for the hooks: ns since start, advanced by the writer thread every
  * millisecond while `ticking` was asked of _obm_trace_writer_start (exact mode). */
 extern OBM_HIDDEN _Atomic uint64_t _obm_trace_tick_ns;
+/* drop: buffers are recycled uncoded (OBM_TRACE_PARTS_EVENTS). */
 OBM_HIDDEN int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms, int ticking,
-                                       uint32_t compress_level);
+                                       uint32_t compress_level, int drop);
 /* Queues a filled buffer (FIFO: a thread's buffers reach the file in its order). */
 OBM_HIDDEN void _obm_trace_writer_submit(obm_trace_buffer_t *buffer);
 OBM_HIDDEN obm_trace_buffer_t *_obm_trace_buffer_get(void); /* NULL when out of memory */

@@ -57,6 +57,7 @@ static struct {
   void *cctx;       /* zstd's context (capture_internal.h), or NULL */
   int level;        /* zstd level; 0: blocks are written as coded */
   uint32_t tick_ms; /* 1: advance _obm_trace_tick_ns every millisecond; 0: not */
+  int drop;         /* 1: event buffers are recycled uncoded (_obm_trace_test_parts) */
   uint64_t nlost;
   _Atomic uint64_t bytes, nevents;
   _Atomic int error;
@@ -230,6 +231,7 @@ static uint8_t *code_free(obm_cap_delta_t *d, uint8_t *o, uint64_t p) {
 
 /* Codes a thread's buffer of raw words into blocks and writes them. */
 static void write_events(const obm_trace_buffer_t *b) {
+  if (w.drop) return;
   coder_t c = {.stream = b->stream};
   uint64_t now = 0;
   const uint64_t *x = b->words, *end = b->words + b->nwords;
@@ -509,7 +511,7 @@ static void *writer_main(void *arg) {
 }
 
 int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms, int ticking,
-                            uint32_t compress_level) {
+                            uint32_t compress_level, int drop) {
   if (!w.defs) {
     w.defs = _obm_os_map(OBM_CAP_BLOCK_MAX, 0);
     w.events = _obm_os_map(OBM_CAP_BLOCK_MAX, 0);
@@ -522,6 +524,7 @@ int _obm_trace_writer_start(int fd, uint32_t sample_interval_ms, int ticking,
   if (compress_level && !w.cctx) w.cctx = _obm_cap_zstd_compressor();
   w.level = w.cctx ? (int)compress_level : 0;
   w.tick_ms = ticking ? 1 : 0;
+  w.drop = drop;
   atomic_store(&_obm_trace_tick_ns, 0);
   if (!w.sem_made) {
     sem_init(&w.wake, 0, 0);
