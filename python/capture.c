@@ -11,14 +11,14 @@
  * the allocation path; a frame's names are copied by the tracer once.
  *
  * _capture_summary(path) replays a capture (the peak of live bytes and what is live at its
- * end) for the budgets of `python -m obmem run`, with the reader of the same copy.
+ * end) for the budgets of `python -m obmem run`, with the reader and the live-block replay
+ * (obm_capture_live_*) of the same copy: the numbers `obmem report` gives.
  */
 #include "obmem_py.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
-#include <math.h>
 #include <obmem.h>
 #include <obmem/capture.h>
 #include <obmem/trace.h>
@@ -197,50 +197,6 @@ PyObject *_obm_py_capture_stop(PyObject *module, PyObject *unused) {
 
 /* ---- _capture_summary(path): peak and live-at-end bytes, as `obmem report` counts them ---- */
 
-typedef struct live_s {
-  uint64_t address; /* 0 = empty */
-  double bytes;
-} live_t;
-
-typedef struct table_s {
-  live_t *slots;
-  size_t mask, used;
-} table_t;
-
-static size_t slot_of(const table_t *t, uint64_t a) {
-  size_t i = (size_t)((a >> 4) * 0x9e3779b97f4a7c15ull) & t->mask;
-  while (t->slots[i].address && t->slots[i].address != a)
-    i = (i + 1) & t->mask;
-  return i;
-}
-
-static int table_grow(table_t *t) {
-  table_t n = {calloc(2 * (t->mask + 1), sizeof(live_t)), 2 * t->mask + 1, t->used};
-  if (n.slots == NULL) return -1;
-  for (size_t i = 0; i <= t->mask; i++)
-    if (t->slots[i].address) n.slots[slot_of(&n, t->slots[i].address)] = t->slots[i];
-  free(t->slots);
-  *t = n;
-  return 0;
-}
-
-/* Removes slot i, moving later entries of its probe run back (linear probing). */
-static void table_remove(table_t *t, size_t i) {
-  size_t j = i;
-  t->slots[i].address = 0;
-  t->used--;
-  for (;;) {
-    j = (j + 1) & t->mask;
-    if (!t->slots[j].address) return;
-    size_t home = (size_t)((t->slots[j].address >> 4) * 0x9e3779b97f4a7c15ull) & t->mask;
-    if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
-      t->slots[i] = t->slots[j];
-      t->slots[j].address = 0;
-      i = j;
-    }
-  }
-}
-
 PyObject *_obm_py_capture_summary(PyObject *module, PyObject *arg) {
   (void)module;
   PyObject *bytes_path;
@@ -252,42 +208,27 @@ PyObject *_obm_py_capture_summary(PyObject *module, PyObject *arg) {
     PyErr_SetString(PyExc_ValueError, err);
     return NULL;
   }
-  double mean = (double)obm_capture_header(cap)->sample_mean_bytes;
-  table_t t = {calloc(1024, sizeof(live_t)), 1023, 0};
-  double live = 0, peak = 0;
+  obm_capture_live_t *live = obm_capture_live_new(obm_capture_header(cap));
+  double peak = 0;
   uint64_t nallocs = 0;
   obm_capture_record_t r;
-  int st = 0;
-  while (t.slots && (st = obm_capture_next(cap, &r)) > 0) {
-    if (r.kind == OBM_CAPTURE_ALLOC) {
-      double b = (double)r.size;
-      if (mean > 0 && r.size > 0) b = b / (1 - exp(-b / mean));
-      if (2 * (t.used + 1) > t.mask && table_grow(&t) < 0) break;
-      size_t i = slot_of(&t, r.address);
-      if (t.slots[i].address)
-        live -= t.slots[i].bytes; /* a free we did not see */
-      else
-        t.used++;
-      t.slots[i] = (live_t){r.address, b};
-      live += b;
-      nallocs++;
-      if (live > peak) peak = live;
-    } else if (r.kind == OBM_CAPTURE_FREE) {
-      size_t i = slot_of(&t, r.address);
-      if (t.slots[i].address) {
-        live -= t.slots[i].bytes;
-        table_remove(&t, i);
-      }
-    }
+  obm_capture_block_t b;
+  int st = 0, change = 0;
+  while (live && (st = obm_capture_next(cap, &r)) > 0) {
+    if ((change = obm_capture_live_apply(live, &r, &b)) < 0) break;
+    nallocs += r.kind == OBM_CAPTURE_ALLOC;
+    if (change == OBM_CAPTURE_LIVE_ADDED && obm_capture_live_bytes(live) > peak)
+      peak = obm_capture_live_bytes(live);
   }
+  double leak = live ? obm_capture_live_bytes(live) : 0;
   int complete = obm_capture_complete(cap);
-  free(t.slots);
-  if (st < 0 || !t.slots) {
+  obm_capture_live_free(live);
+  if (st < 0 || !live || change < 0) {
     PyErr_SetString(PyExc_ValueError, st < 0 ? obm_capture_error(cap) : "out of memory");
     obm_capture_close(cap);
     return NULL;
   }
   obm_capture_close(cap);
-  return Py_BuildValue("{s:d,s:d,s:K,s:O}", "peak_bytes", peak, "leak_bytes", live, "allocations",
+  return Py_BuildValue("{s:d,s:d,s:K,s:O}", "peak_bytes", peak, "leak_bytes", leak, "allocations",
                        (unsigned long long)nallocs, "complete", complete ? Py_True : Py_False);
 }

@@ -886,6 +886,113 @@ static void test_run(const char *target, const char *source) {
   }
 }
 
+/* ---- live blocks (obm_capture_live_*): the replay every report shares ------------------- */
+
+static int live_feed(obm_capture_live_t *l, int kind, uint64_t address, uint64_t size,
+                     uint32_t thread, obm_capture_block_t *b) {
+  obm_capture_record_t r = {.kind = (obm_capture_kind_t)kind,
+                            .thread = thread,
+                            .address = address,
+                            .size = size,
+                            .stack = (uint32_t)size % 7};
+  return obm_capture_live_apply(l, &r, b);
+}
+
+static int near(double a, double b) {
+  double d = a > b ? a - b : b - a;
+  return d <= 1e-12 * (a > b ? a : b) + 1e-12;
+}
+
+static void test_live(void) {
+  obm_capture_header_t exact = {.version = OBM_CAPTURE_VERSION};
+  obm_capture_live_t *l = obm_capture_live_new(&exact);
+  CHECK(l != NULL);
+  if (!l) return;
+  obm_capture_block_t b;
+  const int A = OBM_CAPTURE_ALLOC, F = OBM_CAPTURE_FREE;
+  CHECK(live_feed(l, A, 0x1000, 100, 1, &b) == OBM_CAPTURE_LIVE_ADDED && b.bytes == 100);
+  /* another thread's free read before the allocation: it waits, and cancels it */
+  CHECK(live_feed(l, F, 0x2000, 0, 2, &b) == OBM_CAPTURE_LIVE_PENDING && b.thread == 2);
+  CHECK(live_feed(l, A, 0x2000, 50, 1, &b) == OBM_CAPTURE_LIVE_CANCELLED && b.size == 50);
+  CHECK(obm_capture_live_bytes(l) == 100 && obm_capture_live_count(l) == 1);
+  /* the freeing thread's own later allocation of the address came after its free */
+  CHECK(live_feed(l, F, 0x3000, 0, 2, &b) == OBM_CAPTURE_LIVE_PENDING);
+  CHECK(live_feed(l, A, 0x3000, 30, 2, &b) == OBM_CAPTURE_LIVE_ADDED);
+  CHECK(live_feed(l, F, 0x3000, 0, 2, &b) == OBM_CAPTURE_LIVE_FREED && b.size == 30);
+  CHECK(live_feed(l, A, 0x3000, 40, 3, &b) == OBM_CAPTURE_LIVE_CANCELLED);
+  /* two frees waiting for the same address cancel two allocations */
+  CHECK(live_feed(l, F, 0x4000, 0, 2, &b) == OBM_CAPTURE_LIVE_PENDING);
+  CHECK(live_feed(l, F, 0x4000, 0, 2, &b) == OBM_CAPTURE_LIVE_PENDING);
+  CHECK(live_feed(l, A, 0x4000, 8, 1, &b) == OBM_CAPTURE_LIVE_CANCELLED);
+  CHECK(live_feed(l, A, 0x4000, 8, 1, &b) == OBM_CAPTURE_LIVE_CANCELLED);
+  CHECK(live_feed(l, A, 0x4000, 8, 1, &b) == OBM_CAPTURE_LIVE_ADDED);
+  CHECK(obm_capture_live_bytes(l) == 108 && obm_capture_live_count(l) == 2);
+  /* an allocation at a live address ends the older block */
+  CHECK(live_feed(l, A, 0x1000, 200, 1, &b) == OBM_CAPTURE_LIVE_ADDED);
+  CHECK(obm_capture_live_bytes(l) == 208 && obm_capture_live_count(l) == 2);
+  CHECK(live_feed(l, F, 0x1000, 0, 5, &b) == OBM_CAPTURE_LIVE_FREED && b.size == 200 &&
+        b.thread == 1 && b.stack == 200 % 7 && b.address == 0x1000);
+  CHECK(live_feed(l, OBM_CAPTURE_SAMPLE, 0x1000, 0, 1, &b) == OBM_CAPTURE_LIVE_NONE);
+  /* many blocks (the tables grow), freed in a random order: the iteration, count and bytes
+   * agree with a plain list */
+  enum { N = 5000 };
+  static uint64_t addr[N];
+  uint64_t rng = check_seed | 1, sum = 8;
+  for (int i = 0; i < N; i++) {
+    addr[i] = 0x100000 + (uint64_t)i * 48;
+    CHECK(live_feed(l, A, addr[i], (uint64_t)i, 1 + (uint32_t)(i % 3), &b) ==
+          OBM_CAPTURE_LIVE_ADDED);
+    sum += (uint64_t)i;
+  }
+  for (int i = N - 1; i > 0; i--) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    int j = (int)(rng % (uint64_t)(i + 1));
+    uint64_t t = addr[i];
+    addr[i] = addr[j];
+    addr[j] = t;
+  }
+  for (int i = 0; i < N / 2; i++) {
+    CHECK(live_feed(l, F, addr[i], 0, 1, &b) == OBM_CAPTURE_LIVE_FREED);
+    sum -= b.size;
+  }
+  size_t cursor = 0, n = 0;
+  double total = 0;
+  while (obm_capture_live_next(l, &cursor, &b)) {
+    n++;
+    total += b.bytes;
+  }
+  CHECKF(n == obm_capture_live_count(l) && n == N - N / 2 + 1, "%zu live blocks", n);
+  CHECKF(total == (double)sum && obm_capture_live_bytes(l) == (double)sum, "%.0f, %.0f, %llu",
+         total, obm_capture_live_bytes(l), (unsigned long long)sum);
+  obm_capture_live_free(l);
+  /* sampled: s bytes stand for s / (1 - exp(-s / mean)), without libm's expm1 */
+  obm_capture_header_t sampled = {
+      .version = OBM_CAPTURE_VERSION, .flags = OBM_CAPTURE_FLAG_SAMPLED, .sample_mean_bytes = 1000};
+  static const struct {
+    uint64_t size;
+    double p; /* 1 - exp(-size / 1000) */
+  } cases[] = {{1, 9.995001666250085e-4}, {1000, 0.6321205588285577},  {124, 0.11662015911724911},
+               {125, 0.1175030974154046}, {20000, 0.9999999979388464}, {1000000, 1.0}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    double bytes, count;
+    obm_capture_weigh(&sampled, cases[i].size, &bytes, &count);
+    CHECKF(near(bytes, (double)cases[i].size / cases[i].p) && near(count, 1 / cases[i].p),
+           "size %llu: %.17g bytes, %.17g allocations", (unsigned long long)cases[i].size, bytes,
+           count);
+  }
+  double bytes, count;
+  obm_capture_weigh(&sampled, 0, &bytes, &count);
+  CHECK(bytes == 0 && count == 1);
+  obm_capture_weigh(&exact, 1000, &bytes, &count);
+  CHECK(bytes == 1000 && count == 1);
+  l = obm_capture_live_new(&sampled);
+  CHECK(l != NULL);
+  if (!l) return;
+  live_feed(l, A, 0x1000, 1000, 1, &b);
+  CHECK(near(b.bytes, 1000 / 0.6321205588285577) && near(obm_capture_live_bytes(l), b.bytes));
+  obm_capture_live_free(l);
+}
+
 /* ---- obmem run follows fork and exec: one capture per process --------------------------- */
 
 /* Allocations of each of the three sizes in the capture of pid. */
@@ -968,9 +1075,10 @@ int main(int argc, char **argv) {
   obmem_bin = argv[2];
   dir = argv[3];
   mkdir(dir, 0755);
-  if (strcmp(argv[1], "report") == 0)
+  if (strcmp(argv[1], "report") == 0) {
+    test_live();
     test_report();
-  else if (strcmp(argv[1], "kill") == 0)
+  } else if (strcmp(argv[1], "kill") == 0)
     test_kill();
   else if (strcmp(argv[1], "sampled") == 0)
     test_sampled();

@@ -120,6 +120,49 @@ OBM_CAPTURE_API uint32_t obm_capture_nmodules(const obm_capture_t *cap);
 OBM_CAPTURE_API int obm_capture_module(const obm_capture_t *cap, uint32_t index,
                                        obm_capture_module_t *out);
 
+/* ---- live blocks: what was live after each record, as `obmem report` counts it ----------
+ * Feed every record in file order to obm_capture_live_apply.  Each thread's records are in
+ * its order, but threads are interleaved as their buffers were written, so a block freed by
+ * another thread may be freed before its allocation is read: such a free waits (PENDING), and
+ * the next allocation of that address by a thread other than the freeing one is matched to it
+ * and never becomes live (CANCELLED).  An allocation at an address still live ends the older
+ * block (its free is in a block not read yet).  In a sampled capture an allocation of s bytes
+ * stands for s / (1 - exp(-s / mean)) bytes and 1 / (1 - exp(-s / mean)) allocations (the
+ * Poisson estimator of tcmalloc and memray): obm_capture_weigh. */
+typedef struct obm_capture_live_s obm_capture_live_t;
+
+typedef enum obm_capture_change_e {
+  OBM_CAPTURE_LIVE_NONE = 0,      /* not an allocation or a free */
+  OBM_CAPTURE_LIVE_ADDED = 1,     /* ALLOC: the block is live */
+  OBM_CAPTURE_LIVE_CANCELLED = 2, /* ALLOC: matched to a free read before it */
+  OBM_CAPTURE_LIVE_FREED = 3,     /* FREE: a live block ended */
+  OBM_CAPTURE_LIVE_PENDING = 4,   /* FREE: of no live block; waits for its allocation */
+} obm_capture_change_t;
+
+typedef struct obm_capture_block_s {
+  uint64_t address;
+  uint64_t size;       /* bytes requested */
+  uint32_t stack;      /* the allocation's stack id */
+  uint32_t thread;     /* the allocating thread (PENDING: the freeing one) */
+  double bytes, count; /* what it stands for (obm_capture_weigh) */
+} obm_capture_block_t;
+
+OBM_CAPTURE_API void obm_capture_weigh(const obm_capture_header_t *header, uint64_t size,
+                                       double *bytes, double *count);
+/* For the capture with this header; NULL when out of memory. */
+OBM_CAPTURE_API obm_capture_live_t *obm_capture_live_new(const obm_capture_header_t *header);
+OBM_CAPTURE_API void obm_capture_live_free(obm_capture_live_t *live);
+/* Applies a record: its obm_capture_change_t, with *block the block added, cancelled or freed
+ * (PENDING: address and thread only); -1 when out of memory (nothing changed). */
+OBM_CAPTURE_API int obm_capture_live_apply(obm_capture_live_t *live,
+                                           const obm_capture_record_t *record,
+                                           obm_capture_block_t *block);
+OBM_CAPTURE_API double obm_capture_live_bytes(const obm_capture_live_t *live);   /* weighted */
+OBM_CAPTURE_API uint64_t obm_capture_live_count(const obm_capture_live_t *live); /* blocks */
+/* The live blocks in no order: *cursor = 0 first; 1 and the next block, 0 after the last. */
+OBM_CAPTURE_API int obm_capture_live_next(const obm_capture_live_t *live, size_t *cursor,
+                                          obm_capture_block_t *block);
+
 #ifdef __cplusplus
 }
 #endif

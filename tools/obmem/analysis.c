@@ -24,95 +24,20 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct live_s {
-  uint64_t address; /* 0 = empty */
-  uint64_t size;    /* pending table: number of frees waiting */
-  uint32_t stack;
-  uint32_t thread;
-} live_t;
-
-typedef struct live_table_s {
-  live_t *slots;
-  size_t capacity, count;
-} live_table_t;
-
 typedef struct stack_stats_s {
   double total_bytes, count, peak_bytes, peak_count, leak_bytes, leak_count, temp_count, temp_bytes;
 } stack_stats_t;
-
-static size_t live_index(const live_table_t *t, uint64_t address) {
-  return (size_t)((address * 0x9e3779b97f4a7c15ull) >> 17) & (t->capacity - 1);
-}
-
-static live_t *live_find(live_table_t *t, uint64_t address) {
-  if (!t->capacity) return NULL;
-  for (size_t i = live_index(t, address);; i = (i + 1) & (t->capacity - 1)) {
-    if (t->slots[i].address == address) return &t->slots[i];
-    if (t->slots[i].address == 0) return NULL;
-  }
-}
-
-static int live_put(live_table_t *t, live_t v) {
-  if ((t->count + 1) * 4 >= t->capacity * 3) {
-    size_t n = t->capacity ? t->capacity * 2 : 1024;
-    live_t *s = calloc(n, sizeof *s);
-    if (!s) return -1;
-    live_table_t bigger = {s, n, 0};
-    for (size_t i = 0; i < t->capacity; i++)
-      if (t->slots[i].address) live_put(&bigger, t->slots[i]);
-    free(t->slots);
-    *t = bigger;
-  }
-  size_t i = live_index(t, v.address);
-  while (t->slots[i].address && t->slots[i].address != v.address)
-    i = (i + 1) & (t->capacity - 1);
-  if (!t->slots[i].address) t->count++;
-  t->slots[i] = v;
-  return 0;
-}
-
-static void live_remove(live_table_t *t, live_t *e) {
-  size_t mask = t->capacity - 1, i = (size_t)(e - t->slots), j = i;
-  for (;;) {
-    j = (j + 1) & mask;
-    if (!t->slots[j].address) break;
-    size_t home = live_index(t, t->slots[j].address);
-    /* move j back to i unless its home lies cyclically in (i, j] */
-    if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
-      t->slots[i] = t->slots[j];
-      i = j;
-    }
-  }
-  t->slots[i].address = 0;
-  t->count--;
-}
-
-static void weigh(const tool_report_t *r, uint64_t size, double *bytes, double *count) {
-  double mean = (double)r->header.sample_mean_bytes;
-  if (!(r->header.flags & OBM_CAPTURE_FLAG_SAMPLED) || mean <= 0) {
-    *bytes = (double)size;
-    *count = 1;
-  } else if (size == 0) {
-    *bytes = 0;
-    *count = 1;
-  } else {
-    double p = -expm1(-(double)size / mean);
-    *bytes = (double)size / p;
-    *count = 1 / p;
-  }
-}
 
 static int hist_bucket(uint64_t size) {
   return size ? 64 - __builtin_clzll(size) : 0;
 }
 
 typedef struct pass_s {
-  live_table_t live, pending;
-  uint64_t *last_alloc; /* per thread: address of its latest allocation, 0 after a free */
+  obm_capture_live_t *live; /* the live blocks (obmem/capture.h: the pending-free rule) */
+  uint64_t *last_alloc;     /* per thread: address of its latest allocation, 0 after a free */
   size_t nlast;
   stack_stats_t *stacks;
   size_t nstacks;
-  double current;
   uint64_t index; /* records read */
 } pass_t;
 
@@ -143,8 +68,7 @@ static int grow_threads(pass_t *p, size_t n) {
 }
 
 static void pass_free(pass_t *p) {
-  free(p->live.slots);
-  free(p->pending.slots);
+  obm_capture_live_free(p->live);
   free(p->last_alloc);
   free(p->stacks);
   memset(p, 0, sizeof *p);
@@ -165,69 +89,48 @@ static void progress(const tool_options_t *o, const obm_capture_t *cap, int pass
 static int replay(obm_capture_t *cap, tool_report_t *r, pass_t *p, const tool_options_t *o,
                   int full, uint64_t stop_at, uint64_t *peak_index) {
   obm_capture_record_t rec;
+  obm_capture_block_t b;
   int st;
+  if (!p->live && !(p->live = obm_capture_live_new(&r->header))) return -1;
   while ((st = obm_capture_next(cap, &rec)) > 0) {
     p->index++;
     if ((p->index & 0xfffff) == 0) progress(o, cap, full ? 1 : 2, 0);
-    if (rec.kind == OBM_CAPTURE_ALLOC) {
-      double bytes, count;
-      weigh(r, rec.size, &bytes, &count);
-      if (grow_stacks(p, (size_t)rec.stack + 1) || grow_threads(p, (size_t)rec.thread + 1))
-        return -1;
-      live_t *pend = live_find(&p->pending, rec.address);
-      if (full) {
-        stack_stats_t *s = &p->stacks[rec.stack];
-        s->total_bytes += bytes;
-        s->count += count;
-        r->total_bytes += bytes;
-        r->total_count += count;
-        r->nallocs++;
-        r->hist_count[hist_bucket(rec.size)] += count;
-        r->hist_bytes[hist_bucket(rec.size)] += bytes;
-      }
-      if (pend && pend->thread != rec.thread) {
-        /* freed by another thread in a block written earlier */
-        if (--pend->size == 0) live_remove(&p->pending, pend);
-        continue;
-      }
-      live_t *old = live_find(&p->live, rec.address);
-      if (old) { /* its free is in a block not read yet: count it gone now */
-        double ob, oc;
-        weigh(r, old->size, &ob, &oc);
-        p->current -= ob;
-        live_remove(&p->live, old);
-      }
-      if (live_put(&p->live, (live_t){rec.address, rec.size, rec.stack, rec.thread})) return -1;
+    if ((rec.kind == OBM_CAPTURE_ALLOC &&
+         (grow_stacks(p, (size_t)rec.stack + 1) || grow_threads(p, (size_t)rec.thread + 1))) ||
+        (rec.kind == OBM_CAPTURE_FREE && grow_threads(p, (size_t)rec.thread + 1)))
+      return -1;
+    /* a free's block: the temporary test reads the thread's latest allocation before the
+     * free clears it */
+    int change = obm_capture_live_apply(p->live, &rec, &b);
+    if (change < 0) return -1;
+    if (rec.kind == OBM_CAPTURE_ALLOC && full) {
+      stack_stats_t *s = &p->stacks[rec.stack];
+      s->total_bytes += b.bytes;
+      s->count += b.count;
+      r->total_bytes += b.bytes;
+      r->total_count += b.count;
+      r->nallocs++;
+      r->hist_count[hist_bucket(rec.size)] += b.count;
+      r->hist_bytes[hist_bucket(rec.size)] += b.bytes;
+    }
+    if (change == OBM_CAPTURE_LIVE_ADDED) {
       p->last_alloc[rec.thread] = rec.address;
-      p->current += bytes;
-      if (full && p->current > r->peak_bytes) {
-        r->peak_bytes = p->current;
+      double current = obm_capture_live_bytes(p->live);
+      if (full && current > r->peak_bytes) {
+        r->peak_bytes = current;
         r->peak_time_ns = rec.time_ns;
         *peak_index = p->index;
       }
     } else if (rec.kind == OBM_CAPTURE_FREE) {
-      if (grow_threads(p, (size_t)rec.thread + 1)) return -1;
       if (full) r->nfrees++;
-      live_t *e = live_find(&p->live, rec.address);
-      if (!e) {
-        live_t *pend = live_find(&p->pending, rec.address);
-        if (pend)
-          pend->size++;
-        else if (live_put(&p->pending, (live_t){rec.address, 1, 0, rec.thread}))
-          return -1;
-        if (full) r->nunmatched_frees++;
-      } else {
-        double bytes, count;
-        weigh(r, e->size, &bytes, &count);
-        p->current -= bytes;
-        if (full && p->last_alloc[rec.thread] == rec.address && e->thread == rec.thread) {
-          stack_stats_t *s = &p->stacks[e->stack];
-          s->temp_count += count;
-          s->temp_bytes += bytes;
-          r->temp_count += count;
-          r->temp_bytes += bytes;
-        }
-        live_remove(&p->live, e);
+      if (change == OBM_CAPTURE_LIVE_PENDING && full) r->nunmatched_frees++;
+      if (change == OBM_CAPTURE_LIVE_FREED && full && p->last_alloc[rec.thread] == rec.address &&
+          b.thread == rec.thread) {
+        stack_stats_t *s = &p->stacks[b.stack];
+        s->temp_count += b.count;
+        s->temp_bytes += b.bytes;
+        r->temp_count += b.count;
+        r->temp_bytes += b.bytes;
       }
       p->last_alloc[rec.thread] = 0;
     } else if (rec.kind == OBM_CAPTURE_SAMPLE && full) {
@@ -331,15 +234,13 @@ int tool_analyse(const char *path, const tool_options_t *o, tool_report_t *r) {
              "or is still running): reporting the records up to there",
              path, (unsigned long long)obm_capture_file_size(cap));
   /* leaks: live at the end */
-  for (size_t i = 0; i < p.live.capacity; i++) {
-    live_t *e = &p.live.slots[i];
-    if (!e->address) continue;
-    double bytes, count;
-    weigh(r, e->size, &bytes, &count);
-    p.stacks[e->stack].leak_bytes += bytes;
-    p.stacks[e->stack].leak_count += count;
-    r->leak_bytes += bytes;
-    r->leak_count += count;
+  obm_capture_block_t b;
+  size_t cursor = 0;
+  while (obm_capture_live_next(p.live, &cursor, &b)) {
+    p.stacks[b.stack].leak_bytes += b.bytes;
+    p.stacks[b.stack].leak_count += b.count;
+    r->leak_bytes += b.bytes;
+    r->leak_count += b.count;
   }
   /* pass 2: live at the peak */
   if (peak_index) {
@@ -353,13 +254,10 @@ int tool_analyse(const char *path, const tool_options_t *o, tool_report_t *r) {
       obm_capture_close(cap);
       return TOOL_EXIT_BAD_INPUT;
     }
-    for (size_t i = 0; i < q.live.capacity; i++) {
-      live_t *e = &q.live.slots[i];
-      if (!e->address) continue;
-      double bytes, count;
-      weigh(r, e->size, &bytes, &count);
-      p.stacks[e->stack].peak_bytes += bytes;
-      p.stacks[e->stack].peak_count += count;
+    cursor = 0;
+    while (obm_capture_live_next(q.live, &cursor, &b)) {
+      p.stacks[b.stack].peak_bytes += b.bytes;
+      p.stacks[b.stack].peak_count += b.count;
     }
     pass_free(&q);
   }
