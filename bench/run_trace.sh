@@ -14,7 +14,8 @@
 #   massif     valgrind --tool=massif
 # interleaved rep by rep with the mode order rotated (run_common.sh's way), then prints per
 # workload the median times, the slowdown ratios exact/obmem, sampled/obmem, heaptrack/glibc,
-# massif/glibc, dispatch, events and stacks / obmem with their geometric means, and each tool's output bytes per event (events =
+# massif/glibc, dispatch, events and stacks / obmem, exact/glibc (what a program's user sees:
+# obmem run against the program on its own malloc) with their geometric means, and each tool's output bytes per event (events =
 # allocations + frees: obmem's from `obmem report --json`; heaptrack's and massif's as twice
 # the allocation calls heaptrack_print counts, the workloads free what they allocate).
 # heaptrack and massif are slow: they run BENCH_TRACE_SLOW_REPS times (default 1).
@@ -159,7 +160,7 @@ def events(w, m):
     except (OSError, ValueError, IndexError):
         return None
 ratios = [("exact", "obmem"), ("sampled", "obmem"), ("dispatch", "obmem"), ("events", "obmem"),
-          ("stacks", "obmem"), ("heaptrack", "glibc"), ("massif", "glibc")]
+          ("stacks", "obmem"), ("exact", "glibc"), ("heaptrack", "glibc"), ("massif", "glibc")]
 ratios = [(a, b) for a, b in ratios if a in modes and b in modes]
 head = ["workload"] + [f"{m} s" for m in modes] + [f"{a}/{b}" for a, b in ratios] + \
        [f"{m} B/event" for m in ("exact", "sampled", "heaptrack", "massif") if m in modes]
