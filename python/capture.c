@@ -220,11 +220,18 @@ PyObject *_obm_py_capture_summary(PyObject *module, PyObject *arg) {
     if (change == OBM_CAPTURE_LIVE_ADDED && obm_capture_live_bytes(live) > peak)
       peak = obm_capture_live_bytes(live);
   }
-  double leak = live ? obm_capture_live_bytes(live) : 0;
-  int complete = obm_capture_complete(cap);
+  /* the leak as the report sums it: the blocks left (not the running sum) */
+  double leak = 0;
+  size_t cursor = 0;
+  while (live && obm_capture_live_next(live, &cursor, &b))
+    leak += b.bytes;
+  int complete = obm_capture_complete(cap), oom = !live || change < 0;
   obm_capture_live_free(live);
-  if (st < 0 || !live || change < 0) {
-    PyErr_SetString(PyExc_ValueError, st < 0 ? obm_capture_error(cap) : "out of memory");
+  if (st < 0 || oom) {
+    if (st < 0)
+      PyErr_SetString(PyExc_ValueError, obm_capture_error(cap));
+    else
+      PyErr_NoMemory();
     obm_capture_close(cap);
     return NULL;
   }

@@ -900,7 +900,7 @@ static int live_feed(obm_capture_live_t *l, int kind, uint64_t address, uint64_t
 
 static int near(double a, double b) {
   double d = a > b ? a - b : b - a;
-  return d <= 1e-12 * (a > b ? a : b) + 1e-12;
+  return d <= 2e-15 * (a > b ? a : b);
 }
 
 static void test_live(void) {
@@ -980,6 +980,21 @@ static void test_live(void) {
            "size %llu: %.17g bytes, %.17g allocations", (unsigned long long)cases[i].size, bytes,
            count);
   }
+  /* x = 1e-9 (where 1 - exp(-x) computed plainly keeps 7 digits), and 1e-3 below the
+   * series' old switch-over and above it */
+  obm_capture_header_t fine = {.version = OBM_CAPTURE_VERSION,
+                               .flags = OBM_CAPTURE_FLAG_SAMPLED,
+                               .sample_mean_bytes = 1000000000};
+  static const struct {
+    uint64_t size;
+    double p; /* 1 - exp(-size / 1e9) */
+  } small[] = {{1, 9.999999995e-10}, {130500000, 0.12234350705126146}};
+  for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
+    double bytes, count;
+    obm_capture_weigh(&fine, small[i].size, &bytes, &count);
+    CHECKF(near(bytes, (double)small[i].size / small[i].p), "size %llu of 1e9: %.17g bytes",
+           (unsigned long long)small[i].size, bytes);
+  }
   double bytes, count;
   obm_capture_weigh(&sampled, 0, &bytes, &count);
   CHECK(bytes == 0 && count == 1);
@@ -990,6 +1005,13 @@ static void test_live(void) {
   if (!l) return;
   live_feed(l, A, 0x1000, 1000, 1, &b);
   CHECK(near(b.bytes, 1000 / 0.6321205588285577) && near(obm_capture_live_bytes(l), b.bytes));
+  for (uint64_t i = 0; i < 100; i++) /* sizes whose weights do not add up exactly */
+    live_feed(l, A, 0x10000 + 64 * i, 37 + 13 * i, 1, &b);
+  for (uint64_t i = 0; i < 100; i++)
+    live_feed(l, F, 0x10000 + 64 * i, 0, 1, &b);
+  live_feed(l, F, 0x1000, 0, 1, &b);
+  CHECKF(obm_capture_live_bytes(l) == 0, "%.17g bytes live after every block was freed",
+         obm_capture_live_bytes(l));
   obm_capture_live_free(l);
 }
 

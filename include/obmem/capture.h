@@ -125,10 +125,12 @@ OBM_CAPTURE_API int obm_capture_module(const obm_capture_t *cap, uint32_t index,
  * its order, but threads are interleaved as their buffers were written, so a block freed by
  * another thread may be freed before its allocation is read: such a free waits (PENDING), and
  * the next allocation of that address by a thread other than the freeing one is matched to it
- * and never becomes live (CANCELLED).  An allocation at an address still live ends the older
- * block (its free is in a block not read yet).  In a sampled capture an allocation of s bytes
- * stands for s / (1 - exp(-s / mean)) bytes and 1 / (1 - exp(-s / mean)) allocations (the
- * Poisson estimator of tcmalloc and memray): obm_capture_weigh. */
+ * and never becomes live (CANCELLED; the frees waiting at one address count as the first
+ * freeing thread's, so in the rare case of two threads' frees of one address waiting at once,
+ * that thread's own next allocation there is not matched).  An allocation at an address still live
+ * ends the older block (its free is in a block not read yet).  In a sampled capture an allocation
+ * of s bytes stands for s / (1 - exp(-s / mean)) bytes and 1 / (1 - exp(-s / mean)) allocations
+ * (the Poisson estimator of tcmalloc and memray): obm_capture_weigh. */
 typedef struct obm_capture_live_s obm_capture_live_t;
 
 typedef enum obm_capture_change_e {

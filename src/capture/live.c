@@ -12,9 +12,9 @@
  * free).  An allocation at an address still live ends the older block (its free is in a block
  * not read yet).
  *
- * Weights of sampled captures without libm (the library links none): p = 1 - exp(-s / mean) by
- * its series where s / mean is small (no cancellation), else through exp(-x) = 2^-k exp(-r),
- * |r| <= ln 2 / 2.
+ * Weights of sampled captures without libm (the library links none): one_minus_exp_neg.
+ * The live bytes are a running sum, set to 0 when no block is live (so that a sampled
+ * capture whose blocks were all freed does not show a rounding residue).
  *
  * Invariants: capacity is 0 or a power of two; count * 4 < capacity * 3 after every insert;
  * bytes = the sum of the live blocks' weights (up to rounding).
@@ -42,28 +42,24 @@ struct obm_capture_live_s {
   double bytes;
 };
 
-/* 1 - exp(-x) for x >= 0, to about 1e-15 relative. */
+/* 1 - exp(-x) for x >= 0, to about 1e-15 relative: x = k ln 2 + r, |r| <= ln 2 / 2 (ln 2 in
+ * two parts, Cody and Waite's, so that r is exact to the last bits for k up to 1010), and
+ * 1 - exp(-x) = (1 - 2^-k) - 2^-k (exp(-r) - 1) with exp(-r) - 1 summed without its leading 1
+ * (no cancellation for small x, where k = 0). */
 static double one_minus_exp_neg(double x) {
-  if (x < 0.125) { /* x - x^2/2 + x^3/6 - ...: the terms fall by 8 at least */
-    double term = x, sum = 0;
-    for (int k = 1; k <= 16; k++) {
-      sum += term;
-      term *= -x / (k + 1);
-    }
-    return sum;
-  }
   if (x > 700) return 1; /* exp(-x) < 1e-304: 1 - exp(-x) rounds to 1 */
+  const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
   uint64_t k = (uint64_t)(x / 0.69314718055994530942 + 0.5); /* 0..1010 */
-  double r = x - (double)k * 0.69314718055994530942;         /* |r| <= ln 2 / 2 */
-  double term = 1, e = 0;                                    /* exp(-r) */
-  for (int i = 1; i <= 20; i++) {
-    e += term;
+  double r = (x - (double)k * ln2_hi) - (double)k * ln2_lo;
+  double term = -r, em1 = 0; /* exp(-r) - 1 = -r + r^2/2 - ...: 20 terms, |r| <= 0.35 */
+  for (int i = 2; i <= 21; i++) {
+    em1 += term;
     term *= -r / i;
   }
   uint64_t bits = (1023 - k) << 52; /* 2^-k, a normal double */
   double scale;
   memcpy(&scale, &bits, sizeof scale);
-  return 1 - e * scale;
+  return (1 - scale) - scale * em1;
 }
 
 /* An allocation of size bytes in a capture sampled with this mean (0: exact). */
@@ -177,6 +173,7 @@ int obm_capture_live_apply(obm_capture_live_t *l, const obm_capture_record_t *r,
     fill(l, e, block);
     l->bytes -= block->bytes;
     remove_entry(&l->live, e);
+    if (l->live.count == 0) l->bytes = 0;
     return OBM_CAPTURE_LIVE_FREED;
   }
   entry_t *pend = find(&l->pending, r->address);

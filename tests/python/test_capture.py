@@ -17,7 +17,8 @@ What is checked:
     --sample writes a sampled capture; -m MODULE runs a module;
   - `obmem diff --json` of two runs with K and 2K leaked blocks: the leak site's change;
   - budgets: --max-leak/--max-peak under and over, from both commands (exit 0 and 1); the
-    program's own exit status is passed on;
+    program's own exit status is passed on; the budgets count peak and leak as the report
+    does (exact and sampled);
   - a forked child's own capture (%p) with its own allocations;
   - bad input: unknown options and a missing script (exit 2, named); a damaged PYFRAME record
     refused by `obmem report` with its offset named (exit 2).
@@ -180,6 +181,20 @@ class CaptureTest(unittest.TestCase):
         r = report(cap)
         self.assertEqual(r["mode"], "sampled")
         self.assertEqual(r["sample_mean_bytes"], 65536)
+
+    def test_budget_counts_as_report(self):
+        # the budgets' replay (python/capture.c) is the report's (src/capture/live.c): the
+        # same peak, leak and allocations, exact and sampled
+        sampled = os.path.join(self.dir, "summary-sampled.cap")
+        run([sys.executable, "-m", "obmem", "run", "--sample", "16K", "-o", sampled,
+             self.script])
+        import obmem
+        for path in (self.cap, sampled):
+            r, s = report(path), obmem._capture_summary(path)
+            self.assertEqual(round(s["peak_bytes"]), r["peak_bytes"], path)
+            self.assertEqual(round(s["leak_bytes"]), r["leaked_bytes"], path)
+            self.assertEqual(s["allocations"], r["allocations"], path)
+            self.assertTrue(s["complete"])
 
     def test_module(self):
         cap = os.path.join(self.dir, "module.cap")
