@@ -11,7 +11,10 @@
  * Learned walk (code without frame pointers): at a call site, a function's canonical frame
  * address (CFA: the caller's stack pointer after the return; the return address is at CFA - 8)
  * is the stack pointer plus a constant, unless the function allocates on the stack
- * dynamically.  Each libunwind walk teaches that constant for each return address on it (the
+ * dynamically.  A return address the table does not know gets its constant (or its mark as
+ * the outermost frame) from its object's call frame information (cfi.c, learn_from_cfi),
+ * trusted at once; where the CFI has none (a CFA from rbp, an expression), each libunwind walk
+ * teaches that constant for each return address on it (the
  * slot of the next return address, found by scanning up from the frame's stack pointer), and
  * which return address is the outermost; a return address seen twice with the same constant
  * (and never with another) is trusted, and a broken chain whose frames are all trusted is
@@ -97,6 +100,10 @@ typedef struct slot_s {
 #define LEARN_SLOTS  (1u << 14)
 #define LEARN_VARIES ((uint64_t)1 << 9) /* count 0: fails the trust test like "unknown" */
 #define LEARN_TRUST  2                  /* times seen with the same constant before it is used */
+#define LEARN_NOCFI                                                                                \
+  ((uint64_t)2 << 9)      /* count 0: the call frame information has no usable                     \
+                             rule for it (libunwind's walks teach it, as above) */
+#define LEARN_EXACT 0xffu /* the count of a rule read from the CFI: trusted */
 typedef struct learn_slot_s {
   _Atomic uint64_t pc;
   _Atomic uint64_t info;
@@ -578,33 +585,107 @@ static inline uint64_t learn_get(uintptr_t pc) {
  * observer each count one: the entry stays a count short), never make a wrong entry trusted
  * without two observations of its constant, and never turn VARIES back (each change is a
  * compare-and-swap from the value it was computed from). */
-static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
-  uint64_t fresh = offset << 9 | (uint64_t)outermost << 8 | 1;
+/* pc's slot in the table, claimed when it had none (*claimed: by this call); NULL when the
+ * 16 slots from its place hold other addresses. */
+static learn_slot_t *learn_slot(uintptr_t pc, int *claimed) {
   uint32_t i = learn_index(pc);
   for (uint32_t probe = 0; probe < 16; probe++, i = (i + 1) & (LEARN_SLOTS - 1)) {
     learn_slot_t *e = &st.learned[i];
     uint64_t k = atomic_load_explicit(&e->pc, memory_order_acquire);
-    int claimed = k == 0 && atomic_compare_exchange_strong(&e->pc, &k, pc);
-    if (!claimed && k != pc) continue;
-    uint64_t info = atomic_load_explicit(&e->info, memory_order_relaxed), next;
-    do {
-      if (info == LEARN_VARIES) return;
-      if (info == 0) /* a fresh slot: its claimer counts one, another observer none */
-        next = claimed ? fresh : fresh - 1;
-      else if (info >> 8 != fresh >> 8)
-        next = LEARN_VARIES;
-      else if ((info & 0xff) < 0xff)
-        next = info + 1;
-      else
-        return;
-    } while (!atomic_compare_exchange_weak_explicit(&e->info, &info, next, memory_order_relaxed,
-                                                    memory_order_relaxed));
-    /* after the change: a memo kept from a walk that trusted the entry goes stale (a walk
-     * that reads the new memo_gen reads the entry VARIES) */
-    if (next == LEARN_VARIES && (info & 0xff) >= LEARN_TRUST)
-      atomic_fetch_add_explicit(&st.memo_gen, 1, memory_order_release);
-    return;
+    *claimed = k == 0 && atomic_compare_exchange_strong(&e->pc, &k, pc);
+    if (*claimed || k == pc) return e;
   }
+  return NULL;
+}
+
+static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
+  uint64_t fresh = offset << 9 | (uint64_t)outermost << 8 | 1;
+  int claimed;
+  learn_slot_t *e = learn_slot(pc, &claimed);
+  if (!e) return;
+  uint64_t info = atomic_load_explicit(&e->info, memory_order_relaxed), next;
+  do {
+    if (info == LEARN_VARIES) return;
+    if (info == 0) /* a fresh slot: its claimer counts one, another observer none */
+      next = claimed ? fresh : fresh - 1;
+    else if (info == LEARN_NOCFI) /* no CFI rule: this is the first observation */
+      next = fresh;
+    else if (info >> 8 != fresh >> 8)
+      next = LEARN_VARIES;
+    else if ((info & 0xff) < 0xff)
+      next = info + 1;
+    else
+      return;
+  } while (!atomic_compare_exchange_weak_explicit(&e->info, &info, next, memory_order_relaxed,
+                                                  memory_order_relaxed));
+  /* after the change: a memo kept from a walk that trusted the entry goes stale (a walk that
+   * reads the new memo_gen reads the entry VARIES) */
+  if (next == LEARN_VARIES && (info & 0xff) >= LEARN_TRUST)
+    atomic_fetch_add_explicit(&st.memo_gen, 1, memory_order_release);
+}
+
+static uint64_t learn_keep(uintptr_t pc, uint64_t info);
+
+/* learn_from_cfi's search: the object whose code holds pc, its frame's rule from its CFI. */
+typedef struct cfi_search_s {
+  uintptr_t pc;
+  uint64_t info; /* LEARN_NOCFI until found */
+} cfi_search_t;
+
+static int cfi_object(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  cfi_search_t *q = arg;
+  int in_code = 0;
+  uintptr_t hdr = 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+    if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && q->pc - lo < ph->p_memsz) in_code = 1;
+    if (ph->p_type == PT_GNU_EH_FRAME) hdr = lo;
+  }
+  if (!in_code) return 0;
+  for (int i = 0; i < info->dlpi_phnum && hdr; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+    uint64_t offset;
+    int outermost;
+    if (ph->p_type == PT_LOAD && (ph->p_flags & PF_R) && hdr - lo < ph->p_filesz &&
+        _obm_cfi_frame(q->pc, hdr, lo, lo + ph->p_filesz, &offset, &outermost))
+      q->info = offset << 9 | (uint64_t)outermost << 8 | LEARN_EXACT;
+  }
+  return 1; /* pc's object: done */
+}
+
+/* The entry of a return address the table does not know, from its object's call frame
+ * information (cfi.c), kept in the table: trusted at once (the compiler's rule, not a guess
+ * from two observations), or LEARN_NOCFI (libunwind's walks teach it as before).  Under
+ * dl_iterate_phdr's lock (recursive: a malloc inside dlopen may come here), so that no object
+ * is unloaded while its CFI is read; once per return address. */
+static OBM_NOINLINE OBM_COLD uint64_t learn_from_cfi(uintptr_t pc) {
+  cfi_search_t q = {pc, LEARN_NOCFI};
+  dl_iterate_phdr(cfi_object, &q);
+  return learn_keep(pc, q.info);
+}
+
+int _obm_trace_cfi_rule(uintptr_t pc, uint64_t *cfa_offset, int *outermost) {
+  cfi_search_t q = {pc, LEARN_NOCFI};
+  dl_iterate_phdr(cfi_object, &q);
+  if (q.info == LEARN_NOCFI) return 0;
+  *cfa_offset = q.info >> 9;
+  *outermost = (int)(q.info >> 8) & 1;
+  return 1;
+}
+
+/* Keeps info as pc's entry unless another thread's came first; the entry. */
+static uint64_t learn_keep(uintptr_t pc, uint64_t info) {
+  int claimed;
+  learn_slot_t *e = learn_slot(pc, &claimed);
+  if (!e) return info; /* no room near its place: used, not kept */
+  uint64_t cur = 0;
+  if (atomic_compare_exchange_strong_explicit(&e->info, &cur, info, memory_order_relaxed,
+                                              memory_order_relaxed))
+    return info;
+  return cur; /* another thread's entry came first */
 }
 
 /* Continues a broken chain from the table: pcs[n - 1] is the return address into a frame
@@ -623,7 +704,11 @@ walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max, u
     uint64_t info = atomic_load_explicit(&e->pc, memory_order_acquire) == pc
                         ? atomic_load_explicit(&e->info, memory_order_relaxed)
                         : learn_get(pc);
-    if (obm_unlikely((info & 0xff) < LEARN_TRUST)) return 0; /* unknown, new or varying */
+    if (obm_unlikely((info & 0xff) < LEARN_TRUST)) { /* unknown, new or varying */
+      if (info != 0) return 0;
+      info = learn_from_cfi(pc); /* the first walk through pc */
+      if ((info & 0xff) < LEARN_TRUST) return 0;
+    }
     if (info & 0x100) break;                                 /* the outermost frame */
     uintptr_t cfa = sp + (info >> 9);                        /* >= sp + 8: learned so */
     if (obm_unlikely(cfa > hi || (cfa & 7))) return 0;
@@ -720,13 +805,14 @@ static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintpt
     broken = !((info & 0x100) && (info & 0xff) >= LEARN_TRUST);
     if (st.mode != OBM_TRACE_STACKS_AUTO) broken = 0;
   }
-  if (st.unw_backtrace &&
-      (st.mode == OBM_TRACE_STACKS_UNWIND || (broken && st.mode == OBM_TRACE_STACKS_AUTO))) {
+  /* the table (from the CFI, or taught by libunwind) serves without libunwind too */
+  if ((st.unw_backtrace && st.mode == OBM_TRACE_STACKS_UNWIND) ||
+      (broken && st.mode == OBM_TRACE_STACKS_AUTO)) {
     size_t k = 0;
     if (st.mode == OBM_TRACE_STACKS_AUTO)
       k = walk_learned(pcs, n, last_fp + 16, hi, st.max_frames, &h, &last->code, slots, links, m,
                        rec);
-    if (k == 0) {
+    if (k == 0 && st.unw_backtrace) {
       /* learn only where libunwind agrees with the frame-pointer prefix (a stale link that
        * passed the checks would put last_fp elsewhere) */
       uintptr_t prefix[8];
@@ -741,7 +827,7 @@ static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintpt
             memcmp(prefix, pcs, nfp * sizeof *pcs) == 0)
           learn_walk(pcs, k, nfp, last_fp, hi, st.max_frames);
       }
-    } else {
+    } else if (k > 0) {
       n = k;
     }
   }

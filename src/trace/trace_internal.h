@@ -103,6 +103,14 @@ OBM_HIDDEN void _obm_trace_stacks_reset(void);
  * 0 when stacks are off or a table is full (counted in *lost). */
 OBM_HIDDEN uint32_t _obm_trace_stack_id(uint32_t slot, void *frame, uintptr_t stack_lo,
                                         uintptr_t stack_hi);
+/* The frame of return address pc from its object's call frame information (cfi.c): hdr is
+ * the object's .eh_frame_hdr, [lo, hi) the readable segment that holds it.  1 with
+ * *cfa_offset (the caller's stack pointer minus the stack pointer at the return, the return
+ * address just below it) or *outermost set; 0 when pc's frame has no such rule. */
+OBM_HIDDEN int _obm_cfi_frame(uintptr_t pc, uintptr_t hdr, uintptr_t lo, uintptr_t hi,
+                              uint64_t *cfa_offset, int *outermost);
+/* The same for pc's loaded object, found under dl_iterate_phdr's lock (stacks.c). */
+OBM_HIDDEN int _obm_trace_cfi_rule(uintptr_t pc, uint64_t *cfa_offset, int *outermost);
 /* The calling thread's stack mapping [lo, hi), from /proc/self/maps without allocating. */
 OBM_HIDDEN void _obm_trace_stack_bounds(uintptr_t *lo, uintptr_t *hi);
 /* Re-reads the loaded objects' code ranges (the frame-pointer walk's sanity check); called at
