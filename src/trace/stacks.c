@@ -734,8 +734,16 @@ walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max, u
  * learned is checked at its constant (a word compare) before the stack is scanned (up to its
  * top: frames of any size); learning stops at a frame whose constant varies (the walk from
  * the table cannot pass it). */
-static void learn_walk(const uintptr_t *pcs, size_t m, size_t nfp, uintptr_t last_fp, uintptr_t hi,
-                       size_t max) {
+/* learn_walk scans a frame's words (its locals, and under AddressSanitizer the redzones
+ * between them) for the next return address: left out of AddressSanitizer's checks. */
+#if defined(__SANITIZE_ADDRESS__)
+#define NO_ASAN __attribute__((no_sanitize_address))
+#else
+#define NO_ASAN
+#endif
+
+static NO_ASAN void learn_walk(const uintptr_t *pcs, size_t m, size_t nfp, uintptr_t last_fp,
+                               uintptr_t hi, size_t max) {
   uintptr_t sp = last_fp + 16;
   const uintptr_t *end = (const uintptr_t *)(hi - 8);
   for (size_t i = nfp - 1; i + 1 < m; i++) {
@@ -787,7 +795,7 @@ lost:
 
 /* The whole walk: frame pointers, continued by the learned walk or libunwind (AUTO); pcs[0..n),
  * slots, links and *hash; with rec, it stops at a frame of the latest stack that m finds.
- * *matchable = 0 when libunwind walked (no slots). */
+ * *matchable = 0 when libunwind walked (no slots) or the learned walk failed without it. */
 static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintptr_t lo,
                                                              uintptr_t hi, uintptr_t *pcs,
                                                              uintptr_t *slots, uintptr_t *links,
@@ -829,6 +837,10 @@ static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintpt
       }
     } else if (k > 0) {
       n = k;
+    } else {
+      /* the stack ends where the learned walk failed (no libunwind): on words it read that
+       * neither the slots nor a memo of walks record, so it is not kept for reuse */
+      *matchable = 0;
     }
   }
   *hash = h;
