@@ -165,6 +165,19 @@ typedef struct cie_s {
   const uint8_t *insns, *insns_end;
 } cie_t;
 
+/* A factored offset times the CIE's data alignment, refused (c->bad) past 2^20 either way:
+ * no frame is that large, and the product stays far from overflow. */
+static int64_t scaled(cursor_t *c, int64_t v, int64_t align) {
+  if (v > (1 << 20) || v < -(1 << 20)) {
+    c->bad = 1;
+    return 0;
+  }
+  return v * align;
+}
+static int64_t scaled_u(cursor_t *c, uint64_t v, int64_t align) {
+  return scaled(c, v > (1u << 21) ? (int64_t)(1 << 21) : (int64_t)v, align);
+}
+
 /* The rule of register reg becomes rule (at offset): only the return address's is kept. */
 static void set_rule(row_t *row, uint64_t reg, int rule, int64_t offset) {
   if (reg != REG_RA) return;
@@ -198,7 +211,7 @@ static int run_cfa(cursor_t c, const cie_t *cie, uint64_t loc, uint64_t target, 
       delta = (op & 0x3f) * cie->code_align;
       break;
     case 2: /* DW_CFA_offset */
-      set_rule(row, op & 0x3f, RA_AT, (int64_t)get_uleb(&c) * cie->data_align);
+      set_rule(row, op & 0x3f, RA_AT, scaled_u(&c, get_uleb(&c), cie->data_align));
       continue;
     case 3: /* DW_CFA_restore */
       set_rule(row, op & 0x3f, initial->ra_rule, initial->ra_offset);
@@ -218,7 +231,7 @@ static int run_cfa(cursor_t c, const cie_t *cie, uint64_t loc, uint64_t target, 
         break;   /* advance_loc4 */
       case 0x05: /* offset_extended */
         reg = get_uleb(&c);
-        set_rule(row, reg, RA_AT, (int64_t)get_uleb(&c) * cie->data_align);
+        set_rule(row, reg, RA_AT, scaled_u(&c, get_uleb(&c), cie->data_align));
         continue;
       case 0x06: /* restore_extended */
         set_rule(row, get_uleb(&c), initial->ra_rule, initial->ra_offset);
@@ -255,7 +268,7 @@ static int run_cfa(cursor_t c, const cie_t *cie, uint64_t loc, uint64_t target, 
         continue;
       case 0x12: /* def_cfa_sf */
         row->cfa_reg = get_uleb(&c);
-        row->cfa_offset = get_sleb(&c) * cie->data_align;
+        row->cfa_offset = scaled(&c, get_sleb(&c), cie->data_align);
         row->cfa_expr = 0;
         continue;
       case 0x0d: /* def_cfa_register */
@@ -266,7 +279,7 @@ static int run_cfa(cursor_t c, const cie_t *cie, uint64_t loc, uint64_t target, 
         row->cfa_offset = (int64_t)get_uleb(&c);
         continue;
       case 0x13: /* def_cfa_offset_sf */
-        row->cfa_offset = get_sleb(&c) * cie->data_align;
+        row->cfa_offset = scaled(&c, get_sleb(&c), cie->data_align);
         continue;
       case 0x0f: /* def_cfa_expression */
         skip_block(&c);
@@ -280,14 +293,14 @@ static int run_cfa(cursor_t c, const cie_t *cie, uint64_t loc, uint64_t target, 
         continue;
       case 0x11: /* offset_extended_sf */
         reg = get_uleb(&c);
-        set_rule(row, reg, RA_AT, get_sleb(&c) * cie->data_align);
+        set_rule(row, reg, RA_AT, scaled(&c, get_sleb(&c), cie->data_align));
         continue;
       case 0x2e: /* GNU_args_size */
         get_uleb(&c);
         continue;
       case 0x2f: /* GNU_negative_offset_extended */
         reg = get_uleb(&c);
-        set_rule(row, reg, RA_AT, -(int64_t)get_uleb(&c) * cie->data_align);
+        set_rule(row, reg, RA_AT, -scaled_u(&c, get_uleb(&c), cie->data_align));
         continue;
       default: /* set_loc (not emitted for x86-64) and anything unknown */
         return 0;
@@ -351,7 +364,9 @@ static int parse_cie(const uint8_t *p, uintptr_t lo, uintptr_t hi, cie_t *cie) {
     }
     c.p += n;
   }
-  if (c.bad || cie->ra_reg != REG_RA || cie->code_align == 0) return 0;
+  if (c.bad || cie->ra_reg != REG_RA || cie->code_align == 0 || cie->code_align > 256 ||
+      cie->data_align > 256 || cie->data_align < -256)
+    return 0;
   cie->insns = c.p;
   cie->insns_end = c.end;
   return 1;

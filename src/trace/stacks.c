@@ -97,7 +97,7 @@ typedef struct slot_s {
 /* The learned walk's table: return address -> (CFA - stack pointer) << 9 | outermost << 8 |
  * times seen (1..255), or VARIES (count 0); open addressing, filled with CAS, never emptied in a
  * session. */
-#define LEARN_SLOTS  (1u << 14)
+#define LEARN_SLOTS  (1u << 16)         /* every return address walked through code without FP */
 #define LEARN_VARIES ((uint64_t)1 << 9) /* count 0: fails the trust test like "unknown" */
 #define LEARN_TRUST  2                  /* times seen with the same constant before it is used */
 #define LEARN_NOCFI                                                                                \
@@ -626,7 +626,39 @@ static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
 
 static uint64_t learn_keep(uintptr_t pc, uint64_t info);
 
-/* learn_from_cfi's search: the object whose code holds pc, its frame's rule from its CFI. */
+#if defined(DLFO_STRUCT_HAS_EH_DBASE)
+/* pc's rule as a table entry (LEARN_NOCFI: none): glibc 2.35's _dl_find_object finds pc's
+ * object without a lock (a return address on this thread's stack keeps its object loaded, as
+ * libgcc's unwinder assumes too), and its program headers, read from its ELF header at the
+ * start of its mapping, the segment that holds .eh_frame_hdr.  dl_iterate_phdr's lock would
+ * deadlock: a thread in dlclose holds it while it frees (the free's hook waits for a flush,
+ * the flush for this thread's hook). */
+static uint64_t cfi_search(uintptr_t pc) {
+  struct dl_find_object fo;
+  if (_dl_find_object((void *)pc, &fo) != 0 || !fo.dlfo_eh_frame || !fo.dlfo_link_map)
+    return LEARN_NOCFI;
+  uintptr_t start = (uintptr_t)fo.dlfo_map_start, hdr = (uintptr_t)fo.dlfo_eh_frame;
+  const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)start;
+  /* the headers within the mapping's first page (the ELF header's, readable) */
+  if ((uintptr_t)fo.dlfo_map_end - start < 4096 || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 ||
+      eh->e_phentsize != sizeof(ElfW(Phdr)) || eh->e_phoff > 4096 ||
+      eh->e_phnum > (4096 - eh->e_phoff) / sizeof(ElfW(Phdr)))
+    return LEARN_NOCFI;
+  const ElfW(Phdr) *ph = (const ElfW(Phdr) *)(start + eh->e_phoff);
+  uintptr_t bias = fo.dlfo_link_map->l_addr;
+  for (int i = 0; i < eh->e_phnum; i++) {
+    uintptr_t lo = bias + ph[i].p_vaddr;
+    uint64_t offset;
+    int outermost;
+    if (ph[i].p_type == PT_LOAD && (ph[i].p_flags & PF_R) && hdr - lo < ph[i].p_filesz &&
+        _obm_cfi_frame(pc, hdr, lo, lo + ph[i].p_filesz, &offset, &outermost))
+      return offset << 9 | (uint64_t)outermost << 8 | LEARN_EXACT;
+  }
+  return LEARN_NOCFI;
+}
+#else
+/* Before glibc 2.35: the object by dl_iterate_phdr (under its lock: see above for the deadlock
+ * this risks, as libunwind's walks do). */
 typedef struct cfi_search_s {
   uintptr_t pc;
   uint64_t info; /* LEARN_NOCFI until found */
@@ -656,23 +688,26 @@ static int cfi_object(struct dl_phdr_info *info, size_t size, void *arg) {
   return 1; /* pc's object: done */
 }
 
-/* The entry of a return address the table does not know, from its object's call frame
- * information (cfi.c), kept in the table: trusted at once (the compiler's rule, not a guess
- * from two observations), or LEARN_NOCFI (libunwind's walks teach it as before).  Under
- * dl_iterate_phdr's lock (recursive: a malloc inside dlopen may come here), so that no object
- * is unloaded while its CFI is read; once per return address. */
-static OBM_NOINLINE OBM_COLD uint64_t learn_from_cfi(uintptr_t pc) {
+static uint64_t cfi_search(uintptr_t pc) {
   cfi_search_t q = {pc, LEARN_NOCFI};
   dl_iterate_phdr(cfi_object, &q);
-  return learn_keep(pc, q.info);
+  return q.info;
+}
+#endif
+
+/* The entry of a return address the table does not know, from its object's call frame
+ * information (cfi.c), kept in the table: trusted at once (the compiler's rule, not a guess
+ * from two observations), or LEARN_NOCFI (libunwind's walks teach it as before); once per
+ * return address. */
+static OBM_NOINLINE OBM_COLD uint64_t learn_from_cfi(uintptr_t pc) {
+  return learn_keep(pc, cfi_search(pc));
 }
 
 int _obm_trace_cfi_rule(uintptr_t pc, uint64_t *cfa_offset, int *outermost) {
-  cfi_search_t q = {pc, LEARN_NOCFI};
-  dl_iterate_phdr(cfi_object, &q);
-  if (q.info == LEARN_NOCFI) return 0;
-  *cfa_offset = q.info >> 9;
-  *outermost = (int)(q.info >> 8) & 1;
+  uint64_t info = cfi_search(pc);
+  if (info == LEARN_NOCFI) return 0;
+  *cfa_offset = info >> 9;
+  *outermost = (int)(info >> 8) & 1;
   return 1;
 }
 
