@@ -828,6 +828,21 @@ lost:
   return parent; /* the outer part of the stack that fitted */
 }
 
+/* The frame-pointer walk's first wrong step, if any: the link read at frame i is the rbp of the
+ * function pcs[i] returns into, a frame pointer only if that function keeps one; a function
+ * the table knows to compute its CFA from rsp (it keeps none: rbp is an outer function's
+ * frame, or anything) makes the step skip the frames between (glibc's xrealloc called from a
+ * cc1 function that keeps rbp: the walk went from xrealloc to that function's caller).  The
+ * number of frames to keep (frame i is kept, its link is not followed), or n. */
+static size_t fp_cut(const uintptr_t *pcs, size_t n) {
+  for (size_t i = 0; i + 1 < n; i++) {
+    uint64_t info = learn_get(pcs[i]);
+    if (info == 0) info = learn_from_cfi(pcs[i]);
+    if ((info & 0xff) >= LEARN_TRUST && !(info & 0x100)) return i + 1;
+  }
+  return n;
+}
+
 /* The whole walk: frame pointers, continued by the learned walk or libunwind (AUTO); pcs[0..n),
  * slots, links and *hash; with rec, it stops at a frame of the latest stack that m finds.
  * *matchable = 0 when libunwind walked (no slots) or the learned walk failed without it. */
@@ -840,8 +855,21 @@ static inline __attribute__((always_inline)) size_t walk_all(void *frame, uintpt
   int broken;
   uint64_t h;
   *matchable = 1;
+  match_t m0 = *m;
   size_t n = walk_fp(frame, lo, hi, pcs, st.max_frames, &broken, &h, &last->code, &last_fp, slots,
                      links, m, rec);
+  /* with libunwind to finish what the learned walk cannot (a frame whose CFA is from rbp);
+   * without it the frame-pointer walk stands, skips and all */
+  if (n >= 2 && st.mode == OBM_TRACE_STACKS_AUTO && st.unw_backtrace) {
+    size_t cut = fp_cut(pcs, n);
+    if (cut < n) { /* go on from the frame whose link was not a frame pointer */
+      n = cut;
+      last_fp = slots[n - 1] - 8;
+      h = hash_pcs(pcs, n);
+      broken = 1;
+      *m = m0; /* a match found past the cut is not one */
+    }
+  }
   if (n == 0 || m->found) return n;
   if (broken == 2) { /* a zero link ends the stack where libunwind said so */
     uint64_t info = st.mode == OBM_TRACE_STACKS_AUTO ? learn_get(pcs[n - 1]) : 0;
