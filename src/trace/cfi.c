@@ -244,13 +244,9 @@ static int run_cfa(cursor_t c, const cie_t *cie, uint64_t loc, uint64_t target, 
         continue;
       case 0x09: /* register */
       case 0x14: /* val_offset */
+      case 0x15: /* val_offset_sf (its operand skipped as one LEB128 like the others) */
         reg = get_uleb(&c);
         get_uleb(&c);
-        set_rule(row, reg, RA_OTHER, 0);
-        continue;
-      case 0x15: /* val_offset_sf */
-        reg = get_uleb(&c);
-        get_sleb(&c);
         set_rule(row, reg, RA_OTHER, 0);
         continue;
       case 0x0a: /* remember_state */

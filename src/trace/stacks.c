@@ -100,9 +100,8 @@ typedef struct slot_s {
 #define LEARN_SLOTS  (1u << 16)         /* every return address walked through code without FP */
 #define LEARN_VARIES ((uint64_t)1 << 9) /* count 0: fails the trust test like "unknown" */
 #define LEARN_TRUST  2                  /* times seen with the same constant before it is used */
-#define LEARN_NOCFI                                                                                \
-  ((uint64_t)2 << 9)      /* count 0: the call frame information has no usable                     \
-                             rule for it (libunwind's walks teach it, as above) */
+/* count 0: the call frame information has no usable rule for it (libunwind's walks teach it) */
+#define LEARN_NOCFI ((uint64_t)2 << 9)
 #define LEARN_EXACT 0xffu /* the count of a rule read from the CFI: trusted */
 typedef struct learn_slot_s {
   _Atomic uint64_t pc;
@@ -624,7 +623,17 @@ static void learn_put(uintptr_t pc, uint64_t offset, int outermost) {
     atomic_fetch_add_explicit(&st.memo_gen, 1, memory_order_release);
 }
 
-static uint64_t learn_keep(uintptr_t pc, uint64_t info);
+/* Keeps info as pc's entry unless another thread's came first; the entry. */
+static uint64_t learn_keep(uintptr_t pc, uint64_t info) {
+  int claimed;
+  learn_slot_t *e = learn_slot(pc, &claimed);
+  if (!e) return info; /* no room near its place: used, not kept */
+  uint64_t cur = 0;
+  if (atomic_compare_exchange_strong_explicit(&e->info, &cur, info, memory_order_relaxed,
+                                              memory_order_relaxed))
+    return info;
+  return cur; /* another thread's entry came first */
+}
 
 #if defined(DLFO_STRUCT_HAS_EH_DBASE)
 /* pc's rule as a table entry (LEARN_NOCFI: none): glibc 2.35's _dl_find_object finds pc's
@@ -657,41 +666,11 @@ static uint64_t cfi_search(uintptr_t pc) {
   return LEARN_NOCFI;
 }
 #else
-/* Before glibc 2.35: the object by dl_iterate_phdr (under its lock: see above for the deadlock
- * this risks, as libunwind's walks do). */
-typedef struct cfi_search_s {
-  uintptr_t pc;
-  uint64_t info; /* LEARN_NOCFI until found */
-} cfi_search_t;
-
-static int cfi_object(struct dl_phdr_info *info, size_t size, void *arg) {
-  (void)size;
-  cfi_search_t *q = arg;
-  int in_code = 0;
-  uintptr_t hdr = 0;
-  for (int i = 0; i < info->dlpi_phnum; i++) {
-    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-    if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && q->pc - lo < ph->p_memsz) in_code = 1;
-    if (ph->p_type == PT_GNU_EH_FRAME) hdr = lo;
-  }
-  if (!in_code) return 0;
-  for (int i = 0; i < info->dlpi_phnum && hdr; i++) {
-    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-    uint64_t offset;
-    int outermost;
-    if (ph->p_type == PT_LOAD && (ph->p_flags & PF_R) && hdr - lo < ph->p_filesz &&
-        _obm_cfi_frame(q->pc, hdr, lo, lo + ph->p_filesz, &offset, &outermost))
-      q->info = offset << 9 | (uint64_t)outermost << 8 | LEARN_EXACT;
-  }
-  return 1; /* pc's object: done */
-}
-
+/* Before glibc 2.35 only dl_iterate_phdr finds an object, under the loader's lock, which
+ * deadlocks inside a hook (above): no rules from the CFI there; libunwind teaches them. */
 static uint64_t cfi_search(uintptr_t pc) {
-  cfi_search_t q = {pc, LEARN_NOCFI};
-  dl_iterate_phdr(cfi_object, &q);
-  return q.info;
+  (void)pc;
+  return LEARN_NOCFI;
 }
 #endif
 
@@ -703,24 +682,21 @@ static OBM_NOINLINE OBM_COLD uint64_t learn_from_cfi(uintptr_t pc) {
   return learn_keep(pc, cfi_search(pc));
 }
 
+/* pc's entry for a walk: the table's (its home slot first, inline), else the CFI's, kept. */
+static inline uint64_t learn_entry(uintptr_t pc) {
+  const learn_slot_t *e = &st.learned[learn_index(pc)];
+  uint64_t info = atomic_load_explicit(&e->pc, memory_order_acquire) == pc
+                      ? atomic_load_explicit(&e->info, memory_order_relaxed)
+                      : learn_get(pc);
+  return obm_likely(info != 0) ? info : learn_from_cfi(pc);
+}
+
 int _obm_trace_cfi_rule(uintptr_t pc, uint64_t *cfa_offset, int *outermost) {
   uint64_t info = cfi_search(pc);
   if (info == LEARN_NOCFI) return 0;
   *cfa_offset = info >> 9;
   *outermost = (int)(info >> 8) & 1;
   return 1;
-}
-
-/* Keeps info as pc's entry unless another thread's came first; the entry. */
-static uint64_t learn_keep(uintptr_t pc, uint64_t info) {
-  int claimed;
-  learn_slot_t *e = learn_slot(pc, &claimed);
-  if (!e) return info; /* no room near its place: used, not kept */
-  uint64_t cur = 0;
-  if (atomic_compare_exchange_strong_explicit(&e->info, &cur, info, memory_order_relaxed,
-                                              memory_order_relaxed))
-    return info;
-  return cur; /* another thread's entry came first */
 }
 
 /* Continues a broken chain from the table: pcs[n - 1] is the return address into a frame
@@ -735,15 +711,8 @@ walk_learned(uintptr_t *pcs, size_t n, uintptr_t sp, uintptr_t hi, size_t max, u
   uint64_t h = *hash;
   uintptr_t pc = pcs[n - 1];
   while (n < max) {
-    const learn_slot_t *e = &st.learned[learn_index(pc)];
-    uint64_t info = atomic_load_explicit(&e->pc, memory_order_acquire) == pc
-                        ? atomic_load_explicit(&e->info, memory_order_relaxed)
-                        : learn_get(pc);
-    if (obm_unlikely((info & 0xff) < LEARN_TRUST)) { /* unknown, new or varying */
-      if (info != 0) return 0;
-      info = learn_from_cfi(pc); /* the first walk through pc */
-      if ((info & 0xff) < LEARN_TRUST) return 0;
-    }
+    uint64_t info = learn_entry(pc);
+    if (obm_unlikely((info & 0xff) < LEARN_TRUST)) return 0; /* no rule, new or varying */
     if (info & 0x100) break;                                 /* the outermost frame */
     uintptr_t cfa = sp + (info >> 9);                        /* >= sp + 8: learned so */
     if (obm_unlikely(cfa > hi || (cfa & 7))) return 0;
@@ -836,8 +805,7 @@ lost:
  * number of frames to keep (frame i is kept, its link is not followed), or n. */
 static size_t fp_cut(const uintptr_t *pcs, size_t n) {
   for (size_t i = 0; i + 1 < n; i++) {
-    uint64_t info = learn_get(pcs[i]);
-    if (info == 0) info = learn_from_cfi(pcs[i]);
+    uint64_t info = learn_entry(pcs[i]);
     if ((info & 0xff) >= LEARN_TRUST && !(info & 0x100)) return i + 1;
   }
   return n;
